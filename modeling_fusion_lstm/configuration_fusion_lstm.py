@@ -1,0 +1,123 @@
+"""FusionLSTM configuration."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+
+
+# One table of names per choice; the fusion strategies themselves live in modeling_fusion_lstm.py.
+FUSION_CHOICES = ("none", "concat", "add", "multiply", "init_h", "init_c", "init_hc")
+LATE_FUSIONS = ("concat", "add", "multiply")
+EARLY_FUSIONS = ("init_h", "init_c", "init_hc")
+FUSION_CONTEXT_CHOICES = ("prefix", "sentence")
+ENCODER_POOLING_CHOICES = ("cls", "mean", "pooler")
+# Width of BERT-base, the paper's encoder; used when there is neither an encoder nor an explicit width.
+PAPER_FUSION_EMBEDDING_SIZE = 768
+
+
+@strict
+class FusionLSTMConfig(PreTrainedConfig):
+    r"""
+    Configuration of a sentence-embedding fusion LSTM language model (Zouhar, Mosbach, Klakow 2022,
+    arXiv 2208.02402). The defaults are the paper's architecture: token embedding 512 → LSTM 768 → fusion →
+    dense 512 → vocabulary.
+
+    vocab_size (`int`, defaults to 30522): size of the LM vocabulary (the encoder tokenizer's by default).
+    embedding_size (`int`, defaults to 512): width of the token embeddings fed to the LSTM.
+    hidden_size (`int`, defaults to 768): width of the LSTM state h_j (and c_j).
+    num_hidden_layers (`int`, defaults to 1): number of stacked LSTM layers.
+    projection_size (`int`, defaults to 512): width of the dense layer between fusion and the output layer.
+    dropout (`float`, defaults to 0.0): dropout on token embeddings, between LSTM layers and on the LSTM output.
+    fusion (`str`, defaults to `"concat"`): how the prefix embedding e_j enters the LSTM, one of
+        `none`, `concat`, `add`, `multiply` (late fusion, combined with h_j) or `init_h`, `init_c`, `init_hc`
+        (early fusion, e_j is the LSTM's initial state and the LSTM restarts at every position).
+    fusion_context (`str`, defaults to `"prefix"`): `prefix`: e_j embeds tokens 0..j (causal);
+        `sentence`: one embedding of the whole sequence for every position (the paper's leaky probe, not causal).
+    encoder_pooling (`str`, defaults to `"cls"`): how the encoder's token states become e_j: `cls` (first
+        token), `mean` (mean over the encoder input, [CLS] and [SEP] included) or `pooler` (the encoder's pooler).
+    freeze_encoder (`bool`, defaults to `True`): keep the encoder frozen (no gradients, eval mode).
+    encoder (`dict` or `PreTrainedConfig`, *optional*): the encoder's own config; absent for models that only
+        take `fusion_embeds` (and for `fusion="none"`).
+    fusion_embedding_size (`int`, *optional*): width of e_j; taken from the encoder when there is one,
+        768 (BERT-base) otherwise.
+    fusion_projection (`bool`, defaults to `True`): learn a linear map from e_j's width to `hidden_size` where a
+        fusion needs equal widths (`add`, `multiply`, `init_*`) and they differ.
+    prefix (`str`, *optional*): text the text-generation pipeline puts before every prompt; the BOS token, so
+        that pipeline prompts start like training sentences.
+    """
+
+    model_type = "fusion_lstm"
+    sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert", optional=True)}
+
+    vocab_size: int = 30522
+    embedding_size: int = 512
+    hidden_size: int = 768
+    num_hidden_layers: int = 1
+    projection_size: int = 512
+    dropout: float = 0.0
+    fusion: str = "concat"
+    fusion_context: str = "prefix"
+    encoder_pooling: str = "cls"
+    freeze_encoder: bool = True
+    encoder: PreTrainedConfig | dict | None = None
+    fusion_embedding_size: int | None = None
+    fusion_projection: bool = True
+    initializer_range: float = 0.02
+    use_cache: bool = True
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+    prefix: str | None = None
+
+    def __post_init__(self, **kwargs):
+        # Validated here rather than in `validate_*` hooks so that a plain ValueError reaches the user.
+        _check_choice("fusion", self.fusion, FUSION_CHOICES)
+        _check_choice("fusion_context", self.fusion_context, FUSION_CONTEXT_CHOICES)
+        _check_choice("encoder_pooling", self.encoder_pooling, ENCODER_POOLING_CHOICES)
+        for field in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "projection_size"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"FusionLSTMConfig.{field} must be a positive integer, got {getattr(self, field)}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"FusionLSTMConfig.dropout must be in [0, 1), got {self.dropout}.")
+        super().__post_init__(**kwargs)
+        self._resolve_fusion_embedding_size()
+        if self.needs_projection and not self.fusion_projection:
+            raise ValueError(
+                f"FusionLSTMConfig: fusion={self.fusion!r} combines e_j with the LSTM state element-wise, so "
+                f"fusion_embedding_size ({self.fusion_embedding_size}) must equal hidden_size ({self.hidden_size}). "
+                "Set fusion_projection=True to learn a linear map between them, or make the widths equal."
+            )
+        if self.tie_word_embeddings and self.projection_size != self.embedding_size:
+            raise ValueError(
+                f"FusionLSTMConfig: tie_word_embeddings=True needs projection_size ({self.projection_size}) == "
+                f"embedding_size ({self.embedding_size}), since the output layer reuses the token embeddings."
+            )
+
+    def _resolve_fusion_embedding_size(self):
+        encoder_width = getattr(self.encoder, "hidden_size", None)
+        if encoder_width is not None and self.fusion_embedding_size not in (None, encoder_width):
+            raise ValueError(
+                f"FusionLSTMConfig: fusion_embedding_size={self.fusion_embedding_size} but the encoder's hidden_size "
+                f"is {encoder_width}; leave fusion_embedding_size unset to take it from the encoder."
+            )
+        if self.fusion_embedding_size is None:
+            self.fusion_embedding_size = encoder_width or PAPER_FUSION_EMBEDDING_SIZE
+
+    @property
+    def is_early_fusion(self) -> bool:
+        return self.fusion in EARLY_FUSIONS
+
+    @property
+    def needs_projection(self) -> bool:
+        """Whether e_j must be mapped to `hidden_size` before fusion (element-wise and initial-state fusions)."""
+        elementwise = self.fusion in ("add", "multiply") or self.is_early_fusion
+        return elementwise and self.fusion_embedding_size != self.hidden_size
+
+
+def _check_choice(field: str, value, allowed: tuple[str, ...]):
+    if value not in allowed:
+        raise ValueError(f"FusionLSTMConfig.{field}={value!r} is not supported; allowed values: {', '.join(allowed)}.")
+
+
+__all__ = ["FusionLSTMConfig"]

@@ -1,0 +1,665 @@
+"""PyTorch FusionLSTM: an LSTM language model with a pretrained sentence encoder's prefix embeddings fused in
+(Zouhar, Mosbach, Klakow 2022, "Fusing Sentence Embeddings Into LSTM-based Autoregressive Language Models")."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from transformers import AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.generation import GenerationMixin
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import ModelOutput, logging
+
+from .configuration_fusion_lstm import FusionLSTMConfig
+
+
+logger = logging.get_logger(__name__)
+
+# Encoder rows of similar length are batched together up to this many tokens (rows × padded width), which
+# bounds the encoder's activation memory without paying for one call per prefix.
+ENCODER_TOKENS_PER_BATCH = 16384
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def compact_rows(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Move each row's real entries (mask 1) to the front, in order; padding goes behind them.
+
+    values (batch, seq_len, ...) and mask (batch, seq_len) → (batch, seq_len, ...). With right padding this is the
+    identity, with left padding it turns the batch into a right-padded one.
+    """
+    order = torch.argsort((mask == 0).to(torch.int8), dim=1, stable=True)
+    if values.dim() > 2:
+        order = order.view(*order.shape, *([1] * (values.dim() - 2))).expand_as(values)
+    return values.gather(1, order)
+
+
+def scatter_to_positions(compact: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Inverse of `compact_rows` for outputs: (batch, n, width) compact rows → (batch, seq_len, width) at the real
+    positions of `mask` (batch, seq_len); padded positions get zeros."""
+    rank = (mask.cumsum(1) - 1).clamp(min=0)
+    gathered = compact.gather(1, rank.unsqueeze(-1).expand(-1, -1, compact.shape[-1]))
+    return gathered * mask.unsqueeze(-1).to(gathered.dtype)
+
+
+def is_right_padded(mask: torch.Tensor) -> bool:
+    """True when every row is real tokens followed only by padding (the training layout)."""
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FusionStrategy:
+    """One fusion variant. Late strategies combine h_j with e_j; early ones build the LSTM's initial (h0, c0)."""
+
+    late: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    early: Callable[[torch.Tensor], tuple[torch.Tensor | None, torch.Tensor | None]] | None = None
+
+
+# The paper's seven variants, in its numbering (fusion 0 … 6).
+FUSION_STRATEGIES: dict[str, FusionStrategy] = {
+    # 0: no fusion, the plain LSTM LM baseline.
+    "none": FusionStrategy(),
+    # 1: late fusion by concatenation, [h_j; e_j] goes to the dense layer.
+    "concat": FusionStrategy(late=lambda h, e: torch.cat([h, e], dim=-1)),
+    # 2: late fusion by addition, h_j + e_j.
+    "add": FusionStrategy(late=lambda h, e: h + e),
+    # 3: late fusion by element-wise product, h_j ⊙ e_j.
+    "multiply": FusionStrategy(late=lambda h, e: h * e),
+    # 4: early fusion, e_j is the initial hidden state h0 (c0 = 0).
+    "init_h": FusionStrategy(early=lambda e: (e, None)),
+    # 5: early fusion, e_j is the initial cell state c0 (h0 = 0).
+    "init_c": FusionStrategy(early=lambda e: (None, e)),
+    # 6: early fusion, e_j is both initial states.
+    "init_hc": FusionStrategy(early=lambda e: (e, e)),
+}
+
+
+class FusionLSTMPrefixEncoder(nn.Module):
+    """Runs the pretrained masked-LM encoder on prefixes and pools each into one vector e_j.
+
+    The LM shares the encoder's vocabulary: the prefix of position j is [tokens 0..j] + the end token (the LM's EOS,
+    the encoder's [SEP]), so with BOS = [CLS] it is exactly what the encoder saw in pre-training. Prefixes longer
+    than the encoder's maximum keep their first token ([CLS]) and their most recent tokens.
+    """
+
+    def __init__(self, config: FusionLSTMConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = AutoModel.from_config(config.encoder)
+        self.max_length = getattr(config.encoder, "max_position_embeddings", None) or 512
+
+    @property
+    def frozen(self) -> bool:
+        return self.config.freeze_encoder
+
+    def check_vocabulary(self):
+        encoder_vocab = getattr(self.config.encoder, "vocab_size", None)
+        if encoder_vocab is not None and encoder_vocab != self.config.vocab_size:
+            raise ValueError(
+                f"This model's vocabulary ({self.config.vocab_size} tokens) is not its encoder's ({encoder_vocab}), so "
+                "the encoder cannot read the LM's token ids: pass precomputed `fusion_embeds` instead."
+            )
+        if self.config.eos_token_id is None:
+            raise ValueError("FusionLSTMConfig.eos_token_id (the encoder's end token, e.g. [SEP]) must be set.")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_new: int) -> torch.Tensor:
+        """input_ids, attention_mask (batch, seq_len): the whole sequence so far. Returns (batch, num_new, width):
+        e_j for each of the last `num_new` positions (zeros at padded positions)."""
+        self.check_vocabulary()
+        batch, seq_len = input_ids.shape
+        compact = compact_rows(input_ids, attention_mask)
+        lengths = attention_mask.sum(1)
+        if self.config.fusion_context == "sentence":
+            # One row per sequence: the whole (real) sequence, the same e for every position.
+            rows_batch = torch.arange(batch, device=input_ids.device)
+            rows_len = lengths
+        else:
+            new_mask = attention_mask[:, seq_len - num_new :].bool()
+            prefix_len = attention_mask.cumsum(1)[:, seq_len - num_new :]
+            rows_batch = torch.arange(batch, device=input_ids.device).unsqueeze(1).expand(-1, num_new)[new_mask]
+            rows_len = prefix_len[new_mask]
+        pooled = self.embed_rows(compact, rows_batch, rows_len)
+        out = pooled.new_zeros(batch, num_new, pooled.shape[-1])
+        if self.config.fusion_context == "sentence":
+            out[:] = pooled.unsqueeze(1)
+            out = out * attention_mask[:, seq_len - num_new :].unsqueeze(-1).to(out.dtype)
+        else:
+            out[new_mask] = pooled
+        return out
+
+    def embed_rows(self, compact: torch.Tensor, rows_batch: torch.Tensor, rows_len: torch.Tensor) -> torch.Tensor:
+        """Embed row r = compact[rows_batch[r], :rows_len[r]] + end token, for all rows, in length-sorted batches
+        of at most ENCODER_TOKENS_PER_BATCH padded tokens. Returns (rows, width) in the order of the rows."""
+        rows_len = rows_len.to(torch.long)
+        order = torch.argsort(rows_len, stable=True)
+        widths = (rows_len[order].clamp(max=self.max_length - 1) + 1).tolist()
+        pooled = None
+        start = 0
+        while start < len(widths):
+            # rows are sorted by width, so the last row of a chunk sets its padded width
+            end = start + 1
+            while end < len(widths) and (end - start + 1) * widths[end] <= ENCODER_TOKENS_PER_BATCH:
+                end += 1
+            chunk = order[start:end]
+            vectors = self._embed_chunk(compact, rows_batch[chunk], rows_len[chunk])
+            if pooled is None:
+                pooled = vectors.new_empty(len(widths), vectors.shape[-1])
+            pooled = pooled.index_copy(0, chunk, vectors)
+            start = end
+        return pooled
+
+    def _embed_chunk(self, compact: torch.Tensor, rows_batch: torch.Tensor, rows_len: torch.Tensor) -> torch.Tensor:
+        device = compact.device
+        keep = rows_len.clamp(max=self.max_length - 1)  # tokens kept before the end token
+        width = int(keep.max()) + 1
+        positions = torch.arange(width, device=device).unsqueeze(0)
+        # Position 0 keeps the first token ([CLS]); the rest are the `keep - 1` most recent prefix tokens. Without
+        # truncation rows_len == keep and the source index is just the position.
+        source = torch.where(positions == 0, 0, rows_len.unsqueeze(1) - keep.unsqueeze(1) + positions)
+        source = source.clamp(max=compact.shape[1] - 1)
+        ids = compact[rows_batch].gather(1, source)
+        ids = torch.where(positions == keep.unsqueeze(1), self.config.eos_token_id, ids)
+        mask = (positions <= keep.unsqueeze(1)).to(torch.long)
+        pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+        ids = torch.where(mask.bool(), ids, pad)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            outputs = self.encoder(input_ids=ids, attention_mask=mask)
+        return self.pool(outputs, mask)
+
+    def pool(self, outputs, mask: torch.Tensor) -> torch.Tensor:
+        if self.config.encoder_pooling == "cls":
+            return outputs.last_hidden_state[:, 0]
+        if self.config.encoder_pooling == "mean":
+            weights = mask.unsqueeze(-1).to(outputs.last_hidden_state.dtype)
+            return (outputs.last_hidden_state * weights).sum(1) / weights.sum(1)
+        pooled = getattr(outputs, "pooler_output", None)
+        if pooled is None:
+            raise ValueError(
+                f"encoder_pooling='pooler' but the encoder ({type(self.encoder).__name__}) returns no pooler_output; "
+                "use encoder_pooling='cls' or 'mean'."
+            )
+        return pooled
+
+
+class FusionLSTMRecurrence(nn.Module):
+    """The LSTM and the fusion of e_j into it, for one strategy of FUSION_STRATEGIES.
+
+    Late fusion runs the LSTM once over the sequence and combines each h_j with e_j. Early fusion restarts the
+    LSTM at every position j from the state built from e_j and runs it over tokens 0..j: all prefixes of the batch
+    go through the LSTM as rows of one packed batch (work ~ seq_len²/2 per sequence, no Python loop over
+    positions). With several layers, every layer starts from the same e_j-derived state.
+    """
+
+    def __init__(self, config: FusionLSTMConfig):
+        super().__init__()
+        self.config = config
+        self.strategy = FUSION_STRATEGIES[config.fusion]
+        self.lstm = nn.LSTM(
+            config.embedding_size,
+            config.hidden_size,
+            num_layers=config.num_hidden_layers,
+            dropout=config.dropout if config.num_hidden_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.fusion_projection = (
+            nn.Linear(config.fusion_embedding_size, config.hidden_size) if config.needs_projection else None
+        )
+
+    @property
+    def output_size(self) -> int:
+        if self.config.fusion == "concat":
+            return self.config.hidden_size + self.config.fusion_embedding_size
+        return self.config.hidden_size
+
+    def project(self, fusion_embeds: torch.Tensor) -> torch.Tensor:
+        return self.fusion_projection(fusion_embeds) if self.fusion_projection is not None else fusion_embeds
+
+    def run_sequence(self, embeds, mask, hidden, need_state: bool):
+        """LSTM over embeds (batch, n, E) from `hidden` ((h, c), each (layers, batch, H), or None).
+        Padded positions (mask 0) are skipped: each row's real tokens run as one contiguous sequence."""
+        if mask is None or bool(mask.all()) or (is_right_padded(mask) and not need_state):
+            # right padding only follows the real tokens, so it cannot change their outputs
+            return self.lstm(embeds, hidden)
+        lengths = mask.sum(1)
+        if bool((lengths == 0).any()) and hidden is None:
+            raise ValueError("A sequence of the batch has no real token (its attention_mask is all zeros).")
+        packed = pack_padded_sequence(
+            compact_rows(embeds, mask), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        output, (h, c) = self.lstm(packed, hidden)
+        output, _ = pad_packed_sequence(output, batch_first=True, total_length=embeds.shape[1])
+        if hidden is not None and bool((lengths == 0).any()):
+            # a continuation step whose new tokens are all padding leaves that row's state as it was
+            empty = (lengths == 0).view(1, -1, 1)
+            h, c = torch.where(empty, hidden[0], h), torch.where(empty, hidden[1], c)
+        return scatter_to_positions(output, mask), (h, c)
+
+    def run_prefixes(self, embeds, mask, fusion_embeds, num_new: int):
+        """Early fusion. embeds (batch, seq_len, E) and mask (batch, seq_len) cover the whole sequence so far;
+        fusion_embeds (batch, num_new, F) hold e_j of the last `num_new` positions. Returns (batch, num_new, H):
+        for each real new position j, the output at j of the LSTM started from e_j and run over tokens 0..j."""
+        batch, seq_len, _ = embeds.shape
+        new_mask = mask[:, seq_len - num_new :].bool()
+        prefix_len = mask.cumsum(1)[:, seq_len - num_new :][new_mask]
+        rows_batch = torch.arange(batch, device=embeds.device).unsqueeze(1).expand(-1, num_new)[new_mask]
+        width = int(prefix_len.max())
+        rows = compact_rows(embeds, mask)[rows_batch, :width]
+        e = self.project(fusion_embeds[new_mask])
+        h0, c0 = self.strategy.early(e)
+        layers = self.config.num_hidden_layers
+        zeros = e.new_zeros(layers, e.shape[0], self.config.hidden_size)
+        h0 = zeros if h0 is None else h0.unsqueeze(0).expand(layers, -1, -1).contiguous()
+        c0 = zeros if c0 is None else c0.unsqueeze(0).expand(layers, -1, -1).contiguous()
+        packed = pack_padded_sequence(rows, prefix_len.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed, (h0, c0))
+        out = h_n.new_zeros(batch, num_new, self.config.hidden_size)
+        out[new_mask] = h_n[-1]
+        return out
+
+    def fuse_late(self, lstm_output: torch.Tensor, fusion_embeds: torch.Tensor | None) -> torch.Tensor:
+        if self.strategy.late is None:
+            return lstm_output
+        return self.strategy.late(lstm_output, self.project(fusion_embeds))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pretrained model base
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class FusionLSTMPreTrainedModel(PreTrainedModel):
+    config: FusionLSTMConfig
+    config_class = FusionLSTMConfig
+    base_model_prefix = "model"
+    _is_stateful = True
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["FusionLSTMRecurrence"]
+
+    def _init_weights(self, module: nn.Module):
+        # The encoder is a PreTrainedModel and is initialised by its own _init_weights.
+        super()._init_weights(module)
+        if isinstance(module, nn.LSTM):
+            # PyTorch's own LSTM initialisation, U(-1/sqrt(H), 1/sqrt(H)), as the paper's code used
+            bound = module.hidden_size**-0.5
+            for param in module.parameters():
+                init.uniform_(param, -bound, bound)
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # the recurrent state travels as `state`, not as a KV cache
+        return False
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        # loading recreates parameters with requires_grad=True: freeze the encoder again
+        model.apply_encoder_freeze()
+        return loaded
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if self._auto_class is not None:
+            # the code files serve both heads, whichever of them is saved
+            module = "modeling_fusion_lstm"
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.FusionLSTMModel",
+                "AutoModelForCausalLM": f"{module}.FusionLSTMForCausalLM",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def apply_encoder_freeze(self):
+        """Freeze the encoder (no gradients, eval mode) when config.freeze_encoder; unfreeze it otherwise."""
+        prefix_encoder = self.base_model.prefix_encoder
+        if prefix_encoder is None:
+            return
+        frozen = self.config.freeze_encoder
+        prefix_encoder.encoder.requires_grad_(not frozen)
+        prefix_encoder.encoder.train(self.training and not frozen)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze_encoder and self.base_model.prefix_encoder is not None:
+            # a frozen encoder stays deterministic (no dropout) while the LSTM trains
+            self.base_model.prefix_encoder.encoder.eval()
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FusionLSTMState:
+    """Recurrent state carried between calls (and between `generate` steps).
+
+    hidden: (h, c), each (num_hidden_layers, batch, hidden_size): the LSTM state after the last real token; None for
+        early fusion, which restarts the LSTM at every position.
+    input_ids, attention_mask (batch, seq_len): the sequence seen so far; kept when the next positions need the
+        whole prefix (the encoder's prefix embedding, early fusion), None otherwise.
+    """
+
+    hidden: tuple[torch.Tensor, torch.Tensor] | None = None
+    input_ids: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+
+    def index_select(self, index: torch.Tensor) -> "FusionLSTMState":
+        """The state of the batch rows `index` (beam search reorders and duplicates rows)."""
+        hidden = None if self.hidden is None else tuple(t.index_select(1, index.to(t.device)) for t in self.hidden)
+        pick = lambda t: None if t is None else t.index_select(0, index.to(t.device))  # noqa: E731
+        return FusionLSTMState(hidden, pick(self.input_ids), pick(self.attention_mask))
+
+
+@dataclass
+class FusionLSTMOutput(ModelOutput):
+    r"""
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, projection_size)`):
+        The dense layer's output after fusion, at every position (the input of the output layer).
+    fusion_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, fusion_embedding_size)`, *optional*):
+        e_j used at every position (given or computed by the encoder); None for `fusion="none"`.
+    state (`FusionLSTMState`, *optional*, returned when `use_cache=True` outside training):
+        Pass it back with the next tokens to continue the sequence without recomputing it.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+        Token embeddings (batch, seq_len, embedding_size), fused LSTM output (batch, seq_len, hidden or
+        hidden + fusion width for concat) and last_hidden_state.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    fusion_embeds: torch.FloatTensor | None = None
+    state: FusionLSTMState | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class FusionLSTMCausalLMOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
+        Next-token cross-entropy, mean over labels that are not -100.
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+        Next-token scores before softmax.
+    fusion_embeds, state, hidden_states: as in `FusionLSTMOutput`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    fusion_embeds: torch.FloatTensor | None = None
+    state: FusionLSTMState | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class FusionLSTMModel(FusionLSTMPreTrainedModel):
+    """Token embedding → LSTM → fusion with e_j → dense (projection_size). The encoder, when the config has one,
+    is a submodule saved with the model."""
+
+    def __init__(self, config: FusionLSTMConfig):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=None)
+        self.dropout = nn.Dropout(config.dropout)
+        self.recurrence = FusionLSTMRecurrence(config)
+        self.dense = nn.Linear(self.recurrence.output_size, config.projection_size)
+        uses_encoder = config.encoder is not None and config.fusion != "none"
+        self.prefix_encoder = FusionLSTMPrefixEncoder(config) if uses_encoder else None
+        self.post_init()
+        self.apply_encoder_freeze()
+
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def set_input_embeddings(self, new_embeddings):
+        self.embeddings = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        fusion_embeds: torch.FloatTensor | None = None,
+        state: FusionLSTMState | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | FusionLSTMOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+            Token ids; with `state`, only the tokens that follow the state's sequence.
+        attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)` or, with `state`,
+            `(batch_size, state_length + sequence_length)`): 1 for real tokens, 0 for padding (left or right).
+            Padded positions never influence real ones.
+        inputs_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, embedding_size)`, *optional*):
+            Token embeddings instead of `input_ids` (the encoder then needs `fusion_embeds`).
+        fusion_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, fusion_embedding_size)`, *optional*):
+            e_j summarises tokens 0..j (precomputed prefix embeddings, or any external vector); computed by the
+            encoder when absent.
+        state (`FusionLSTMState`, *optional*): returned by a previous call with `use_cache=True`; the model
+            continues from it.
+        """
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        use_cache = use_cache and not self.training
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if input_ids is not None:
+            self._check_input_ids(input_ids)
+            inputs_embeds = self.embeddings(input_ids)
+        batch, num_new = inputs_embeds.shape[:2]
+        if batch == 0 or num_new == 0:
+            raise ValueError(f"Got an empty batch of shape {tuple(inputs_embeds.shape[:2])}: pass at least one token.")
+
+        new_mask, full_ids, full_mask = self._sequence_so_far(input_ids, attention_mask, state, batch, num_new)
+        fusion_embeds = self._fusion_embeds(fusion_embeds, full_ids, full_mask, num_new, batch)
+        inputs_embeds = self.dropout(inputs_embeds)
+
+        hidden = None
+        if self.config.is_early_fusion:
+            # early fusion reruns the LSTM over the whole prefix, history included
+            has_history = full_mask.shape[1] != num_new
+            full_embeds = self.dropout(self.embeddings(full_ids)) if has_history else inputs_embeds
+            lstm_output = self.recurrence.run_prefixes(full_embeds, full_mask, fusion_embeds, num_new)
+        else:
+            previous = state.hidden if state is not None else None
+            lstm_output, hidden = self.recurrence.run_sequence(inputs_embeds, new_mask, previous, use_cache)
+        fused = self.recurrence.fuse_late(self.dropout(lstm_output), fusion_embeds)
+        last_hidden_state = self.dense(fused)
+
+        new_state = None
+        if use_cache:
+            keep_sequence = self.config.is_early_fusion or self.prefix_encoder is not None
+            new_state = FusionLSTMState(
+                hidden=hidden,
+                input_ids=full_ids if keep_sequence else None,
+                attention_mask=full_mask if keep_sequence else None,
+            )
+        all_hidden = (inputs_embeds, fused, last_hidden_state) if output_hidden_states else None
+        output = FusionLSTMOutput(
+            last_hidden_state=last_hidden_state,
+            fusion_embeds=fusion_embeds,
+            state=new_state,
+            hidden_states=all_hidden,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _check_input_ids(self, input_ids: torch.Tensor):
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}.")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
+            raise ValueError(
+                f"input_ids contain ids outside the vocabulary [0, {self.config.vocab_size}): min "
+                f"{int(input_ids.min())}, max {int(input_ids.max())}. Use this model's tokenizer."
+            )
+
+    def _sequence_so_far(self, input_ids, attention_mask, state, batch, num_new):
+        """Masks and ids for the new tokens and for the whole sequence (state's history + new tokens)."""
+        if attention_mask is None:
+            history = state.attention_mask.shape[1] if state is not None and state.attention_mask is not None else 0
+            attention_mask = torch.ones(batch, history + num_new, dtype=torch.long, device=self.device)
+        attention_mask = attention_mask.to(torch.long)
+        if attention_mask.shape[0] != batch or attention_mask.shape[1] < num_new:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}; expected ({batch}, {num_new}) or, with a "
+                f"state, ({batch}, history + {num_new})."
+            )
+        new_mask = attention_mask[:, -num_new:]
+        if state is None:
+            if attention_mask.shape[1] != num_new:
+                raise ValueError(
+                    f"attention_mask has {attention_mask.shape[1]} columns for {num_new} tokens; without a state "
+                    "they must match."
+                )
+            empty = (new_mask.sum(1) == 0).nonzero().flatten().tolist()
+            if empty:
+                raise ValueError(f"Sequences {empty} of the batch are empty (attention_mask all zeros).")
+        if state is None or state.input_ids is None:
+            return new_mask, input_ids, new_mask
+        if input_ids is None:
+            raise ValueError("Continuing from a state that keeps the sequence needs input_ids, not inputs_embeds.")
+        full_ids = torch.cat([state.input_ids, input_ids], dim=1)
+        return new_mask, full_ids, torch.cat([state.attention_mask, new_mask], dim=1)
+
+    def _fusion_embeds(self, fusion_embeds, full_ids, full_mask, num_new, batch):
+        if self.config.fusion == "none":
+            return None
+        if fusion_embeds is not None:
+            expected = (batch, num_new, self.config.fusion_embedding_size)
+            if fusion_embeds.dim() != 3 or tuple(fusion_embeds.shape) != expected:
+                raise ValueError(
+                    f"fusion_embeds must have shape (batch, seq_len, fusion_embedding_size) = {expected}, "
+                    f"got {tuple(fusion_embeds.shape)}."
+                )
+            return fusion_embeds.to(self.dense.weight.dtype)
+        if self.prefix_encoder is None:
+            raise ValueError(
+                f"fusion={self.config.fusion!r} needs prefix embeddings, but this model has no encoder: pass "
+                "`fusion_embeds` (batch, seq_len, fusion_embedding_size) to forward, or build the model with "
+                "FusionLSTMForCausalLM.from_encoder_pretrained(encoder_path)."
+            )
+        if full_ids is None:
+            raise ValueError("The encoder reads token ids: pass input_ids (or fusion_embeds with inputs_embeds).")
+        return self.prefix_encoder(full_ids, full_mask, num_new).to(self.dense.weight.dtype)
+
+
+class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+
+    def __init__(self, config: FusionLSTMConfig):
+        super().__init__(config)
+        self.model = FusionLSTMModel(config)
+        self.lm_head = nn.Linear(config.projection_size, config.vocab_size)
+        self.post_init()
+        self.apply_encoder_freeze()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    @classmethod
+    def from_encoder_pretrained(cls, encoder_name_or_path=None, **kwargs) -> "FusionLSTMForCausalLM":
+        """A fresh LSTM LM around a pretrained encoder; keyword arguments set config fields.
+
+        The LM's vocabulary is the encoder tokenizer's: [CLS] acts as BOS, [SEP] as EOS, [PAD] pads.
+        `encoder_name_or_path` defaults to the embedded MiniLM (all-MiniLM-L6-v2); any AutoModel encoder
+        directory or Hub id works the same way.
+        """
+        from .tokenization_fusion_lstm import default_encoder_path, load_tokenizer
+
+        encoder_name_or_path = str(encoder_name_or_path or default_encoder_path())
+        tokenizer = load_tokenizer(encoder_name_or_path)
+        encoder = AutoModel.from_pretrained(encoder_name_or_path)
+        config_kwargs = {
+            "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "prefix": tokenizer.bos_token,
+            **kwargs,
+        }
+        fusion = config_kwargs.get("fusion", FusionLSTMConfig.fusion)
+        if fusion != "none":
+            config_kwargs["encoder"] = encoder.config
+        model = cls(FusionLSTMConfig(**config_kwargs))
+        if model.model.prefix_encoder is not None:
+            model.model.prefix_encoder.encoder.load_state_dict(encoder.state_dict())
+        model.apply_encoder_freeze()
+        return model
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        fusion_embeds: torch.FloatTensor | None = None,
+        state: FusionLSTMState | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> tuple | FusionLSTMCausalLMOutput:
+        r"""
+        Arguments as in `FusionLSTMModel.forward`, plus:
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Usually the input ids: the shift happens inside; -100 is ignored.
+        logits_to_keep (`int` or `torch.Tensor`): compute logits only for the last `logits_to_keep` positions
+            (0: all), as `generate` does.
+        `token_type_ids` (as BERT tokenizers return) and other tokenizer outputs are accepted and ignored.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        kwargs.pop("token_type_ids", None)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            fusion_embeds=fusion_embeds,
+            state=state,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        output = FusionLSTMCausalLMOutput(
+            loss=loss,
+            logits=logits,
+            fusion_embeds=outputs.fusion_embeds,
+            state=outputs.state,
+            hidden_states=outputs.hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
+        # non-standard cache name, carried like RWKV's
+        if "state" in outputs:
+            model_kwargs["state"] = outputs.state
+        return super()._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder, num_new_tokens)
+
+    def _reorder_cache(self, state: FusionLSTMState, beam_idx: torch.Tensor) -> FusionLSTMState:
+        return state.index_select(beam_idx)
+
+
+__all__ = ["FusionLSTMForCausalLM", "FusionLSTMModel", "FusionLSTMPreTrainedModel", "FusionLSTMState"]

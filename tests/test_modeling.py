@@ -1,0 +1,307 @@
+"""Forward semantics: causality first, then equivalence with naive per-prefix references, padding, save/load."""
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM, FusionLSTMModel
+from conftest import ALL_FUSIONS, SENTENCES, TINY
+
+
+def real_logits(model, ids, mask=None):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask).logits
+
+
+# ---------------------------------------------------------------------------------------------------- causality
+
+
+@pytest.mark.parametrize("fusion", ALL_FUSIONS)
+def test_changing_token_k_leaves_earlier_logits_unchanged(make_model, tokenizer, fusion):
+    model = make_model(fusion)
+    ids = tokenizer(["The quick brown fox jumps over the lazy dog."], return_tensors="pt")["input_ids"]
+    reference = real_logits(model, ids)
+    for k in (1, 4, ids.shape[1] - 1):
+        changed = ids.clone()
+        changed[0, k] = tokenizer.convert_tokens_to_ids("banana")
+        logits = real_logits(model, changed)
+        torch.testing.assert_close(logits[:, :k], reference[:, :k], rtol=0, atol=1e-6)
+        assert not torch.allclose(logits[:, k], reference[:, k]), "token k must influence its own position"
+
+
+@pytest.mark.parametrize("fusion", ["concat", "init_hc"])
+def test_sentence_context_is_the_leaky_probe(make_model, tokenizer, fusion):
+    # fusion_context="sentence" gives every position the whole sentence's embedding: the future leaks on purpose
+    model = make_model(fusion, fusion_context="sentence")
+    ids = tokenizer(["The quick brown fox jumps."], return_tensors="pt")["input_ids"]
+    changed = ids.clone()
+    changed[0, -1] = tokenizer.convert_tokens_to_ids("banana")
+    assert not torch.allclose(real_logits(model, ids)[:, 0], real_logits(model, changed)[:, 0])
+
+
+# ------------------------------------------------------------------------------------- naive per-prefix references
+
+
+def naive_prefix_embedding(model, ids_row, j, pooling="cls"):
+    """e_j by one encoder call on [tokens 0..j] + [SEP]."""
+    encoder = model.model.prefix_encoder.encoder
+    row = torch.cat([ids_row[: j + 1], torch.tensor([model.config.eos_token_id])]).unsqueeze(0)
+    out = encoder(input_ids=row, attention_mask=torch.ones_like(row))
+    if pooling == "cls":
+        return out.last_hidden_state[0, 0]
+    if pooling == "mean":
+        return out.last_hidden_state[0].mean(0)
+    return out.pooler_output[0]
+
+
+def naive_logits(model, ids_row, pooling="cls"):
+    """Logits of one unpadded sequence, one position at a time, written from the paper's description."""
+    m, config = model.model, model.config
+    recurrence = m.recurrence
+    project = recurrence.fusion_projection or (lambda e: e)
+    embeds = m.embeddings(ids_row).unsqueeze(0)
+    outputs = []
+    for j in range(len(ids_row)):
+        e = naive_prefix_embedding(model, ids_row, j, pooling) if config.fusion != "none" else None
+        if config.fusion in ("init_h", "init_c", "init_hc"):
+            layers = config.num_hidden_layers
+            state = project(e).expand(layers, 1, -1).contiguous()
+            zeros = torch.zeros_like(state)
+            h0 = state if config.fusion in ("init_h", "init_hc") else zeros
+            c0 = state if config.fusion in ("init_c", "init_hc") else zeros
+            h = recurrence.lstm(embeds[:, : j + 1], (h0, c0))[0][0, -1]
+        else:
+            h = recurrence.lstm(embeds[:, : j + 1])[0][0, -1]
+        fused = {
+            "none": lambda: h,
+            "concat": lambda: torch.cat([h, e]),
+            "add": lambda: h + project(e),
+            "multiply": lambda: h * project(e),
+        }.get(config.fusion, lambda: h)()
+        outputs.append(model.lm_head(m.dense(fused)))
+    return torch.stack(outputs)
+
+
+@pytest.mark.parametrize("fusion", ALL_FUSIONS)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_batched_forward_equals_naive_per_prefix_loop(make_model, tokenizer, fusion, layers):
+    model = make_model(fusion, num_hidden_layers=layers)
+    ids = tokenizer(["Early fusion restarts the LSTM at every position."], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = naive_logits(model, ids[0])
+    torch.testing.assert_close(real_logits(model, ids)[0], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "pooler"])
+def test_prefix_embeddings_match_one_encoder_call_per_prefix(make_model, tokenizer, pooling):
+    model = make_model("concat", encoder_pooling=pooling)
+    batch = tokenizer(SENTENCES, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        got = model(**batch).fusion_embeds
+        for b in range(len(SENTENCES)):
+            n = int(batch["attention_mask"][b].sum())
+            for j in range(n):
+                expected = naive_prefix_embedding(model, batch["input_ids"][b], j, pooling)
+                torch.testing.assert_close(got[b, j], expected, rtol=1e-4, atol=1e-5)
+            assert torch.all(got[b, n:] == 0)
+
+
+def test_long_prefixes_keep_first_and_most_recent_tokens(tokenizer):
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **TINY).eval()
+    prefix_encoder = model.model.prefix_encoder
+    prefix_encoder.max_length = 6  # [CLS] + 4 most recent tokens + [SEP]
+    ids = tokenizer(["one two three four five six seven"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        got = model(input_ids=ids).fusion_embeds[0]
+        for j in range(ids.shape[1]):
+            window = ids[0, : j + 1] if j + 1 <= 5 else torch.cat([ids[0, :1], ids[0, j - 3 : j + 1]])
+            row = torch.cat([window, torch.tensor([model.config.eos_token_id])]).unsqueeze(0)
+            assert row.shape[1] <= 6
+            expected = prefix_encoder.encoder(input_ids=row).last_hidden_state[0, 0]
+            torch.testing.assert_close(got[j], expected, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------- padding
+
+
+@pytest.mark.parametrize("fusion", ALL_FUSIONS)
+def test_left_and_right_padding_give_the_logits_of_each_sequence_alone(make_model, tokenizer, fusion):
+    model = make_model(fusion)
+    alone = [real_logits(model, tokenizer([s], return_tensors="pt")["input_ids"])[0] for s in SENTENCES]
+    for side in ("right", "left"):
+        tokenizer.padding_side = side
+        try:
+            batch = tokenizer(SENTENCES, return_tensors="pt", padding=True)
+        finally:
+            tokenizer.padding_side = "right"
+        logits = real_logits(model, batch["input_ids"], batch["attention_mask"])
+        for b, expected in enumerate(alone):
+            got = logits[b][batch["attention_mask"][b].bool()]
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=f"{side} padding, row {b}")
+
+
+# ------------------------------------------------------------------------------------------- fusion_embeds input
+
+
+@pytest.mark.parametrize("fusion", ["concat", "multiply", "init_c"])
+def test_given_fusion_embeds_replace_the_encoder(make_model, batch, fusion):
+    model = make_model(fusion)
+    with torch.no_grad():
+        computed = model(**batch)
+        given = model(**batch, fusion_embeds=computed.fusion_embeds)
+        other = model(**batch, fusion_embeds=torch.randn_like(computed.fusion_embeds))
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(given.logits[mask], computed.logits[mask])
+    assert not torch.allclose(other.logits[mask], computed.logits[mask])
+
+
+def test_model_without_encoder_runs_on_fusion_embeds_alone():
+    config = FusionLSTMConfig(vocab_size=50, fusion="add", fusion_embedding_size=24, fusion_projection=False, **TINY)
+    model = FusionLSTMForCausalLM(config).eval()
+    assert model.model.prefix_encoder is None and model.model.recurrence.fusion_projection is None
+    ids = torch.randint(0, 50, (2, 7))
+    out = model(input_ids=ids, fusion_embeds=torch.randn(2, 7, 24), labels=ids)
+    assert out.logits.shape == (2, 7, 50) and torch.isfinite(out.loss)
+
+
+# ---------------------------------------------------------------------------------------------------------- loss
+
+
+def test_loss_is_shifted_cross_entropy_ignoring_minus_100(make_model, batch):
+    model = make_model("concat")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    with torch.no_grad():
+        out = model(**batch, labels=labels)
+    expected = torch.nn.functional.cross_entropy(
+        out.logits[:, :-1].reshape(-1, model.config.vocab_size), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_token_type_ids_from_a_bert_tokenizer_are_accepted(make_model, encoder_path):
+    from transformers import AutoTokenizer
+
+    bert_batch = AutoTokenizer.from_pretrained(encoder_path)(SENTENCES[:1], return_tensors="pt")
+    assert "token_type_ids" in bert_batch
+    assert make_model("concat")(**bert_batch).logits.shape[1] == bert_batch["input_ids"].shape[1]
+
+
+# ----------------------------------------------------------------------------------------------- encoder freezing
+
+
+def test_encoder_is_frozen_and_stays_in_eval_mode(tmp_path, make_model):
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **TINY)
+    model.train()
+    encoder = model.model.prefix_encoder.encoder
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert not encoder.training and model.model.recurrence.training
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).train()
+    assert not any(p.requires_grad for p in loaded.model.prefix_encoder.parameters())
+    assert not loaded.model.prefix_encoder.encoder.training
+    assert all(p.requires_grad for p in loaded.model.recurrence.parameters())
+
+
+def test_unfrozen_encoder_gets_gradients(batch):
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", freeze_encoder=False, **TINY).train()
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    grads = [p.grad for p in model.model.prefix_encoder.encoder.parameters() if p.requires_grad]
+    assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_none_model_leaves_the_encoder_out():
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="none", **TINY)
+    assert model.config.encoder is None and model.model.prefix_encoder is None
+    assert model.config.vocab_size == 30522
+
+
+# ------------------------------------------------------------------------------------------- HF integration
+
+
+def test_auto_classes_resolve_fusion_lstm():
+    config = AutoConfig.for_model("fusion_lstm", fusion="none", vocab_size=40, **TINY)
+    assert isinstance(config, FusionLSTMConfig)
+    assert isinstance(AutoModel.from_config(config), FusionLSTMModel)
+    assert isinstance(AutoModelForCausalLM.from_config(config), FusionLSTMForCausalLM)
+
+
+@pytest.mark.parametrize("fusion", ["none", "concat", "init_hc"])
+def test_save_and_load_give_identical_logits(tmp_path, make_model, tokenizer, batch, fusion):
+    model = make_model(fusion)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
+    assert {"modeling_fusion_lstm.py", "configuration_fusion_lstm.py"} <= files
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert not loaded.training
+    mask = batch["attention_mask"].bool()
+    # same weights; the loaded LSTM's parameter memory layout may reorder float sums (differences ~1e-10)
+    expected = real_logits(model, batch["input_ids"], batch["attention_mask"])[mask]
+    got = real_logits(loaded, batch["input_ids"], batch["attention_mask"])[mask]
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    backbone = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(backbone, FusionLSTMModel)
+
+
+def test_encoder_weights_are_saved_in_the_same_safetensors_file(tmp_path, make_model):
+    from safetensors import safe_open
+
+    make_model("concat").save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("model.prefix_encoder.encoder.") for k in keys)
+    assert any(k.startswith("model.recurrence.lstm.") for k in keys)
+
+
+# ------------------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [("fusion", "late", "concat"), ("encoder_pooling", "max", "mean"), ("fusion_context", "future", "sentence")],
+)
+def test_unknown_choices_name_the_field_and_the_allowed_values(field, value, allowed):
+    with pytest.raises(ValueError, match=rf"{field}='{value}'.*allowed values:.*{allowed}"):
+        FusionLSTMConfig(**{field: value})
+
+
+@pytest.mark.parametrize("fusion", ["add", "multiply", "init_h", "init_c", "init_hc"])
+def test_width_mismatch_without_projection_is_refused(fusion):
+    with pytest.raises(ValueError, match="fusion_embedding_size \\(384\\) must equal hidden_size \\(24\\)"):
+        FusionLSTMConfig(fusion=fusion, fusion_embedding_size=384, fusion_projection=False, **TINY)
+    FusionLSTMConfig(fusion="concat", fusion_embedding_size=384, fusion_projection=False, **TINY)  # concat is fine
+
+
+@pytest.mark.parametrize("shape", [(3, 24), (1, 3, 5, 24), (1, 3, 23), (1, 4, 24), (2, 3, 24)])
+def test_fusion_embeds_of_wrong_shape_are_refused(shape):
+    model = FusionLSTMForCausalLM(FusionLSTMConfig(vocab_size=40, fusion_embedding_size=24, **TINY))
+    with pytest.raises(ValueError, match=r"fusion_embeds must have shape .* = \(1, 3, 24\), got"):
+        model(input_ids=torch.zeros(1, 3, dtype=torch.long), fusion_embeds=torch.zeros(shape))
+
+
+def test_fusion_without_encoder_or_embeds_says_what_to_pass():
+    model = FusionLSTMForCausalLM(FusionLSTMConfig(vocab_size=40, **TINY))
+    with pytest.raises(ValueError, match="has no encoder: pass `fusion_embeds`"):
+        model(input_ids=torch.zeros(1, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("bad_id", [-1, 30522, 99999])
+def test_out_of_vocabulary_ids_are_refused(make_model, bad_id):
+    with pytest.raises(ValueError, match=r"outside the vocabulary \[0, 30522\)"):
+        make_model("concat")(input_ids=torch.tensor([[101, bad_id]]))
+
+
+def test_empty_batches_and_empty_sequences_are_refused(make_model):
+    model = make_model("concat")
+    for ids in (torch.zeros(0, 4, dtype=torch.long), torch.zeros(2, 0, dtype=torch.long)):
+        with pytest.raises(ValueError, match="empty batch"):
+            model(input_ids=ids)
+    with pytest.raises(ValueError, match=r"Sequences \[1\] of the batch are empty"):
+        model(input_ids=torch.tensor([[101, 2000], [0, 0]]), attention_mask=torch.tensor([[1, 1], [0, 0]]))
+
+
+def test_vocabulary_other_than_the_encoders_needs_fusion_embeds(encoder_path):
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", vocab_size=100, **TINY)
+    with pytest.raises(ValueError, match=r"vocabulary \(100 tokens\) is not its encoder's \(30522\)"):
+        model(input_ids=torch.tensor([[1, 2, 3]]))
