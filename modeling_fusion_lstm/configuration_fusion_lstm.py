@@ -42,8 +42,6 @@ class FusionLSTMConfig(PreTrainedConfig):
         768 (BERT-base) otherwise.
     fusion_projection (`bool`, defaults to `True`): learn a linear map from e_j's width to `hidden_size` where a
         fusion needs equal widths (`add`, `multiply`, `init_*`) and they differ.
-    prefix (`str`, *optional*): text the text-generation pipeline puts before every prompt; the BOS token, so
-        that pipeline prompts start like training sentences.
     """
 
     model_type = "fusion_lstm"
@@ -68,7 +66,6 @@ class FusionLSTMConfig(PreTrainedConfig):
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
-    prefix: str | None = None
 
     def __post_init__(self, **kwargs):
         # Validated here rather than in `validate_*` hooks so that a plain ValueError reaches the user.

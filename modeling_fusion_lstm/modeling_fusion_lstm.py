@@ -20,7 +20,7 @@ logger = logging.get_logger(__name__)
 
 # Encoder rows of similar length are batched together up to this many tokens (rows × padded width), which
 # bounds the encoder's activation memory without paying for one call per prefix.
-ENCODER_TOKENS_PER_BATCH = 16384
+ENCODER_TOKENS_PER_BATCH = 2048
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -593,7 +593,6 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
-            "prefix": tokenizer.bos_token,
             **kwargs,
         }
         fusion = config_kwargs.get("fusion", FusionLSTMConfig.fusion)
@@ -617,6 +616,7 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        token_type_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> tuple | FusionLSTMCausalLMOutput:
         r"""
@@ -625,10 +625,9 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
             Usually the input ids: the shift happens inside; -100 is ignored.
         logits_to_keep (`int` or `torch.Tensor`): compute logits only for the last `logits_to_keep` positions
             (0: all), as `generate` does.
-        `token_type_ids` (as BERT tokenizers return) and other tokenizer outputs are accepted and ignored.
+        token_type_ids: accepted and ignored, so that a BERT tokenizer's output can be passed as is.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        kwargs.pop("token_type_ids", None)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
