@@ -539,6 +539,8 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
 
     def _fusion_embeds(self, fusion_embeds, full_ids, full_mask, num_new, batch):
         if self.config.fusion == "none":
+            if fusion_embeds is not None:
+                raise ValueError("fusion='none' uses no prefix embeddings: do not pass fusion_embeds to this model.")
             return None
         if fusion_embeds is not None:
             expected = (batch, num_new, self.config.fusion_embedding_size)

@@ -280,6 +280,11 @@ def test_fusion_embeds_of_wrong_shape_are_refused(shape):
         model(input_ids=torch.zeros(1, 3, dtype=torch.long), fusion_embeds=torch.zeros(shape))
 
 
+def test_fusion_embeds_for_a_model_without_fusion_are_refused(make_model):
+    with pytest.raises(ValueError, match="fusion='none' uses no prefix embeddings"):
+        make_model("none")(input_ids=torch.tensor([[101, 2000]]), fusion_embeds=torch.zeros(1, 2, 384))
+
+
 def test_fusion_without_encoder_or_embeds_says_what_to_pass():
     model = FusionLSTMForCausalLM(FusionLSTMConfig(vocab_size=40, **TINY))
     with pytest.raises(ValueError, match="has no encoder: pass `fusion_embeds`"):
