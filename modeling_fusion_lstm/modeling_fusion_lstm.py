@@ -130,12 +130,11 @@ class FusionLSTMPrefixEncoder(nn.Module):
             rows_batch = torch.arange(batch, device=input_ids.device).unsqueeze(1).expand(-1, num_new)[new_mask]
             rows_len = prefix_len[new_mask]
         pooled = self.embed_rows(compact, rows_batch, rows_len)
-        out = pooled.new_zeros(batch, num_new, pooled.shape[-1])
         if self.config.fusion_context == "sentence":
-            out[:] = pooled.unsqueeze(1)
-            out = out * attention_mask[:, seq_len - num_new :].unsqueeze(-1).to(out.dtype)
-        else:
-            out[new_mask] = pooled
+            new_real = attention_mask[:, seq_len - num_new :].unsqueeze(-1).to(pooled.dtype)
+            return pooled.unsqueeze(1) * new_real
+        out = pooled.new_zeros(batch, num_new, pooled.shape[-1])
+        out[new_mask] = pooled
         return out
 
     def embed_rows(self, compact: torch.Tensor, rows_batch: torch.Tensor, rows_len: torch.Tensor) -> torch.Tensor:

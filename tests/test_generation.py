@@ -35,6 +35,14 @@ def test_cached_greedy_equals_greedy_by_full_forward_passes(make_model, tokenize
     assert torch.equal(cached, greedy_by_full_forward(model, inputs["input_ids"], 8))
 
 
+@pytest.mark.parametrize("fusion", ["concat", "init_hc"])
+def test_sentence_context_generates_the_same_with_and_without_the_state(make_model, tokenizer, fusion):
+    # at the newest position the whole sentence is the prefix, so the leaky probe decodes like a prefix model
+    model = make_model(fusion, fusion_context="sentence")
+    inputs = tokenizer([PROMPTS[2]], return_tensors="pt")
+    assert torch.equal(generate(model, inputs), greedy_by_full_forward(model, inputs["input_ids"], 8))
+
+
 def test_state_skips_recomputing_the_lstm_for_late_fusion(make_model, tokenizer):
     model = make_model("concat")
     ids = tokenizer([PROMPTS[1]], return_tensors="pt")["input_ids"]
