@@ -307,6 +307,10 @@ class FusionLSTMPreTrainedModel(PreTrainedModel):
         model.apply_encoder_freeze()
         return loaded
 
+    def post_init(self):
+        super().post_init()
+        self.apply_encoder_freeze()
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:
             # the code files serve both heads, whichever of them is saved
@@ -416,7 +420,6 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         uses_encoder = config.encoder is not None and config.fusion != "none"
         self.prefix_encoder = FusionLSTMPrefixEncoder(config) if uses_encoder else None
         self.post_init()
-        self.apply_encoder_freeze()
 
     def get_input_embeddings(self):
         return self.embeddings
@@ -568,7 +571,6 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         self.model = FusionLSTMModel(config)
         self.lm_head = nn.Linear(config.projection_size, config.vocab_size)
         self.post_init()
-        self.apply_encoder_freeze()
 
     def get_output_embeddings(self):
         return self.lm_head
