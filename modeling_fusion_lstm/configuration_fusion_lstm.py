@@ -28,6 +28,8 @@ class FusionLSTMConfig(PreTrainedConfig):
     num_hidden_layers (`int`, defaults to 1): number of stacked LSTM layers.
     projection_size (`int`, defaults to 512): width of the dense layer between fusion and the output layer.
     dropout (`float`, defaults to 0.0): dropout on token embeddings, between LSTM layers and on the LSTM output.
+    fusion_dropout (`float`, defaults to 0.0): in training, the probability that e_j is dropped (replaced by zeros)
+        at a position; the paper's dynamic schedule changes it per epoch (see run_clm.py `--fusion_dropout_schedule`).
     fusion (`str`, defaults to `"concat"`): how the prefix embedding e_j enters the LSTM, one of
         `none`, `concat`, `add`, `multiply` (late fusion, combined with h_j) or `init_h`, `init_c`, `init_hc`
         (early fusion, e_j is the LSTM's initial state and the LSTM restarts at every position).
@@ -53,6 +55,7 @@ class FusionLSTMConfig(PreTrainedConfig):
     num_hidden_layers: int = 1
     projection_size: int = 512
     dropout: float = 0.0
+    fusion_dropout: float = 0.0
     fusion: str = "concat"
     fusion_context: str = "prefix"
     encoder_pooling: str = "cls"
@@ -77,6 +80,8 @@ class FusionLSTMConfig(PreTrainedConfig):
                 raise ValueError(f"FusionLSTMConfig.{field} must be a positive integer, got {getattr(self, field)}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"FusionLSTMConfig.dropout must be in [0, 1), got {self.dropout}.")
+        if not 0.0 <= self.fusion_dropout <= 1.0:
+            raise ValueError(f"FusionLSTMConfig.fusion_dropout must be in [0, 1], got {self.fusion_dropout}.")
         super().__post_init__(**kwargs)
         self._resolve_fusion_embedding_size()
         if self.needs_projection and not self.fusion_projection:

@@ -137,9 +137,11 @@ class FusionLSTMPrefixEncoder(nn.Module):
         out[new_mask] = pooled
         return out
 
-    def embed_rows(self, compact: torch.Tensor, rows_batch: torch.Tensor, rows_len: torch.Tensor) -> torch.Tensor:
+    def embed_rows(self, compact, rows_batch, rows_len, end_token_id: int | None = None) -> torch.Tensor:
         """Embed row r = compact[rows_batch[r], :rows_len[r]] + end token, for all rows, in length-sorted batches
-        of at most ENCODER_TOKENS_PER_BATCH padded tokens. Returns (rows, width) in the order of the rows."""
+        of at most ENCODER_TOKENS_PER_BATCH padded tokens. `compact` holds encoder token ids, each row starting
+        with the encoder's start token; `end_token_id` defaults to the LM's EOS (the shared [SEP]).
+        Returns (rows, width) in the order of the rows."""
         rows_len = rows_len.to(torch.long)
         order = torch.argsort(rows_len, stable=True)
         widths = (rows_len[order].clamp(max=self.max_length - 1) + 1).tolist()
@@ -151,14 +153,14 @@ class FusionLSTMPrefixEncoder(nn.Module):
             while end < len(widths) and (end - start + 1) * widths[end] <= ENCODER_TOKENS_PER_BATCH:
                 end += 1
             chunk = order[start:end]
-            vectors = self._embed_chunk(compact, rows_batch[chunk], rows_len[chunk])
+            vectors = self._embed_chunk(compact, rows_batch[chunk], rows_len[chunk], end_token_id)
             if pooled is None:
                 pooled = vectors.new_empty(len(widths), vectors.shape[-1])
             pooled = pooled.index_copy(0, chunk, vectors)
             start = end
         return pooled
 
-    def _embed_chunk(self, compact: torch.Tensor, rows_batch: torch.Tensor, rows_len: torch.Tensor) -> torch.Tensor:
+    def _embed_chunk(self, compact, rows_batch, rows_len, end_token_id) -> torch.Tensor:
         device = compact.device
         keep = rows_len.clamp(max=self.max_length - 1)  # tokens kept before the end token
         width = int(keep.max()) + 1
@@ -168,10 +170,10 @@ class FusionLSTMPrefixEncoder(nn.Module):
         source = torch.where(positions == 0, 0, rows_len.unsqueeze(1) - keep.unsqueeze(1) + positions)
         source = source.clamp(max=compact.shape[1] - 1)
         ids = compact[rows_batch].gather(1, source)
-        ids = torch.where(positions == keep.unsqueeze(1), self.config.eos_token_id, ids)
+        end = self.config.eos_token_id if end_token_id is None else end_token_id
+        ids = torch.where(positions == keep.unsqueeze(1), end, ids)
         mask = (positions <= keep.unsqueeze(1)).to(torch.long)
-        pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
-        ids = torch.where(mask.bool(), ids, pad)
+        ids = torch.where(mask.bool(), ids, getattr(self.config.encoder, "pad_token_id", None) or 0)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             outputs = self.encoder(input_ids=ids, attention_mask=mask)
         return self.pool(outputs, mask)
@@ -471,6 +473,10 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
 
         new_mask, full_ids, full_mask = self._sequence_so_far(input_ids, attention_mask, state, batch, num_new)
         fusion_embeds = self._fusion_embeds(fusion_embeds, full_ids, full_mask, num_new, batch)
+        if fusion_embeds is not None and self.training and self.config.fusion_dropout > 0:
+            # drop whole vectors e_j: the LM must also work from the tokens alone
+            keep = torch.rand(batch, num_new, 1, device=fusion_embeds.device) >= self.config.fusion_dropout
+            fusion_embeds = fusion_embeds * keep.to(fusion_embeds.dtype)
         inputs_embeds = self.dropout(inputs_embeds)
 
         hidden = None

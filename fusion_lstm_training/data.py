@@ -1,0 +1,131 @@
+"""Sentence-level data as in the paper: one sentence a sample, BOS … EOS, padded per batch."""
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset, DatasetDict
+
+
+logger = logging.getLogger(__name__)
+TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+
+
+def read_sentences(path: str) -> list[str]:
+    """Sentences of a data file (text: one per line; json/jsonl/csv: a `text` column), checked on the way:
+    a missing or empty file, a file that is not UTF-8 (with the line), or json/csv without `text` raise."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"Data file {path} does not exist.")
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ValueError(f"{path} is not UTF-8: invalid byte at line {line} (byte offset {error.start}).") from None
+    kind = TEXT_EXTENSIONS.get(file.suffix.lower())
+    if kind is None:
+        raise ValueError(f"{path}: unsupported extension {file.suffix!r}; use one of {', '.join(TEXT_EXTENSIONS)}.")
+    if kind == "text":
+        sentences = text.splitlines()
+    elif kind == "csv":
+        import csv
+        import io
+
+        rows = list(csv.DictReader(io.StringIO(text)))
+        _require_text_column(path, rows[0] if rows else {})
+        sentences = [row["text"] for row in rows]
+    else:
+        records = json.loads(text) if file.suffix.lower() == ".json" and text.lstrip().startswith("[") else [
+            json.loads(line) for line in text.splitlines() if line.strip()
+        ]
+        _require_text_column(path, records[0] if records else {})
+        sentences = [record["text"] for record in records]
+    if not any(s.strip() for s in sentences):
+        raise ValueError(f"Data file {path} contains no text.")
+    return sentences
+
+
+def _require_text_column(path, first_record):
+    if first_record and "text" not in first_record:
+        raise ValueError(f"{path} has no `text` column (columns: {', '.join(first_record)}).")
+
+
+def load_splits(data_args) -> DatasetDict:
+    """train/validation/test splits from the data files, with the validation split carved from train when absent."""
+    files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+    splits = {name: Dataset.from_dict({"text": read_sentences(path)}) for name, path in files.items() if path}
+    if "train" in splits and "validation" not in splits and data_args.validation_split_percentage:
+        parts = splits["train"].train_test_split(test_size=data_args.validation_split_percentage / 100, seed=0)
+        splits["train"], splits["validation"] = parts["train"], parts["test"]
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
+              "test": data_args.max_eval_samples}
+    for name, limit in limits.items():
+        if name in splits and limit is not None:
+            splits[name] = splits[name].select(range(min(limit, len(splits[name]))))
+    return DatasetDict(splits)
+
+
+def tokenize_sentences(dataset: Dataset, tokenizer, max_seq_length: int, split: str, keep_offsets: bool) -> Dataset:
+    """Each non-empty sentence → BOS … EOS ids (the LM tokenizer adds BOS, EOS is appended here), truncated to
+    `max_seq_length` (keeping BOS, dropping EOS). Empty lines are skipped; both are counted in the log."""
+
+    def encode(batch):
+        texts = [t.strip() for t in batch["text"]]
+        encoded = tokenizer(texts, return_offsets_mapping=keep_offsets)
+        out = {"text": [], "input_ids": [], "truncated": []}
+        if keep_offsets:
+            out["offsets"] = []
+        for i, (text, ids) in enumerate(zip(texts, encoded["input_ids"])):
+            if not text:
+                continue
+            ids = ids + [tokenizer.eos_token_id]
+            out["text"].append(text)
+            out["input_ids"].append(ids[:max_seq_length])
+            out["truncated"].append(len(ids) > max_seq_length)
+            if keep_offsets:
+                ends = [end for _, end in encoded["offset_mapping"][i]] + [len(text)]
+                out["offsets"].append(ends[:max_seq_length])
+        return out
+
+    tokenized = dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {split}")
+    skipped = len(dataset) - len(tokenized)
+    truncated = sum(tokenized["truncated"])
+    logger.info(
+        "%s: %d sentences, %d empty lines skipped, %d sentences truncated to %d tokens",
+        split, len(tokenized), skipped, truncated, max_seq_length,
+    )
+    return tokenized.remove_columns("truncated")
+
+
+@dataclass
+class FusionDataCollator:
+    """Pads a batch on the right: input_ids with the pad id, attention_mask with 0, labels with -100, and
+    fusion_embeds (float16 in the cache) with zeros, as float32."""
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        length = max(len(f["input_ids"]) for f in features)
+        batch = len(features)
+        input_ids = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros(batch, length, dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            input_ids[i, :n] = torch.as_tensor(f["input_ids"])
+            attention_mask[i, :n] = 1
+        out = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": input_ids.masked_fill(attention_mask == 0, -100),
+        }
+        if "fusion_embeds" in features[0]:
+            width = len(features[0]["fusion_embeds"][0])
+            fusion_embeds = torch.zeros(batch, length, width)
+            for i, f in enumerate(features):
+                vectors = torch.as_tensor(f["fusion_embeds"], dtype=torch.float32)
+                fusion_embeds[i, : len(vectors)] = vectors
+            out["fusion_embeds"] = fusion_embeds
+        return out

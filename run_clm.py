@@ -1,0 +1,276 @@
+#!/usr/bin/env python
+"""Train a sentence-embedding fusion LSTM language model with the Hugging Face Trainer.
+
+    python run_clm.py configuration/train/demo.json
+    python run_clm.py --train_file train.txt --validation_file valid.txt --fusion concat --output_dir out --do_train --do_eval
+    accelerate launch --config_file configuration/accelerate/cpu_ddp.yaml run_clm.py configuration/train/demo.json
+
+Sentence-level as in the paper: every line is one sample, BOS … EOS. Prefix embeddings e_j are precomputed once
+into a float16 Arrow cache (split between processes under a distributed launch) and fed as `fusion_embeds`.
+"""
+
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import datasets
+import torch
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+import modeling_fusion_lstm
+from fusion_lstm_training.callbacks import FusionDropoutSchedule, parse_schedule
+from fusion_lstm_training.data import FusionDataCollator, load_splits, tokenize_sentences
+from fusion_lstm_training.embeddings import PrefixEmbedder, add_fusion_embeddings, default_cache_dir, embedding_fingerprint
+from fusion_lstm_training.metrics import LanguageModelMetrics, preprocess_logits_for_metrics
+from fusion_lstm_training.tokenizers import train_bpe_tokenizer
+from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A fusion_lstm checkpoint to continue from (local folder or Hub id)."}
+    )
+    encoder_name_or_path: str | None = field(
+        default=None, metadata={"help": "Encoder for a new model (default: the embedded all-MiniLM-L6-v2)."}
+    )
+    fusion: str = field(default="concat", metadata={"help": "none, concat, add, multiply, init_h, init_c, init_hc"})
+    encoder_pooling: str = field(default="cls", metadata={"help": "cls, mean or pooler"})
+    fusion_context: str = field(default="prefix", metadata={"help": "prefix (causal) or sentence (the leaky probe)"})
+    config_overrides: str | None = field(
+        default=None, metadata={"help": "Config fields for a new model, e.g. 'hidden_size=256,dropout=0.1'."}
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "An LM tokenizer other than the model's."})
+    train_tokenizer_vocab_size: int | None = field(
+        default=None, metadata={"help": "Train a BPE tokenizer of this size on the training text (the paper: 8192)."}
+    )
+    fusion_dropout_schedule: str | None = field(
+        default=None, metadata={"help": "Probability that e_j is dropped, per epoch: 0to1, 1to0 or e.g. 0.5,0.25,0."}
+    )
+    generation_prompt: str | None = field(
+        default=None, metadata={"help": "After training, reload output_dir with AutoModelForCausalLM and continue this."}
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    train_file: str | None = field(default=None, metadata={"help": "Text (one sentence a line), json or csv."})
+    validation_file: str | None = field(default=None)
+    test_file: str | None = field(default=None)
+    max_train_samples: int | None = field(default=None)
+    max_eval_samples: int | None = field(default=None)
+    max_seq_length: int = field(default=128, metadata={"help": "Longer sentences are truncated (and counted)."})
+    validation_split_percentage: int = field(
+        default=5, metadata={"help": "Share of train used for validation when there is no validation_file."}
+    )
+    embedding_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where precomputed prefix embeddings live (default: the datasets cache)."}
+    )
+    precompute_fusion_embeddings: bool = field(
+        default=True, metadata={"help": "Precompute e_j once; false: the model's encoder computes them every step."}
+    )
+
+
+def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
+    """One JSON file or flags. Several processes on CPU join one gloo process group only with use_cpu=True;
+    without it each process silently trains its own model, so it is switched on before TrainingArguments
+    sets up the device, and a world size that still disagrees with the launch is refused."""
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu_data_parallel = launched > 1 and not torch.cuda.is_available()
+    argv = sys.argv[1:]
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        values = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        if cpu_data_parallel:
+            values.setdefault("use_cpu", True)
+        model_args, data_args, training_args = parser.parse_dict(values)
+    else:
+        if cpu_data_parallel and "--use_cpu" not in argv:
+            argv += ["--use_cpu", "true"]
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if launched != training_args.world_size:
+        raise RuntimeError(
+            f"{launched} processes were launched but the Trainer sees world size {training_args.world_size}: they "
+            "would train separate models. On CPU keep use_cpu=True; check the accelerate config."
+        )
+    return model_args, data_args, training_args
+
+
+def parse_overrides(overrides: str | None) -> dict:
+    """'hidden_size=256,dropout=0.1' → typed config fields; unknown fields are refused."""
+    if not overrides:
+        return {}
+    types = {f.name: f.type for f in fields(FusionLSTMConfig)}
+    result = {}
+    for item in overrides.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in types:
+            raise ValueError(f"config_overrides: {item!r} is not 'field=value' with a FusionLSTMConfig field.")
+        default = getattr(FusionLSTMConfig(), name)
+        if isinstance(default, bool):
+            result[name] = value.strip().lower() in ("1", "true", "yes")
+        elif isinstance(default, int):
+            result[name] = int(value)
+        elif isinstance(default, float):
+            result[name] = float(value)
+        else:
+            result[name] = value.strip()
+    return result
+
+
+def load_model(model_args: ModelArguments, tokenizer, encoder_path: str) -> FusionLSTMForCausalLM:
+    if model_args.model_name_or_path:
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
+        if config.model_type != FusionLSTMConfig.model_type:
+            raise ValueError(
+                f"{model_args.model_name_or_path} is a {config.model_type!r} model, not a fusion_lstm checkpoint. To "
+                "build a fusion model around it as the encoder, pass it as --encoder_name_or_path."
+            )
+        return FusionLSTMForCausalLM.from_pretrained(model_args.model_name_or_path)
+    return FusionLSTMForCausalLM.from_encoder_pretrained(
+        encoder_path,
+        fusion=model_args.fusion,
+        encoder_pooling=model_args.encoder_pooling,
+        fusion_context=model_args.fusion_context,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **parse_overrides(model_args.config_overrides),
+    )
+
+
+def main():
+    model_args, data_args, training_args = parse_arguments()
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    # transformers/datasets follow --log_level (passive: warnings); this script's own progress lines are info on
+    # the main process and follow --log_level_replica on the others
+    log_level = training_args.get_process_log_level()
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    own_level = logging.INFO if training_args.should_log else log_level
+    for log in (logger, logging.getLogger("fusion_lstm_training")):
+        log.setLevel(own_level)
+    logger.info(
+        "process %d of world size %d, device %s", training_args.process_index, training_args.world_size,
+        training_args.device,
+    )
+    set_seed(training_args.seed)
+
+    # Data
+    raw = load_splits(data_args)
+    if training_args.do_train and "train" not in raw:
+        raise ValueError("--do_train needs --train_file.")
+
+    # Tokenizer and model
+    encoder_path = model_args.encoder_name_or_path or modeling_fusion_lstm.default_encoder_path()
+    encoder_tokenizer = None
+    if model_args.train_tokenizer_vocab_size:
+        tokenizer = train_bpe_tokenizer(raw["train"]["text"], model_args.train_tokenizer_vocab_size, training_args)
+        encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_path)
+    elif model_args.tokenizer_name:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name)
+    elif model_args.model_name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    else:
+        tokenizer = modeling_fusion_lstm.load_tokenizer(encoder_path)
+    model = load_model(model_args, tokenizer, encoder_path)
+    uses_fusion = model.config.fusion != "none"
+    if encoder_tokenizer is not None and not data_args.precompute_fusion_embeddings and uses_fusion:
+        raise ValueError("With a trained tokenizer the encoder cannot read the LM's ids: keep precompute on.")
+
+    # Preprocessing
+    with training_args.main_process_first(desc="tokenizing"):
+        tokenized = {
+            split: tokenize_sentences(data, tokenizer, data_args.max_seq_length, split, encoder_tokenizer is not None)
+            for split, data in raw.items()
+        }
+    if uses_fusion and data_args.precompute_fusion_embeddings:
+        model.model.prefix_encoder.to(training_args.device)
+        embedder = PrefixEmbedder(model, encoder_tokenizer)
+        cache_dir = Path(data_args.embedding_cache_dir or default_cache_dir())
+        for split, data in tokenized.items():
+            fingerprint = embedding_fingerprint(model, tokenizer, encoder_tokenizer, data)
+            tokenized[split] = add_fusion_embeddings(data, embedder, fingerprint, cache_dir, split)
+    tokenized = {
+        split: data.remove_columns([c for c in ("text", "offsets") if c in data.column_names])
+        for split, data in tokenized.items()
+    }
+
+    callbacks = []
+    if model_args.fusion_dropout_schedule:
+        schedule = parse_schedule(model_args.fusion_dropout_schedule, math.ceil(training_args.num_train_epochs))
+        logger.info("fusion dropout schedule per epoch: %s", schedule)
+        callbacks.append(FusionDropoutSchedule(schedule))
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized.get("train") if training_args.do_train else None,
+        eval_dataset=tokenized.get("validation") if training_args.do_eval else None,
+        processing_class=tokenizer,
+        data_collator=FusionDataCollator(pad_token_id=tokenizer.pad_token_id),
+        compute_metrics=LanguageModelMetrics() if training_args.do_eval or training_args.do_predict else None,
+        preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        callbacks=callbacks,
+    )
+
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        metrics = {**result.metrics, "train_samples": len(tokenized["train"])}
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+
+    if training_args.do_eval:
+        metrics = trainer.evaluate()
+        metrics["eval_samples"] = len(tokenized["validation"])
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        if trainer.is_world_process_zero():
+            print(f"validation perplexity: {metrics['eval_perplexity']:.2f}")
+
+    if training_args.do_predict and "test" in tokenized:
+        metrics = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
+        metrics["test_samples"] = len(tokenized["test"])
+        trainer.log_metrics("test", metrics)
+        trainer.save_metrics("test", metrics)
+
+    if model_args.generation_prompt and training_args.do_train and trainer.is_world_process_zero():
+        show_generation(training_args.output_dir, model_args.generation_prompt)
+
+
+def show_generation(output_dir: str, prompt: str):
+    """Reload the saved folder as a user would and continue a prompt."""
+    model = AutoModelForCausalLM.from_pretrained(output_dir, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir, trust_remote_code=True)
+    generated = model.generate(**tokenizer([prompt], return_tensors="pt"), max_new_tokens=20, do_sample=False)
+    text = tokenizer.decode(generated[0], skip_special_tokens=True)
+    print(f"reloaded {output_dir} with AutoModelForCausalLM; generated: {text}")
+
+
+if __name__ == "__main__":
+    main()

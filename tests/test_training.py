@@ -1,0 +1,207 @@
+"""run_clm.py end to end: the real script, the real Trainer, real accelerate processes, tiny sizes."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from modeling_fusion_lstm import FusionLSTMForCausalLM
+from conftest import TINY
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "wikitext2"
+TINY_OVERRIDES = ",".join(f"{k}={v}" for k, v in TINY.items())
+
+
+def tiny_run_config(output_dir, cache_dir, **changes) -> dict:
+    config = {
+        "fusion": "concat",
+        "config_overrides": TINY_OVERRIDES,
+        "train_file": str(DATA / "train.txt"),
+        "validation_file": str(DATA / "validation.txt"),
+        "max_train_samples": 64,
+        "max_eval_samples": 24,
+        "max_seq_length": 32,
+        "output_dir": str(output_dir),
+        "embedding_cache_dir": str(cache_dir),
+        "do_train": True,
+        "do_eval": True,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 16,
+        "per_device_eval_batch_size": 16,
+        "learning_rate": 0.01,
+        "save_strategy": "no",
+        "report_to": ["tensorboard"],
+        "seed": 0,
+        "disable_tqdm": True,
+    }
+    config.update(changes)
+    return {k: v for k, v in config.items() if v is not None}
+
+
+def run_clm(config: dict, tmp_path, launcher=(), check=True, background=False):
+    """Runs run_clm.py with `config` as its JSON file; returns the CompletedProcess (or the Popen)."""
+    config_file = tmp_path / f"config-{time.monotonic_ns()}.json"
+    config_file.write_text(json.dumps(config))
+    command = [*launcher, str(ROOT / "run_clm.py"), str(config_file)]
+    if not launcher:
+        command = [sys.executable, *command]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if background:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result.log = result.stdout + result.stderr
+    if check:
+        assert result.returncode == 0, result.log[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("embedding-cache")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache_dir):
+    """One tiny concat training run, shared by the tests that only read its output."""
+    tmp_path = tmp_path_factory.mktemp("trained")
+    result = run_clm(tiny_run_config(tmp_path / "out", cache_dir), tmp_path)
+    return tmp_path / "out", result
+
+
+def test_training_writes_a_loadable_model_with_metrics(trained):
+    output_dir, result = trained
+    files = {p.name for p in output_dir.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "modeling_fusion_lstm.py",
+            "configuration_fusion_lstm.py", "all_results.json", "train_results.json", "eval_results.json"} <= files
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert results["eval_perplexity"] > 1 and 0 <= results["eval_accuracy"] <= 1
+    assert math.isfinite(results["eval_loss"]) and results["train_samples"] == 64
+    assert f"validation perplexity: {results['eval_perplexity']:.2f}" in result.log
+    assert "world size 1" in result.log and "empty lines skipped" in result.log
+    assert list((output_dir / "runs").rglob("events.out.tfevents.*")), "TensorBoard logs"
+    model = AutoModelForCausalLM.from_pretrained(output_dir, trust_remote_code=True)
+    assert model.config.fusion == "concat" and model.config.hidden_size == TINY["hidden_size"]
+
+
+def test_eval_perplexity_is_exp_of_the_mean_token_nll(trained):
+    output_dir, _ = trained
+    results = json.loads((output_dir / "all_results.json").read_text())
+    model = FusionLSTMForCausalLM.from_pretrained(output_dir).eval()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    sentences = [s for s in (DATA / "validation.txt").read_text().splitlines() if s.strip()][:24]
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for sentence in sentences:
+            ids = tokenizer(sentence + tokenizer.eos_token, return_tensors="pt")["input_ids"][:, :32]
+            loss = model(input_ids=ids, labels=ids).loss
+            nll += loss.item() * (ids.shape[1] - 1)
+            count += ids.shape[1] - 1
+    # the run fed float16 cached embeddings, this recomputes them in float32
+    assert math.isclose(math.exp(nll / count), results["eval_perplexity"], rel_tol=2e-3)
+
+
+def test_second_run_reuses_the_cached_embeddings(trained, cache_dir, tmp_path):
+    _, first = trained
+    assert "reusing cached embeddings" not in first.log
+    second = run_clm(tiny_run_config(tmp_path / "again", cache_dir), tmp_path)
+    assert second.log.count("reusing cached embeddings") == 2  # train and validation
+    assert "Prefix embeddings" not in second.log
+
+
+def test_cache_built_with_another_encoder_is_not_reused(trained, cache_dir, tmp_path, encoder_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    other = tmp_path / "other-encoder"
+    encoder = AutoModel.from_pretrained(encoder_path)
+    with torch.no_grad():
+        encoder.encoder.layer[0].output.dense.weight.mul_(1.01)
+    encoder.save_pretrained(other)
+    AutoTokenizer.from_pretrained(encoder_path).save_pretrained(other)
+    result = run_clm(tiny_run_config(tmp_path / "out", cache_dir, encoder_name_or_path=str(other)), tmp_path)
+    assert "reusing cached embeddings" not in result.log
+
+
+def test_without_precompute_the_model_embeds_inside(tmp_path):
+    cache = tmp_path / "cache"
+    result = run_clm(tiny_run_config(tmp_path / "out", cache, precompute_fusion_embeddings=False), tmp_path)
+    assert not cache.exists() and "Prefix embeddings" not in result.log
+    assert json.loads((tmp_path / "out" / "all_results.json").read_text())["eval_perplexity"] > 1
+
+
+def test_two_cpu_processes_train_one_model(tmp_path, cache_dir):
+    launcher = ["accelerate", "launch", "--config_file", str(ROOT / "configuration/accelerate/cpu_ddp.yaml")]
+    config = tiny_run_config(tmp_path / "out", tmp_path / "ddp-cache", log_level_replica="info")
+    result = run_clm(config, tmp_path, launcher=launcher)
+    assert result.log.count("of world size 2") == 2
+    # the precompute is split between the ranks, then joined once
+    assert "rank 0/2 embeds the prefixes of 32 sentences" in result.log
+    assert "rank 1/2 embeds the prefixes of 32 sentences" in result.log
+    assert len(list((tmp_path / "ddp-cache").glob("*.shard*"))) == 0
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    # 64 sentences, 16 per device, 2 devices: 2 optimizer steps in one epoch
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and results["train_samples"] == 64
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out", trust_remote_code=True)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, cache_dir):
+    steps = {"max_steps": 8, "save_strategy": "steps", "save_steps": 2, "eval_strategy": "no", "learning_rate": 0.005}
+    reference = run_clm(tiny_run_config(tmp_path / "reference", cache_dir, **steps), tmp_path)
+    assert reference.returncode == 0
+
+    out = tmp_path / "killed"
+    process = run_clm(tiny_run_config(out, cache_dir, **steps), tmp_path, background=True)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-2" / "trainer_state.json").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "all_results.json").exists(), "the run finished before it was killed"
+
+    checkpoint = str(out / "checkpoint-2")
+    run_clm(tiny_run_config(out, cache_dir, resume_from_checkpoint=checkpoint, **steps), tmp_path)
+    expected = json.loads((tmp_path / "reference" / "all_results.json").read_text())["eval_loss"]
+    resumed = json.loads((out / "all_results.json").read_text())["eval_loss"]
+    assert abs(resumed - expected) < 1e-4
+
+
+def test_fusion_dropout_schedule_changes_per_epoch(tmp_path, cache_dir):
+    config = tiny_run_config(tmp_path / "out", cache_dir, num_train_epochs=3, fusion_dropout_schedule="1to0",
+                             eval_strategy="no")
+    log = run_clm(config, tmp_path).log
+    for epoch, p in enumerate(("1.000", "0.500", "0.000")):
+        assert f"epoch {epoch}: fusion dropout {p}" in log
+
+
+def test_trained_bpe_tokenizer_gets_prefix_embeddings_from_text(tmp_path):
+    config = tiny_run_config(tmp_path / "out", tmp_path / "cache", train_tokenizer_vocab_size=400)
+    run_clm(config, tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out", trust_remote_code=True)
+    assert model.config.vocab_size == 400 and model.config.bos_token_id is not None
+
+
+# --------------------------------------------------------------------------------------------- bad input
+
+
+def test_unknown_fusion_surfaces_the_models_error(tmp_path):
+    result = run_clm(tiny_run_config(tmp_path / "out", tmp_path / "c", fusion="bogus"), tmp_path, check=False)
+    assert result.returncode != 0
+    assert "FusionLSTMConfig.fusion='bogus' is not supported; allowed values: none, concat" in result.log
+
+
+def test_non_fusion_checkpoint_is_refused(tmp_path, encoder_path):
+    config = tiny_run_config(tmp_path / "out", tmp_path / "c", model_name_or_path=encoder_path)
+    result = run_clm(config, tmp_path, check=False)
+    assert result.returncode != 0 and "is a 'bert' model, not a fusion_lstm checkpoint" in result.log
