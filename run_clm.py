@@ -35,7 +35,7 @@ from fusion_lstm_training.callbacks import FusionDropoutSchedule, parse_schedule
 from fusion_lstm_training.data import FusionDataCollator, load_splits, tokenize_sentences
 from fusion_lstm_training.embeddings import PrefixEmbedder, add_fusion_embeddings, default_cache_dir, embedding_fingerprint
 from fusion_lstm_training.metrics import LanguageModelMetrics, preprocess_logits_for_metrics
-from fusion_lstm_training.tokenizers import train_bpe_tokenizer
+from fusion_lstm_training.bpe import train_bpe_tokenizer
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM
 
 
@@ -241,6 +241,9 @@ def main():
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
         metrics = {**result.metrics, "train_samples": len(tokenized["train"])}
+        tokens = sum(len(ids) for ids in tokenized["train"]["input_ids"]) * training_args.num_train_epochs
+        if training_args.max_steps <= 0:  # a whole number of epochs: the tokens seen are known exactly
+            metrics["train_tokens_per_second"] = round(tokens / metrics["train_runtime"], 1)
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()

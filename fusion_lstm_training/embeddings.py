@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,7 @@ def add_fusion_embeddings(dataset: Dataset, embedder: PrefixEmbedder, fingerprin
     shard_files = [cache_dir / f"{fingerprint}.shard{i}of{world}.arrow" for i in range(world)]
     shard = dataset.shard(num_shards=world, index=rank, contiguous=True)
     logger.info("%s: rank %d/%d embeds the prefixes of %d sentences", split, rank, world, len(shard))
+    started = time.perf_counter()
     shard.map(
         embedder,
         batched=True,
@@ -128,6 +130,13 @@ def add_fusion_embeddings(dataset: Dataset, embedder: PrefixEmbedder, fingerprin
         cache_file_name=str(shard_files[rank]),
         new_fingerprint=f"{fingerprint}-{rank}of{world}",
         desc=f"Prefix embeddings ({split}, rank {rank})",
+    )
+    elapsed = time.perf_counter() - started
+    lengths = pc.list_value_length(shard.data.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
+    encoder_tokens = int((lengths * (lengths + 1) // 2 + lengths).sum())  # prefix k has k tokens + [SEP]
+    logger.info(
+        "%s: rank %d embedded %d sentences in %.1f s: %.1f sentences/s, %.0f encoder tokens/s",
+        split, rank, len(shard), elapsed, len(shard) / elapsed, encoder_tokens / elapsed,
     )
     state.wait_for_everyone()
     if state.is_main_process:

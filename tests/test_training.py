@@ -140,7 +140,8 @@ def test_without_precompute_the_model_embeds_inside(tmp_path):
 
 
 def test_two_cpu_processes_train_one_model(tmp_path, cache_dir):
-    launcher = ["accelerate", "launch", "--config_file", str(ROOT / "configuration/accelerate/cpu_ddp.yaml")]
+    accelerate_config = ROOT / "configuration" / "accelerate" / "cpu_ddp.yaml"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
     config = tiny_run_config(tmp_path / "out", tmp_path / "ddp-cache", log_level_replica="info")
     result = run_clm(config, tmp_path, launcher=launcher)
     assert result.log.count("of world size 2") == 2

@@ -1,0 +1,142 @@
+"""Training data pieces: reading files, sentence samples, the collator, prefix-embedding precompute, schedules."""
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer
+
+from fusion_lstm_training.bpe import build_bpe_tokenizer
+from fusion_lstm_training.callbacks import parse_schedule
+from fusion_lstm_training.data import FusionDataCollator, read_sentences, tokenize_sentences
+from fusion_lstm_training.embeddings import PrefixEmbedder, embedding_fingerprint
+from conftest import SENTENCES
+
+
+# -------------------------------------------------------------------------------------------------- reading files
+
+
+def test_missing_and_empty_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Data file .*nope.txt does not exist"):
+        read_sentences(str(tmp_path / "nope.txt"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(ValueError, match=r"Data file .*empty.txt contains no text"):
+        read_sentences(str(empty))
+
+
+def test_non_utf8_file_is_refused_with_its_line(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("first line\nsecond line\ncaf\u00e9 au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8: invalid byte at line 3"):
+        read_sentences(str(bad))
+
+
+def test_json_and_csv_need_a_text_column(tmp_path):
+    (tmp_path / "ok.jsonl").write_text('{"text": "A sentence."}\n{"text": "Another."}\n')
+    assert read_sentences(str(tmp_path / "ok.jsonl")) == ["A sentence.", "Another."]
+    (tmp_path / "ok.csv").write_text('id,text\n1,"One, with a comma."\n')
+    assert read_sentences(str(tmp_path / "ok.csv")) == ["One, with a comma."]
+    (tmp_path / "bad.csv").write_text("id,sentence\n1,x\n")
+    with pytest.raises(ValueError, match=r"bad.csv has no `text` column \(columns: id, sentence\)"):
+        read_sentences(str(tmp_path / "bad.csv"))
+
+
+# ---------------------------------------------------------------------------------------------- sentence samples
+
+
+def test_sentences_become_bos_to_eos_with_counted_skips_and_truncations(tokenizer, caplog):
+    data = Dataset.from_dict({"text": ["The cat sat.", "", "   ", "one two three four five six seven eight"]})
+    with caplog.at_level("INFO", logger="fusion_lstm_training"):
+        out = tokenize_sentences(data, tokenizer, max_seq_length=6, split="train", keep_offsets=False)
+    assert len(out) == 2
+    first = out[0]["input_ids"]
+    assert first[0] == tokenizer.bos_token_id and first[-1] == tokenizer.eos_token_id
+    assert first == tokenizer("The cat sat.")["input_ids"] + [tokenizer.eos_token_id]
+    assert len(out[1]["input_ids"]) == 6
+    assert "2 empty lines skipped, 1 sentences truncated to 6 tokens" in caplog.text
+
+
+def test_collator_pads_right_with_minus_100_labels_and_zero_embeddings():
+    collator = FusionDataCollator(pad_token_id=0)
+    features = [
+        {"input_ids": [101, 5, 6, 102], "fusion_embeds": [[1.0, 2.0]] * 4},
+        {"input_ids": [101, 7], "fusion_embeds": [[3.0, 4.0]] * 2},
+    ]
+    batch = collator(features)
+    assert batch["input_ids"].tolist() == [[101, 5, 6, 102], [101, 7, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert batch["labels"].tolist() == [[101, 5, 6, 102], [101, 7, -100, -100]]
+    assert batch["fusion_embeds"].dtype == torch.float32 and batch["fusion_embeds"][1, 2:].abs().sum() == 0
+
+
+# ---------------------------------------------------------------------------------------------- prefix embeddings
+
+
+def test_precomputed_embeddings_equal_the_models_own(make_model, tokenizer):
+    model = make_model("concat")
+    ids = [tokenizer(s)["input_ids"] + [tokenizer.eos_token_id] for s in SENTENCES]
+    out = PrefixEmbedder(model)({"input_ids": ids})["fusion_embeds"]
+    for sentence_ids, stored in zip(ids, out):
+        with torch.no_grad():
+            expected = model(input_ids=torch.tensor([sentence_ids])).fusion_embeds[0]
+        assert stored.dtype == "float16" and stored.shape == tuple(expected.shape)
+        torch.testing.assert_close(torch.from_numpy(stored).float(), expected, rtol=2e-3, atol=2e-3)
+
+
+def test_with_a_trained_tokenizer_prefix_embeddings_come_from_the_text(make_model, encoder_path):
+    model = make_model("concat")
+    encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_path)
+    bpe = build_bpe_tokenizer(SENTENCES * 20, vocab_size=300)
+    assert len(bpe) == 300 and bpe("The cat")["input_ids"][0] == bpe.bos_token_id
+    data = tokenize_sentences(Dataset.from_dict({"text": SENTENCES[:1]}), bpe, 64, "train", keep_offsets=True)
+    text, ends = data[0]["text"], data[0]["offsets"]
+    assert ends[0] == 0 and ends[-1] == len(text)  # BOS: the empty prefix; EOS: the whole sentence
+    stored = PrefixEmbedder(model, encoder_tokenizer)({"text": [text], "offsets": [ends]})["fusion_embeds"][0]
+    encoder = model.model.prefix_encoder.encoder
+    for j in (0, 3, len(ends) - 1):
+        row = encoder_tokenizer([text[: ends[j]]], return_tensors="pt")  # [CLS] prefix [SEP]
+        with torch.no_grad():
+            expected = encoder(**row).last_hidden_state[0, 0]
+        torch.testing.assert_close(torch.from_numpy(stored[j]).float(), expected, rtol=2e-3, atol=2e-3)
+
+
+def test_fingerprint_changes_with_pooling_data_and_tokenizer(make_model, tokenizer, encoder_path):
+    data = Dataset.from_dict({"input_ids": [[101, 5, 102]]})
+    base = embedding_fingerprint(make_model("concat"), tokenizer, None, data)
+    assert base == embedding_fingerprint(make_model("concat"), tokenizer, None, data)
+    assert base != embedding_fingerprint(make_model("concat", encoder_pooling="mean"), tokenizer, None, data)
+    assert base != embedding_fingerprint(make_model("concat", fusion_context="sentence"), tokenizer, None, data)
+    other_data = Dataset.from_dict({"input_ids": [[101, 6, 102]]})
+    assert base != embedding_fingerprint(make_model("concat"), tokenizer, None, other_data)
+    bpe = build_bpe_tokenizer(SENTENCES * 20, vocab_size=300)
+    assert base != embedding_fingerprint(make_model("concat"), bpe, None, data)
+
+
+# -------------------------------------------------------------------------------------------- fusion dropout
+
+
+def test_dropout_schedules():
+    assert parse_schedule("0to1", 3) == [0.0, 0.5, 1.0]
+    assert parse_schedule("1to0", 5) == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert parse_schedule("0.5,0.25,0", 10) == [0.5, 0.25, 0.0]
+    for bad in ("fast", "0.5,2"):
+        with pytest.raises(ValueError, match="fusion_dropout_schedule"):
+            parse_schedule(bad, 3)
+
+
+def test_full_fusion_dropout_in_training_equals_zero_embeddings(batch):
+    from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM
+
+    torch.manual_seed(0)
+    config = FusionLSTMConfig(vocab_size=30522, fusion="concat", fusion_embedding_size=8, fusion_dropout=1.0,
+                              embedding_size=8, hidden_size=8, projection_size=8)
+    model = FusionLSTMForCausalLM(config).train()
+    embeds = torch.randn(*batch["input_ids"].shape, 8)
+    dropped = model(**batch, fusion_embeds=embeds).logits
+    zeros = model(**batch, fusion_embeds=torch.zeros_like(embeds)).logits
+    torch.testing.assert_close(dropped, zeros)
+    model.eval()  # never in evaluation
+    assert not torch.allclose(model(**batch, fusion_embeds=embeds).logits, zeros)
+    assert math.isclose(model.config.fusion_dropout, 1.0)
