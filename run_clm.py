@@ -70,6 +70,13 @@ class ModelArguments:
 
 @dataclass
 class DataTrainingArguments:
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A `datasets` dataset with a text column (Hub id, e.g. wikitext, or folder)."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "e.g. wikitext-103-raw-v1 (the paper)."})
+    split_sentences: bool = field(
+        default=False, metadata={"help": "Split the dataset's paragraphs into sentences and drop headings."}
+    )
     train_file: str | None = field(default=None, metadata={"help": "Text (one sentence a line), json or csv."})
     validation_file: str | None = field(default=None)
     test_file: str | None = field(default=None)
@@ -182,7 +189,7 @@ def main():
     # Data
     raw = load_splits(data_args)
     if training_args.do_train and "train" not in raw:
-        raise ValueError("--do_train needs --train_file.")
+        raise ValueError("--do_train needs --train_file or a --dataset_name with a train split.")
 
     # Tokenizer and model
     encoder_path = model_args.encoder_name_or_path or modeling_fusion_lstm.default_encoder_path()

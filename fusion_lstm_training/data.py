@@ -2,14 +2,22 @@
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, load_dataset
 
 
 logger = logging.getLogger(__name__)
+# a sentence ends at . ! or ? followed by space and an upper-case letter, digit or opening quote/bracket, unless
+# the dot ends an initial (J. R. R.) or a title (Mr. Dr. …)
+ABBREVIATIONS = ("Mr", "Ms", "Dr", "St", "Jr", "Sr", "vs", "Mrs", "Prof", "Gen", "Col", "Lt", "No")
+SENTENCE_BOUNDARY = re.compile(
+    r"(?<!\b[A-Z]\.)" + "".join(rf"(?<!\b{a}\.)" for a in ABBREVIATIONS) + r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])"
+)
+WIKITEXT_HEADING = re.compile(r"^\s*=.*=\s*$")
 TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
 
@@ -53,10 +61,25 @@ def _require_text_column(path, first_record):
         raise ValueError(f"{path} has no `text` column (columns: {', '.join(first_record)}).")
 
 
+def split_into_sentences(paragraphs: list[str]) -> list[str]:
+    """Paragraphs (e.g. WikiText-103 lines) → sentences; headings (`= Title =`) and empty lines are dropped."""
+    sentences = []
+    for paragraph in paragraphs:
+        if paragraph.strip() and not WIKITEXT_HEADING.match(paragraph):
+            sentences.extend(s.strip() for s in SENTENCE_BOUNDARY.split(paragraph.strip()) if s.strip())
+    return sentences
+
+
 def load_splits(data_args) -> DatasetDict:
-    """train/validation/test splits from the data files, with the validation split carved from train when absent."""
+    """train/validation/test splits from data files or a `datasets` dataset (Hub id or local folder), with the
+    validation split carved from train when absent."""
     files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
-    splits = {name: Dataset.from_dict({"text": read_sentences(path)}) for name, path in files.items() if path}
+    if data_args.dataset_name:
+        if any(files.values()):
+            raise ValueError("Pass either --dataset_name or data files (--train_file …), not both.")
+        splits = _dataset_splits(data_args)
+    else:
+        splits = {name: Dataset.from_dict({"text": read_sentences(path)}) for name, path in files.items() if path}
     if "train" in splits and "validation" not in splits and data_args.validation_split_percentage:
         parts = splits["train"].train_test_split(test_size=data_args.validation_split_percentage / 100, seed=0)
         splits["train"], splits["validation"] = parts["train"], parts["test"]
@@ -66,6 +89,22 @@ def load_splits(data_args) -> DatasetDict:
         if name in splits and limit is not None:
             splits[name] = splits[name].select(range(min(limit, len(splits[name]))))
     return DatasetDict(splits)
+
+
+def _dataset_splits(data_args) -> dict[str, Dataset]:
+    loaded = load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+    splits = {}
+    for name in ("train", "validation", "test"):
+        if name not in loaded:
+            continue
+        if "text" not in loaded[name].column_names:
+            raise ValueError(f"{data_args.dataset_name} ({name}) has no `text` column: {loaded[name].column_names}.")
+        texts = loaded[name]["text"]
+        if data_args.split_sentences:
+            texts = split_into_sentences(texts)
+            logger.info("%s: %d paragraphs split into %d sentences", name, len(loaded[name]), len(texts))
+        splits[name] = Dataset.from_dict({"text": texts})
+    return splits
 
 
 def tokenize_sentences(dataset: Dataset, tokenizer, max_seq_length: int, split: str, keep_offsets: bool) -> Dataset:

@@ -140,3 +140,51 @@ def test_full_fusion_dropout_in_training_equals_zero_embeddings(batch):
     model.eval()  # never in evaluation
     assert not torch.allclose(model(**batch, fusion_embeds=embeds).logits, zeros)
     assert math.isclose(model.config.fusion_dropout, 1.0)
+
+
+# ------------------------------------------------------------------------------------------ datasets (Hub/folder)
+
+
+def test_paragraphs_are_split_into_sentences_without_headings():
+    from fusion_lstm_training.data import split_into_sentences
+
+    paragraphs = [" = Valkyria Chronicles = ", "", " The game was released in 2011. It sold well! Did it? Yes.",
+                  " = = Reception = = ", "Mr. Smith arrived in 1990 . 2 more came."]
+    assert split_into_sentences(paragraphs) == [
+        "The game was released in 2011.", "It sold well!", "Did it?", "Yes.",
+        "Mr. Smith arrived in 1990 .", "2 more came.",
+    ]
+
+
+def test_a_local_dataset_folder_loads_like_a_hub_dataset(tmp_path):
+    from types import SimpleNamespace
+
+    from fusion_lstm_training.data import load_splits
+
+    folder = tmp_path / "wikitext-like"
+    folder.mkdir()
+    (folder / "train.txt").write_text(" = Title = \n The first sentence. The second one.\n\n A third.\n")
+    (folder / "test.txt").write_text(" A test sentence. And another.\n")
+    args = SimpleNamespace(dataset_name=str(folder), dataset_config_name=None, split_sentences=True,
+                           train_file=None, validation_file=None, test_file=None, validation_split_percentage=0,
+                           max_train_samples=None, max_eval_samples=None)
+    splits = load_splits(args)
+    assert splits["train"]["text"] == ["The first sentence.", "The second one.", "A third."]
+    assert splits["test"]["text"] == ["A test sentence.", "And another."]
+    args.train_file = "x.txt"
+    with pytest.raises(ValueError, match="either --dataset_name or data files"):
+        load_splits(args)
+
+
+def test_config_overrides_are_typed_and_checked():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("run_clm", Path(__file__).resolve().parent.parent / "run_clm.py")
+    run_clm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_clm)
+    assert run_clm.parse_overrides("hidden_size=256,dropout=0.1,freeze_encoder=false") == {
+        "hidden_size": 256, "dropout": 0.1, "freeze_encoder": False}
+    for bad in ("hidden=3", "hidden_size"):
+        with pytest.raises(ValueError, match="config_overrides"):
+            run_clm.parse_overrides(bad)

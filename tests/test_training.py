@@ -206,3 +206,13 @@ def test_non_fusion_checkpoint_is_refused(tmp_path, encoder_path):
     config = tiny_run_config(tmp_path / "out", tmp_path / "c", model_name_or_path=encoder_path)
     result = run_clm(config, tmp_path, check=False)
     assert result.returncode != 0 and "is a 'bert' model, not a fusion_lstm checkpoint" in result.log
+
+
+def test_training_continues_from_a_fusion_checkpoint(trained, cache_dir, tmp_path):
+    checkpoint, _ = trained
+    config = tiny_run_config(tmp_path / "continued", cache_dir, model_name_or_path=str(checkpoint), fusion=None,
+                             config_overrides=None)
+    result = run_clm(config, tmp_path)
+    assert result.log.count("reusing cached embeddings") == 2  # the saved encoder is the one that built the cache
+    continued = json.loads((tmp_path / "continued" / "config.json").read_text())
+    assert continued["fusion"] == "concat" and continued["hidden_size"] == TINY["hidden_size"]
