@@ -166,6 +166,8 @@ def load_model(model_args: ModelArguments, tokenizer, encoder_path: str) -> Fusi
 
 def main():
     model_args, data_args, training_args = parse_arguments()
+    # the Trainer would push its own generic card at every save; this script pushes once, with the fusion card
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
 
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
@@ -271,6 +273,43 @@ def main():
 
     if model_args.generation_prompt and training_args.do_train and trainer.is_world_process_zero():
         show_generation(training_args.output_dir, model_args.generation_prompt)
+
+    if push_to_hub and trainer.is_world_process_zero():
+        publish(trainer.model, model_args, data_args, training_args, encoder_path)
+
+
+def publish(model, model_args, data_args, training_args, encoder_path):
+    """Write the model card into output_dir and push the folder (model with encoder, tokenizer, code, card)."""
+    from hub.card import build_model_card
+    from hub.push import push_folder
+
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+    if data_args.dataset_name:
+        data = f"{data_args.dataset_name} ({data_args.dataset_config_name or 'default'})"
+    else:
+        data = ", ".join(Path(f).name for f in (data_args.train_file, data_args.validation_file) if f)
+    arguments = {
+        "fusion": model.config.fusion, "encoder": model_args.encoder_name_or_path or "all-MiniLM-L6-v2 (packaged)",
+        "encoder_pooling": model.config.encoder_pooling, "fusion_context": model.config.fusion_context,
+        "config_overrides": model_args.config_overrides, "max_seq_length": data_args.max_seq_length,
+        "num_train_epochs": training_args.num_train_epochs, "max_steps": training_args.max_steps,
+        "per_device_train_batch_size": training_args.per_device_train_batch_size,
+        "world_size": training_args.world_size, "learning_rate": training_args.learning_rate,
+        "lr_scheduler_type": str(training_args.lr_scheduler_type), "warmup_steps": training_args.warmup_steps,
+        "weight_decay": training_args.weight_decay, "seed": training_args.seed,
+        "fusion_dropout_schedule": model_args.fusion_dropout_schedule,
+        "train_tokenizer_vocab_size": model_args.train_tokenizer_vocab_size,
+        "precompute_fusion_embeddings": data_args.precompute_fusion_embeddings,
+    }
+    card = build_model_card(
+        model, repo_id, training_args.output_dir, {k: v for k, v in arguments.items() if v is not None},
+        encoder=encoder_path, dataset_id=data_args.dataset_name, dataset_label=data,
+        training_description=f"Trained with `run_clm.py` on sentences from {data} (one sentence a sample, BOS … EOS).",
+    )
+    card.save(Path(training_args.output_dir) / "README.md")
+    commit = push_folder(training_args.output_dir, repo_id, token=training_args.hub_token,
+                         private=training_args.hub_private_repo)
+    logger.info("pushed %s to %s", training_args.output_dir, commit.commit_url)
 
 
 def show_generation(output_dir: str, prompt: str):

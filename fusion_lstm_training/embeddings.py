@@ -16,9 +16,7 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 from accelerate import PartialState
-from datasets import Array2D, Dataset, Features, Sequence, Value, concatenate_datasets
-
-from modeling_fusion_lstm.modeling_fusion_lstm import compact_rows
+from datasets import Array2D, Dataset, Features, concatenate_datasets
 
 
 logger = logging.getLogger(__name__)

@@ -1,70 +1,13 @@
 """A saved folder loads where the package is not installed: trust_remote_code, in a fresh subprocess."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer
 
 from conftest import SENTENCES
-
-
-# Runs in a subprocess whose import system refuses `modeling_fusion_lstm`, wherever it is installed.
-LOADER = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
-
-    class RefuseThePackage(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "modeling_fusion_lstm":
-                raise ImportError("modeling_fusion_lstm is not installed here")
-            return None
-
-    sys.meta_path.insert(0, RefuseThePackage())
-    try:
-        import modeling_fusion_lstm
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("the package is still importable")
-
-    import torch
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder, inputs_file, out_file = sys.argv[1:4]
-    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-    inputs = load_file(inputs_file)
-    with torch.no_grad():
-        logits = model(**inputs).logits
-        generated = model.generate(**tokenizer(["The cat"], return_tensors="pt"), max_new_tokens=5, do_sample=False)
-    save_file({"logits": logits.contiguous(), "generated": generated}, out_file)
-    print(json.dumps({"class": type(model).__module__, "frozen": not any(
-        p.requires_grad for p in model.model.prefix_encoder.parameters())}))
-    """
-)
-
-
-def load_without_package(folder, inputs, tmp_path):
-    """Load `folder` in a subprocess that cannot import the package; returns its outputs and report."""
-    inputs_file, out_file = tmp_path / "inputs.safetensors", tmp_path / "out.safetensors"
-    save_file({k: v.contiguous() for k, v in inputs.items()}, inputs_file)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
-    result = subprocess.run(
-        [sys.executable, "-c", LOADER, str(folder), str(inputs_file), str(out_file)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert report, result.stdout[-3000:]
-    return load_file(out_file), json.loads(report[-1])
+from helpers import load_without_package
 
 
 @pytest.mark.parametrize("fusion", ["concat", "init_hc"])

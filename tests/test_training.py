@@ -2,12 +2,9 @@
 
 import json
 import math
-import os
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,54 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from modeling_fusion_lstm import FusionLSTMForCausalLM
 from conftest import TINY
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "data" / "wikitext2"
-TINY_OVERRIDES = ",".join(f"{k}={v}" for k, v in TINY.items())
-
-
-def tiny_run_config(output_dir, cache_dir, **changes) -> dict:
-    config = {
-        "fusion": "concat",
-        "config_overrides": TINY_OVERRIDES,
-        "train_file": str(DATA / "train.txt"),
-        "validation_file": str(DATA / "validation.txt"),
-        "max_train_samples": 64,
-        "max_eval_samples": 24,
-        "max_seq_length": 32,
-        "output_dir": str(output_dir),
-        "embedding_cache_dir": str(cache_dir),
-        "do_train": True,
-        "do_eval": True,
-        "num_train_epochs": 1,
-        "per_device_train_batch_size": 16,
-        "per_device_eval_batch_size": 16,
-        "learning_rate": 0.01,
-        "save_strategy": "no",
-        "report_to": ["tensorboard"],
-        "seed": 0,
-        "disable_tqdm": True,
-    }
-    config.update(changes)
-    return {k: v for k, v in config.items() if v is not None}
-
-
-def run_clm(config: dict, tmp_path, launcher=(), check=True, background=False):
-    """Runs run_clm.py with `config` as its JSON file; returns the CompletedProcess (or the Popen)."""
-    config_file = tmp_path / f"config-{time.monotonic_ns()}.json"
-    config_file.write_text(json.dumps(config))
-    command = [*launcher, str(ROOT / "run_clm.py"), str(config_file)]
-    if not launcher:
-        command = [sys.executable, *command]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if background:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    result.log = result.stdout + result.stderr
-    if check:
-        assert result.returncode == 0, result.log[-4000:]
-    return result
-
+from helpers import DATA, ROOT, run_clm, tiny_run_config
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):

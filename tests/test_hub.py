@@ -1,0 +1,220 @@
+"""Sharing on the Hub, against the local Hub server over real HTTP on 127.0.0.1: push, load by repo id without
+the package, revisions, pipeline, model card, and the server's refusals."""
+
+import http.client
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+from conftest import SENTENCES, TINY, tiny_model
+from helpers import client_env, load_without_package, run_clm, tiny_run_config
+from hub.server import serve
+
+
+def start_server(root, token=None):
+    server = serve(str(root), port=0, token=token)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("hub-root"))
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def hub_env(hub) -> dict:
+    return {"HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": "local", "HF_HUB_OFFLINE": "0"}
+
+
+PUSHER = textwrap.dedent(
+    """
+    import sys, torch
+    from modeling_fusion_lstm import FusionLSTMForCausalLM, load_tokenizer
+    repo, seed, sizes = sys.argv[1], int(sys.argv[2]), eval(sys.argv[3])
+    load_tokenizer().push_to_hub(repo)
+    torch.manual_seed(seed)
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **sizes)
+    print("COMMIT", model.push_to_hub(repo).oid)
+    """
+)
+
+
+def push_model(hub, tmp_path, repo_id, seed) -> str:
+    """model.push_to_hub from a client process; returns the commit id."""
+    result = subprocess.run([sys.executable, "-c", PUSHER, repo_id, str(seed), repr(TINY)], cwd=tmp_path,
+                            env=client_env(tmp_path, **hub_env(hub)), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.split("COMMIT ")[-1].strip()
+
+
+@pytest.fixture(scope="module")
+def pushed_run(hub, tmp_path_factory):
+    """run_clm.py --push_to_hub of a tiny trained model."""
+    tmp_path = tmp_path_factory.mktemp("push-run")
+    config = tiny_run_config(tmp_path / "out", tmp_path / "cache", push_to_hub=True, hub_model_id="alice/tiny-run")
+    run_clm(config, tmp_path, env=hub_env(hub))
+    return tmp_path / "out"
+
+
+def test_trained_model_pushed_by_run_clm_loads_by_repo_id_without_the_package(hub, pushed_run, tokenizer, tmp_path):
+    files = set(HfApi(endpoint=hub.endpoint).list_repo_files("alice/tiny-run"))
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "modeling_fusion_lstm.py", "configuration_fusion_lstm.py", "README.md"} <= files
+    assert not any(f.endswith(".bin") or f.startswith(("runs/", "checkpoint-")) for f in files)
+
+    from modeling_fusion_lstm import FusionLSTMForCausalLM
+
+    local = FusionLSTMForCausalLM.from_pretrained(pushed_run).eval()
+    inputs = dict(tokenizer(SENTENCES, return_tensors="pt", padding=True))
+    outputs, report = load_without_package("alice/tiny-run", inputs, tmp_path, **hub_env(hub))
+    assert report["class"].startswith("transformers_modules.") and report["frozen"]
+    mask = inputs["attention_mask"].bool()
+    with torch.no_grad():
+        expected = local(**inputs).logits
+    torch.testing.assert_close(outputs["logits"][mask], expected[mask], rtol=0, atol=1e-6)
+
+
+def test_model_card_metadata_parses_and_carries_the_perplexity(hub, pushed_run, tmp_path):
+    readme = hf_hub_download("alice/tiny-run", "README.md", endpoint=hub.endpoint, cache_dir=tmp_path)
+    card = ModelCard.load(readme)
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-generation"
+    assert data["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and data["license"]
+    assert "fusion-concat" in data["tags"]
+    results = json.loads((pushed_run / "all_results.json").read_text())
+    metric = data["model-index"][0]["results"][0]["metrics"][0]
+    assert metric["type"] == "perplexity" and metric["value"] == round(results["eval_perplexity"], 4)
+    for section in ("## Usage", "## Training", "## Evaluation", "## Limitations", "## Citation", "trust_remote_code"):
+        assert section in card.text
+    assert "one encoder pass over its whole prefix" in card.text and "`learning_rate`" in card.text
+
+
+def test_second_revision_leaves_the_first_loadable(hub, tokenizer, tmp_path):
+    first = push_model(hub, tmp_path, "alice/revisions", seed=0)
+    second = push_model(hub, tmp_path, "alice/revisions", seed=1)
+    assert first != second
+    inputs = dict(tokenizer(SENTENCES[:1], return_tensors="pt"))
+    for revision, seed in ((first, 0), (second, 1), ("", 1)):
+        (tmp_path / f"load-{revision or 'main'}").mkdir()
+        outputs, _ = load_without_package("alice/revisions", inputs, tmp_path / f"load-{revision or 'main'}",
+                                          revision=revision, **hub_env(hub))
+        with torch.no_grad():
+            expected = tiny_model("concat", seed=seed)(**inputs).logits
+        torch.testing.assert_close(outputs["logits"], expected, rtol=0, atol=1e-6, msg=f"revision {revision}")
+
+
+def test_pipeline_by_repo_id(hub, tokenizer, tmp_path):
+    push_model(hub, tmp_path, "alice/for-pipeline", seed=0)
+    script = textwrap.dedent(
+        """
+        from transformers import pipeline
+        generator = pipeline("text-generation", model="alice/for-pipeline", trust_remote_code=True)
+        print("TEXT", generator("The cat", max_new_tokens=5, do_sample=False, return_full_text=False)[0]["generated_text"])
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=client_env(tmp_path, **hub_env(hub)),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with torch.no_grad():
+        ids = tiny_model("concat", seed=0).generate(**tokenizer(["The cat"], return_tensors="pt"), max_new_tokens=5,
+                                                    do_sample=False)
+    expected = tokenizer.decode(ids[0, 3:], skip_special_tokens=True)
+    assert result.stdout.split("TEXT ", 1)[1].strip() == expected.strip()
+
+
+def test_missing_repo_file_and_revision_raise_huggingface_hub_errors(hub, tmp_path):
+    api = HfApi(endpoint=hub.endpoint)
+    api.create_repo("alice/errors", exist_ok=True)
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download("alice/nope", "config.json", endpoint=hub.endpoint, cache_dir=tmp_path)
+    with pytest.raises(RemoteEntryNotFoundError):
+        hf_hub_download("alice/errors", "config.json", endpoint=hub.endpoint, cache_dir=tmp_path)
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download("alice/errors", "README.md", revision="v9", endpoint=hub.endpoint, cache_dir=tmp_path)
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info("alice/nope")
+
+
+# ------------------------------------------------------------------------------------------- raw HTTP refusals
+
+
+def request(server, method, path, body=None, headers=None):
+    connection = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    payload = response.read()
+    connection.close()
+    return response.status, dict(response.headers), payload
+
+
+def commit_body(path: str) -> bytes:
+    lines = [{"key": "header", "value": {"summary": "evil"}},
+             {"key": "file", "value": {"path": path, "content": "aGk=", "encoding": "base64"}}]
+    return "\n".join(json.dumps(line) for line in lines).encode()
+
+
+@pytest.mark.parametrize("path", ["../escape.txt", "a/../../escape.txt", "/etc/passwd", "a//b", "a\\..\\b", "./x"])
+def test_paths_that_escape_the_repository_are_rejected(hub, path):
+    HfApi(endpoint=hub.endpoint).create_repo("alice/paths", exist_ok=True)
+    status, headers, _ = request(hub, "POST", "/api/models/alice/paths/commit/main", commit_body(path),
+                                 {"Content-Type": "application/x-ndjson"})
+    assert status == 400 and headers["X-Error-Code"] == "InvalidPath"
+    status, _, _ = request(hub, "GET", "/alice/paths/resolve/main/..%2F..%2Fblobs")
+    assert status == 400
+
+
+def test_blobs_reached_through_a_symlink_are_refused(tmp_path):
+    root = tmp_path / "root"
+    server = start_server(root)
+    try:
+        api = HfApi(endpoint=server.endpoint)
+        api.create_repo("alice/links")
+        status, _, _ = request(server, "POST", "/api/models/alice/links/commit/main", commit_body("hello.txt"),
+                               {"Content-Type": "application/x-ndjson"})
+        assert status == 200
+        blob = next((root / "blobs").iterdir())
+        secret = tmp_path / "secret.txt"
+        secret.write_text("TOP SECRET")
+        blob.unlink()
+        blob.symlink_to(secret)
+        status, _, body = request(server, "GET", "/alice/links/resolve/main/hello.txt")
+        assert status == 403 and b"TOP SECRET" not in body
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_writes_need_the_token_and_repositories_survive_a_restart(tmp_path):
+    root = tmp_path / "root"
+    server = start_server(root, token="s3cret")
+    try:
+        status, _, _ = request(server, "POST", "/api/repos/create", json.dumps({"name": "x", "organization": "bob"}))
+        assert status == 401
+        HfApi(endpoint=server.endpoint, token="s3cret").create_repo("bob/kept")
+        status, _, _ = request(server, "POST", "/api/models/bob/kept/commit/main", commit_body("kept.txt"),
+                               {"Authorization": "Bearer s3cret"})
+        assert status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    restarted = start_server(root)
+    try:
+        path = hf_hub_download("bob/kept", "kept.txt", endpoint=restarted.endpoint, cache_dir=tmp_path / "cache")
+        assert open(path).read() == "hi"
+    finally:
+        restarted.shutdown()
+        restarted.server_close()
+
+
+def test_server_binds_loopback_by_default(hub):
+    assert hub.server_address[0] == "127.0.0.1"
