@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a sentence-embedding fusion LSTM language model with the Hugging Face Trainer.
 
-    python run_clm.py configuration/train/demo.json
+    python run_clm.py configuration/train/demo.json [--flag value …]   # flags after the file override it
     python run_clm.py --train_file train.txt --validation_file valid.txt --fusion concat --output_dir out --do_train --do_eval
     accelerate launch --config_file configuration/accelerate/cpu_ddp.yaml run_clm.py configuration/train/demo.json
 
@@ -94,23 +94,34 @@ class DataTrainingArguments:
     )
 
 
+def json_to_flags(values: dict) -> list[str]:
+    """A training JSON file as command-line flags, so that flags given after the file override it."""
+    flags = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            flags += [f"--{name}", *map(str, value)]
+        elif isinstance(value, dict):
+            flags += [f"--{name}", json.dumps(value)]
+        else:
+            flags += [f"--{name}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags
+
+
 def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
-    """One JSON file or flags. Several processes on CPU join one gloo process group only with use_cpu=True;
-    without it each process silently trains its own model, so it is switched on before TrainingArguments
-    sets up the device, and a world size that still disagrees with the launch is refused."""
+    """Flags, or a JSON file optionally followed by flags that override it. Several processes on CPU join one
+    gloo process group only with use_cpu=True; without it each process silently trains its own model, so it is
+    switched on before TrainingArguments sets up the device, and a world size that disagrees with the launch is
+    refused."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    cpu_data_parallel = launched > 1 and not torch.cuda.is_available()
     argv = sys.argv[1:]
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        values = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-        if cpu_data_parallel:
-            values.setdefault("use_cpu", True)
-        model_args, data_args, training_args = parser.parse_dict(values)
-    else:
-        if cpu_data_parallel and "--use_cpu" not in argv:
-            argv += ["--use_cpu", "true"]
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if argv and argv[0].endswith(".json"):
+        argv = json_to_flags(json.loads(Path(argv[0]).read_text(encoding="utf-8"))) + argv[1:]
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and not torch.cuda.is_available() and "--use_cpu" not in argv:
+        argv += ["--use_cpu", "true"]
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if launched != training_args.world_size:
         raise RuntimeError(
             f"{launched} processes were launched but the Trainer sees world size {training_args.world_size}: they "

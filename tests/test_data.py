@@ -145,6 +145,18 @@ def test_full_fusion_dropout_in_training_equals_zero_embeddings(batch):
 # ------------------------------------------------------------------------------------------ datasets (Hub/folder)
 
 
+@pytest.fixture(scope="module")
+def run_clm():
+    """run_clm.py imported as a module (it is a script, not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("run_clm", Path(__file__).resolve().parent.parent / "run_clm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_paragraphs_are_split_into_sentences_without_headings():
     from fusion_lstm_training.data import split_into_sentences
 
@@ -176,15 +188,23 @@ def test_a_local_dataset_folder_loads_like_a_hub_dataset(tmp_path):
         load_splits(args)
 
 
-def test_config_overrides_are_typed_and_checked():
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("run_clm", Path(__file__).resolve().parent.parent / "run_clm.py")
-    run_clm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_clm)
+def test_config_overrides_are_typed_and_checked(run_clm):
     assert run_clm.parse_overrides("hidden_size=256,dropout=0.1,freeze_encoder=false") == {
         "hidden_size": 256, "dropout": 0.1, "freeze_encoder": False}
     for bad in ("hidden=3", "hidden_size"):
         with pytest.raises(ValueError, match="config_overrides"):
             run_clm.parse_overrides(bad)
+
+
+def test_json_config_becomes_flags_that_later_flags_override(run_clm):
+    import sys
+
+    flags = run_clm.json_to_flags({"fusion": "add", "do_train": True, "report_to": ["none"], "test_file": None})
+    assert flags == ["--fusion", "add", "--do_train", "true", "--report_to", "none"]
+    argv = sys.argv
+    try:
+        sys.argv = ["run_clm.py", "--output_dir", "x", *flags, "--fusion", "init_h"]
+        model_args, _, training_args = run_clm.parse_arguments()
+    finally:
+        sys.argv = argv
+    assert model_args.fusion == "init_h" and training_args.do_train
