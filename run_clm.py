@@ -229,10 +229,11 @@ def main():
         }
     if uses_fusion and data_args.precompute_fusion_embeddings:
         model.model.prefix_encoder.to(training_args.device)
-        embedder = PrefixEmbedder(model, encoder_tokenizer)
+        # with --bf16 the encoder runs under bfloat16 autocast too (cached separately from float32 embeddings)
+        embedder = PrefixEmbedder(model, encoder_tokenizer, torch.bfloat16 if training_args.bf16 else None)
         cache_dir = Path(data_args.embedding_cache_dir or default_cache_dir())
         for split, data in tokenized.items():
-            fingerprint = embedding_fingerprint(model, tokenizer, encoder_tokenizer, data)
+            fingerprint = embedding_fingerprint(model, tokenizer, encoder_tokenizer, data, embedder.precision)
             tokenized[split] = add_fusion_embeddings(data, embedder, fingerprint, cache_dir, split)
     tokenized = {
         split: data.remove_columns([c for c in ("text", "offsets") if c in data.column_names])

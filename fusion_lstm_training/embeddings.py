@@ -23,10 +23,10 @@ logger = logging.getLogger(__name__)
 SENTENCES_PER_MAP_BATCH = 64
 
 
-def embedding_fingerprint(model, lm_tokenizer, encoder_tokenizer, dataset: Dataset) -> str:
-    """Hash of the encoder (weights + config), pooling, context, tokenizers and the data's token ids."""
+def embedding_fingerprint(model, lm_tokenizer, encoder_tokenizer, dataset: Dataset, precision: str = "fp32") -> str:
+    """Hash of the encoder (weights + config), pooling, context, precision, tokenizers and the data's token ids."""
     config = model.config
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(precision.encode())
     digest.update(json.dumps(config.encoder.to_dict(), sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.model.prefix_encoder.encoder.state_dict().items()):
         digest.update(name.encode())
@@ -57,18 +57,25 @@ class PrefixEmbedder:
     (`offsets`), tokenized by the encoder's tokenizer.
     """
 
-    def __init__(self, model, encoder_tokenizer=None):
+    def __init__(self, model, encoder_tokenizer=None, autocast_dtype: torch.dtype | None = None):
         self.prefix_encoder = model.model.prefix_encoder
         self.config = model.config
         self.encoder_tokenizer = encoder_tokenizer
+        self.autocast_dtype = autocast_dtype  # e.g. bfloat16: about twice as fast on CPUs with AVX512-BF16
+
+    @property
+    def precision(self) -> str:
+        return "fp32" if self.autocast_dtype is None else str(self.autocast_dtype).replace("torch.", "")
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> dict:
         device = next(self.prefix_encoder.parameters()).device
-        if self.encoder_tokenizer is None:
-            vectors = self._from_token_ids(batch["input_ids"], device)
-        else:
-            vectors = self._from_text(batch["text"], batch["offsets"], device)
+        with torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            if self.encoder_tokenizer is None:
+                vectors = self._from_token_ids(batch["input_ids"], device)
+            else:
+                vectors = self._from_text(batch["text"], batch["offsets"], device)
         return {"fusion_embeds": [v.to(torch.float16).cpu().numpy() for v in vectors]}
 
     def _from_token_ids(self, input_ids: list[list[int]], device) -> list[torch.Tensor]:

@@ -254,19 +254,55 @@ class FusionLSTMRecurrence(nn.Module):
         new_mask = mask[:, seq_len - num_new :].bool()
         prefix_len = mask.cumsum(1)[:, seq_len - num_new :][new_mask]
         rows_batch = torch.arange(batch, device=embeds.device).unsqueeze(1).expand(-1, num_new)[new_mask]
-        width = int(prefix_len.max())
-        rows = compact_rows(embeds, mask)[rows_batch, :width]
         e = self.project(fusion_embeds[new_mask])
         h0, c0 = self.strategy.early(e)
-        layers = self.config.num_hidden_layers
-        zeros = e.new_zeros(layers, e.shape[0], self.config.hidden_size)
-        h0 = zeros if h0 is None else h0.unsqueeze(0).expand(layers, -1, -1).contiguous()
-        c0 = zeros if c0 is None else c0.unsqueeze(0).expand(layers, -1, -1).contiguous()
-        packed = pack_padded_sequence(rows, prefix_len.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(packed, (h0, c0))
-        out = h_n.new_zeros(batch, num_new, self.config.hidden_size)
-        out[new_mask] = h_n[-1]
+        last = self.run_rows(compact_rows(embeds, mask), rows_batch, prefix_len, h0, c0)
+        out = last.new_zeros(batch, num_new, self.config.hidden_size)
+        out[new_mask] = last
         return out
+
+    def run_rows(self, sequences, rows_batch, rows_len, h0, c0) -> torch.Tensor:
+        """The LSTM over row r = sequences[rows_batch[r], :rows_len[r]] from the state (h0[r], c0[r]) (None:
+        zeros), for all rows at once; returns each row's last output (rows, H).
+
+        The same cell as nn.LSTM (gates i, f, g, o; same weights), stepped by hand because the rows share their
+        tokens: the first layer's input projection is computed once per token, not once per row, and at step t
+        only the rows longer than t (a prefix of the rows sorted by length) are computed.
+        """
+        rows, hidden = rows_len.shape[0], self.config.hidden_size
+        order = torch.argsort(rows_len, descending=True, stable=True)
+        lengths, rows_batch = rows_len[order], rows_batch[order]
+        width = int(lengths[0])
+        active = (lengths.unsqueeze(1) > torch.arange(width, device=lengths.device)).sum(0).tolist()
+        zeros = sequences.new_zeros(rows, hidden)
+        h0 = zeros if h0 is None else h0[order]
+        c0 = zeros if c0 is None else c0[order]
+        layer_inputs = None
+        for layer in range(self.config.num_hidden_layers):
+            w_ih, w_hh = getattr(self.lstm, f"weight_ih_l{layer}"), getattr(self.lstm, f"weight_hh_l{layer}")
+            bias = getattr(self.lstm, f"bias_ih_l{layer}") + getattr(self.lstm, f"bias_hh_l{layer}")
+            if layer == 0:
+                # (batch, width, 4H) → one (batch, 4H) tensor per step; unbind keeps the backward to one stack
+                token_gates = nn.functional.linear(sequences[:, :width], w_ih, bias).unbind(1)
+            h, c, outputs, finished = h0, c0, [], []
+            for t, n in enumerate(active):
+                if layer == 0:
+                    gates = token_gates[t][rows_batch[:n]]
+                else:
+                    gates = nn.functional.linear(layer_inputs[t], w_ih, bias)
+                gates = gates + nn.functional.linear(h[:n], w_hh)
+                i, f, g, o = gates.chunk(4, dim=1)
+                c = torch.sigmoid(f) * c[:n] + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                outputs.append(h)
+                n_next = active[t + 1] if t + 1 < width else 0
+                finished.append(h[n_next:])  # rows of length t + 1 end here
+            if layer + 1 < self.config.num_hidden_layers and self.lstm.dropout and self.training:
+                outputs = [nn.functional.dropout(x, self.lstm.dropout) for x in outputs]
+            layer_inputs = outputs
+        # rows ended longest-last: reverse to the sorted order, then undo the sort
+        last = torch.cat(finished[::-1])
+        return last.index_select(0, torch.argsort(order))
 
     def fuse_late(self, lstm_output: torch.Tensor, fusion_embeds: torch.Tensor | None) -> torch.Tensor:
         if self.strategy.late is None:

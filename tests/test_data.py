@@ -112,6 +112,17 @@ def test_fingerprint_changes_with_pooling_data_and_tokenizer(make_model, tokeniz
     assert base != embedding_fingerprint(make_model("concat"), tokenizer, None, other_data)
     bpe = build_bpe_tokenizer(SENTENCES * 20, vocab_size=300)
     assert base != embedding_fingerprint(make_model("concat"), bpe, None, data)
+    assert base != embedding_fingerprint(make_model("concat"), tokenizer, None, data, precision="bfloat16")
+
+
+def test_bfloat16_precompute_stays_close_to_float32(make_model, tokenizer):
+    model = make_model("concat")
+    ids = [tokenizer(s)["input_ids"] for s in SENTENCES]
+    full = PrefixEmbedder(model)({"input_ids": ids})["fusion_embeds"]
+    half = PrefixEmbedder(model, autocast_dtype=torch.bfloat16)({"input_ids": ids})["fusion_embeds"]
+    for a, b in zip(full, half):
+        a, b = torch.from_numpy(a).float(), torch.from_numpy(b).float()
+        assert torch.nn.functional.cosine_similarity(a, b, dim=-1).min() > 0.99
 
 
 # -------------------------------------------------------------------------------------------- fusion dropout

@@ -1,0 +1,344 @@
+"""The speed suite: every number is a ratio against a reference measured in the same run, interleaved A B A B.
+
+    python bench/run.py --quick            # under 3 minutes on 2 cores
+    python bench/run.py                    # the full run (see bench/README.md for its time)
+
+Prints a table per section and writes bench/results/{quick,full}.json. Sections:
+  train     training tokens/s with precomputed fusion_embeds (none, concat, init_hc) vs a bare batched nn.LSTM LM
+            and vs the paper's original per-prefix batch-1 algorithm, re-implemented from its description
+  embed     prefix-embedding precompute vs one encoder call per prefix; the cached second run
+  generate  cached generate() vs a full forward pass per new token, at 16, 64 and 256 new tokens
+  memory    peak memory of training on 1k vs 10k sentences with memory-mapped float16 embeddings
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import modeling_fusion_lstm  # noqa: E402
+from fusion_lstm_training.bpe import build_bpe_tokenizer  # noqa: E402
+from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "wikipedia"
+SIZES = {"embedding_size": 512, "hidden_size": 768, "projection_size": 512}  # the paper's
+VOCAB = 8192
+FUSION_WIDTH = 768  # BERT-base, as in the paper
+BATCH = 32
+
+
+def read_sentences(name: str, limit: int) -> list[str]:
+    path = SHARED / name if SHARED.exists() else ROOT / "data" / "wikitext2" / name
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
+
+
+def interleaved(candidates: dict, rounds: int) -> dict[str, list[float]]:
+    """Runs every candidate once per round, in turn (A B C A B C …); returns each one's measurements."""
+    results = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, run in candidates.items():
+            results[name].append(run())
+    return results
+
+
+def print_table(title: str, header: list[str], rows: list[list]):
+    print(f"\n## {title}")
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
+
+
+# ---------------------------------------------------------------------------------------------------------- train
+
+
+class BareLSTMLM(nn.Module):
+    """The reference: a plain batched LSTM LM of the same sizes (embedding → LSTM → dense → vocabulary)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embeddings = nn.Embedding(VOCAB, SIZES["embedding_size"])
+        self.lstm = nn.LSTM(SIZES["embedding_size"], SIZES["hidden_size"], batch_first=True)
+        self.dense = nn.Linear(SIZES["hidden_size"], SIZES["projection_size"])
+        self.out = nn.Linear(SIZES["projection_size"], VOCAB)
+
+    def loss(self, batch):
+        logits = self.out(self.dense(self.lstm(self.embeddings(batch["input_ids"]))[0]))
+        return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), batch["labels"][:, 1:].reshape(-1))
+
+
+class OriginalAlgorithm(nn.Module):
+    """The paper's original training, written from its description: batch size 1; a sentence of L tokens becomes
+    L-1 rows of one-hot vectors (row i keeps tokens 0..i, later positions zeroed), embedded by a linear layer,
+    run through the LSTM over all L positions (from e_i for early fusion), and row i's output at position i
+    predicts token i+1."""
+
+    def __init__(self, fusion: str):
+        super().__init__()
+        self.fusion = fusion
+        self.embed = nn.Linear(VOCAB, SIZES["embedding_size"])
+        self.lstm = nn.LSTM(SIZES["embedding_size"], SIZES["hidden_size"], batch_first=True)
+        width = SIZES["hidden_size"] + (FUSION_WIDTH if fusion == "concat" else 0)
+        self.dense = nn.Linear(width, SIZES["projection_size"])
+        self.out = nn.Linear(SIZES["projection_size"], VOCAB)
+
+    def loss(self, ids: torch.Tensor, fusion_embeds: torch.Tensor):
+        length = ids.shape[0]
+        rows = nn.functional.one_hot(ids, VOCAB).float().unsqueeze(0).repeat(length - 1, 1, 1)
+        future = torch.arange(length).unsqueeze(0) > torch.arange(length - 1).unsqueeze(1)
+        rows[future] = 0
+        e = fusion_embeds[: length - 1]
+        state = (e.unsqueeze(0).contiguous(), e.unsqueeze(0).contiguous()) if self.fusion == "init_hc" else None
+        outputs = self.lstm(self.embed(rows), state)[0]
+        h = outputs[torch.arange(length - 1), torch.arange(length - 1)]
+        if self.fusion == "concat":
+            h = torch.cat([h, e], dim=-1)
+        return nn.functional.cross_entropy(self.out(self.dense(h)), ids[1:])
+
+
+def bench_train(quick: bool) -> dict:
+    sentences = read_sentences("train.txt", 28244)
+    tokenizer = build_bpe_tokenizer(sentences, VOCAB)
+    encoded = [ids + [tokenizer.eos_token_id] for ids in tokenizer(sentences[:2048])["input_ids"]]
+    generator = torch.Generator().manual_seed(0)
+
+    def batch_of(size):
+        picks = torch.randint(len(encoded), (size,), generator=generator).tolist()
+        length = max(len(encoded[i]) for i in picks)
+        ids = torch.zeros(size, length, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(picks):
+            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[row, : len(encoded[i])] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100),
+                "fusion_embeds": torch.randn(size, length, FUSION_WIDTH, generator=generator)}
+
+    torch.manual_seed(0)
+    batched = {"bare LSTM LM": BareLSTMLM()}
+    for fusion in ("none", "concat", "init_hc"):
+        config = FusionLSTMConfig(vocab_size=VOCAB, fusion=fusion, fusion_embedding_size=FUSION_WIDTH,
+                                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id, **SIZES)
+        batched[fusion] = FusionLSTMForCausalLM(config).train()
+    originals = {f"original {f}": OriginalAlgorithm(f) for f in ("none", "concat", "init_hc")}
+    optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-5) for name, m in {**batched, **originals}.items()}
+    steps, sentences_per_round, rounds = (2, 3, 2) if quick else (5, 10, 3)
+
+    def run_batched(name, bf16=False):
+        model, optimizer = batched[name], optimizers[name]
+        batches = [batch_of(BATCH) for _ in range(steps)]
+        start = time.perf_counter()
+        for batch in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                if isinstance(model, BareLSTMLM):
+                    loss = model.loss(batch)
+                else:
+                    inputs = {k: v for k, v in batch.items() if k != "fusion_embeds" or model.config.fusion != "none"}
+                    loss = model(**inputs).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        return tokens / (time.perf_counter() - start)
+
+    def run_original(name):
+        model, optimizer = originals[name], optimizers[name]
+        batches = [batch_of(1) for _ in range(sentences_per_round)]
+        start = time.perf_counter()
+        for batch in batches:
+            ids = batch["input_ids"][0]
+            model.loss(ids, batch["fusion_embeds"][0]).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        tokens = sum(b["input_ids"].shape[1] - 1 for b in batches)
+        return tokens / (time.perf_counter() - start)
+
+    for name in batched:  # warm-up
+        run_batched(name)
+    candidates = {name: (lambda n=name: run_batched(n)) for name in batched}
+    # bfloat16 autocast (TrainingArguments bf16=True): about twice the matmul rate on CPUs with AVX512-BF16
+    candidates.update({f"{name} bf16": (lambda n=name: run_batched(n, bf16=True)) for name in batched})
+    candidates.update({name: (lambda n=name: run_original(n)) for name in originals})
+    measured = {name: statistics.median(v) for name, v in interleaved(candidates, rounds).items()}
+    rows, result = [], {}
+    for fusion in ("none", "concat", "init_hc"):
+        original = measured[f"original {fusion}"]
+        for precision, suffix in (("fp32", ""), ("bf16", " bf16")):
+            ours, bare = measured[fusion + suffix], measured["bare LSTM LM" + suffix]
+            result[f"{fusion}_{precision}"] = {"tokens_per_s": ours, "bare_tokens_per_s": bare,
+                                               "original_fp32_tokens_per_s": original, "vs_bare": ours / bare,
+                                               "vs_original": ours / original}
+            rows.append([fusion, precision, f"{ours:.0f}", f"{bare:.0f}", f"{ours / bare:.2f}", f"{original:.0f}",
+                         f"{ours / original:.1f}"])
+    print_table("train: tokens/s, vocab 8192, 512 → 768 → 512, batch 32 (ours, bare) vs batch 1 (original, fp32)",
+                ["fusion", "precision", "ours", "bare LSTM", "× bare", "original", "× original"], rows)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------- embed
+
+
+def bench_embed(quick: bool) -> dict:
+    from datasets import Dataset
+
+    from fusion_lstm_training.embeddings import (
+        SENTENCES_PER_MAP_BATCH,
+        PrefixEmbedder,
+        add_fusion_embeddings,
+        embedding_fingerprint,
+    )
+
+    tokenizer = modeling_fusion_lstm.load_tokenizer()
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **SIZES).eval()
+    count = 64 if quick else 256
+    ids = [x + [tokenizer.eos_token_id] for x in tokenizer(read_sentences("validation.txt", count))["input_ids"]]
+    encoder = model.model.prefix_encoder.encoder
+    sep = tokenizer.eos_token_id
+    embedder = PrefixEmbedder(model)
+
+    @torch.inference_mode()
+    def per_prefix(chunk):
+        for sentence in chunk:
+            for j in range(len(sentence)):
+                row = torch.tensor([sentence[: j + 1] + [sep]])
+                encoder(input_ids=row, attention_mask=torch.ones_like(row)).last_hidden_state[:, 0]
+
+    # chunks as large as one datasets.map batch of the precompute; the slow reference gets a subset of each
+    size = SENTENCES_PER_MAP_BATCH
+    chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
+    bf16_embedder = PrefixEmbedder(model, autocast_dtype=torch.bfloat16)
+
+    def timed(fn, chunk):
+        start = time.perf_counter()
+        fn(chunk)
+        return time.perf_counter() - start
+
+    totals = {"fp32": [0.0, []], "bf16": [0.0, []], "per prefix": [0.0, []]}
+    for chunk in chunks:  # A B C A B C on the same chunks
+        for name, run, part in (("fp32", lambda c: embedder({"input_ids": c}), chunk),
+                                ("bf16", lambda c: bf16_embedder({"input_ids": c}), chunk),
+                                ("per prefix", per_prefix, chunk[: 6 if quick else 12])):
+            totals[name][0] += timed(run, part)
+            totals[name][1] += part
+
+    def encoder_tokens(sentences):
+        return sum(n * (n + 1) // 2 + n for n in map(len, sentences))
+
+    rates = {name: (len(done) / t, encoder_tokens(done) / t) for name, (t, done) in totals.items()}
+    (ours_rate, ours_tok), (ref_rate, ref_tok) = rates["fp32"], rates["per prefix"]
+    bf16_rate, bf16_tok = rates["bf16"]
+
+    dataset = Dataset.from_dict({"input_ids": ids})
+    with tempfile.TemporaryDirectory() as cache:
+        fingerprint = embedding_fingerprint(model, tokenizer, None, dataset)
+        start = time.perf_counter()
+        add_fusion_embeddings(dataset, embedder, fingerprint, Path(cache), "bench")
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        add_fusion_embeddings(dataset, embedder, fingerprint, Path(cache), "bench")
+        second = time.perf_counter() - start
+    result = {"ours_sentences_per_s": ours_rate, "ours_encoder_tokens_per_s": ours_tok,
+              "bf16_sentences_per_s": bf16_rate, "bf16_speedup": bf16_tok / ref_tok,
+              "per_prefix_sentences_per_s": ref_rate, "per_prefix_encoder_tokens_per_s": ref_tok,
+              "speedup": ours_tok / ref_tok, "first_run_s": first, "cached_run_s": second,
+              "cached_fraction": second / first}
+    print_table(f"embed: MiniLM prefix embeddings, {len(ids)} WikiText-2 sentences",
+                ["method", "sentences/s", "encoder tokens/s", "× (tokens/s)"],
+                [["precompute (length-sorted batches)", f"{ours_rate:.1f}", f"{ours_tok:.0f}",
+                  f"{ours_tok / ref_tok:.1f}"],
+                 ["precompute, bfloat16 autocast", f"{bf16_rate:.1f}", f"{bf16_tok:.0f}",
+                  f"{bf16_tok / ref_tok:.1f}"],
+                 ["one encoder call per prefix", f"{ref_rate:.1f}", f"{ref_tok:.0f}", "1.0"],
+                 ["cache: first run / second run (s)", f"{first:.2f}", f"{second:.3f}", f"{second / first:.1%}"]])
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------- generate
+
+
+def bench_generate(quick: bool) -> dict:
+    tokenizer = modeling_fusion_lstm.load_tokenizer()
+    prompt = tokenizer(["The game was"], return_tensors="pt")
+    lengths = (16, 64, 256)
+    result, rows = {}, []
+    for fusion in ("none", "concat"):
+        torch.manual_seed(0)
+        model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion=fusion, **SIZES).eval()
+
+        def per_token(n, use_cache):
+            start = time.perf_counter()
+            with torch.inference_mode():
+                model.generate(**prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=use_cache,
+                               eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
+            return (time.perf_counter() - start) / n
+
+        per_token(4, True)  # warm-up
+        for n in lengths:
+            # a full forward per token with fusion re-embeds every prefix: cubic, so only at the short length
+            uncached_ok = fusion == "none" or n == 16
+            runs = {"cached": lambda n=n: per_token(n, True)}
+            if uncached_ok:
+                runs["uncached"] = lambda n=n: per_token(n, False)
+            measured = {k: min(v) for k, v in interleaved(runs, 1 if quick else 2).items()}
+            result[f"{fusion}_{n}"] = {"cached_ms_per_token": measured["cached"] * 1e3,
+                                       "uncached_ms_per_token": measured.get("uncached", float("nan")) * 1e3}
+            rows.append([fusion, n, f"{measured['cached'] * 1e3:.1f}",
+                         f"{measured['uncached'] * 1e3:.1f}" if uncached_ok else "(skipped)",
+                         f"{measured['uncached'] / measured['cached']:.1f}" if uncached_ok else ""])
+        result[f"{fusion}_flatness_256_vs_16"] = (result[f"{fusion}_256"]["cached_ms_per_token"]
+                                                  / result[f"{fusion}_16"]["cached_ms_per_token"])
+        rows.append([fusion, "256/16", f"{result[f'{fusion}_flatness_256_vs_16']:.2f}×", "", ""])
+    print_table("generate: ms per new token, paper sizes, MiniLM vocabulary",
+                ["fusion", "new tokens", "cached", "full forward", "×"], rows)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------- memory
+
+
+def bench_memory(quick: bool) -> dict:
+    sizes = (1000, 10000)
+    result, rows = {}, []
+    for n in sizes:
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / "memory_worker.py"), str(n),
+                              "--steps", "12" if quick else "60"], capture_output=True, text=True, check=True)
+        result[n] = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append([n, f"{result[n]['peak_rss_mb']:.0f}", f"{result[n]['peak_anon_mb']:.0f}",
+                     f"{result[n]['cache_mb']:.0f}"])
+    result["anon_growth"] = result[sizes[1]]["peak_anon_mb"] / result[sizes[0]]["peak_anon_mb"]
+    print_table("memory: training with memory-mapped float16 embeddings (MiniLM width)",
+                ["sentences", "peak RSS MB", "peak anonymous MB", "embedding cache MB"], rows)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sections", nargs="+", default=["train", "embed", "generate", "memory"])
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    sections = {"train": bench_train, "embed": bench_embed, "generate": bench_generate, "memory": bench_memory}
+    results = {name: sections[name](args.quick) for name in args.sections}
+    results["meta"] = {"quick": args.quick, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
+                       "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
+                       "device": "cpu"}
+    output = Path(args.output or ROOT / "bench" / "results" / f"{'quick' if args.quick else 'full'}.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\n{results['meta']['seconds']:.0f} s; wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
