@@ -109,11 +109,13 @@ class OriginalAlgorithm(nn.Module):
 def bench_train(quick: bool) -> dict:
     sentences = read_sentences("train.txt", 28244)
     tokenizer = build_bpe_tokenizer(sentences, VOCAB)
-    encoded = [ids + [tokenizer.eos_token_id] for ids in tokenizer(sentences[:2048])["input_ids"]]
+    # sorted by length: a batch is `size` neighbours from a random start, as --group_by_length gives the Trainer
+    encoded = sorted((ids + [tokenizer.eos_token_id] for ids in tokenizer(sentences[:2048])["input_ids"]), key=len)
     generator = torch.Generator().manual_seed(0)
 
     def batch_of(size):
-        picks = torch.randint(len(encoded), (size,), generator=generator).tolist()
+        start = int(torch.randint(len(encoded) - size + 1, (1,), generator=generator))
+        picks = list(range(start, start + size))
         length = max(len(encoded[i]) for i in picks)
         ids = torch.zeros(size, length, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -180,7 +182,8 @@ def bench_train(quick: bool) -> dict:
                                                "vs_original": ours / original}
             rows.append([fusion, precision, f"{ours:.0f}", f"{bare:.0f}", f"{ours / bare:.2f}", f"{original:.0f}",
                          f"{ours / original:.1f}"])
-    print_table("train: tokens/s, vocab 8192, 512 → 768 → 512, batch 32 (ours, bare) vs batch 1 (original, fp32)",
+    print_table("train: tokens/s, vocab 8192, 512 → 768 → 512, length-grouped batches of 32 (ours, bare) vs batch 1 "
+                "(original, fp32)",
                 ["fusion", "precision", "ours", "bare LSTM", "× bare", "original", "× original"], rows)
     return result
 
@@ -331,13 +334,20 @@ def main():
     started = time.perf_counter()
     sections = {"train": bench_train, "embed": bench_embed, "generate": bench_generate, "memory": bench_memory}
     results = {name: sections[name](args.quick) for name in args.sections}
-    results["meta"] = {"quick": args.quick, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
+    seconds = time.perf_counter() - started
+    results["meta"] = {"quick": args.quick, "seconds": seconds, "date": time.strftime("%Y-%m-%d"),
                        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
                        "device": "cpu"}
     output = Path(args.output or ROOT / "bench" / "results" / f"{'quick' if args.quick else 'full'}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
+    if output.exists() and set(args.sections) != set(sections):
+        # a partial rerun replaces its sections and keeps the others, each with the meta of its own run
+        previous = json.loads(output.read_text())
+        for name in args.sections:
+            previous[name] = {**results[name], "meta": results["meta"]}
+        results = previous
     output.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\n{results['meta']['seconds']:.0f} s; wrote {output}")
+    print(f"\n{seconds:.0f} s; wrote {output}")
 
 
 if __name__ == "__main__":
