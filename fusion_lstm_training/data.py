@@ -139,6 +139,17 @@ def tokenize_sentences(dataset: Dataset, tokenizer, max_seq_length: int, split: 
     return tokenized.remove_columns("truncated")
 
 
+def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists → (ids, attention_mask), both (len(sequences), longest), padded on the right."""
+    lengths = [len(seq) for seq in sequences]
+    ids = torch.full((len(sequences), max(lengths)), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, seq in enumerate(sequences):
+        ids[i, : lengths[i]] = torch.as_tensor(seq)
+        mask[i, : lengths[i]] = 1
+    return ids, mask
+
+
 @dataclass
 class FusionDataCollator:
     """Pads a batch on the right: input_ids with the pad id, attention_mask with 0, labels with -100, and
@@ -147,14 +158,8 @@ class FusionDataCollator:
     pad_token_id: int
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        length = max(len(f["input_ids"]) for f in features)
-        batch = len(features)
-        input_ids = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros(batch, length, dtype=torch.long)
-        for i, f in enumerate(features):
-            n = len(f["input_ids"])
-            input_ids[i, :n] = torch.as_tensor(f["input_ids"])
-            attention_mask[i, :n] = 1
+        input_ids, attention_mask = pad_right([f["input_ids"] for f in features], self.pad_token_id)
+        batch, length = input_ids.shape
         out = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,

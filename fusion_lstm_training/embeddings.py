@@ -18,6 +18,8 @@ import torch
 from accelerate import PartialState
 from datasets import Array2D, Dataset, Features, concatenate_datasets
 
+from .data import pad_right
+
 
 logger = logging.getLogger(__name__)
 SENTENCES_PER_MAP_BATCH = 64
@@ -79,14 +81,9 @@ class PrefixEmbedder:
         return {"fusion_embeds": [v.to(torch.float16).cpu().numpy() for v in vectors]}
 
     def _from_token_ids(self, input_ids: list[list[int]], device) -> list[torch.Tensor]:
-        lengths = [len(ids) for ids in input_ids]
-        padded = torch.zeros(len(input_ids), max(lengths), dtype=torch.long)
-        mask = torch.zeros_like(padded)
-        for i, ids in enumerate(input_ids):
-            padded[i, : len(ids)] = torch.as_tensor(ids)
-            mask[i, : len(ids)] = 1
+        padded, mask = pad_right(input_ids, pad_id=0)
         out = self.prefix_encoder(padded.to(device), mask.to(device), num_new=padded.shape[1])
-        return [out[i, :n] for i, n in enumerate(lengths)]
+        return [out[i, : len(ids)] for i, ids in enumerate(input_ids)]
 
     def _from_text(self, texts: list[str], offsets: list[list[int]], device) -> list[torch.Tensor]:
         if self.config.fusion_context == "sentence":
@@ -97,13 +94,10 @@ class PrefixEmbedder:
         # [CLS] + the prefix's tokens; embed_rows appends [SEP] and keeps the most recent tokens when too long
         encoded = self.encoder_tokenizer(flat, add_special_tokens=False)["input_ids"]
         start = self.encoder_tokenizer.cls_token_id
-        rows = [[start] + ids for ids in encoded]
-        lengths = torch.tensor([len(r) for r in rows])
-        matrix = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
-        for i, r in enumerate(rows):
-            matrix[i, : len(r)] = torch.as_tensor(r)
+        matrix, mask = pad_right([[start] + ids for ids in encoded], pad_id=0)
+        lengths = mask.sum(1)
         pooled = self.prefix_encoder.embed_rows(
-            matrix.to(device), torch.arange(len(rows), device=device), lengths.to(device),
+            matrix.to(device), torch.arange(len(matrix), device=device), lengths.to(device),
             end_token_id=self.encoder_tokenizer.sep_token_id,
         )
         return list(pooled.split([len(rows) for rows in prefixes]))

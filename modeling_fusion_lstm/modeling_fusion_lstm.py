@@ -198,8 +198,8 @@ class FusionLSTMRecurrence(nn.Module):
 
     Late fusion runs the LSTM once over the sequence and combines each h_j with e_j. Early fusion restarts the
     LSTM at every position j from the state built from e_j and runs it over tokens 0..j: all prefixes of the batch
-    go through the LSTM as rows of one packed batch (work ~ seq_len²/2 per sequence, no Python loop over
-    positions). With several layers, every layer starts from the same e_j-derived state.
+    are rows of one LSTM run stepped over time (work ~ seq_len²/2 per sequence, no Python loop over positions; see
+    `run_rows`). With several layers, every layer starts from the same e_j-derived state.
     """
 
     def __init__(self, config: FusionLSTMConfig):
