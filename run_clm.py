@@ -33,7 +33,13 @@ from transformers import (
 import modeling_fusion_lstm
 from fusion_lstm_training.callbacks import FusionDropoutSchedule, parse_schedule
 from fusion_lstm_training.data import FusionDataCollator, load_splits, tokenize_sentences
-from fusion_lstm_training.embeddings import PrefixEmbedder, add_fusion_embeddings, default_cache_dir, embedding_fingerprint
+from fusion_lstm_training.embeddings import (
+    PrefixEmbedder,
+    add_fusion_embeddings,
+    default_cache_dir,
+    embedding_fingerprint,
+    encoder_fingerprint,
+)
 from fusion_lstm_training.metrics import LanguageModelMetrics, preprocess_logits_for_metrics
 from fusion_lstm_training.bpe import train_bpe_tokenizer
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM
@@ -232,8 +238,9 @@ def main():
         # with --bf16 the encoder runs under bfloat16 autocast too (cached separately from float32 embeddings)
         embedder = PrefixEmbedder(model, encoder_tokenizer, torch.bfloat16 if training_args.bf16 else None)
         cache_dir = Path(data_args.embedding_cache_dir or default_cache_dir())
+        encoder_key = encoder_fingerprint(model, tokenizer, encoder_tokenizer, embedder.precision)
         for split, data in tokenized.items():
-            fingerprint = embedding_fingerprint(model, tokenizer, encoder_tokenizer, data, embedder.precision)
+            fingerprint = embedding_fingerprint(encoder_key, data)
             tokenized[split] = add_fusion_embeddings(data, embedder, fingerprint, cache_dir, split)
     tokenized = {
         split: data.remove_columns([c for c in ("text", "offsets") if c in data.column_names])

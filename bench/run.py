@@ -199,6 +199,7 @@ def bench_embed(quick: bool) -> dict:
         PrefixEmbedder,
         add_fusion_embeddings,
         embedding_fingerprint,
+        encoder_fingerprint,
     )
 
     tokenizer = modeling_fusion_lstm.load_tokenizer()
@@ -243,7 +244,7 @@ def bench_embed(quick: bool) -> dict:
 
     dataset = Dataset.from_dict({"input_ids": ids})
     with tempfile.TemporaryDirectory() as cache:
-        fingerprint = embedding_fingerprint(model, tokenizer, None, dataset)
+        fingerprint = embedding_fingerprint(encoder_fingerprint(model, tokenizer, None), dataset)
         start = time.perf_counter()
         add_fusion_embeddings(dataset, embedder, fingerprint, Path(cache), "bench")
         first = time.perf_counter() - start

@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 SENTENCES_PER_MAP_BATCH = 64
 
 
-def embedding_fingerprint(model, lm_tokenizer, encoder_tokenizer, dataset: Dataset, precision: str = "fp32") -> str:
-    """Hash of the encoder (weights + config), pooling, context, precision, tokenizers and the data's token ids."""
+def encoder_fingerprint(model, lm_tokenizer, encoder_tokenizer, precision: str = "fp32") -> str:
+    """Hash of what turns token ids into vectors: the encoder (weights + config), pooling, context, truncation,
+    precision and the tokenizers. Computed once per run (hashing the weights reads them all)."""
     config = model.config
     digest = hashlib.sha256(precision.encode())
     digest.update(json.dumps(config.encoder.to_dict(), sort_keys=True, default=str).encode())
@@ -37,10 +38,17 @@ def embedding_fingerprint(model, lm_tokenizer, encoder_tokenizer, dataset: Datas
     for tokenizer in (lm_tokenizer, encoder_tokenizer):
         if tokenizer is not None:
             digest.update(tokenizer.backend_tokenizer.to_str().encode())
+    return digest.hexdigest()
+
+
+def embedding_fingerprint(encoder_key: str, dataset: Dataset) -> str:
+    """The cache key of one split: `encoder_fingerprint(...)` plus the data's token ids (and text, for
+    embeddings computed from text)."""
+    digest = hashlib.sha256(encoder_key.encode())
     ids = dataset.data.column("input_ids")
     digest.update(pc.list_value_length(ids).to_numpy(zero_copy_only=False).tobytes())
     digest.update(pc.list_flatten(ids).to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
-    if "text" in dataset.column_names and encoder_tokenizer is not None:
+    if "offsets" in dataset.column_names:
         digest.update("\n".join(dataset["text"]).encode())
     return digest.hexdigest()[:32]
 

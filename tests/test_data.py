@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from fusion_lstm_training.bpe import build_bpe_tokenizer
 from fusion_lstm_training.callbacks import parse_schedule
 from fusion_lstm_training.data import FusionDataCollator, read_sentences, tokenize_sentences
-from fusion_lstm_training.embeddings import PrefixEmbedder, embedding_fingerprint
+from fusion_lstm_training.embeddings import PrefixEmbedder, embedding_fingerprint, encoder_fingerprint
 from conftest import SENTENCES
 
 
@@ -103,16 +103,17 @@ def test_with_a_trained_tokenizer_prefix_embeddings_come_from_the_text(make_mode
 
 
 def test_fingerprint_changes_with_pooling_data_and_tokenizer(make_model, tokenizer, encoder_path):
+    def key(model, data, lm_tokenizer=tokenizer, precision="fp32"):
+        return embedding_fingerprint(encoder_fingerprint(model, lm_tokenizer, None, precision), data)
+
     data = Dataset.from_dict({"input_ids": [[101, 5, 102]]})
-    base = embedding_fingerprint(make_model("concat"), tokenizer, None, data)
-    assert base == embedding_fingerprint(make_model("concat"), tokenizer, None, data)
-    assert base != embedding_fingerprint(make_model("concat", encoder_pooling="mean"), tokenizer, None, data)
-    assert base != embedding_fingerprint(make_model("concat", fusion_context="sentence"), tokenizer, None, data)
-    other_data = Dataset.from_dict({"input_ids": [[101, 6, 102]]})
-    assert base != embedding_fingerprint(make_model("concat"), tokenizer, None, other_data)
-    bpe = build_bpe_tokenizer(SENTENCES * 20, vocab_size=300)
-    assert base != embedding_fingerprint(make_model("concat"), bpe, None, data)
-    assert base != embedding_fingerprint(make_model("concat"), tokenizer, None, data, precision="bfloat16")
+    base = key(make_model("concat"), data)
+    assert base == key(make_model("concat"), data)
+    assert base != key(make_model("concat", encoder_pooling="mean"), data)
+    assert base != key(make_model("concat", fusion_context="sentence"), data)
+    assert base != key(make_model("concat"), Dataset.from_dict({"input_ids": [[101, 6, 102]]}))
+    assert base != key(make_model("concat"), data, lm_tokenizer=build_bpe_tokenizer(SENTENCES * 20, vocab_size=300))
+    assert base != key(make_model("concat"), data, precision="bfloat16")
 
 
 def test_bfloat16_precompute_stays_close_to_float32(make_model, tokenizer):
