@@ -17,6 +17,7 @@ import torch
 
 import modeling_fusion_lstm
 from modeling_fusion_lstm import FusionLSTMForCausalLM
+from run import interleaved, print_table  # bench/run.py, beside this file
 
 
 def timed(fn) -> float:
@@ -39,23 +40,23 @@ def main():
     ids = torch.randint(1000, tokenizer.vocab_size, (args.batch_size, args.seq_len))
     ids[:, 0] = tokenizer.bos_token_id
     models = {f: FusionLSTMForCausalLM.from_encoder_pretrained(fusion=f).eval() for f in args.fusions}
-    times = {f: [] for f in args.fusions}
     with torch.no_grad():
         for model in models.values():  # warm-up
             model(input_ids=ids, use_cache=False)
-        for _ in range(args.repeats):
-            for fusion, model in models.items():
-                times[fusion].append(timed(lambda: model(input_ids=ids, use_cache=False)))
+        runs = {f: (lambda m=m: timed(lambda: m(input_ids=ids, use_cache=False))) for f, m in models.items()}
+        times = interleaved(runs, args.repeats)
 
-    rows = []
+    rows, table = [], []
     base = statistics.median(times[args.fusions[0]])
-    print(f"{'fusion':<10} {'median s':>9} {'min s':>8} {'tokens/s':>9} {'× ' + args.fusions[0]:>8}")
     for fusion in args.fusions:
         median = statistics.median(times[fusion])
         tokens_per_s = args.batch_size * args.seq_len / median
         rows.append({"fusion": fusion, "median_s": median, "min_s": min(times[fusion]),
                      "tokens_per_s": tokens_per_s, "time_vs_first": median / base})
-        print(f"{fusion:<10} {median:>9.3f} {min(times[fusion]):>8.3f} {tokens_per_s:>9.0f} {median / base:>8.1f}")
+        table.append([fusion, f"{median:.3f}", f"{min(times[fusion]):.3f}", f"{tokens_per_s:.0f}",
+                      f"{median / base:.1f}"])
+    print_table(f"forward, no grad, batch {args.batch_size} × {args.seq_len}",
+                ["fusion", "median s", "min s", "tokens/s", f"× {args.fusions[0]}"], table)
     result = {
         "what": f"forward, no grad, batch {args.batch_size}x{args.seq_len}, paper-sized LSTM, MiniLM encoder",
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",

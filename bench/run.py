@@ -200,6 +200,7 @@ def bench_embed(quick: bool) -> dict:
         add_fusion_embeddings,
         embedding_fingerprint,
         encoder_fingerprint,
+        prefix_encoder_tokens,
     )
 
     tokenizer = modeling_fusion_lstm.load_tokenizer()
@@ -235,10 +236,8 @@ def bench_embed(quick: bool) -> dict:
             totals[name][0] += timed(run, part)
             totals[name][1] += part
 
-    def encoder_tokens(sentences):
-        return sum(n * (n + 1) // 2 + n for n in map(len, sentences))
-
-    rates = {name: (len(done) / t, encoder_tokens(done) / t) for name, (t, done) in totals.items()}
+    rates = {name: (len(done) / t, prefix_encoder_tokens(list(map(len, done))) / t)
+             for name, (t, done) in totals.items()}
     (ours_rate, ours_tok), (ref_rate, ref_tok) = rates["fp32"], rates["per prefix"]
     bf16_rate, bf16_tok = rates["bf16"]
 

@@ -53,6 +53,12 @@ def embedding_fingerprint(encoder_key: str, dataset: Dataset) -> str:
     return digest.hexdigest()[:32]
 
 
+def prefix_encoder_tokens(lengths) -> int:
+    """Encoder tokens needed for all prefixes of sentences of these lengths: prefix k has k tokens + [SEP]."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return int((lengths * (lengths + 1) // 2 + lengths).sum())
+
+
 def default_cache_dir() -> Path:
     from datasets import config as datasets_config
 
@@ -139,21 +145,24 @@ def add_fusion_embeddings(dataset: Dataset, embedder: PrefixEmbedder, fingerprin
         desc=f"Prefix embeddings ({split}, rank {rank})",
     )
     elapsed = time.perf_counter() - started
-    lengths = pc.list_value_length(shard.data.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
-    encoder_tokens = int((lengths * (lengths + 1) // 2 + lengths).sum())  # prefix k has k tokens + [SEP]
+    lengths = pc.list_value_length(shard.data.column("input_ids")).to_numpy(zero_copy_only=False)
+    encoder_tokens = prefix_encoder_tokens(lengths)
     logger.info(
         "%s: rank %d embedded %d sentences in %.1f s: %.1f sentences/s, %.0f encoder tokens/s",
         split, rank, len(shard), elapsed, len(shard) / elapsed, encoder_tokens / elapsed,
     )
     state.wait_for_everyone()
     if state.is_main_process:
-        joined = concatenate_datasets([Dataset.from_file(str(f)) for f in shard_files])
-        partial = cache_dir / f"{fingerprint}.partial.arrow"
-        joined.map(batched=True, cache_file_name=str(partial), new_fingerprint=f"{fingerprint}-joined",
-                   desc=f"Joining {world} embedding shard(s)")
-        os.replace(partial, final)  # atomic: a killed run never leaves a half-written cache behind
-        for f in shard_files:
-            f.unlink(missing_ok=True)
+        if world == 1:
+            os.replace(shard_files[0], final)  # one shard is already the whole cache
+        else:
+            joined = concatenate_datasets([Dataset.from_file(str(f)) for f in shard_files])
+            partial = cache_dir / f"{fingerprint}.partial.arrow"
+            joined.map(batched=True, cache_file_name=str(partial), new_fingerprint=f"{fingerprint}-joined",
+                       desc=f"Joining {world} embedding shards")
+            os.replace(partial, final)  # atomic: a killed run never leaves a half-written cache behind
+            for f in shard_files:
+                f.unlink(missing_ok=True)
     state.wait_for_everyone()
     return _attach(dataset, Dataset.from_file(str(final)), final)
 

@@ -82,10 +82,12 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         except json.JSONDecodeError as error:
             raise HubError(400, f"Invalid JSON body: {error}") from None
 
-    def _send(self, status: int, body: bytes = b"", content_type="application/json", headers=None, head=False):
+    def _send(self, status: int, body: bytes = b"", content_type="application/json", headers=None, head=False,
+              length: int | None = None):
+        """`length`: the Content-Length to announce when it is not len(body) (HEAD of a file)."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) if length is None else length))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
@@ -349,16 +351,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             end = min(int(end_text), len(content) - 1) if end_text else len(content) - 1
             status, body = 206, content[start : end + 1]
             headers["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
-        if head:
-            # HEAD answers with the full size, as GET would
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(entry["size"]))
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            return
-        self._send(status, body, content_type="application/octet-stream", headers=headers)
+        # HEAD answers with the full size, as GET would
+        self._send(status, body, content_type="application/octet-stream", headers=headers, head=head,
+                   length=entry["size"] if head else None)
 
 
 def serve(root: str, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> LocalHub:

@@ -645,8 +645,8 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
             config_kwargs["encoder"] = encoder.config
         model = cls(FusionLSTMConfig(**config_kwargs))
         if model.model.prefix_encoder is not None:
+            # loading into the existing parameters keeps the freeze post_init applied
             model.model.prefix_encoder.encoder.load_state_dict(encoder.state_dict())
-        model.apply_encoder_freeze()
         return model
 
     def forward(
