@@ -5,16 +5,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+
 TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
-FUSION_DESCRIPTIONS = {
-    "none": "no fusion, the LSTM LM baseline (paper variant 0)",
-    "concat": "late fusion, [h_j; e_j] goes to the dense layer (paper variant 1)",
-    "add": "late fusion, h_j + e_j (paper variant 2)",
-    "multiply": "late fusion, h_j ⊙ e_j (paper variant 3)",
-    "init_h": "early fusion, the LSTM restarts from h0 = e_j at every position (paper variant 4)",
-    "init_c": "early fusion, the LSTM restarts from c0 = e_j at every position (paper variant 5)",
-    "init_hc": "early fusion, the LSTM restarts from h0 = c0 = e_j at every position (paper variant 6)",
-}
 PACKAGED_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -64,15 +56,14 @@ def build_model_card(model, repo_id: str, output_dir, training_arguments: dict, 
             for row in rows
         ] or None,
     )
-    encoder_model = model.model.prefix_encoder.encoder if model.model.prefix_encoder is not None else None
-    trainable = sum(p.numel() for n, p in model.named_parameters() if ".prefix_encoder." not in f".{n}")
+    lm_parameters = model.num_lm_parameters()
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
         model_name=model_name,
         repo_id=repo_id,
         fusion=config.fusion,
-        fusion_description=FUSION_DESCRIPTIONS[config.fusion],
+        fusion_description=f"{config.fusion_spec.description} (paper variant {config.fusion_spec.paper_variant})",
         encoder=base_model or (encoder or "none"),
         encoder_width=config.fusion_embedding_size,
         pooling=config.encoder_pooling,
@@ -83,8 +74,8 @@ def build_model_card(model, repo_id: str, output_dir, training_arguments: dict, 
         num_layers=config.num_hidden_layers,
         projection_size=config.projection_size,
         vocab_size=config.vocab_size,
-        trainable_parameters=f"{trainable:,}",
-        encoder_parameters=f"{sum(p.numel() for p in encoder_model.parameters()):,}" if encoder_model else "0",
+        trainable_parameters=f"{lm_parameters:,}",
+        encoder_parameters=f"{model.num_parameters() - lm_parameters:,}",
         training_description=training_description or "Trained with run_clm.py.",
         training_arguments=sorted(training_arguments.items()),
         eval_rows=rows,

@@ -5,9 +5,9 @@ Importing the package registers model_type "fusion_lstm" with AutoConfig, AutoMo
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .configuration_fusion_lstm import FusionLSTMConfig
+from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionSpec
 from .modeling_fusion_lstm import (
-    FUSION_STRATEGIES,
+    FUSION_FUNCTIONS,
     FusionLSTMForCausalLM,
     FusionLSTMModel,
     FusionLSTMPreTrainedModel,
@@ -25,12 +25,14 @@ FusionLSTMModel.register_for_auto_class("AutoModel")
 FusionLSTMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 __all__ = [
-    "FUSION_STRATEGIES",
+    "FUSIONS",
+    "FUSION_FUNCTIONS",
     "FusionLSTMConfig",
     "FusionLSTMForCausalLM",
     "FusionLSTMModel",
     "FusionLSTMPreTrainedModel",
     "FusionLSTMState",
+    "FusionSpec",
     "default_encoder_path",
     "load_tokenizer",
 ]

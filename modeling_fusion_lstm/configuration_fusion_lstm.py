@@ -1,14 +1,35 @@
 """FusionLSTM configuration."""
 
+from typing import NamedTuple
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 
-# One table of names per choice; the fusion strategies themselves live in modeling_fusion_lstm.py.
-FUSION_CHOICES = ("none", "concat", "add", "multiply", "init_h", "init_c", "init_hc")
-LATE_FUSIONS = ("concat", "add", "multiply")
-EARLY_FUSIONS = ("init_h", "init_c", "init_hc")
+class FusionSpec(NamedTuple):
+    """What a fusion strategy is, as data. The tensor function of each lives in modeling_fusion_lstm.py
+    (FUSION_FUNCTIONS); everything else (choices, help texts, card descriptions, projections, widths) is derived
+    from this table."""
+
+    paper_variant: int  # the paper's numbering, fusion 0 … 6
+    stage: str  # "none"; "late": combined with the LSTM output h_j; "early": the LSTM's initial state
+    elementwise: bool  # combines e_j with the LSTM state element-wise, so e_j is projected to hidden_size
+    concatenates: bool  # the fused vector is [h_j; e_j]: the dense layer reads hidden_size + e_j's width
+    description: str  # one line, for help texts and model cards
+
+
+# The one table of fusion strategies. Adding one: a row here and its function in FUSION_FUNCTIONS.
+FUSIONS: dict[str, FusionSpec] = {
+    "none": FusionSpec(0, "none", False, False, "no fusion, the LSTM LM baseline"),
+    "concat": FusionSpec(1, "late", False, True, "late fusion: [h_j; e_j] goes to the dense layer"),
+    "add": FusionSpec(2, "late", True, False, "late fusion: h_j + e_j goes to the dense layer"),
+    "multiply": FusionSpec(3, "late", True, False, "late fusion: h_j ⊙ e_j goes to the dense layer"),
+    "init_h": FusionSpec(4, "early", True, False, "early fusion: the LSTM restarts from h0 = e_j, c0 = 0 at each j"),
+    "init_c": FusionSpec(5, "early", True, False, "early fusion: the LSTM restarts from h0 = 0, c0 = e_j at each j"),
+    "init_hc": FusionSpec(6, "early", True, False, "early fusion: the LSTM restarts from h0 = c0 = e_j at each j"),
+}
+FUSION_CHOICES = tuple(FUSIONS)
 FUSION_CONTEXT_CHOICES = ("prefix", "sentence")
 ENCODER_POOLING_CHOICES = ("cls", "mean", "pooler")
 # Width of BERT-base, the paper's encoder; used when there is neither an encoder nor an explicit width.
@@ -30,7 +51,7 @@ class FusionLSTMConfig(PreTrainedConfig):
     dropout (`float`, defaults to 0.0): dropout on token embeddings, between LSTM layers and on the LSTM output.
     fusion_dropout (`float`, defaults to 0.0): in training, the probability that e_j is dropped (replaced by zeros)
         at a position; the paper's dynamic schedule changes it per epoch (see run_clm.py `--fusion_dropout_schedule`).
-    fusion (`str`, defaults to `"concat"`): how the prefix embedding e_j enters the LSTM, one of
+    fusion (`str`, defaults to `"concat"`): how the prefix embedding e_j enters the LSTM, a key of `FUSIONS`:
         `none`, `concat`, `add`, `multiply` (late fusion, combined with h_j) or `init_h`, `init_c`, `init_hc`
         (early fusion, e_j is the LSTM's initial state and the LSTM restarts at every position).
     fusion_context (`str`, defaults to `"prefix"`): `prefix`: e_j embeds tokens 0..j (causal);
@@ -107,14 +128,23 @@ class FusionLSTMConfig(PreTrainedConfig):
             self.fusion_embedding_size = encoder_width or PAPER_FUSION_EMBEDDING_SIZE
 
     @property
+    def fusion_spec(self) -> FusionSpec:
+        return FUSIONS[self.fusion]
+
+    @property
     def is_early_fusion(self) -> bool:
-        return self.fusion in EARLY_FUSIONS
+        return self.fusion_spec.stage == "early"
 
     @property
     def needs_projection(self) -> bool:
         """Whether e_j must be mapped to `hidden_size` before fusion (element-wise and initial-state fusions)."""
-        elementwise = self.fusion in ("add", "multiply") or self.is_early_fusion
-        return elementwise and self.fusion_embedding_size != self.hidden_size
+        return self.fusion_spec.elementwise and self.fusion_embedding_size != self.hidden_size
+
+    @property
+    def fused_size(self) -> int:
+        """Width of the fused vector that the dense layer reads."""
+        extra = self.fusion_embedding_size if self.fusion_spec.concatenates else 0
+        return self.hidden_size + extra
 
 
 def _check_choice(field: str, value, allowed: tuple[str, ...]):
@@ -122,4 +152,4 @@ def _check_choice(field: str, value, allowed: tuple[str, ...]):
         raise ValueError(f"FusionLSTMConfig.{field}={value!r} is not supported; allowed values: {', '.join(allowed)}.")
 
 
-__all__ = ["FusionLSTMConfig"]
+__all__ = ["FUSIONS", "FusionLSTMConfig", "FusionSpec"]

@@ -1,8 +1,11 @@
 """PyTorch FusionLSTM: an LSTM language model with a pretrained sentence encoder's prefix embeddings fused in
 (Zouhar, Mosbach, Klakow 2022, "Fusing Sentence Embeddings Into LSTM-based Autoregressive Language Models")."""
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -11,12 +14,10 @@ from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.generation import GenerationMixin
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
 
-from .configuration_fusion_lstm import FusionLSTMConfig
+from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig
 
-
-logger = logging.get_logger(__name__)
 
 # Encoder rows of similar length are batched together up to this many tokens (rows × padded width), which
 # bounds the encoder's activation memory without paying for one call per prefix.
@@ -53,36 +54,54 @@ def is_right_padded(mask: torch.Tensor) -> bool:
     return bool((mask[:, 1:] <= mask[:, :-1]).all())
 
 
+class PrefixRows(NamedTuple):
+    """One row per real position among the last `num_new` of a batch: the prefix that ends there.
+
+    new_mask (batch, num_new) bool: which of the new positions are real; batch_index (rows,): the sequence of each
+    row; length (rows,): the prefix's length in real tokens (tokens 0..j, history included)."""
+
+    new_mask: torch.Tensor
+    batch_index: torch.Tensor
+    length: torch.Tensor
+
+    @classmethod
+    def of(cls, mask: torch.Tensor, num_new: int) -> "PrefixRows":
+        """mask (batch, seq_len): the whole sequence so far, whose last `num_new` positions are new."""
+        batch, seq_len = mask.shape
+        new_mask = mask[:, seq_len - num_new :].bool()
+        length = mask.cumsum(1)[:, seq_len - num_new :][new_mask]
+        batch_index = torch.arange(batch, device=mask.device).unsqueeze(1).expand(-1, num_new)[new_mask]
+        return cls(new_mask, batch_index, length)
+
+    def to_positions(self, values: torch.Tensor) -> torch.Tensor:
+        """values (rows, width), one per row → (batch, num_new, width), zeros at padded positions."""
+        out = values.new_zeros(*self.new_mask.shape, values.shape[-1])
+        out[self.new_mask] = values
+        return out
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Building blocks
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FusionStrategy:
-    """One fusion variant. Late strategies combine h_j with e_j; early ones build the LSTM's initial (h0, c0)."""
-
-    late: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-    early: Callable[[torch.Tensor], tuple[torch.Tensor | None, torch.Tensor | None]] | None = None
-
-
-# The paper's seven variants, in its numbering (fusion 0 … 6).
-FUSION_STRATEGIES: dict[str, FusionStrategy] = {
-    # 0: no fusion, the plain LSTM LM baseline.
-    "none": FusionStrategy(),
-    # 1: late fusion by concatenation, [h_j; e_j] goes to the dense layer.
-    "concat": FusionStrategy(late=lambda h, e: torch.cat([h, e], dim=-1)),
-    # 2: late fusion by addition, h_j + e_j.
-    "add": FusionStrategy(late=lambda h, e: h + e),
-    # 3: late fusion by element-wise product, h_j ⊙ e_j.
-    "multiply": FusionStrategy(late=lambda h, e: h * e),
-    # 4: early fusion, e_j is the initial hidden state h0 (c0 = 0).
-    "init_h": FusionStrategy(early=lambda e: (e, None)),
-    # 5: early fusion, e_j is the initial cell state c0 (h0 = 0).
-    "init_c": FusionStrategy(early=lambda e: (None, e)),
-    # 6: early fusion, e_j is both initial states.
-    "init_hc": FusionStrategy(early=lambda e: (e, e)),
+# The tensor side of FUSIONS (configuration_fusion_lstm.py, which says what each strategy is). A late function
+# combines h_j with e_j (already projected to hidden_size where FUSIONS says elementwise); an early one builds the
+# LSTM's initial (h0, c0) from e_j, None meaning zeros.
+FUSION_FUNCTIONS: dict[str, Callable | None] = {
+    "none": None,  # 0: the plain LSTM LM baseline
+    "concat": lambda h, e: torch.cat([h, e], dim=-1),  # 1: [h_j; e_j]
+    "add": lambda h, e: h + e,  # 2: h_j + e_j
+    "multiply": lambda h, e: h * e,  # 3: h_j ⊙ e_j
+    "init_h": lambda e: (e, None),  # 4: h0 = e_j
+    "init_c": lambda e: (None, e),  # 5: c0 = e_j
+    "init_hc": lambda e: (e, e),  # 6: h0 = c0 = e_j
 }
+if set(FUSION_FUNCTIONS) != set(FUSIONS):
+    raise ImportError(
+        "FUSIONS (configuration_fusion_lstm.py) and FUSION_FUNCTIONS (modeling_fusion_lstm.py) name different "
+        f"strategies: {sorted(set(FUSIONS) ^ set(FUSION_FUNCTIONS))}. Each strategy needs a row in both."
+    )
 
 
 class FusionLSTMPrefixEncoder(nn.Module):
@@ -91,6 +110,9 @@ class FusionLSTMPrefixEncoder(nn.Module):
     The LM shares the encoder's vocabulary: the prefix of position j is [tokens 0..j] + the end token (the LM's EOS,
     the encoder's [SEP]), so with BOS = [CLS] it is exactly what the encoder saw in pre-training. Prefixes longer
     than the encoder's maximum keep their first token ([CLS]) and their most recent tokens.
+
+    This module owns the encoder's freezing: with `config.freeze_encoder` the encoder has no gradients and stays in
+    eval mode (deterministic e_j) whatever mode the LM is in.
     """
 
     def __init__(self, config: FusionLSTMConfig):
@@ -98,10 +120,24 @@ class FusionLSTMPrefixEncoder(nn.Module):
         self.config = config
         self.encoder = AutoModel.from_config(config.encoder)
         self.max_length = getattr(config.encoder, "max_position_embeddings", None) or 512
+        self.train()
 
-    @property
-    def frozen(self) -> bool:
-        return self.config.freeze_encoder
+    def train(self, mode: bool = True):
+        # nn.Module.train reaches here from the model's train() and eval(), including the eval() that ends
+        # from_pretrained, whose loading recreates the parameters with requires_grad=True
+        frozen = self.config.freeze_encoder
+        self.encoder.requires_grad_(not frozen)
+        return super().train(mode and not frozen)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that turns token ids into e_j: the encoder's config and weights, the pooling, the
+        context and the truncation length. Reads every weight: compute it once per run."""
+        digest = hashlib.sha256(json.dumps(self.config.encoder.to_dict(), sort_keys=True, default=str).encode())
+        for name, tensor in sorted(self.encoder.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(f"{self.config.encoder_pooling}|{self.config.fusion_context}|{self.max_length}".encode())
+        return digest.hexdigest()
 
     def check_vocabulary(self):
         encoder_vocab = getattr(self.config.encoder, "vocab_size", None)
@@ -117,34 +153,38 @@ class FusionLSTMPrefixEncoder(nn.Module):
         """input_ids, attention_mask (batch, seq_len): the whole sequence so far. Returns (batch, num_new, width):
         e_j for each of the last `num_new` positions (zeros at padded positions)."""
         self.check_vocabulary()
-        batch, seq_len = input_ids.shape
         compact = compact_rows(input_ids, attention_mask)
-        lengths = attention_mask.sum(1)
+        end = self.config.eos_token_id
         if self.config.fusion_context == "sentence":
-            # One row per sequence: the whole (real) sequence, the same e for every position.
-            rows_batch = torch.arange(batch, device=input_ids.device)
-            rows_len = lengths
-        else:
-            new_mask = attention_mask[:, seq_len - num_new :].bool()
-            prefix_len = attention_mask.cumsum(1)[:, seq_len - num_new :]
-            rows_batch = torch.arange(batch, device=input_ids.device).unsqueeze(1).expand(-1, num_new)[new_mask]
-            rows_len = prefix_len[new_mask]
-        pooled = self.embed_rows(compact, rows_batch, rows_len)
-        if self.config.fusion_context == "sentence":
-            new_real = attention_mask[:, seq_len - num_new :].unsqueeze(-1).to(pooled.dtype)
+            # one row per sequence, the whole (real) sequence: the same e for every position
+            batch_index = torch.arange(input_ids.shape[0], device=input_ids.device)
+            pooled = self.embed_rows(compact, batch_index, attention_mask.sum(1), end)
+            new_real = attention_mask[:, -num_new:].unsqueeze(-1).to(pooled.dtype)
             return pooled.unsqueeze(1) * new_real
-        out = pooled.new_zeros(batch, num_new, pooled.shape[-1])
-        out[new_mask] = pooled
-        return out
+        rows = PrefixRows.of(attention_mask, num_new)
+        return rows.to_positions(self.embed_rows(compact, rows.batch_index, rows.length, end))
 
-    def embed_rows(self, compact, rows_batch, rows_len, end_token_id: int | None = None) -> torch.Tensor:
-        """Embed row r = compact[rows_batch[r], :rows_len[r]] + end token, for all rows, in length-sorted batches
+    def embed_texts(self, texts: list[str], tokenizer) -> torch.Tensor:
+        """e for each text (a prefix given as text, e.g. when the LM's tokenizer is not the encoder's), tokenized by
+        the encoder's own `tokenizer`: [CLS] + its tokens + [SEP], truncated as the token-id path truncates.
+        Returns (len(texts), width)."""
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        rows = [[tokenizer.cls_token_id, *ids] for ids in encoded]
+        lengths = torch.tensor([len(row) for row in rows])
+        matrix = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
+        for i, row in enumerate(rows):
+            matrix[i, : len(row)] = torch.tensor(row)
+        device = next(self.encoder.parameters()).device
+        return self.embed_rows(matrix.to(device), torch.arange(len(rows), device=device), lengths.to(device),
+                               tokenizer.sep_token_id)
+
+    def embed_rows(self, compact, batch_index, lengths, end_token_id: int) -> torch.Tensor:
+        """Embed row r = compact[batch_index[r], :lengths[r]] + end token, for all rows, in length-sorted batches
         of at most ENCODER_TOKENS_PER_BATCH padded tokens. `compact` holds encoder token ids, each row starting
-        with the encoder's start token; `end_token_id` defaults to the LM's EOS (the shared [SEP]).
-        Returns (rows, width) in the order of the rows."""
-        rows_len = rows_len.to(torch.long)
-        order = torch.argsort(rows_len, stable=True)
-        widths = (rows_len[order].clamp(max=self.max_length - 1) + 1).tolist()
+        with the encoder's start token. Returns (rows, width) in the order of the rows."""
+        lengths = lengths.to(torch.long)
+        order = torch.argsort(lengths, stable=True)
+        widths = (lengths[order].clamp(max=self.max_length - 1) + 1).tolist()
         pooled = None
         start = 0
         while start < len(widths):
@@ -153,30 +193,27 @@ class FusionLSTMPrefixEncoder(nn.Module):
             while end < len(widths) and (end - start + 1) * widths[end] <= ENCODER_TOKENS_PER_BATCH:
                 end += 1
             chunk = order[start:end]
-            vectors = self._embed_chunk(compact, rows_batch[chunk], rows_len[chunk], end_token_id)
+            vectors = self._embed_chunk(compact, batch_index[chunk], lengths[chunk], end_token_id)
             if pooled is None:
                 pooled = vectors.new_empty(len(widths), vectors.shape[-1])
             pooled = pooled.index_copy(0, chunk, vectors)
             start = end
         return pooled
 
-    def _embed_chunk(self, compact, rows_batch, rows_len, end_token_id) -> torch.Tensor:
+    def _embed_chunk(self, compact, batch_index, lengths, end_token_id) -> torch.Tensor:
         device = compact.device
-        keep = rows_len.clamp(max=self.max_length - 1)  # tokens kept before the end token
+        keep = lengths.clamp(max=self.max_length - 1)  # tokens kept before the end token
         width = int(keep.max()) + 1
         positions = torch.arange(width, device=device).unsqueeze(0)
         # Position 0 keeps the first token ([CLS]); the rest are the `keep - 1` most recent prefix tokens. Without
-        # truncation rows_len == keep and the source index is just the position.
-        source = torch.where(positions == 0, 0, rows_len.unsqueeze(1) - keep.unsqueeze(1) + positions)
+        # truncation lengths == keep and the source index is just the position.
+        source = torch.where(positions == 0, 0, lengths.unsqueeze(1) - keep.unsqueeze(1) + positions)
         source = source.clamp(max=compact.shape[1] - 1)
-        ids = compact[rows_batch].gather(1, source)
-        end = self.config.eos_token_id if end_token_id is None else end_token_id
-        ids = torch.where(positions == keep.unsqueeze(1), end, ids)
+        ids = compact[batch_index].gather(1, source)
+        ids = torch.where(positions == keep.unsqueeze(1), end_token_id, ids)
         mask = (positions <= keep.unsqueeze(1)).to(torch.long)
         ids = torch.where(mask.bool(), ids, getattr(self.config.encoder, "pad_token_id", None) or 0)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            outputs = self.encoder(input_ids=ids, attention_mask=mask)
-        return self.pool(outputs, mask)
+        return self.pool(self.encoder(input_ids=ids, attention_mask=mask), mask)
 
     def pool(self, outputs, mask: torch.Tensor) -> torch.Tensor:
         if self.config.encoder_pooling == "cls":
@@ -194,7 +231,7 @@ class FusionLSTMPrefixEncoder(nn.Module):
 
 
 class FusionLSTMRecurrence(nn.Module):
-    """The LSTM and the fusion of e_j into it, for one strategy of FUSION_STRATEGIES.
+    """The LSTM and the fusion of e_j into it, for one strategy of FUSION_FUNCTIONS.
 
     Late fusion runs the LSTM once over the sequence and combines each h_j with e_j. Early fusion restarts the
     LSTM at every position j from the state built from e_j and runs it over tokens 0..j: all prefixes of the batch
@@ -205,7 +242,7 @@ class FusionLSTMRecurrence(nn.Module):
     def __init__(self, config: FusionLSTMConfig):
         super().__init__()
         self.config = config
-        self.strategy = FUSION_STRATEGIES[config.fusion]
+        self.fusion_function = FUSION_FUNCTIONS[config.fusion]
         self.lstm = nn.LSTM(
             config.embedding_size,
             config.hidden_size,
@@ -216,12 +253,6 @@ class FusionLSTMRecurrence(nn.Module):
         self.fusion_projection = (
             nn.Linear(config.fusion_embedding_size, config.hidden_size) if config.needs_projection else None
         )
-
-    @property
-    def output_size(self) -> int:
-        if self.config.fusion == "concat":
-            return self.config.hidden_size + self.config.fusion_embedding_size
-        return self.config.hidden_size
 
     def project(self, fusion_embeds: torch.Tensor) -> torch.Tensor:
         return self.fusion_projection(fusion_embeds) if self.fusion_projection is not None else fusion_embeds
@@ -250,28 +281,22 @@ class FusionLSTMRecurrence(nn.Module):
         """Early fusion. embeds (batch, seq_len, E) and mask (batch, seq_len) cover the whole sequence so far;
         fusion_embeds (batch, num_new, F) hold e_j of the last `num_new` positions. Returns (batch, num_new, H):
         for each real new position j, the output at j of the LSTM started from e_j and run over tokens 0..j."""
-        batch, seq_len, _ = embeds.shape
-        new_mask = mask[:, seq_len - num_new :].bool()
-        prefix_len = mask.cumsum(1)[:, seq_len - num_new :][new_mask]
-        rows_batch = torch.arange(batch, device=embeds.device).unsqueeze(1).expand(-1, num_new)[new_mask]
-        e = self.project(fusion_embeds[new_mask])
-        h0, c0 = self.strategy.early(e)
-        last = self.run_rows(compact_rows(embeds, mask), rows_batch, prefix_len, h0, c0)
-        out = last.new_zeros(batch, num_new, self.config.hidden_size)
-        out[new_mask] = last
-        return out
+        rows = PrefixRows.of(mask, num_new)
+        h0, c0 = self.fusion_function(self.project(fusion_embeds[rows.new_mask]))
+        last = self.run_rows(compact_rows(embeds, mask), rows.batch_index, rows.length, h0, c0)
+        return rows.to_positions(last)
 
-    def run_rows(self, sequences, rows_batch, rows_len, h0, c0) -> torch.Tensor:
-        """The LSTM over row r = sequences[rows_batch[r], :rows_len[r]] from the state (h0[r], c0[r]) (None:
+    def run_rows(self, sequences, batch_index, lengths, h0, c0) -> torch.Tensor:
+        """The LSTM over row r = sequences[batch_index[r], :lengths[r]] from the state (h0[r], c0[r]) (None:
         zeros), for all rows at once; returns each row's last output (rows, H).
 
         The same cell as nn.LSTM (gates i, f, g, o; same weights), stepped by hand because the rows share their
         tokens: the first layer's input projection is computed once per token, not once per row, and at step t
         only the rows longer than t (a prefix of the rows sorted by length) are computed.
         """
-        rows, hidden = rows_len.shape[0], self.config.hidden_size
-        order = torch.argsort(rows_len, descending=True, stable=True)
-        lengths, rows_batch = rows_len[order], rows_batch[order]
+        rows, hidden = lengths.shape[0], self.config.hidden_size
+        order = torch.argsort(lengths, descending=True, stable=True)
+        lengths, batch_index = lengths[order], batch_index[order]
         width = int(lengths[0])
         active = (lengths.unsqueeze(1) > torch.arange(width, device=lengths.device)).sum(0).tolist()
         zeros = sequences.new_zeros(rows, hidden)
@@ -287,7 +312,7 @@ class FusionLSTMRecurrence(nn.Module):
             h, c, outputs, finished = h0, c0, [], []
             for t, n in enumerate(active):
                 if layer == 0:
-                    gates = token_gates[t][rows_batch[:n]]
+                    gates = token_gates[t][batch_index[:n]]
                 else:
                     gates = nn.functional.linear(layer_inputs[t], w_ih, bias)
                 gates = gates + nn.functional.linear(h[:n], w_hh)
@@ -305,9 +330,9 @@ class FusionLSTMRecurrence(nn.Module):
         return last.index_select(0, torch.argsort(order))
 
     def fuse_late(self, lstm_output: torch.Tensor, fusion_embeds: torch.Tensor | None) -> torch.Tensor:
-        if self.strategy.late is None:
+        if self.config.fusion_spec.stage != "late":
             return lstm_output
-        return self.strategy.late(lstm_output, self.project(fusion_embeds))
+        return self.fusion_function(lstm_output, self.project(fusion_embeds))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -337,18 +362,6 @@ class FusionLSTMPreTrainedModel(PreTrainedModel):
         # the recurrent state travels as `state`, not as a KV cache
         return False
 
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        # loading recreates parameters with requires_grad=True: freeze the encoder again
-        model.apply_encoder_freeze()
-        return loaded
-
-    def post_init(self):
-        super().post_init()
-        self.apply_encoder_freeze()
-
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:
             # the code files serve both heads, whichever of them is saved
@@ -360,21 +373,11 @@ class FusionLSTMPreTrainedModel(PreTrainedModel):
             }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
-    def apply_encoder_freeze(self):
-        """Freeze the encoder (no gradients, eval mode) when config.freeze_encoder; unfreeze it otherwise."""
-        prefix_encoder = self.base_model.prefix_encoder
-        if prefix_encoder is None:
-            return
-        frozen = self.config.freeze_encoder
-        prefix_encoder.encoder.requires_grad_(not frozen)
-        prefix_encoder.encoder.train(self.training and not frozen)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.config.freeze_encoder and self.base_model.prefix_encoder is not None:
-            # a frozen encoder stays deterministic (no dropout) while the LSTM trains
-            self.base_model.prefix_encoder.encoder.eval()
-        return self
+    def num_lm_parameters(self) -> int:
+        """Parameters of the language model itself: all but the prefix encoder's."""
+        encoder = self.base_model.prefix_encoder
+        skip = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -445,6 +448,23 @@ class FusionLSTMCausalLMOutput(ModelOutput):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+class SequenceSoFar(NamedTuple):
+    """The inputs of one forward call, with the state's history joined in.
+
+    embeds (batch, num_new, E): embeddings of the new tokens (before dropout); new_mask (batch, num_new): their attention mask;
+    input_ids, attention_mask (batch, history + num_new): the whole sequence so far (input_ids None when the
+    model was given inputs_embeds and keeps no history)."""
+
+    embeds: torch.Tensor
+    new_mask: torch.Tensor
+    input_ids: torch.Tensor | None
+    attention_mask: torch.Tensor
+
+    @property
+    def has_history(self) -> bool:
+        return self.attention_mask.shape[1] != self.new_mask.shape[1]
+
+
 class FusionLSTMModel(FusionLSTMPreTrainedModel):
     """Token embedding → LSTM → fusion with e_j → dense (projection_size). The encoder, when the config has one,
     is a submodule saved with the model."""
@@ -454,7 +474,7 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=None)
         self.dropout = nn.Dropout(config.dropout)
         self.recurrence = FusionLSTMRecurrence(config)
-        self.dense = nn.Linear(self.recurrence.output_size, config.projection_size)
+        self.dense = nn.Linear(config.fused_size, config.projection_size)
         uses_encoder = config.encoder is not None and config.fusion != "none"
         self.prefix_encoder = FusionLSTMPrefixEncoder(config) if uses_encoder else None
         self.post_init()
@@ -498,51 +518,45 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
-        if input_ids is not None:
-            self._check_input_ids(input_ids)
-            inputs_embeds = self.embeddings(input_ids)
-        batch, num_new = inputs_embeds.shape[:2]
-        if batch == 0 or num_new == 0:
-            raise ValueError(f"Got an empty batch of shape {tuple(inputs_embeds.shape[:2])}: pass at least one token.")
-
-        new_mask, full_ids, full_mask = self._sequence_so_far(input_ids, attention_mask, state, batch, num_new)
-        fusion_embeds = self._fusion_embeds(fusion_embeds, full_ids, full_mask, num_new, batch)
-        if fusion_embeds is not None and self.training and self.config.fusion_dropout > 0:
-            # drop whole vectors e_j: the LM must also work from the tokens alone
-            keep = torch.rand(batch, num_new, 1, device=fusion_embeds.device) >= self.config.fusion_dropout
-            fusion_embeds = fusion_embeds * keep.to(fusion_embeds.dtype)
-        inputs_embeds = self.dropout(inputs_embeds)
-
-        hidden = None
-        if self.config.is_early_fusion:
-            # early fusion reruns the LSTM over the whole prefix, history included
-            has_history = full_mask.shape[1] != num_new
-            full_embeds = self.dropout(self.embeddings(full_ids)) if has_history else inputs_embeds
-            lstm_output = self.recurrence.run_prefixes(full_embeds, full_mask, fusion_embeds, num_new)
-        else:
-            previous = state.hidden if state is not None else None
-            lstm_output, hidden = self.recurrence.run_sequence(inputs_embeds, new_mask, previous, use_cache)
+        # 1. Token embeddings of the new tokens, and the whole sequence so far (the state's history joined in)
+        inputs = self._sequence_so_far(input_ids, attention_mask, inputs_embeds, state)
+        # 2. e_j of every new position: given, or from the prefix encoder
+        fusion_embeds = self._fusion_embeds(fusion_embeds, inputs)
+        # 3. The LSTM: once over the sequence (late fusion), or restarted from e_j at every position (early)
+        token_embeds = self.dropout(inputs.embeds)
+        lstm_output, hidden = self._run_lstm(token_embeds, inputs, fusion_embeds, state, use_cache)
+        # 4. Late fusion of h_j with e_j, then the dense layer
         fused = self.recurrence.fuse_late(self.dropout(lstm_output), fusion_embeds)
         last_hidden_state = self.dense(fused)
 
-        new_state = None
-        if use_cache:
-            keep_sequence = self.config.is_early_fusion or self.prefix_encoder is not None
-            new_state = FusionLSTMState(
-                hidden=hidden,
-                input_ids=full_ids if keep_sequence else None,
-                attention_mask=full_mask if keep_sequence else None,
-            )
-        all_hidden = (inputs_embeds, fused, last_hidden_state) if output_hidden_states else None
         output = FusionLSTMOutput(
             last_hidden_state=last_hidden_state,
             fusion_embeds=fusion_embeds,
-            state=new_state,
-            hidden_states=all_hidden,
+            state=self._next_state(inputs, hidden) if use_cache else None,
+            hidden_states=(token_embeds, fused, last_hidden_state) if output_hidden_states else None,
         )
         return output if return_dict else output.to_tuple()
+
+    def _run_lstm(self, token_embeds, inputs: SequenceSoFar, fusion_embeds, state, need_state: bool):
+        """token_embeds (batch, num_new, E): the new tokens' embeddings after dropout. Returns the LSTM output at
+        the new positions (batch, num_new, H) and, for late fusion, the (h, c) after the last real token (None for
+        early fusion, which keeps no recurrent state)."""
+        if self.config.is_early_fusion:
+            # early fusion reruns the LSTM over the whole prefix, history included
+            embeds = self.dropout(self.embeddings(inputs.input_ids)) if inputs.has_history else token_embeds
+            num_new = inputs.new_mask.shape[1]
+            return self.recurrence.run_prefixes(embeds, inputs.attention_mask, fusion_embeds, num_new), None
+        previous = state.hidden if state is not None else None
+        return self.recurrence.run_sequence(token_embeds, inputs.new_mask, previous, need_state)
+
+    def _next_state(self, inputs: SequenceSoFar, hidden) -> FusionLSTMState:
+        # the encoder's next e_j and early fusion's next run both read the whole prefix
+        keep_sequence = self.config.is_early_fusion or self.prefix_encoder is not None
+        return FusionLSTMState(
+            hidden=hidden,
+            input_ids=inputs.input_ids if keep_sequence else None,
+            attention_mask=inputs.attention_mask if keep_sequence else None,
+        )
 
     def _check_input_ids(self, input_ids: torch.Tensor):
         if input_ids.dim() != 2:
@@ -553,8 +567,16 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
                 f"{int(input_ids.min())}, max {int(input_ids.max())}. Use this model's tokenizer."
             )
 
-    def _sequence_so_far(self, input_ids, attention_mask, state, batch, num_new):
-        """Masks and ids for the new tokens and for the whole sequence (state's history + new tokens)."""
+    def _sequence_so_far(self, input_ids, attention_mask, inputs_embeds, state) -> SequenceSoFar:
+        """Checks the inputs and joins the state's history (ids and mask) to the new tokens."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if input_ids is not None:
+            self._check_input_ids(input_ids)
+            inputs_embeds = self.embeddings(input_ids)
+        batch, num_new = inputs_embeds.shape[:2]
+        if batch == 0 or num_new == 0:
+            raise ValueError(f"Got an empty batch of shape {tuple(inputs_embeds.shape[:2])}: pass at least one token.")
         if attention_mask is None:
             history = state.attention_mask.shape[1] if state is not None and state.attention_mask is not None else 0
             attention_mask = torch.ones(batch, history + num_new, dtype=torch.long, device=self.device)
@@ -575,17 +597,20 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
             if empty:
                 raise ValueError(f"Sequences {empty} of the batch are empty (attention_mask all zeros).")
         if state is None or state.input_ids is None:
-            return new_mask, input_ids, new_mask
+            return SequenceSoFar(inputs_embeds, new_mask, input_ids, new_mask)
         if input_ids is None:
             raise ValueError("Continuing from a state that keeps the sequence needs input_ids, not inputs_embeds.")
         full_ids = torch.cat([state.input_ids, input_ids], dim=1)
-        return new_mask, full_ids, torch.cat([state.attention_mask, new_mask], dim=1)
+        return SequenceSoFar(inputs_embeds, new_mask, full_ids, torch.cat([state.attention_mask, new_mask], dim=1))
 
-    def _fusion_embeds(self, fusion_embeds, full_ids, full_mask, num_new, batch):
+    def _fusion_embeds(self, fusion_embeds, inputs: SequenceSoFar):
+        """e_j (batch, num_new, F) in the model's dtype, given or computed; in training, whole vectors are dropped
+        with probability fusion_dropout (the LM must also work from the tokens alone). None for fusion='none'."""
         if self.config.fusion == "none":
             if fusion_embeds is not None:
                 raise ValueError("fusion='none' uses no prefix embeddings: do not pass fusion_embeds to this model.")
             return None
+        batch, num_new = inputs.new_mask.shape
         if fusion_embeds is not None:
             expected = (batch, num_new, self.config.fusion_embedding_size)
             if fusion_embeds.dim() != 3 or tuple(fusion_embeds.shape) != expected:
@@ -593,16 +618,21 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
                     f"fusion_embeds must have shape (batch, seq_len, fusion_embedding_size) = {expected}, "
                     f"got {tuple(fusion_embeds.shape)}."
                 )
-            return fusion_embeds.to(self.dense.weight.dtype)
-        if self.prefix_encoder is None:
+        elif self.prefix_encoder is None:
             raise ValueError(
                 f"fusion={self.config.fusion!r} needs prefix embeddings, but this model has no encoder: pass "
                 "`fusion_embeds` (batch, seq_len, fusion_embedding_size) to forward, or build the model with "
                 "FusionLSTMForCausalLM.from_encoder_pretrained(encoder_path)."
             )
-        if full_ids is None:
+        elif inputs.input_ids is None:
             raise ValueError("The encoder reads token ids: pass input_ids (or fusion_embeds with inputs_embeds).")
-        return self.prefix_encoder(full_ids, full_mask, num_new).to(self.dense.weight.dtype)
+        else:
+            fusion_embeds = self.prefix_encoder(inputs.input_ids, inputs.attention_mask, num_new)
+        fusion_embeds = fusion_embeds.to(self.dense.weight.dtype)
+        if self.training and self.config.fusion_dropout > 0:
+            keep = torch.rand(batch, num_new, 1, device=fusion_embeds.device) >= self.config.fusion_dropout
+            fusion_embeds = fusion_embeds * keep.to(fusion_embeds.dtype)
+        return fusion_embeds
 
 
 class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
@@ -613,6 +643,11 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         self.model = FusionLSTMModel(config)
         self.lm_head = nn.Linear(config.projection_size, config.vocab_size)
         self.post_init()
+
+    @property
+    def prefix_encoder(self) -> FusionLSTMPrefixEncoder | None:
+        """The encoder of prefixes (None without fusion or without an encoder), as on FusionLSTMModel."""
+        return self.model.prefix_encoder
 
     def get_output_embeddings(self):
         return self.lm_head
@@ -644,9 +679,9 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         if fusion != "none":
             config_kwargs["encoder"] = encoder.config
         model = cls(FusionLSTMConfig(**config_kwargs))
-        if model.model.prefix_encoder is not None:
-            # loading into the existing parameters keeps the freeze post_init applied
-            model.model.prefix_encoder.encoder.load_state_dict(encoder.state_dict())
+        if model.prefix_encoder is not None:
+            # loading into the existing parameters keeps their freeze
+            model.prefix_encoder.encoder.load_state_dict(encoder.state_dict())
         return model
 
     def forward(
