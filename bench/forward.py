@@ -17,13 +17,7 @@ import torch
 
 import modeling_fusion_lstm
 from modeling_fusion_lstm import FusionLSTMForCausalLM
-from run import interleaved, print_table  # bench/run.py, beside this file
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+from run import interleaved, print_table, timed  # bench/run.py, beside this file
 
 
 def main():
@@ -43,7 +37,7 @@ def main():
     with torch.no_grad():
         for model in models.values():  # warm-up
             model(input_ids=ids, use_cache=False)
-        runs = {f: (lambda m=m: timed(lambda: m(input_ids=ids, use_cache=False))) for f, m in models.items()}
+        runs = {f: (lambda m=m: timed(m, input_ids=ids, use_cache=False)) for f, m in models.items()}
         times = interleaved(runs, args.repeats)
 
     rows, table = [], []

@@ -1,5 +1,5 @@
 """Peak memory of a short training run on N sentences whose float16 prefix embeddings sit in the memory-mapped
-Arrow cache (the run_clm path: add_fusion_embeddings → FusionDataCollator → Trainer). Prints one JSON line.
+Arrow cache (the run_clm path: EmbeddingCache → FusionDataCollator → Trainer). Prints one JSON line.
 
     python bench/memory_worker.py 10000 --steps 20
 
@@ -45,10 +45,12 @@ class PeakSampler(threading.Thread):
 
 
 class RandomEmbedder:
-    """Stands in for PrefixEmbedder: one float16 vector per token, deterministic per sentence."""
+    """Stands in for PrefixEmbedder (the same interface): one float16 vector per token, deterministic per sentence."""
 
-    def __init__(self, config):
-        self.config = config
+    width = WIDTH
+
+    def fingerprint(self) -> str:
+        return "random-vectors"
 
     def __call__(self, batch):
         rng = np.random.default_rng(len(batch["input_ids"][0]))
@@ -68,7 +70,7 @@ def main():
     from transformers.utils import logging as hf_logging
 
     from fusion_lstm_training.data import FusionDataCollator
-    from fusion_lstm_training.embeddings import add_fusion_embeddings
+    from fusion_lstm_training.embeddings import EmbeddingCache
     from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM
 
     hf_logging.set_verbosity_error()
@@ -77,8 +79,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         config = FusionLSTMConfig(fusion="concat", fusion_embedding_size=WIDTH, embedding_size=128, hidden_size=256,
                                   projection_size=128, bos_token_id=101, eos_token_id=102, pad_token_id=0)
-        data = add_fusion_embeddings(Dataset.from_dict({"input_ids": ids}), RandomEmbedder(config),
-                                     f"memory-{args.sentences}", Path(tmp), "train")
+        data = EmbeddingCache(RandomEmbedder(), tmp).attach(Dataset.from_dict({"input_ids": ids}), "train")
         cache_mb = sum(f.stat().st_size for f in Path(tmp).glob("*.arrow")) / 2**20
         torch.manual_seed(0)
         model = FusionLSTMForCausalLM(config)

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import modeling_fusion_lstm  # noqa: E402
 from fusion_lstm_training.bpe import build_bpe_tokenizer  # noqa: E402
+from fusion_lstm_training.data import FusionDataCollator, read_sentences  # noqa: E402
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "wikipedia"
@@ -38,9 +39,17 @@ FUSION_WIDTH = 768  # BERT-base, as in the paper
 BATCH = 32
 
 
-def read_sentences(name: str, limit: int) -> list[str]:
+def first_sentences(name: str, limit: int) -> list[str]:
+    """The first `limit` non-empty sentences of a Wikipedia split (../shared/data, else the shipped sample)."""
     path = SHARED / name if SHARED.exists() else ROOT / "data" / "wikitext2" / name
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
+    return [line for line in read_sentences(str(path)) if line.strip()][:limit]
+
+
+def timed(fn, *args, **kwargs) -> float:
+    """Seconds that fn(*args, **kwargs) takes."""
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
 
 
 def interleaved(candidates: dict, rounds: int) -> dict[str, list[float]]:
@@ -107,23 +116,18 @@ class OriginalAlgorithm(nn.Module):
 
 
 def bench_train(quick: bool) -> dict:
-    sentences = read_sentences("train.txt", 28244)
+    sentences = first_sentences("train.txt", 28244)
     tokenizer = build_bpe_tokenizer(sentences, VOCAB)
     # sorted by length: a batch is `size` neighbours from a random start, as --group_by_length gives the Trainer
     encoded = sorted((ids + [tokenizer.eos_token_id] for ids in tokenizer(sentences[:2048])["input_ids"]), key=len)
     generator = torch.Generator().manual_seed(0)
+    collator = FusionDataCollator(pad_token_id=tokenizer.pad_token_id)
 
     def batch_of(size):
+        """A training batch as run_clm's collator builds it, with random vectors as e_j."""
         start = int(torch.randint(len(encoded) - size + 1, (1,), generator=generator))
-        picks = list(range(start, start + size))
-        length = max(len(encoded[i]) for i in picks)
-        ids = torch.zeros(size, length, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(picks):
-            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-            mask[row, : len(encoded[i])] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100),
-                "fusion_embeds": torch.randn(size, length, FUSION_WIDTH, generator=generator)}
+        return collator([{"input_ids": ids, "fusion_embeds": torch.randn(len(ids), FUSION_WIDTH, generator=generator)}
+                         for ids in encoded[start : start + size]])
 
     torch.manual_seed(0)
     batched = {"bare LSTM LM": BareLSTMLM()}
@@ -196,38 +200,26 @@ def bench_embed(quick: bool) -> dict:
 
     from fusion_lstm_training.embeddings import (
         SENTENCES_PER_MAP_BATCH,
+        EmbeddingCache,
         PrefixEmbedder,
-        add_fusion_embeddings,
-        embedding_fingerprint,
-        encoder_fingerprint,
         prefix_encoder_tokens,
     )
+    from fusion_lstm_training.reference import naive_prefix_embeddings
 
     tokenizer = modeling_fusion_lstm.load_tokenizer()
     model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **SIZES).eval()
     count = 64 if quick else 256
-    ids = [x + [tokenizer.eos_token_id] for x in tokenizer(read_sentences("validation.txt", count))["input_ids"]]
-    encoder = model.model.prefix_encoder.encoder
-    sep = tokenizer.eos_token_id
-    embedder = PrefixEmbedder(model)
+    ids = [x + [tokenizer.eos_token_id] for x in tokenizer(first_sentences("validation.txt", count))["input_ids"]]
+    embedder = PrefixEmbedder(model, tokenizer)
+    bf16_embedder = PrefixEmbedder(model, tokenizer, autocast_dtype=torch.bfloat16)
 
     @torch.inference_mode()
     def per_prefix(chunk):
-        for sentence in chunk:
-            for j in range(len(sentence)):
-                row = torch.tensor([sentence[: j + 1] + [sep]])
-                encoder(input_ids=row, attention_mask=torch.ones_like(row)).last_hidden_state[:, 0]
+        naive_prefix_embeddings(model, chunk)
 
     # chunks as large as one datasets.map batch of the precompute; the slow reference gets a subset of each
     size = SENTENCES_PER_MAP_BATCH
     chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
-    bf16_embedder = PrefixEmbedder(model, autocast_dtype=torch.bfloat16)
-
-    def timed(fn, chunk):
-        start = time.perf_counter()
-        fn(chunk)
-        return time.perf_counter() - start
-
     totals = {"fp32": [0.0, []], "bf16": [0.0, []], "per prefix": [0.0, []]}
     for chunk in chunks:  # A B C A B C on the same chunks
         for name, run, part in (("fp32", lambda c: embedder({"input_ids": c}), chunk),
@@ -242,14 +234,11 @@ def bench_embed(quick: bool) -> dict:
     bf16_rate, bf16_tok = rates["bf16"]
 
     dataset = Dataset.from_dict({"input_ids": ids})
-    with tempfile.TemporaryDirectory() as cache:
-        fingerprint = embedding_fingerprint(encoder_fingerprint(model, tokenizer, None), dataset)
-        start = time.perf_counter()
-        add_fusion_embeddings(dataset, embedder, fingerprint, Path(cache), "bench")
-        first = time.perf_counter() - start
-        start = time.perf_counter()
-        add_fusion_embeddings(dataset, embedder, fingerprint, Path(cache), "bench")
-        second = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as folder:
+        cache = EmbeddingCache(embedder, folder)
+        cache.embedder_key  # hashing the encoder's weights is once per run, not part of either timing
+        first = timed(cache.attach, dataset, "bench")
+        second = timed(cache.attach, dataset, "bench")
     result = {"ours_sentences_per_s": ours_rate, "ours_encoder_tokens_per_s": ours_tok,
               "bf16_sentences_per_s": bf16_rate, "bf16_speedup": bf16_tok / ref_tok,
               "per_prefix_sentences_per_s": ref_rate, "per_prefix_encoder_tokens_per_s": ref_tok,
