@@ -32,17 +32,12 @@ from transformers import (
 
 import modeling_fusion_lstm
 from fusion_lstm_training.callbacks import FusionDropoutSchedule, parse_schedule
-from fusion_lstm_training.data import FusionDataCollator, load_splits, tokenize_sentences
-from fusion_lstm_training.embeddings import (
-    PrefixEmbedder,
-    add_fusion_embeddings,
-    default_cache_dir,
-    embedding_fingerprint,
-    encoder_fingerprint,
-)
+from fusion_lstm_training.data import TEXT_EXTENSIONS, FusionDataCollator, load_splits, tokenize_sentences
+from fusion_lstm_training.embeddings import EmbeddingCache, PrefixEmbedder
 from fusion_lstm_training.metrics import LanguageModelMetrics, preprocess_logits_for_metrics
 from fusion_lstm_training.bpe import train_bpe_tokenizer
-from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM
+from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionLSTMForCausalLM
+from modeling_fusion_lstm.configuration_fusion_lstm import ENCODER_POOLING_CHOICES, FUSION_CONTEXT_CHOICES
 
 
 logger = logging.getLogger(__name__)
@@ -56,8 +51,11 @@ class ModelArguments:
     encoder_name_or_path: str | None = field(
         default=None, metadata={"help": "Encoder for a new model (default: the embedded all-MiniLM-L6-v2)."}
     )
-    fusion: str = field(default="concat", metadata={"help": "none, concat, add, multiply, init_h, init_c, init_hc"})
-    encoder_pooling: str = field(default="cls", metadata={"help": "cls, mean or pooler"})
+    fusion: str = field(
+        default="concat",
+        metadata={"help": "; ".join(f"{name}: {spec.description}" for name, spec in FUSIONS.items())},
+    )
+    encoder_pooling: str = field(default="cls", metadata={"help": ", ".join(ENCODER_POOLING_CHOICES)})
     fusion_context: str = field(default="prefix", metadata={"help": "prefix (causal) or sentence (the leaky probe)"})
     config_overrides: str | None = field(
         default=None, metadata={"help": "Config fields for a new model, e.g. 'hidden_size=256,dropout=0.1'."}
@@ -72,6 +70,29 @@ class ModelArguments:
     generation_prompt: str | None = field(
         default=None, metadata={"help": "After training, reload output_dir with AutoModelForCausalLM and continue this."}
     )
+
+    def __post_init__(self):
+        for name, allowed in (("fusion", tuple(FUSIONS)), ("encoder_pooling", ENCODER_POOLING_CHOICES),
+                              ("fusion_context", FUSION_CONTEXT_CHOICES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name}={getattr(self, name)!r} is not supported; allowed values: "
+                                 f"{', '.join(allowed)}.")
+        if self.config_overrides:
+            known = {f.name for f in fields(FusionLSTMConfig)}
+            for item in self.config_overrides.split(","):
+                name, sep, _ = item.partition("=")
+                if not sep or name.strip() not in known:
+                    raise ValueError(
+                        f"--config_overrides: {item!r} is not 'field=value' with a FusionLSTMConfig field."
+                    )
+        if self.fusion_dropout_schedule:
+            parse_schedule(self.fusion_dropout_schedule, 1)  # the format; the epochs are known later
+        if self.train_tokenizer_vocab_size is not None:
+            if self.train_tokenizer_vocab_size < 1:
+                raise ValueError("--train_tokenizer_vocab_size must be a positive number of tokens.")
+            if self.model_name_or_path or self.tokenizer_name:
+                raise ValueError("--train_tokenizer_vocab_size trains a new tokenizer for a new model: drop "
+                                 "--model_name_or_path / --tokenizer_name, or the trained tokenizer.")
 
 
 @dataclass
@@ -98,6 +119,24 @@ class DataTrainingArguments:
     precompute_fusion_embeddings: bool = field(
         default=True, metadata={"help": "Precompute e_j once; false: the model's encoder computes them every step."}
     )
+
+    def __post_init__(self):
+        files = [f for f in (self.train_file, self.validation_file, self.test_file) if f]
+        if self.dataset_name and files:
+            raise ValueError("Pass either --dataset_name or data files (--train_file …), not both.")
+        for file in files:
+            if Path(file).suffix.lower() not in TEXT_EXTENSIONS:
+                raise ValueError(f"{file}: unsupported extension; use one of {', '.join(TEXT_EXTENSIONS)}.")
+            if not Path(file).is_file():
+                raise FileNotFoundError(f"Data file {file} does not exist.")
+        if self.max_seq_length < 2:
+            raise ValueError(f"--max_seq_length={self.max_seq_length}: a sample needs at least 2 tokens (BOS and one "
+                             "token to predict).")
+        if not 0 <= self.validation_split_percentage < 100:
+            raise ValueError("--validation_split_percentage must lie in [0, 100).")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1.")
 
 
 def json_to_flags(values: dict) -> list[str]:
@@ -128,6 +167,7 @@ def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, TrainingAr
     if launched > 1 and not torch.cuda.is_available() and "--use_cpu" not in argv:
         argv += ["--use_cpu", "true"]
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    check_arguments(model_args, data_args, training_args)
     if launched != training_args.world_size:
         raise RuntimeError(
             f"{launched} processes were launched but the Trainer sees world size {training_args.world_size}: they "
@@ -136,27 +176,31 @@ def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, TrainingAr
     return model_args, data_args, training_args
 
 
-def parse_overrides(overrides: str | None) -> dict:
-    """'hidden_size=256,dropout=0.1' → typed config fields; unknown fields are refused."""
+def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments):
+    """Checks that span the argument groups (each group checks itself in __post_init__): before any work."""
+    has_train = data_args.train_file or data_args.dataset_name
+    if training_args.do_train and not has_train:
+        raise ValueError("--do_train needs --train_file or a --dataset_name with a train split.")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        if getattr(training_args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(training_args, name)}.")
+    resume = training_args.resume_from_checkpoint
+    if resume and not Path(resume).is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume} is not a folder (a checkpoint-N of output_dir).")
+    if model_args.train_tokenizer_vocab_size and not data_args.precompute_fusion_embeddings and (
+        model_args.fusion != "none"
+    ):
+        raise ValueError("With a trained tokenizer the encoder cannot read the LM's ids: keep precompute on.")
+
+
+def config_fields(overrides: str | None) -> dict:
+    """'hidden_size=256,dropout=0.1' → typed FusionLSTMConfig fields, parsed by transformers' own
+    `PreTrainedConfig.update_from_string`."""
     if not overrides:
         return {}
-    types = {f.name: f.type for f in fields(FusionLSTMConfig)}
-    result = {}
-    for item in overrides.split(","):
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or name not in types:
-            raise ValueError(f"config_overrides: {item!r} is not 'field=value' with a FusionLSTMConfig field.")
-        default = getattr(FusionLSTMConfig(), name)
-        if isinstance(default, bool):
-            result[name] = value.strip().lower() in ("1", "true", "yes")
-        elif isinstance(default, int):
-            result[name] = int(value)
-        elif isinstance(default, float):
-            result[name] = float(value)
-        else:
-            result[name] = value.strip()
-    return result
+    config = FusionLSTMConfig()
+    config.update_from_string(overrides)
+    return {name: getattr(config, name) for name in (item.partition("=")[0].strip() for item in overrides.split(","))}
 
 
 def load_model(model_args: ModelArguments, tokenizer, encoder_path: str) -> FusionLSTMForCausalLM:
@@ -177,7 +221,7 @@ def load_model(model_args: ModelArguments, tokenizer, encoder_path: str) -> Fusi
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **parse_overrides(model_args.config_overrides),
+        **config_fields(model_args.config_overrides),
     )
 
 
@@ -206,9 +250,14 @@ def main():
     set_seed(training_args.seed)
 
     # Data
-    raw = load_splits(data_args)
+    raw = load_splits(
+        train_file=data_args.train_file, validation_file=data_args.validation_file, test_file=data_args.test_file,
+        dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
+        split_sentences=data_args.split_sentences, validation_split_percentage=data_args.validation_split_percentage,
+        max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
+    )
     if training_args.do_train and "train" not in raw:
-        raise ValueError("--do_train needs --train_file or a --dataset_name with a train split.")
+        raise ValueError(f"--do_train: {data_args.dataset_name} has no train split.")
 
     # Tokenizer and model
     encoder_path = model_args.encoder_name_or_path or modeling_fusion_lstm.default_encoder_path()
@@ -224,8 +273,6 @@ def main():
         tokenizer = modeling_fusion_lstm.load_tokenizer(encoder_path)
     model = load_model(model_args, tokenizer, encoder_path)
     uses_fusion = model.config.fusion != "none"
-    if encoder_tokenizer is not None and not data_args.precompute_fusion_embeddings and uses_fusion:
-        raise ValueError("With a trained tokenizer the encoder cannot read the LM's ids: keep precompute on.")
 
     # Preprocessing
     with training_args.main_process_first(desc="tokenizing"):
@@ -234,14 +281,11 @@ def main():
             for split, data in raw.items()
         }
     if uses_fusion and data_args.precompute_fusion_embeddings:
-        model.model.prefix_encoder.to(training_args.device)
+        model.prefix_encoder.to(training_args.device)
         # with --bf16 the encoder runs under bfloat16 autocast too (cached separately from float32 embeddings)
-        embedder = PrefixEmbedder(model, encoder_tokenizer, torch.bfloat16 if training_args.bf16 else None)
-        cache_dir = Path(data_args.embedding_cache_dir or default_cache_dir())
-        encoder_key = encoder_fingerprint(model, tokenizer, encoder_tokenizer, embedder.precision)
-        for split, data in tokenized.items():
-            fingerprint = embedding_fingerprint(encoder_key, data)
-            tokenized[split] = add_fusion_embeddings(data, embedder, fingerprint, cache_dir, split)
+        embedder = PrefixEmbedder(model, tokenizer, encoder_tokenizer, torch.bfloat16 if training_args.bf16 else None)
+        cache = EmbeddingCache(embedder, data_args.embedding_cache_dir)
+        tokenized = {split: cache.attach(data, split) for split, data in tokenized.items()}
     tokenized = {
         split: data.remove_columns([c for c in ("text", "offsets") if c in data.column_names])
         for split, data in tokenized.items()

@@ -36,3 +36,5 @@ class FusionDropoutSchedule(TrainerCallback):
         p = self.probability(state.epoch or 0)
         model.config.fusion_dropout = p
         logger.info("epoch %d: fusion dropout %.3f", int(state.epoch or 0), p)
+        # kept in trainer_state.json with the losses, so a run's schedule can be read back beside its curve
+        state.log_history.append({"epoch": state.epoch or 0.0, "step": state.global_step, "fusion_dropout": p})

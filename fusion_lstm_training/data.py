@@ -70,37 +70,44 @@ def split_into_sentences(paragraphs: list[str]) -> list[str]:
     return sentences
 
 
-def load_splits(data_args) -> DatasetDict:
-    """train/validation/test splits from data files or a `datasets` dataset (Hub id or local folder), with the
-    validation split carved from train when absent."""
-    files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
-    if data_args.dataset_name:
-        if any(files.values()):
-            raise ValueError("Pass either --dataset_name or data files (--train_file …), not both.")
-        splits = _dataset_splits(data_args)
+def load_splits(
+    train_file: str | None = None,
+    validation_file: str | None = None,
+    test_file: str | None = None,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    split_sentences: bool = False,
+    validation_split_percentage: int = 5,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+) -> DatasetDict:
+    """train/validation/test splits from a `datasets` dataset (Hub id or local folder) when `dataset_name` is given,
+    from data files otherwise; validation is carved from train when absent (`validation_split_percentage`)."""
+    if dataset_name:
+        splits = _dataset_splits(dataset_name, dataset_config_name, split_sentences)
     else:
+        files = {"train": train_file, "validation": validation_file, "test": test_file}
         splits = {name: Dataset.from_dict({"text": read_sentences(path)}) for name, path in files.items() if path}
-    if "train" in splits and "validation" not in splits and data_args.validation_split_percentage:
-        parts = splits["train"].train_test_split(test_size=data_args.validation_split_percentage / 100, seed=0)
+    if "train" in splits and "validation" not in splits and validation_split_percentage:
+        parts = splits["train"].train_test_split(test_size=validation_split_percentage / 100, seed=0)
         splits["train"], splits["validation"] = parts["train"], parts["test"]
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
-              "test": data_args.max_eval_samples}
+    limits = {"train": max_train_samples, "validation": max_eval_samples, "test": max_eval_samples}
     for name, limit in limits.items():
         if name in splits and limit is not None:
             splits[name] = splits[name].select(range(min(limit, len(splits[name]))))
     return DatasetDict(splits)
 
 
-def _dataset_splits(data_args) -> dict[str, Dataset]:
-    loaded = load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+def _dataset_splits(dataset_name: str, config_name: str | None, split_sentences: bool) -> dict[str, Dataset]:
+    loaded = load_dataset(dataset_name, config_name)
     splits = {}
     for name in ("train", "validation", "test"):
         if name not in loaded:
             continue
         if "text" not in loaded[name].column_names:
-            raise ValueError(f"{data_args.dataset_name} ({name}) has no `text` column: {loaded[name].column_names}.")
+            raise ValueError(f"{dataset_name} ({name}) has no `text` column: {loaded[name].column_names}.")
         texts = loaded[name]["text"]
-        if data_args.split_sentences:
+        if split_sentences:
             texts = split_into_sentences(texts)
             logger.info("%s: %d paragraphs split into %d sentences", name, len(loaded[name]), len(texts))
         splits[name] = Dataset.from_dict({"text": texts})
