@@ -18,15 +18,30 @@ import logging
 import secrets
 import threading
 from datetime import datetime, timezone
+from typing import NamedTuple
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .store import HubError, HubStore, RepoId, check_repo_path, uses_lfs
+from .store import HubError, HubStore, RepoId, check_repo_path, lfs_pointer, uses_lfs
 
 logger = logging.getLogger("hub.server")
 PREFIX_TO_TYPE = {"datasets": "dataset", "spaces": "space"}
 TYPE_TO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 MAX_BODY = 20 * 1024**3
+
+
+class Target(NamedTuple):
+    """What a request's URL names: the repository, the revision (default main) and a path in it (or an LFS oid)."""
+
+    repo: RepoId | None = None
+    revision: str = "main"
+    path: str = ""
+
+
+def lfs_info(entry: dict, oid_key: str) -> dict:
+    """The `lfs` field of a listed file: its sha256 (under `oid_key`), size and the size of its pointer file."""
+    return {oid_key: entry["sha256"], "size": entry["size"],
+            "pointerSize": len(lfs_pointer(entry["sha256"], entry["size"]))}
 
 
 class LocalHub(ThreadingHTTPServer):
@@ -115,11 +130,12 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         head = method == "HEAD"
         try:
             segments, query = self._segments()
-            handler = self._route(method, segments)
-            if handler is None:
+            route = self._route(method, segments)
+            if route is None:
                 self._body()
                 raise HubError(404, f"No route for {method} {urlsplit(self.path).path}")
-            handler(segments, query)
+            handler, target = route
+            handler(target, query)
         except HubError as error:
             self._send_error(error, head=head)
         except Exception as error:  # noqa: BLE001 - report, don't kill the server
@@ -140,55 +156,50 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     # ----------------------------------------------------------------------------------------------------- routes
 
-    def _route(self, method, s):
+    def _route(self, method: str, s: list[str]):
+        """The handler for a request and what its URL names, parsed here once: (handler, Target) or None."""
         if s[:1] == ["api"]:
             if method == "POST" and s[1:] == ["repos", "create"]:
-                return self.create_repo
+                return self.create_repo, Target()
             if method == "POST" and s[1:] == ["validate-yaml"]:
-                return self.validate_yaml
+                return self.validate_yaml, Target()
             if method == "GET" and s[1:] == ["whoami-v2"]:
-                return self.whoami
+                return self.whoami, Target()
             if len(s) >= 4 and s[1] in ("models", "datasets", "spaces"):
+                # /api/{type}s/{namespace}/{name}[/{action}[/{revision}[/{path}]]]
                 action = s[4] if len(s) > 4 else None
                 routes = {("POST", "preupload"): self.preupload, ("POST", "commit"): self.create_commit,
                           ("GET", None): self.repo_info, ("GET", "revision"): self.repo_info,
                           ("GET", "tree"): self.tree}
-                return routes.get((method, action))
+                handler = routes.get((method, action))
+                target = Target(RepoId(s[1][:-1], s[2], s[3]), s[5] if len(s) > 5 else "main", "/".join(s[6:]))
+                return (handler, target) if handler else None
         if s[:2] == ["lfs", "upload"] and method == "PUT":
-            return self.lfs_upload
+            return self.lfs_upload, Target(path=s[2] if len(s) > 2 else "")
         if s[:2] == ["lfs", "verify"] and method == "POST":
-            return self.lfs_verify
-        offset = 1 if s[:1] in (["datasets"], ["spaces"]) else 0
-        rest = s[offset:]
-        if method == "POST" and len(rest) == 6 and rest[1].endswith(".git") and rest[2:] == ["info", "lfs", "objects",
-                                                                                            "batch"]:
-            return self.lfs_batch
-        if method in ("GET", "HEAD") and len(rest) >= 5 and rest[2] == "resolve":
-            return self.resolve
-        return None
-
-    @staticmethod
-    def _api_repo(s) -> RepoId:
-        return RepoId(s[1][:-1], s[2], s[3])  # /api/{type}s/{namespace}/{name}/...
-
-    def _url_repo(self, s, strip_git=False) -> RepoId:
+            return self.lfs_verify, Target()
+        # /[datasets/|spaces/]{namespace}/{name}...
         repo_type = PREFIX_TO_TYPE.get(s[0], "model")
         rest = s[1:] if repo_type != "model" else s
-        name = rest[1][: -len(".git")] if strip_git else rest[1]
-        return RepoId(repo_type, rest[0], name)
+        if method == "POST" and len(rest) == 6 and rest[1].endswith(".git") and rest[2:] == ["info", "lfs", "objects",
+                                                                                            "batch"]:
+            return self.lfs_batch, Target(RepoId(repo_type, rest[0], rest[1][: -len(".git")]))
+        if method in ("GET", "HEAD") and len(rest) >= 5 and rest[2] == "resolve":
+            return self.resolve, Target(RepoId(repo_type, rest[0], rest[1]), rest[3], "/".join(rest[4:]))
+        return None
 
     # ------------------------------------------------------------------------------------------------- handlers
 
-    def whoami(self, s, q):
+    def whoami(self, t, q):
         self._require_write_access()
         self._send_json({"type": "user", "name": "local", "fullname": "Local Hub user", "orgs": [],
                           "auth": {"accessToken": {"displayName": "local", "role": "write"}}})
 
-    def validate_yaml(self, s, q):
+    def validate_yaml(self, t, q):
         self._json_body()
         self._send_json({"errors": [], "warnings": []})
 
-    def create_repo(self, s, q):
+    def create_repo(self, t, q):
         self._require_write_access()
         payload = self._json_body()
         repo = RepoId(payload.get("type") or "model", payload.get("organization") or "local", payload.get("name", ""))
@@ -198,11 +209,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         else:
             self._send_json({"url": url, "name": repo.id, "error": "You already created this repo"}, status=409)
 
-    def preupload(self, s, q):
+    def preupload(self, t, q):
         self._require_write_access()
-        repo, revision = self._api_repo(s), s[5] if len(s) > 5 else "main"
         files = self._json_body().get("files", [])
-        head = self.server.store.resolve(repo, revision)["files"]
+        head = self.server.store.resolve(t.repo, t.revision)["files"]
         answer = []
         for f in files:
             path = check_repo_path(f["path"])
@@ -213,9 +223,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             answer.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
         self._send_json({"files": answer})
 
-    def lfs_batch(self, s, q):
+    def lfs_batch(self, t, q):
         self._require_write_access()
-        repo = self._url_repo(s, strip_git=True)
+        repo = t.repo
         self.server.store.refs(repo)  # 404 for an unknown repo
         payload = self._json_body()
         if payload.get("operation") != "upload":
@@ -237,8 +247,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send_json({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
                         headers={"Content-Type": "application/vnd.git-lfs+json"})
 
-    def lfs_upload(self, s, q):
-        oid = s[2] if len(s) > 2 else ""
+    def lfs_upload(self, t, q):
+        oid = t.path
         grant = (q.get("grant") or [""])[0]
         with self.server.grants_lock:
             allowed = self.server.upload_grants.get(grant) == oid
@@ -250,16 +260,16 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self.server.upload_grants.pop(grant, None)
         self._send(200)
 
-    def lfs_verify(self, s, q):
+    def lfs_verify(self, t, q):
         self._require_write_access()
         payload = self._json_body()
         if not self.server.store.has_blob(payload.get("oid", ""), payload.get("size")):
             raise HubError(404, f"LFS object {payload.get('oid')} was not uploaded (or has another size)")
         self._send_json({"message": "verified"})
 
-    def create_commit(self, s, q):
+    def create_commit(self, t, q):
         self._require_write_access()
-        repo, branch = self._api_repo(s), s[5] if len(s) > 5 else "main"
+        repo, branch = t.repo, t.revision
         header, additions, deletions = {}, {}, []
         for line in self._body().splitlines():
             if not line.strip():
@@ -290,24 +300,22 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send_json({"commitOid": commit["id"], "commitUrl": f"{url}/commit/{commit['id']}",
                          "pullRequestUrl": None})
 
-    def repo_info(self, s, q):
-        repo = self._api_repo(s)
-        revision = s[5] if len(s) > 5 and s[4] == "revision" else "main"
-        commit = self.server.store.resolve(repo, revision)
+    def repo_info(self, t, q):
+        repo = t.repo
+        commit = self.server.store.resolve(repo, t.revision)
         date = datetime.fromtimestamp(commit["date"], tz=timezone.utc).isoformat().replace("+00:00", "Z")
         siblings = [
             {"rfilename": path, "size": e["size"], "blobId": e["git_oid"],
-             **({"lfs": {"sha256": e["sha256"], "size": e["size"], "pointerSize": 134}} if e["lfs"] else {})}
+             **({"lfs": lfs_info(e, oid_key="sha256")} if e["lfs"] else {})}
             for path, e in commit["files"].items()
         ]
         self._send_json({"id": repo.id, "modelId": repo.id, "author": repo.namespace, "sha": commit["id"],
                          "lastModified": date, "createdAt": date, "private": False, "disabled": False,
                          "gated": False, "tags": [], "downloads": 0, "likes": 0, "siblings": siblings})
 
-    def tree(self, s, q):
-        repo = self._api_repo(s)
-        revision = s[5] if len(s) > 5 else "main"
-        folder = "/".join(s[6:]).strip("/")
+    def tree(self, t, q):
+        repo, revision = t.repo, t.revision
+        folder = t.path.strip("/")
         if folder:
             check_repo_path(folder)
         recursive = (q.get("recursive") or ["false"])[0].lower() == "true"
@@ -327,18 +335,15 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             if recursive or len(parts) == 1:
                 entry = {"type": "file", "path": path, "size": e["size"], "oid": e["git_oid"]}
                 if e["lfs"]:
-                    entry["lfs"] = {"oid": e["sha256"], "size": e["size"], "pointerSize": 134}
+                    entry["lfs"] = lfs_info(e, oid_key="oid")
                 entries.append(entry)
         if folder and not entries:
             raise HubError(404, f"{folder} not found in {repo.id} at {revision}", "EntryNotFound")
         self._send_json(entries)
 
-    def resolve(self, s, q):
+    def resolve(self, t, q):
         head = self.command == "HEAD"
-        offset = 1 if s[0] in PREFIX_TO_TYPE else 0
-        repo = self._url_repo(s)
-        revision, path = s[offset + 3], "/".join(s[offset + 4:])
-        commit, entry = self.server.store.file_entry(repo, revision, path)
+        commit, entry = self.server.store.file_entry(t.repo, t.revision, t.path)
         headers = {"X-Repo-Commit": commit["id"], "Accept-Ranges": "bytes", "ETag": f'"{entry["git_oid"]}"'}
         if entry["lfs"]:
             headers.update({"X-Linked-Etag": f'"{entry["sha256"]}"', "X-Linked-Size": str(entry["size"])})
