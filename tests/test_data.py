@@ -1,5 +1,6 @@
 """Training data pieces: reading files, sentence samples, the collator, prefix-embedding precompute, schedules."""
 
+import json
 import math
 
 import pytest
@@ -10,8 +11,8 @@ from transformers import AutoTokenizer
 from fusion_lstm_training.bpe import build_bpe_tokenizer
 from fusion_lstm_training.callbacks import parse_schedule
 from fusion_lstm_training.data import FusionDataCollator, read_sentences, tokenize_sentences
-from fusion_lstm_training.embeddings import PrefixEmbedder, embedding_fingerprint, encoder_fingerprint
-from conftest import SENTENCES
+from fusion_lstm_training.embeddings import EmbeddingCache, PrefixEmbedder
+from helpers import ROOT, SENTENCES
 
 
 # -------------------------------------------------------------------------------------------------- reading files
@@ -46,16 +47,14 @@ def test_json_and_csv_need_a_text_column(tmp_path):
 # ---------------------------------------------------------------------------------------------- sentence samples
 
 
-def test_sentences_become_bos_to_eos_with_counted_skips_and_truncations(tokenizer, caplog):
+def test_sentences_become_bos_to_eos_without_empty_lines_and_truncated(tokenizer):
     data = Dataset.from_dict({"text": ["The cat sat.", "", "   ", "one two three four five six seven eight"]})
-    with caplog.at_level("INFO", logger="fusion_lstm_training"):
-        out = tokenize_sentences(data, tokenizer, max_seq_length=6, split="train", keep_offsets=False)
+    out = tokenize_sentences(data, tokenizer, max_seq_length=6, split="train", keep_offsets=False)
     assert len(out) == 2
     first = out[0]["input_ids"]
     assert first[0] == tokenizer.bos_token_id and first[-1] == tokenizer.eos_token_id
     assert first == tokenizer("The cat sat.")["input_ids"] + [tokenizer.eos_token_id]
-    assert len(out[1]["input_ids"]) == 6
-    assert "2 empty lines skipped, 1 sentences truncated to 6 tokens" in caplog.text
+    assert len(out[1]["input_ids"]) == 6 and out[1]["input_ids"][0] == tokenizer.bos_token_id
 
 
 def test_collator_pads_right_with_minus_100_labels_and_zero_embeddings():
@@ -77,7 +76,7 @@ def test_collator_pads_right_with_minus_100_labels_and_zero_embeddings():
 def test_precomputed_embeddings_equal_the_models_own(make_model, tokenizer):
     model = make_model("concat")
     ids = [tokenizer(s)["input_ids"] + [tokenizer.eos_token_id] for s in SENTENCES]
-    out = PrefixEmbedder(model)({"input_ids": ids})["fusion_embeds"]
+    out = PrefixEmbedder(model, tokenizer)({"input_ids": ids})["fusion_embeds"]
     for sentence_ids, stored in zip(ids, out):
         with torch.no_grad():
             expected = model(input_ids=torch.tensor([sentence_ids])).fusion_embeds[0]
@@ -93,8 +92,8 @@ def test_with_a_trained_tokenizer_prefix_embeddings_come_from_the_text(make_mode
     data = tokenize_sentences(Dataset.from_dict({"text": SENTENCES[:1]}), bpe, 64, "train", keep_offsets=True)
     text, ends = data[0]["text"], data[0]["offsets"]
     assert ends[0] == 0 and ends[-1] == len(text)  # BOS: the empty prefix; EOS: the whole sentence
-    stored = PrefixEmbedder(model, encoder_tokenizer)({"text": [text], "offsets": [ends]})["fusion_embeds"][0]
-    encoder = model.model.prefix_encoder.encoder
+    stored = PrefixEmbedder(model, bpe, encoder_tokenizer)({"text": [text], "offsets": [ends]})["fusion_embeds"][0]
+    encoder = model.prefix_encoder.encoder
     for j in (0, 3, len(ends) - 1):
         row = encoder_tokenizer([text[: ends[j]]], return_tensors="pt")  # [CLS] prefix [SEP]
         with torch.no_grad():
@@ -102,9 +101,9 @@ def test_with_a_trained_tokenizer_prefix_embeddings_come_from_the_text(make_mode
         torch.testing.assert_close(torch.from_numpy(stored[j]).float(), expected, rtol=2e-3, atol=2e-3)
 
 
-def test_fingerprint_changes_with_pooling_data_and_tokenizer(make_model, tokenizer, encoder_path):
-    def key(model, data, lm_tokenizer=tokenizer, precision="fp32"):
-        return embedding_fingerprint(encoder_fingerprint(model, lm_tokenizer, None, precision), data)
+def test_cache_key_changes_with_pooling_data_and_tokenizer(make_model, tokenizer, tmp_path):
+    def key(model, data, lm_tokenizer=tokenizer, precision=None):
+        return EmbeddingCache(PrefixEmbedder(model, lm_tokenizer, autocast_dtype=precision), tmp_path).key(data)
 
     data = Dataset.from_dict({"input_ids": [[101, 5, 102]]})
     base = key(make_model("concat"), data)
@@ -113,14 +112,14 @@ def test_fingerprint_changes_with_pooling_data_and_tokenizer(make_model, tokeniz
     assert base != key(make_model("concat", fusion_context="sentence"), data)
     assert base != key(make_model("concat"), Dataset.from_dict({"input_ids": [[101, 6, 102]]}))
     assert base != key(make_model("concat"), data, lm_tokenizer=build_bpe_tokenizer(SENTENCES * 20, vocab_size=300))
-    assert base != key(make_model("concat"), data, precision="bfloat16")
+    assert base != key(make_model("concat"), data, precision=torch.bfloat16)
 
 
 def test_bfloat16_precompute_stays_close_to_float32(make_model, tokenizer):
     model = make_model("concat")
     ids = [tokenizer(s)["input_ids"] for s in SENTENCES]
-    full = PrefixEmbedder(model)({"input_ids": ids})["fusion_embeds"]
-    half = PrefixEmbedder(model, autocast_dtype=torch.bfloat16)({"input_ids": ids})["fusion_embeds"]
+    full = PrefixEmbedder(model, tokenizer)({"input_ids": ids})["fusion_embeds"]
+    half = PrefixEmbedder(model, tokenizer, autocast_dtype=torch.bfloat16)({"input_ids": ids})["fusion_embeds"]
     for a, b in zip(full, half):
         a, b = torch.from_numpy(a).float(), torch.from_numpy(b).float()
         assert torch.nn.functional.cosine_similarity(a, b, dim=-1).min() > 0.99
@@ -158,7 +157,7 @@ def test_full_fusion_dropout_in_training_equals_zero_embeddings(batch):
 
 
 @pytest.fixture(scope="module")
-def run_clm():
+def run_clm_module():
     """run_clm.py imported as a module (it is a script, not part of the package)."""
     import importlib.util
     from pathlib import Path
@@ -181,42 +180,70 @@ def test_paragraphs_are_split_into_sentences_without_headings():
 
 
 def test_a_local_dataset_folder_loads_like_a_hub_dataset(tmp_path):
-    from types import SimpleNamespace
-
     from fusion_lstm_training.data import load_splits
 
     folder = tmp_path / "wikitext-like"
     folder.mkdir()
     (folder / "train.txt").write_text(" = Title = \n The first sentence. The second one.\n\n A third.\n")
     (folder / "test.txt").write_text(" A test sentence. And another.\n")
-    args = SimpleNamespace(dataset_name=str(folder), dataset_config_name=None, split_sentences=True,
-                           train_file=None, validation_file=None, test_file=None, validation_split_percentage=0,
-                           max_train_samples=None, max_eval_samples=None)
-    splits = load_splits(args)
+    splits = load_splits(dataset_name=str(folder), split_sentences=True, validation_split_percentage=0)
     assert splits["train"]["text"] == ["The first sentence.", "The second one.", "A third."]
     assert splits["test"]["text"] == ["A test sentence.", "And another."]
-    args.train_file = "x.txt"
-    with pytest.raises(ValueError, match="either --dataset_name or data files"):
-        load_splits(args)
+    assert "validation" not in splits
 
 
-def test_config_overrides_are_typed_and_checked(run_clm):
-    assert run_clm.parse_overrides("hidden_size=256,dropout=0.1,freeze_encoder=false") == {
+def test_config_overrides_are_typed_by_the_config(run_clm_module):
+    assert run_clm_module.config_fields("hidden_size=256,dropout=0.1,freeze_encoder=false") == {
         "hidden_size": 256, "dropout": 0.1, "freeze_encoder": False}
-    for bad in ("hidden=3", "hidden_size"):
-        with pytest.raises(ValueError, match="config_overrides"):
-            run_clm.parse_overrides(bad)
+    assert run_clm_module.config_fields(None) == {}
 
 
-def test_json_config_becomes_flags_that_later_flags_override(run_clm):
+def parse(run_clm_module, *flags):
     import sys
 
-    flags = run_clm.json_to_flags({"fusion": "add", "do_train": True, "report_to": ["none"], "test_file": None})
-    assert flags == ["--fusion", "add", "--do_train", "true", "--report_to", "none"]
     argv = sys.argv
     try:
-        sys.argv = ["run_clm.py", "--output_dir", "x", *flags, "--fusion", "init_h"]
-        model_args, _, training_args = run_clm.parse_arguments()
+        sys.argv = ["run_clm.py", "--output_dir", "x", *flags]
+        return run_clm_module.parse_arguments()
     finally:
         sys.argv = argv
-    assert model_args.fusion == "init_h" and training_args.do_train
+
+
+def test_json_config_becomes_flags_that_later_flags_override(run_clm_module):
+    flags = run_clm_module.json_to_flags({"fusion": "add", "do_eval": True, "report_to": ["none"], "test_file": None})
+    assert flags == ["--fusion", "add", "--do_eval", "true", "--report_to", "none"]
+    model_args, _, training_args = parse(run_clm_module, *flags, "--fusion", "init_h")
+    assert model_args.fusion == "init_h" and training_args.do_eval
+
+
+@pytest.mark.parametrize("flags, exception, names", [
+    (["--fusion", "late"], ValueError, "fusion"),
+    (["--encoder_pooling", "max"], ValueError, "encoder_pooling"),
+    (["--config_overrides", "hidden=3"], ValueError, "config_overrides"),
+    (["--config_overrides", "hidden_size"], ValueError, "config_overrides"),
+    (["--fusion_dropout_schedule", "fast"], ValueError, "fusion_dropout_schedule"),
+    (["--train_tokenizer_vocab_size", "0"], ValueError, "train_tokenizer_vocab_size"),
+    (["--dataset_name", "wikitext", "--train_file", "data/wikitext2/train.txt"], ValueError, "dataset_name"),
+    (["--train_file", "missing.txt"], FileNotFoundError, "missing.txt"),
+    (["--train_file", "data/wikitext2/README.md"], ValueError, "README.md"),
+    (["--validation_file", "data/wikitext2/validation.txt", "--do_train", "true"], ValueError, "do_train"),
+    (["--max_seq_length", "1"], ValueError, "max_seq_length"),
+    (["--per_device_train_batch_size", "0"], ValueError, "per_device_train_batch_size"),
+    (["--resume_from_checkpoint", "no-such-checkpoint"], FileNotFoundError, "no-such-checkpoint"),
+])
+def test_bad_arguments_fail_while_parsing(run_clm_module, monkeypatch, flags, exception, names):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(exception, match=names):  # the error names the argument or file at fault
+        parse(run_clm_module, *flags)
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configuration" / "train").glob("*.json")))
+def test_every_shipped_training_config_parses_with_the_installed_transformers(run_clm_module, monkeypatch, config):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("sys.argv", ["run_clm.py", f"configuration/train/{config}"])
+    model_args, data_args, training_args = run_clm_module.parse_arguments()
+    values = json.loads((ROOT / "configuration" / "train" / config).read_text())
+    parsed = {**vars(model_args), **vars(data_args), **training_args.to_dict()}
+    for name, value in values.items():  # every value arrives where it was meant to go
+        got = parsed[name]
+        assert (got if not hasattr(got, "value") else got.value) == value or name == "report_to", (name, got)

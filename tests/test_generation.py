@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import pipeline
 
-from conftest import SENTENCES
+from helpers import SENTENCES
 
 
 PROMPTS = ["The cat", "Fusion lowers the perplexity of", "In 1990 the city"]

@@ -1,11 +1,16 @@
 """Forward semantics: causality first, then equivalence with naive per-prefix references, padding, save/load."""
 
+import shutil
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM, FusionLSTMModel
-from conftest import ALL_FUSIONS, SENTENCES, TINY
+from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionLSTMForCausalLM, FusionLSTMModel
+from fusion_lstm_training.reference import naive_logits, naive_prefix_embedding
+from helpers import ALL_FUSIONS, ROOT, SENTENCES, TINY
 
 
 def real_logits(model, ids, mask=None):
@@ -42,46 +47,6 @@ def test_sentence_context_is_the_leaky_probe(make_model, tokenizer, fusion):
 # ------------------------------------------------------------------------------------- naive per-prefix references
 
 
-def naive_prefix_embedding(model, ids_row, j, pooling="cls"):
-    """e_j by one encoder call on [tokens 0..j] + [SEP]."""
-    encoder = model.model.prefix_encoder.encoder
-    row = torch.cat([ids_row[: j + 1], torch.tensor([model.config.eos_token_id])]).unsqueeze(0)
-    out = encoder(input_ids=row, attention_mask=torch.ones_like(row))
-    if pooling == "cls":
-        return out.last_hidden_state[0, 0]
-    if pooling == "mean":
-        return out.last_hidden_state[0].mean(0)
-    return out.pooler_output[0]
-
-
-def naive_logits(model, ids_row, pooling="cls"):
-    """Logits of one unpadded sequence, one position at a time, written from the paper's description."""
-    m, config = model.model, model.config
-    recurrence = m.recurrence
-    project = recurrence.fusion_projection or (lambda e: e)
-    embeds = m.embeddings(ids_row).unsqueeze(0)
-    outputs = []
-    for j in range(len(ids_row)):
-        e = naive_prefix_embedding(model, ids_row, j, pooling) if config.fusion != "none" else None
-        if config.fusion in ("init_h", "init_c", "init_hc"):
-            layers = config.num_hidden_layers
-            state = project(e).expand(layers, 1, -1).contiguous()
-            zeros = torch.zeros_like(state)
-            h0 = state if config.fusion in ("init_h", "init_hc") else zeros
-            c0 = state if config.fusion in ("init_c", "init_hc") else zeros
-            h = recurrence.lstm(embeds[:, : j + 1], (h0, c0))[0][0, -1]
-        else:
-            h = recurrence.lstm(embeds[:, : j + 1])[0][0, -1]
-        fused = {
-            "none": lambda: h,
-            "concat": lambda: torch.cat([h, e]),
-            "add": lambda: h + project(e),
-            "multiply": lambda: h * project(e),
-        }.get(config.fusion, lambda: h)()
-        outputs.append(model.lm_head(m.dense(fused)))
-    return torch.stack(outputs)
-
-
 @pytest.mark.parametrize("fusion", ALL_FUSIONS)
 @pytest.mark.parametrize("layers", [1, 2])
 def test_batched_forward_equals_naive_per_prefix_loop(make_model, tokenizer, fusion, layers):
@@ -101,14 +66,14 @@ def test_prefix_embeddings_match_one_encoder_call_per_prefix(make_model, tokeniz
         for b in range(len(SENTENCES)):
             n = int(batch["attention_mask"][b].sum())
             for j in range(n):
-                expected = naive_prefix_embedding(model, batch["input_ids"][b], j, pooling)
+                expected = naive_prefix_embedding(model, batch["input_ids"][b], j)
                 torch.testing.assert_close(got[b, j], expected, rtol=1e-4, atol=1e-5)
             assert torch.all(got[b, n:] == 0)
 
 
 def test_long_prefixes_keep_first_and_most_recent_tokens(tokenizer):
     model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **TINY).eval()
-    prefix_encoder = model.model.prefix_encoder
+    prefix_encoder = model.prefix_encoder
     prefix_encoder.max_length = 6  # [CLS] + 4 most recent tokens + [SEP]
     ids = tokenizer(["one two three four five six seven"], return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -158,7 +123,7 @@ def test_given_fusion_embeds_replace_the_encoder(make_model, batch, fusion):
 def test_model_without_encoder_runs_on_fusion_embeds_alone():
     config = FusionLSTMConfig(vocab_size=50, fusion="add", fusion_embedding_size=24, fusion_projection=False, **TINY)
     model = FusionLSTMForCausalLM(config).eval()
-    assert model.model.prefix_encoder is None and model.model.recurrence.fusion_projection is None
+    assert model.prefix_encoder is None and model.model.recurrence.fusion_projection is None
     ids = torch.randint(0, 50, (2, 7))
     out = model(input_ids=ids, fusion_embeds=torch.randn(2, 7, 24), labels=ids)
     assert out.logits.shape == (2, 7, 50) and torch.isfinite(out.loss)
@@ -192,26 +157,26 @@ def test_token_type_ids_from_a_bert_tokenizer_are_accepted(make_model, encoder_p
 def test_encoder_is_frozen_and_stays_in_eval_mode(tmp_path, make_model):
     model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **TINY)
     model.train()
-    encoder = model.model.prefix_encoder.encoder
+    encoder = model.prefix_encoder.encoder
     assert not any(p.requires_grad for p in encoder.parameters())
     assert not encoder.training and model.model.recurrence.training
     model.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).train()
-    assert not any(p.requires_grad for p in loaded.model.prefix_encoder.parameters())
-    assert not loaded.model.prefix_encoder.encoder.training
+    assert not any(p.requires_grad for p in loaded.prefix_encoder.parameters())
+    assert not loaded.prefix_encoder.encoder.training
     assert all(p.requires_grad for p in loaded.model.recurrence.parameters())
 
 
 def test_unfrozen_encoder_gets_gradients(batch):
     model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", freeze_encoder=False, **TINY).train()
     model(**batch, labels=batch["input_ids"]).loss.backward()
-    grads = [p.grad for p in model.model.prefix_encoder.encoder.parameters() if p.requires_grad]
+    grads = [p.grad for p in model.prefix_encoder.encoder.parameters() if p.requires_grad]
     assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
 def test_none_model_leaves_the_encoder_out():
     model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="none", **TINY)
-    assert model.config.encoder is None and model.model.prefix_encoder is None
+    assert model.config.encoder is None and model.prefix_encoder is None
     assert model.config.vocab_size == 30522
 
 
@@ -252,6 +217,34 @@ def test_encoder_weights_are_saved_in_the_same_safetensors_file(tmp_path, make_m
         keys = list(f.keys())
     assert any(k.startswith("model.prefix_encoder.encoder.") for k in keys)
     assert any(k.startswith("model.recurrence.lstm.") for k in keys)
+
+
+# ------------------------------------------------------------------------------------------- the FUSIONS table
+
+
+@pytest.mark.parametrize("fusion", ALL_FUSIONS)
+def test_the_model_is_built_as_the_table_says(fusion):
+    spec = FUSIONS[fusion]
+    model = FusionLSTMForCausalLM(FusionLSTMConfig(vocab_size=40, fusion=fusion, fusion_embedding_size=12, **TINY))
+    assert model.model.dense.in_features == TINY["hidden_size"] + (12 if spec.concatenates else 0)
+    assert (model.model.recurrence.fusion_projection is not None) == spec.elementwise
+    assert model.config.is_early_fusion == (spec.stage == "early")
+    ids = torch.randint(0, 40, (1, 4))
+    embeds = None if fusion == "none" else torch.randn(1, 4, 12)
+    assert model(input_ids=ids, fusion_embeds=embeds).logits.shape == (1, 4, 40)
+    assert sorted(s.paper_variant for s in FUSIONS.values()) == list(range(len(FUSIONS)))
+
+
+def test_a_strategy_with_a_row_but_no_function_fails_at_import(tmp_path):
+    package = tmp_path / "variant_package"
+    shutil.copytree(ROOT / "modeling_fusion_lstm", package, ignore=shutil.ignore_patterns("__pycache__"))
+    config_file = package / "configuration_fusion_lstm.py"
+    row = 'FUSIONS["gate"] = FusionSpec(7, "late", True, False, "a gated sum")\n'
+    anchor = "FUSION_CHOICES = tuple(FUSIONS)"
+    config_file.write_text(config_file.read_text().replace(anchor, row + anchor))
+    result = subprocess.run([sys.executable, "-c", "import variant_package"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0 and "ImportError" in result.stderr and "'gate'" in result.stderr
 
 
 # ------------------------------------------------------------------------------------------------------ bad input

@@ -6,8 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import SENTENCES
-from helpers import load_without_package
+from helpers import SENTENCES, load_without_package
 
 
 @pytest.mark.parametrize("fusion", ["concat", "init_hc"])
