@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 from accelerate import PartialState
-from datasets import Array2D, Dataset, Features, concatenate_datasets
+from datasets import Array2D, Dataset, Features, Value, concatenate_datasets
 
 from .data import pad_right
 
@@ -95,105 +95,150 @@ class PrefixEmbedder:
 
 
 class EmbeddingCache:
-    """The prefix-embedding cache of one run: each split gets a `fusion_embeds` column (seq_len, width) in
-    float16, memory-mapped from `cache_dir/<key>.arrow`, computed once and reused by every later run with the same
-    vectors (the key hashes the embedder's fingerprint, computed once, and the split's token ids).
+    """The prefix embeddings of one embedder (one encoder setting), stored per sentence and reused wherever that
+    sentence appears again: in a later run, another variant, a subset of a file (the limited-data sizes) or another
+    file that shares sentences. Only sentences never embedded before reach the encoder.
 
-    Under several processes each rank embeds its own contiguous shard, the shards are joined once into one cache
-    file, and every rank memory-maps it. Beside each cache file, `<key>.json` records how it was made (sentences,
-    sentences per rank, time, throughput)."""
+    Layout under `cache_dir/<embedder fingerprint>/`:
+        part-*.arrow   sentence_key + fusion_embeds (seq_len, width) float16: each embedding run adds one part per rank
+        view-<split key>.arrow   the fusion_embeds column of one split, in its row order (memory-mapped by training)
+        view-<split key>.json    how it was made: sentences, how many were embedded and reused, per rank, speed
+    A sentence's key hashes its token ids (and text, for embeddings computed from text). Under several processes
+    each rank embeds its own contiguous shard of the missing sentences; parts and views appear under their final
+    name only when complete, so a killed run never leaves a half-written file behind.
+    """
 
     def __init__(self, embedder, cache_dir: str | Path | None = None):
         self.embedder = embedder
         self.cache_dir = Path(cache_dir or default_cache_dir())
-        self._embedder_key = None
+        self._store = None
 
     @property
-    def embedder_key(self) -> str:
-        if self._embedder_key is None:
-            self._embedder_key = self.embedder.fingerprint()
-        return self._embedder_key
+    def store(self) -> Path:
+        """This embedder's folder (its fingerprint is computed once: it reads all the encoder's weights)."""
+        if self._store is None:
+            self._store = self.cache_dir / self.embedder.fingerprint()[:32]
+        return self._store
 
-    def key(self, dataset: Dataset) -> str:
-        """The cache key of one split: the embedder's fingerprint plus the data's token ids (and text, for
-        embeddings computed from text)."""
-        digest = hashlib.sha256(self.embedder_key.encode())
-        ids = dataset.data.column("input_ids")
-        digest.update(pc.list_value_length(ids).to_numpy(zero_copy_only=False).tobytes())
-        digest.update(pc.list_flatten(ids).to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
-        if "offsets" in dataset.column_names:
-            digest.update("\n".join(dataset["text"]).encode())
-        return digest.hexdigest()[:32]
+    def sentence_keys(self, dataset: Dataset) -> list[str]:
+        texts = dataset["text"] if "offsets" in dataset.column_names else None
+        keys = []
+        for i, ids in enumerate(dataset.data.column("input_ids").to_pylist()):
+            digest = hashlib.blake2b(np.asarray(ids, dtype=np.int64).tobytes(), digest_size=16)
+            if texts is not None:
+                digest.update(texts[i].encode())
+            keys.append(digest.hexdigest())
+        return keys
 
-    def path(self, dataset: Dataset) -> Path:
-        return self.cache_dir / f"{self.key(dataset)}.arrow"
+    def view_path(self, dataset: Dataset, keys: list[str] | None = None) -> Path:
+        """Where the fusion_embeds column of `dataset` lives: named by its sentences' keys, in order."""
+        keys = self.sentence_keys(dataset) if keys is None else keys
+        return self.store / f"view-{hashlib.sha256(chr(10).join(keys).encode()).hexdigest()[:32]}.arrow"
 
     def attach(self, dataset: Dataset, split: str) -> Dataset:
-        """`dataset` with a `fusion_embeds` column, from the cache when it exists."""
-        key = self.key(dataset)
-        final = self.cache_dir / f"{key}.arrow"
-        if final.exists():
-            logger.info("%s: reusing cached embeddings %s", split, final)
+        """`dataset` with a `fusion_embeds` column, embedding only the sentences the cache does not hold yet."""
+        keys = self.sentence_keys(dataset)
+        view = self.view_path(dataset, keys)
+        if view.exists():
+            logger.info("%s: reusing cached embeddings %s", split, view)
         else:
-            self._build(dataset, split, key, final)
-        embeddings = Dataset.from_file(str(final))
+            self._build_view(dataset, split, keys, view)
+        embeddings = Dataset.from_file(str(view))
         if len(embeddings) != len(dataset):
-            raise ValueError(f"Embedding cache {final} has {len(embeddings)} rows for {len(dataset)} sentences; "
+            raise ValueError(f"Embedding cache {view} has {len(embeddings)} rows for {len(dataset)} sentences; "
                              "delete it.")
         return concatenate_datasets([dataset, embeddings], axis=1)
 
-    def _build(self, dataset: Dataset, split: str, key: str, final: Path):
+    def _parts(self) -> list[Path]:
+        return sorted(self.store.glob("part-*.arrow"))
+
+    def _index(self, parts: list[Path]) -> dict[str, int]:
+        """sentence key → row in the parts taken one after another (the first part that holds it)."""
+        index, offset = {}, 0
+        for part in parts:
+            part_keys = Dataset.from_file(str(part)).data.column("sentence_key").to_pylist()
+            for row, key in enumerate(part_keys):
+                index.setdefault(key, offset + row)
+            offset += len(part_keys)
+        return index
+
+    def _build_view(self, dataset: Dataset, split: str, keys: list[str], view: Path):
         state = PartialState()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        features = Features({"fusion_embeds": Array2D(shape=(None, self.embedder.width), dtype="float16")})
-        world, rank = state.num_processes, state.process_index
-        shard_files = [self.cache_dir / f"{key}.shard{i}of{world}.arrow" for i in range(world)]
-        shard = dataset.shard(num_shards=world, index=rank, contiguous=True)
-        logger.info("%s: rank %d/%d embeds the prefixes of %d sentences", split, rank, world, len(shard))
-        started = time.perf_counter()
-        shard.map(
-            self.embedder,
-            batched=True,
-            batch_size=SENTENCES_PER_MAP_BATCH,
-            remove_columns=shard.column_names,
-            features=features,
-            cache_file_name=str(shard_files[rank]),
-            new_fingerprint=f"{key}-{rank}of{world}",
-            desc=f"Prefix embeddings ({split}, rank {rank})",
-        )
-        elapsed = time.perf_counter() - started
-        lengths = pc.list_value_length(shard.data.column("input_ids")).to_numpy(zero_copy_only=False)
-        encoder_tokens = prefix_encoder_tokens(lengths)
-        logger.info(
-            "%s: rank %d embedded %d sentences in %.1f s: %.1f sentences/s, %.0f encoder tokens/s",
-            split, rank, len(shard), elapsed, len(shard) / elapsed, encoder_tokens / elapsed,
-        )
-        record = {"rank": rank, "sentences": len(shard), "seconds": elapsed, "encoder_tokens": encoder_tokens}
-        (self.cache_dir / f"{key}.shard{rank}of{world}.json").write_text(json.dumps(record))
+        self.store.mkdir(parents=True, exist_ok=True)
+        known = self._index(self._parts())
+        first_row = {}
+        for row, key in enumerate(keys):
+            if key not in known:
+                first_row.setdefault(key, row)
+        missing = sorted(first_row.values())
+        state.wait_for_everyone()  # every rank has read the same index before any adds a part
+        shard_counts, seconds = [], 0.0
+        if missing:
+            todo = dataset.select(missing).add_column("sentence_key", [keys[row] for row in missing])
+            shard_counts, seconds = self._embed(todo, split, state)
         state.wait_for_everyone()
         if state.is_main_process:
-            if world == 1:
-                os.replace(shard_files[0], final)  # one shard is already the whole cache
-            else:
-                joined = concatenate_datasets([Dataset.from_file(str(f)) for f in shard_files])
-                partial = self.cache_dir / f"{key}.partial.arrow"
-                joined.map(batched=True, cache_file_name=str(partial), new_fingerprint=f"{key}-joined",
-                           desc=f"Joining {world} embedding shards")
-                os.replace(partial, final)  # atomic: a killed run never leaves a half-written cache behind
-                for f in shard_files:
-                    f.unlink(missing_ok=True)
-            self._write_record(split, key, world)
+            parts = self._parts()
+            index = self._index(parts)
+            stored = concatenate_datasets([Dataset.from_file(str(p)) for p in parts]).select([index[k] for k in keys])
+            partial = view.with_suffix(".partial.arrow")
+            stored.remove_columns("sentence_key").flatten_indices(cache_file_name=str(partial))
+            os.replace(partial, view)
+            record = {"split": split, "sentences": len(keys), "embedded": len(missing),
+                      "reused": len(keys) - len(missing), "sentences_per_rank": shard_counts, "seconds": seconds,
+                      "sentences_per_second": len(missing) / seconds if seconds else None}
+            view.with_suffix(".json").write_text(json.dumps(record, indent=2))
+            logger.info("%s: %d sentences, %d embedded now, %d from the cache", split, len(keys), len(missing),
+                        len(keys) - len(missing))
         state.wait_for_everyone()
 
-    def _write_record(self, split: str, key: str, world: int):
-        ranks = []
-        for rank in range(world):
-            record_file = self.cache_dir / f"{key}.shard{rank}of{world}.json"
-            ranks.append(json.loads(record_file.read_text()))
-            record_file.unlink()
-        seconds = max(r["seconds"] for r in ranks)
-        sentences = sum(r["sentences"] for r in ranks)
-        record = {"split": split, "sentences": sentences, "sentences_per_rank": [r["sentences"] for r in ranks],
-                  "seconds": seconds, "sentences_per_second": sentences / seconds if seconds else None,
-                  "encoder_tokens_per_second": sum(r["encoder_tokens"] for r in ranks) / seconds if seconds else None}
-        (self.cache_dir / f"{key}.json").write_text(json.dumps(record, indent=2))
+    def _embed(self, todo: Dataset, split: str, state) -> tuple[list[int], float]:
+        """Each rank embeds its contiguous shard of `todo` into a part of its own; returns the sentences per rank and
+        the slowest rank's seconds."""
+        world, rank = state.num_processes, state.process_index
+        shard = todo.shard(num_shards=world, index=rank, contiguous=True)
+        logger.info("%s: rank %d/%d embeds the prefixes of %d sentences", split, rank, world, len(shard))
+        run = hashlib.sha256(f"{time.time_ns()}-{os.getpid()}".encode()).hexdigest()[:12] if state.is_main_process \
+            else None
+        run = broadcast_string(run, state)
+        part = self.store / f"part-{run}-{rank:03d}of{world:03d}.arrow"
+        partial = part.with_suffix(".partial.arrow")
+        features = Features({"sentence_key": Value("string"),
+                             "fusion_embeds": Array2D(shape=(None, self.embedder.width), dtype="float16")})
+        started = time.perf_counter()
+        if len(shard):
+            shard.map(
+                lambda batch: {"sentence_key": batch["sentence_key"], **self.embedder(batch)},
+                batched=True,
+                batch_size=SENTENCES_PER_MAP_BATCH,
+                remove_columns=shard.column_names,
+                features=features,
+                cache_file_name=str(partial),
+                new_fingerprint=f"{part.stem}",
+                desc=f"Prefix embeddings ({split}, rank {rank})",
+            )
+            os.replace(partial, part)
+        elapsed = time.perf_counter() - started
+        lengths = pc.list_value_length(shard.data.column("input_ids")).to_numpy(zero_copy_only=False)
+        logger.info("%s: rank %d embedded %d sentences in %.1f s: %.1f sentences/s, %.0f encoder tokens/s", split,
+                    rank, len(shard), elapsed, len(shard) / max(elapsed, 1e-9),
+                    prefix_encoder_tokens(lengths) / max(elapsed, 1e-9))
+        counts = [len(todo.shard(num_shards=world, index=r, contiguous=True)) for r in range(world)]
+        return counts, gather_max(elapsed, state)
+
+
+def broadcast_string(value: str | None, state) -> str:
+    """The main process's string, on every rank."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
+
+
+def gather_max(value: float, state) -> float:
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import gather_object
+
+    return max(gather_object([value]))

@@ -101,9 +101,9 @@ def test_with_a_trained_tokenizer_prefix_embeddings_come_from_the_text(make_mode
         torch.testing.assert_close(torch.from_numpy(stored[j]).float(), expected, rtol=2e-3, atol=2e-3)
 
 
-def test_cache_key_changes_with_pooling_data_and_tokenizer(make_model, tokenizer, tmp_path):
+def test_cache_place_changes_with_pooling_data_and_tokenizer(make_model, tokenizer, tmp_path):
     def key(model, data, lm_tokenizer=tokenizer, precision=None):
-        return EmbeddingCache(PrefixEmbedder(model, lm_tokenizer, autocast_dtype=precision), tmp_path).key(data)
+        return EmbeddingCache(PrefixEmbedder(model, lm_tokenizer, autocast_dtype=precision), tmp_path).view_path(data)
 
     data = Dataset.from_dict({"input_ids": [[101, 5, 102]]})
     base = key(make_model("concat"), data)
@@ -113,6 +113,41 @@ def test_cache_key_changes_with_pooling_data_and_tokenizer(make_model, tokenizer
     assert base != key(make_model("concat"), Dataset.from_dict({"input_ids": [[101, 6, 102]]}))
     assert base != key(make_model("concat"), data, lm_tokenizer=build_bpe_tokenizer(SENTENCES * 20, vocab_size=300))
     assert base != key(make_model("concat"), data, precision=torch.bfloat16)
+
+
+class CountingEmbedder:
+    """A PrefixEmbedder that counts the sentences it is asked to embed."""
+
+    def __init__(self, embedder):
+        self.embedder, self.width, self.sentences = embedder, embedder.width, 0
+
+    def fingerprint(self):
+        return self.embedder.fingerprint()
+
+    def __call__(self, batch):
+        self.sentences += len(batch["input_ids"])
+        return self.embedder(batch)
+
+
+def test_cache_embeds_each_sentence_once_across_subsets_runs_and_files(make_model, tokenizer, tmp_path):
+    embedder = CountingEmbedder(PrefixEmbedder(make_model("concat"), tokenizer))
+    texts = [f"Sentence number {i} is about {w}." for i, w in enumerate("cats dogs owls bees ants fish".split())]
+    data = tokenize_sentences(Dataset.from_dict({"text": texts}), tokenizer, 64, "train", keep_offsets=False)
+    full = EmbeddingCache(embedder, tmp_path).attach(data, "train")
+    assert embedder.sentences == 6
+    subset = EmbeddingCache(embedder, tmp_path).attach(data.select(range(3)), "train")  # a later run, a subset
+    assert embedder.sentences == 6
+    for row in range(3):
+        assert subset[row]["fusion_embeds"] == full[row]["fusion_embeds"]
+    other = tokenize_sentences(Dataset.from_dict({"text": [texts[4], "A new one.", "A new one.", texts[0]]}),
+                               tokenizer, 64, "validation", keep_offsets=False)
+    shared = EmbeddingCache(embedder, tmp_path).attach(other, "validation")  # another file sharing sentences
+    assert embedder.sentences == 7  # only "A new one.", once
+    assert shared[0]["fusion_embeds"] == full[4]["fusion_embeds"]
+    assert shared[3]["fusion_embeds"] == full[0]["fusion_embeds"]
+    expected = embedder.embedder({"input_ids": [other[1]["input_ids"]]})["fusion_embeds"][0]
+    torch.testing.assert_close(torch.tensor(shared[1]["fusion_embeds"]), torch.from_numpy(expected).float())
+    assert shared[2]["fusion_embeds"] == shared[1]["fusion_embeds"]
 
 
 def test_bfloat16_precompute_stays_close_to_float32(make_model, tokenizer):

@@ -5,7 +5,6 @@ import math
 import signal
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -61,14 +60,18 @@ def test_eval_perplexity_is_exp_of_the_mean_token_nll(trained):
 
 def cache_files(cache_dir) -> dict[str, int]:
     """The embedding cache's files and their modification times."""
-    return {p.name: p.stat().st_mtime_ns for p in cache_dir.iterdir()}
+    return {str(p.relative_to(cache_dir)): p.stat().st_mtime_ns for p in cache_dir.rglob("*") if p.is_file()}
+
+
+def cache_records(cache_dir) -> list[dict]:
+    return [json.loads(p.read_text()) for p in cache_dir.glob("*/view-*.json")]
 
 
 def test_second_run_reuses_the_cached_embeddings(trained, cache_dir, tmp_path):
     before = cache_files(cache_dir)
-    records = [json.loads((cache_dir / name).read_text()) for name in before if name.endswith(".json")]
+    records = cache_records(cache_dir)
     assert sorted(r["split"] for r in records) == ["train", "validation"]
-    assert sorted(r["sentences"] for r in records) == [24, 64]
+    assert sorted((r["sentences"], r["embedded"]) for r in records) == [(24, 24), (64, 64)]
     run_training(tiny_run_config(tmp_path / "again", cache_dir), tmp_path)
     assert cache_files(cache_dir) == before  # nothing embedded or rewritten
 
@@ -85,7 +88,7 @@ def test_cache_built_with_another_encoder_is_not_reused(trained, cache_dir, tmp_
     before = cache_files(cache_dir)
     run_training(tiny_run_config(tmp_path / "out", cache_dir, encoder_name_or_path=str(other)), tmp_path)
     added = set(cache_files(cache_dir)) - set(before)
-    assert len([name for name in added if name.endswith(".arrow")]) == 2  # train and validation, embedded anew
+    assert len([name for name in added if "/view-" in name and name.endswith(".arrow")]) == 2  # embedded anew
 
 
 def test_without_precompute_the_model_embeds_inside(tmp_path):
@@ -101,10 +104,10 @@ def test_two_cpu_processes_train_one_model(tmp_path, cache_dir):
     config = tiny_run_config(tmp_path / "out", tmp_path / "ddp-cache", log_level_replica="info")
     run_training(config, tmp_path, launcher=launcher)
     # the precompute is split between the ranks, then joined once
-    records = {r["split"]: r for r in map(json.loads, map(Path.read_text, (tmp_path / "ddp-cache").glob("*.json")))}
+    records = {r["split"]: r for r in cache_records(tmp_path / "ddp-cache")}
     assert records["train"]["sentences_per_rank"] == [32, 32]
     assert records["validation"]["sentences_per_rank"] == [12, 12]
-    assert len(list((tmp_path / "ddp-cache").glob("*.shard*"))) == 0
+    assert len(list((tmp_path / "ddp-cache").rglob("*.partial*"))) == 0
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     # 64 sentences, 16 per device, 2 devices: 2 optimizer steps in one epoch
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
