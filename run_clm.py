@@ -181,6 +181,11 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
     has_train = data_args.train_file or data_args.dataset_name
     if training_args.do_train and not has_train:
         raise ValueError("--do_train needs --train_file or a --dataset_name with a train split.")
+    has_validation = data_args.validation_file or data_args.dataset_name or (
+        data_args.train_file and data_args.validation_split_percentage
+    )
+    if training_args.do_eval and not has_validation:
+        raise ValueError("--do_eval needs --validation_file (or a train file with --validation_split_percentage > 0).")
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
         if getattr(training_args, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(training_args, name)}.")
@@ -261,10 +266,8 @@ def main():
 
     # Tokenizer and model
     encoder_path = model_args.encoder_name_or_path or modeling_fusion_lstm.default_encoder_path()
-    encoder_tokenizer = None
     if model_args.train_tokenizer_vocab_size:
         tokenizer = train_bpe_tokenizer(raw["train"]["text"], model_args.train_tokenizer_vocab_size, training_args)
-        encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_path)
     elif model_args.tokenizer_name:
         tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name)
     elif model_args.model_name_or_path:
@@ -273,12 +276,19 @@ def main():
         tokenizer = modeling_fusion_lstm.load_tokenizer(encoder_path)
     model = load_model(model_args, tokenizer, encoder_path)
     uses_fusion = model.config.fusion != "none"
+    # an LM vocabulary that is not the encoder's (e.g. a BPE): e_j embeds the text of each prefix, tokenized by the
+    # encoder's own tokenizer
+    encoder_tokenizer = None
+    if uses_fusion and model.config.vocab_size != getattr(model.config.encoder, "vocab_size", None):
+        encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_path)
 
-    # Preprocessing
+    # Preprocessing: only the splits this run uses
+    used = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = {
             split: tokenize_sentences(data, tokenizer, data_args.max_seq_length, split, encoder_tokenizer is not None)
             for split, data in raw.items()
+            if used[split]
         }
     if uses_fusion and data_args.precompute_fusion_embeddings:
         model.prefix_encoder.to(training_args.device)
