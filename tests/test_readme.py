@@ -19,5 +19,5 @@ def test_usage_snippet_runs(tmp_path, monkeypatch):
 
 def test_readme_starts_with_the_two_commands():
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)[:2]
-    assert blocks[0].startswith("pip install torch==2.13.0") and "run_clm.py configuration/train/demo.json" in blocks[0]
+    assert blocks[0].startswith("pip install torch==2.13.0") and "reproduce.py demo" in blocks[0]
     assert blocks[1].startswith("pip install torch==2.13.0") and "pytest" in blocks[1]

@@ -1,0 +1,237 @@
+"""The paper's experiments as data: each is a JSON file under configuration/experiments/ that expands, at a scale
+(cpu or gpu), into run_clm.py runs; each finished run leaves one results JSON. Runs that already have their results
+JSON are skipped, and a run killed after a checkpoint resumes from it, so a killed sweep continues where it stopped.
+
+    configuration/experiments/scales.json   per scale: the run_clm arguments every experiment starts from, and
+                                            the BPE tokenizer that all its runs share
+    configuration/experiments/<name>.json   {"description", "kind": "train" | "evaluate", "scales": {scale: {
+                                            "run": {...arguments...}, "grid": {arg: [values]}, "each": [{...}],
+                                            "extra": [{...}]}}}
+
+A train experiment's runs are every combination of the grid's values, each combined with every item of `each`, then
+the `extra` runs. An evaluate experiment (cross_domain) evaluates the models of another experiment's runs
+(`"models": {"experiment", "where"}`) on fixed samples of other files (`"files"`).
+"""
+
+import itertools
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .bpe import build_bpe_tokenizer
+from .data import read_sentences
+
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS_DIR = ROOT / "configuration" / "experiments"
+SCALES = ("cpu", "gpu")
+# --smoke_test: every run for two steps on a few sentences, to check a configuration without its cost
+SMOKE_TEST = {"max_steps": 2, "max_train_samples": 32, "max_eval_samples": 16, "eval_strategy": "no",
+              "save_strategy": "no", "load_best_model_at_end": False, "per_device_train_batch_size": 8,
+              "per_device_eval_batch_size": 8}
+# how a run's varying arguments appear in its id: concat_n750_seed1
+ID_NAMES = {"max_train_samples": "n", "seed": "seed", "num_train_epochs": "ep", "domain": "on"}
+
+
+@dataclass
+class Run:
+    """One run_clm.py run: its id, the arguments that vary across the experiment, and all its arguments."""
+
+    id: str
+    values: dict
+    arguments: dict
+
+
+@dataclass
+class Experiment:
+    name: str
+    scale: str
+    description: str
+    kind: str
+    runs: list[Run] = field(default_factory=list)
+
+
+def experiment_file(name: str) -> Path:
+    """An experiment by name (configuration/experiments/<name>.json) or by path."""
+    path = Path(name)
+    if path.suffix == ".json":
+        return path
+    path = EXPERIMENTS_DIR / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.json") if p.stem not in ("scales", "paper"))
+        raise ValueError(f"Unknown experiment {name!r}; the experiments are: {', '.join(known)} (or a JSON file).")
+    return path
+
+
+def load_experiment(name: str, scale: str, results_dir: Path) -> Experiment:
+    spec = json.loads(experiment_file(name).read_text(encoding="utf-8"))
+    name = experiment_file(name).stem
+    if scale not in spec.get("scales", {}):
+        raise ValueError(f"Experiment {name} has no scale {scale!r}; it has: {', '.join(spec.get('scales', {}))}.")
+    scales = json.loads((Path(spec.get("scales_file", EXPERIMENTS_DIR / "scales.json"))).read_text(encoding="utf-8"))
+    setting = spec["scales"][scale]
+    base = {**scales[scale]["run"], **setting.get("run", {})}
+    # the BPE all runs of the scale share, unless the experiment says "tokenizer": null (the encoder's vocabulary)
+    tokenizer = setting["tokenizer"] if "tokenizer" in setting else scales[scale].get("tokenizer")
+    experiment = Experiment(name, scale, spec.get("description", ""), spec.get("kind", "train"))
+    folder = results_dir / scale / name
+    if experiment.kind == "evaluate":
+        experiment.runs = evaluation_runs(setting, base, folder, results_dir / scale)
+        return experiment
+    if tokenizer:
+        base["tokenizer_name"] = str(shared_tokenizer(tokenizer, results_dir / scale))
+    for values in expand(setting):
+        run_id = run_name(values)
+        arguments = {**base, **values, "output_dir": str(folder / "runs" / run_id)}
+        experiment.runs.append(Run(run_id, values, arguments))
+    return experiment
+
+
+def expand(setting: dict) -> list[dict]:
+    """The varying arguments of each run of a train experiment at one scale: the grid's combinations, each combined
+    with every item of `each`, then the `extra` runs."""
+    grid = setting.get("grid", {})
+    combinations = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    varied = [{**combination, **each} for combination in combinations for each in setting.get("each", [{}])]
+    return varied + setting.get("extra", [])
+
+
+def run_name(values: dict) -> str:
+    parts = [str(values["fusion"])] if "fusion" in values else []
+    for key, value in values.items():
+        if key != "fusion":
+            parts.append(f"{ID_NAMES.get(key, key)}{value}")
+    return "_".join(parts) or "run"
+
+
+def shared_tokenizer(spec: dict, scale_dir: Path) -> Path:
+    """The BPE that every run of a scale shares (so their embedding caches are shared too), built once from
+    `spec["train_file"]` with `spec["vocab_size"]` tokens."""
+    folder = scale_dir / f"tokenizer-bpe{spec['vocab_size']}"
+    if not (folder / "tokenizer.json").exists():
+        sentences = [s for s in read_sentences(spec["train_file"]) if s.strip()]
+        build_bpe_tokenizer(sentences, spec["vocab_size"]).save_pretrained(folder)
+    return folder
+
+
+def sample_file(path: str, count: int, seed: int, folder: Path) -> Path:
+    """A fixed random sample of `count` non-empty lines of `path` (seeded), written once into `folder`."""
+    out = folder / f"{Path(path).stem}-{count}-seed{seed}.txt"
+    if not out.exists():
+        lines = [s for s in read_sentences(path) if s.strip()]
+        picked = sorted(random.Random(seed).sample(range(len(lines)), min(count, len(lines))))
+        folder.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(lines[i] + "\n" for i in picked), encoding="utf-8")
+    return out
+
+
+def evaluation_runs(setting: dict, base: dict, folder: Path, scale_dir: Path) -> list[Run]:
+    """The models of another experiment's runs (those matching `where`), each evaluated on every file's sample."""
+    models = setting["models"]
+    source = json.loads(experiment_file(models["experiment"]).read_text(encoding="utf-8"))
+    trained = expand(source["scales"][scale_dir.name])
+    where = models.get("where", {})
+    chosen = [v for v in trained if all(v.get(k) in allowed for k, allowed in where.items())]
+    runs = []
+    for values in chosen:
+        model_dir = scale_dir / experiment_file(models["experiment"]).stem / "runs" / run_name(values)
+        for spec in setting["files"]:
+            sample = sample_file(spec["file"], spec["sentences"], spec.get("seed", 0), folder / "data")
+            run_values = {**values, "domain": spec["domain"]}
+            run_id = run_name(run_values)
+            arguments = {**base, "model_name_or_path": str(model_dir), "validation_file": str(sample),
+                         "output_dir": str(folder / "runs" / run_id), "do_train": False, "do_eval": True,
+                         "do_predict": False, "fusion": None, "config_overrides": None, "train_file": None,
+                         "test_file": None, "max_train_samples": None, "max_eval_samples": None}
+            runs.append(Run(run_id, run_values, arguments))
+    return runs
+
+
+def result_path(results_dir: Path, experiment: Experiment, run: Run) -> Path:
+    return results_dir / experiment.scale / experiment.name / f"{run.id}.json"
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    checkpoints = [p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1])) if checkpoints else None
+
+
+def execute(experiment: Experiment, run: Run, results_dir: Path, overrides: dict | None = None) -> dict:
+    """Runs run_clm.py for `run` (resuming from its latest checkpoint) and writes its results JSON."""
+    arguments = {**run.arguments, **(overrides or {})}
+    output_dir = Path(arguments["output_dir"])
+    if experiment.kind == "evaluate" and not Path(arguments["model_name_or_path"]).is_dir():
+        raise FileNotFoundError(
+            f"{run.id} evaluates {arguments['model_name_or_path']}, which does not exist: run the experiment that "
+            "trains it first (python reproduce.py <experiment> --scale ...)."
+        )
+    checkpoint = latest_checkpoint(output_dir) if output_dir.exists() else None
+    if checkpoint is not None and arguments.get("do_train"):
+        arguments["resume_from_checkpoint"] = str(checkpoint)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config_file = output_dir / "run_clm.json"
+    config_file.write_text(json.dumps(arguments, indent=2))
+    started = time.time()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.run([sys.executable, str(ROOT / "run_clm.py"), str(config_file)], cwd=ROOT, env=env)
+    if process.returncode != 0:
+        raise RuntimeError(f"run {run.id} of {experiment.name} failed (exit {process.returncode}); its arguments are "
+                           f"in {config_file}. Rerun the same command to retry it; finished runs are kept.")
+    result = collect(experiment, run, output_dir, arguments, time.time() - started)
+    path = result_path(results_dir, experiment, run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(result, indent=2))
+    os.replace(partial, path)
+    return result
+
+
+def collect(experiment: Experiment, run: Run, output_dir: Path, arguments: dict, seconds: float) -> dict:
+    """A run's results from what run_clm.py left in output_dir: metrics, the dev curve, the best dev value."""
+    metrics = json.loads((output_dir / "all_results.json").read_text())
+    state_file = output_dir / "trainer_state.json"
+    history = json.loads(state_file.read_text())["log_history"] if state_file.exists() else []
+    curve = [{"epoch": h["epoch"], "eval_loss": h["eval_loss"], "eval_perplexity": h["eval_perplexity"]}
+             for h in history if "eval_loss" in h]
+    best = min(curve, key=lambda h: h["eval_loss"]) if curve else None
+    return {
+        "experiment": experiment.name, "scale": experiment.scale, "run": run.id, "values": run.values,
+        "metrics": metrics, "eval_curve": curve,
+        "best_eval_perplexity": best["eval_perplexity"] if best else metrics.get("eval_perplexity"),
+        "arguments": {k: v for k, v in arguments.items() if v is not None}, "wall_seconds": seconds,
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "gpu": gpu_name()},
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: dict | None = None,
+                   progress=print) -> list[dict]:
+    """Every run of the experiment that has no results JSON yet; returns all its results, old and new."""
+    results_dir = Path(results_dir)
+    experiment = load_experiment(name, scale, results_dir)
+    results = []
+    for number, run in enumerate(experiment.runs, 1):
+        path = result_path(results_dir, experiment, run)
+        if path.exists():
+            progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: done before, skipped")
+            results.append(json.loads(path.read_text()))
+            continue
+        progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: running ({run.values})")
+        result = execute(experiment, run, results_dir, overrides)
+        progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: validation perplexity "
+                 f"{result['metrics'].get('eval_perplexity', float('nan')):.2f}, {result['wall_seconds']:.0f} s")
+        results.append(result)
+    return results

@@ -1,0 +1,280 @@
+"""Tables and figures of the paper's experiments, from the results JSONs only (no number typed in by hand): the
+README section between the results markers, and PNG figures."""
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from modeling_fusion_lstm import FUSIONS
+
+from .experiments import EXPERIMENTS_DIR
+
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+SCALE_ORDER = ("cpu", "gpu")
+
+
+def standard_perplexity(paper_value: float) -> float:
+    """The paper's 'perplexity' is 2 ** (mean cross-entropy in nats); the standard one is exp of that mean."""
+    return math.exp(math.log2(paper_value))
+
+
+def load_results(results_dir: Path) -> dict[tuple[str, str], list[dict]]:
+    """(scale, experiment) → its results, from results_dir/<scale>/<experiment>/*.json."""
+    found = defaultdict(list)
+    for scale in SCALE_ORDER:
+        for path in sorted(Path(results_dir).glob(f"{scale}/*/*.json")):
+            result = json.loads(path.read_text())
+            if "experiment" in result and "run" in result:  # not the shared tokenizer's files
+                found[(result["scale"], result["experiment"])].append(result)
+    return found
+
+
+def spread(values: list[float]) -> str:
+    """'mean' or 'mean ± sd (n)' over seeds."""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
+
+
+def change(value: float, reference: float) -> str:
+    return f"{(value / reference - 1) * 100:+.1f} %"
+
+
+def by_fusion(results: list[dict], metric) -> dict[str, list[float]]:
+    grouped = defaultdict(list)
+    for result in results:
+        value = metric(result)
+        if value is not None:
+            grouped[result["values"]["fusion"]].append(value)
+    return grouped
+
+
+def budget(results: list[dict]) -> str:
+    args = results[0]["arguments"]
+    machine = results[0]["machine"]
+    device = machine.get("gpu") or f"{machine['cpus']}-core CPU ({machine['processor']})"
+    return (f"{results[0]['metrics'].get('train_samples', '?')} training sentences, {args.get('num_train_epochs')} "
+            f"epochs, batch {args.get('per_device_train_batch_size')}, lr {args.get('learning_rate')}, "
+            f"sizes `{args.get('config_overrides')}`, max {args.get('max_seq_length')} tokens, "
+            f"{'bfloat16' if args.get('bf16') else 'float32'}; validation/test: the first "
+            f"{args.get('max_eval_samples') or 'all'} sentences; on {device}")
+
+
+def fusion_table(results: list[dict], paper: dict) -> list[str]:
+    best = by_fusion(results, lambda r: r["best_eval_perplexity"])
+    test = by_fusion(results, lambda r: r["metrics"].get("test_perplexity"))
+    loss = by_fusion(results, lambda r: r["metrics"].get("train_loss"))
+    speed = by_fusion(results, lambda r: r["metrics"].get("train_tokens_per_second"))
+    none = statistics.mean(best["none"]) if "none" in best else None
+    paper_none = paper["fusion_table"].get("none")
+    lines = [
+        "| variant | paper (its unit) | paper, standard perplexity | change (paper) | validation perplexity (best "
+        "epoch) | change vs none | test perplexity | train loss | train tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for fusion in FUSIONS:
+        if fusion not in best:
+            continue
+        ours = statistics.mean(best[fusion])
+        theirs = paper["fusion_table"].get(fusion)
+        paper_cells = ["—", "—", "—"] if theirs is None else [
+            f"{theirs:.2f}", f"{standard_perplexity(theirs):.1f}",
+            change(standard_perplexity(theirs), standard_perplexity(paper_none)) if paper_none else "—"]
+        lines.append("| " + " | ".join([
+            f"`{fusion}`", *paper_cells, spread(best[fusion]), change(ours, none) if none else "—",
+            spread(test[fusion]) if test.get(fusion) else "—",
+            f"{statistics.mean(loss[fusion]):.3f}" if loss.get(fusion) else "—",
+            f"{statistics.mean(speed[fusion]):.0f}" if speed.get(fusion) else "—",
+        ]) + " |")
+    return lines
+
+
+def limited_data(results: list[dict]) -> tuple[list[str], dict]:
+    curves = defaultdict(lambda: defaultdict(list))  # fusion → train size → perplexities
+    for result in results:
+        curves[result["values"]["fusion"]][result["values"]["max_train_samples"]].append(
+            result["best_eval_perplexity"])
+    sizes = sorted({n for curve in curves.values() for n in curve})
+    fusions = [f for f in FUSIONS if f in curves]
+    epochs = {r["values"]["max_train_samples"]: r["arguments"].get("num_train_epochs") for r in results}
+    header = "| training sentences | epochs | " + " | ".join(f"`{f}`" for f in fusions) + " | " + " | ".join(
+        f"`{f}` vs none" for f in fusions if f != "none") + " |"
+    lines = [header, "|" + "---|" * (2 + len(fusions) + len([f for f in fusions if f != "none"]))]
+    for n in sizes:
+        means = {f: statistics.mean(curves[f][n]) for f in fusions if curves[f].get(n)}
+        cells = [f"{means[f]:.1f}" if f in means else "—" for f in fusions]
+        changes = [change(means[f], means["none"]) if f in means and "none" in means else "—"
+                   for f in fusions if f != "none"]
+        lines.append(f"| {n:,} | {epochs[n]} | " + " | ".join(cells + changes) + " |")
+    return lines, {f: {n: statistics.mean(v) for n, v in curve.items()} for f, curve in curves.items()}
+
+
+def cross_domain(results: list[dict], table_results: list[dict]) -> tuple[list[str], dict]:
+    domains = defaultdict(lambda: defaultdict(list))  # domain → fusion → perplexities
+    for result in table_results:
+        if result["values"]["fusion"] in {r["values"]["fusion"] for r in results}:
+            domains["wikipedia (validation)"][result["values"]["fusion"]].append(result["best_eval_perplexity"])
+    for result in results:
+        domains[result["values"]["domain"]][result["values"]["fusion"]].append(result["metrics"]["eval_perplexity"])
+    fusions = [f for f in FUSIONS if any(f in d for d in domains.values())]
+    lines = ["| evaluated on | " + " | ".join(f"`{f}`" for f in fusions) + " | "
+             + " | ".join(f"`{f}` vs none" for f in fusions if f != "none") + " |",
+             "|" + "---|" * (1 + len(fusions) + len([f for f in fusions if f != "none"]))]
+    table = {}
+    for domain, per_fusion in domains.items():
+        means = {f: statistics.mean(v) for f, v in per_fusion.items()}
+        table[domain] = means
+        cells = [spread(per_fusion[f]) if f in per_fusion else "—" for f in fusions]
+        changes = [change(means[f], means["none"]) if f in means and "none" in means else "—"
+                   for f in fusions if f != "none"]
+        lines.append(f"| {domain} | " + " | ".join(cells + changes) + " |")
+    return lines, table
+
+
+def summary(results: list[dict]) -> list[str]:
+    """A plain-text table of an experiment's runs: validation (and test) perplexity and the change against the
+    `none` run that differs from it only in `fusion`."""
+    reference = {}
+    for result in results:
+        if result["values"].get("fusion") == "none":
+            reference[json.dumps({k: v for k, v in result["values"].items() if k != "fusion"}, sort_keys=True)] = result
+    rows = [("run", "validation perplexity", "vs none", "test perplexity")]
+    for result in results:
+        key = json.dumps({k: v for k, v in result["values"].items() if k != "fusion"}, sort_keys=True)
+        ppl = result["best_eval_perplexity"]
+        none = reference.get(key)
+        test = result["metrics"].get("test_perplexity")
+        rows.append((result["run"], f"{ppl:.2f}", change(ppl, none["best_eval_perplexity"]) if none else "",
+                     f"{test:.2f}" if test else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def plot_limited_data(curves: dict, path: Path, scale: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for fusion, curve in curves.items():
+        sizes = sorted(curve)
+        ax.plot(sizes, [curve[n] for n in sizes], marker="o", label=fusion)
+    ax.set_xscale("log")
+    ax.set_xlabel("training sentences")
+    ax.set_ylabel("validation perplexity (best epoch)")
+    ax.set_title(f"limited data ({scale} scale)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_changes(changes: dict[str, dict[str, float]], path: Path, title: str, paper: float | None = None):
+    """Grouped bars of the change in perplexity against `none`, in %: one group per row of `changes` (a variant or
+    a domain), one bar per column; `paper`: the paper's change for concat, drawn as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(changes)
+    columns = list(dict.fromkeys(c for row in changes.values() for c in row))
+    width = 0.8 / max(len(columns), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(groups) * max(len(columns), 1)), 4))
+    for i, column in enumerate(columns):
+        xs = [g + (i - (len(columns) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [changes[group].get(column, float("nan")) for group in groups], width, label=column)
+    ax.axhline(0, color="black", linewidth=0.8)
+    if paper is not None:
+        ax.axhline(paper, color="gray", linestyle="--", linewidth=1, label=f"paper, concat ({paper:+.1f} %)")
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel("perplexity change vs none (%)")
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def paper_change(paper: dict) -> float | None:
+    """The paper's change of concat against none, in % of standard perplexity."""
+    table = paper["fusion_table"]
+    if "none" not in table or "concat" not in table:
+        return None
+    return (standard_perplexity(table["concat"]) / standard_perplexity(table["none"]) - 1) * 100
+
+
+def build_section(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str:
+    """The README's results section (markdown) and the figures it links, from results_dir."""
+    paper = json.loads((EXPERIMENTS_DIR / "paper.json").read_text())
+    found = load_results(results_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    link = lambda path: path.relative_to(readme_dir).as_posix()  # noqa: E731
+    out = [START, "", "*Generated by `python reproduce.py report` from the results JSONs in "
+           f"`{link(results_dir)}/`; do not edit by hand.* Perplexity here is standard perplexity, "
+           "exp(mean token cross-entropy in nats). The paper reports 2 ** (that mean), so its numbers are shown "
+           f"converted beside ours ({paper['source']}). Its data, tokenizer and encoder differ from ours "
+           "(WikiText-103 sentences with its BPE and bert-base-cased; here the Wikipedia sentences of "
+           "`../shared/data` with an 8192-token BPE and the packaged MiniLM), so compare the changes, not the "
+           "levels.", ""]
+    for scale in SCALE_ORDER:
+        demo = found.get((scale, "demo"), [])
+        if demo:
+            seconds = sum(r["wall_seconds"] for r in demo)
+            out += [f"### Main job: `python reproduce.py demo` ({scale} scale)", "", f"Budget: {budget(demo)}. "
+                    f"Both runs took {seconds / 60:.1f} minutes in all (embedding, training, evaluation, saving, "
+                    "reloading and generating).", "", "```", *summary(demo), "```", ""]
+        table_results = found.get((scale, "fusion_table"), [])
+        if table_results:
+            out += [f"### Fusion variants ({scale} scale)", "", f"Budget: {budget(table_results)}.", ""]
+            out += fusion_table(table_results, paper)
+            best = {f: statistics.mean(v) for f, v in by_fusion(table_results, lambda r: r["best_eval_perplexity"]
+                                                                 ).items()}
+            figure = figures_dir / f"fusion_table_{scale}.png"
+            if "none" in best:
+                plot_changes({f: {"validation": (best[f] / best["none"] - 1) * 100} for f in FUSIONS
+                              if f in best and f != "none"},
+                             figure, f"fusion variants vs none ({scale} scale)", paper_change(paper))
+            out += ["", f"![fusion variants]({link(figure)})", ""]
+        limited = found.get((scale, "limited_data"), [])
+        if limited:
+            lines, curves = limited_data(limited)
+            figure = figures_dir / f"limited_data_{scale}.png"
+            plot_limited_data(curves, figure, scale)
+            largest = max(limited, key=lambda r: r["values"]["max_train_samples"])
+            out += [f"### Limited data ({scale} scale)", "", f"Budget of the largest run: {budget([largest])}; the "
+                    "smaller sets train for more epochs (column `epochs`).", "",
+                    *lines, "", f"![limited data]({link(figure)})", ""]
+        domain = found.get((scale, "cross_domain"), [])
+        if domain:
+            lines, table = cross_domain(domain, table_results)
+            figure = figures_dir / f"cross_domain_{scale}.png"
+            plot_changes({domain: {f: (v / row["none"] - 1) * 100 for f, v in row.items() if f != "none"}
+                          for domain, row in table.items() if "none" in row},
+                         figure, f"cross-domain: change vs none ({scale} scale)", paper_change(paper))
+            samples = sorted({Path(r["arguments"]["validation_file"]).name for r in domain})
+            out += [f"### Cross-domain ({scale} scale)", "",
+                    f"The fusion_table models, trained on Wikipedia, evaluated on {', '.join(samples)}.", "",
+                    *lines, "", f"![cross-domain]({link(figure)})", ""]
+    if not found:
+        out += ["No results yet: run `python reproduce.py fusion_table --scale cpu` (see above).", ""]
+    return "\n".join(out + [END])
+
+
+def write_report(results_dir: Path, readme: Path, figures_dir: Path) -> str:
+    """Replaces the README's section between the results markers; returns the section."""
+    section = build_section(Path(results_dir).resolve(), Path(figures_dir).resolve(), Path(readme).resolve().parent)
+    text = Path(readme).read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise ValueError(f"{readme} has no results section: add the lines {START} and {END} where it goes.")
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    Path(readme).write_text(before + section + after, encoding="utf-8")
+    return section

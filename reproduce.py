@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Reproduce the paper's experiments: one command per experiment, one results JSON per run, a report from them.
+
+    python reproduce.py fusion_table --scale cpu     # all seven variants, none and concat with two seeds
+    python reproduce.py limited_data --scale cpu     # perplexity vs the amount of training data
+    python reproduce.py cross_domain --scale cpu     # the fusion_table models on books and news
+    python reproduce.py report                       # README results section and figures, from the JSONs
+
+Experiments are JSON files in configuration/experiments/ (a name there, or a path); every run goes through
+run_clm.py. A run with a results JSON is skipped, and a killed run resumes from its last checkpoint, so rerunning a
+command continues a killed sweep. `--smoke_test` runs every run for two steps on a few sentences, into
+`<results_dir>/smoke`, to check a configuration (e.g. the gpu scale) without its cost.
+"""
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser
+
+from fusion_lstm_training.experiments import SCALES, SMOKE_TEST, experiment_file, run_experiment
+from fusion_lstm_training.report import summary, write_report
+
+
+ROOT = Path(__file__).resolve().parent
+logger = logging.getLogger("reproduce")
+
+
+@dataclass
+class ReproduceArguments:
+    experiment: str = field(metadata={"help": "fusion_table, limited_data, cross_domain, report, or a JSON file."})
+    scale: str = field(default="cpu", metadata={"help": "cpu (what runs on 2 cores) or gpu (the paper's sizes)."})
+    results_dir: str = field(default=str(ROOT / "results"), metadata={"help": "Where results JSONs and runs go."})
+    smoke_test: bool = field(default=False, metadata={"help": "Two steps per run on a few sentences, into "
+                                                              "<results_dir>/smoke: checks a configuration."})
+    readme: str = field(default=str(ROOT / "README.md"), metadata={"help": "The README that `report` updates."})
+
+    def __post_init__(self):
+        if self.scale not in SCALES:
+            raise ValueError(f"--scale {self.scale!r}: use one of {', '.join(SCALES)}.")
+        if self.experiment != "report":
+            experiment_file(self.experiment)  # an unknown experiment fails here, naming the known ones
+
+
+def main(argv: list[str] | None = None):
+    parser = HfArgumentParser(ReproduceArguments)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and not argv[0].startswith("-"):
+        argv = ["--experiment", *argv]  # the experiment may come first, without its flag
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+
+    results_dir = Path(args.results_dir) / ("smoke" if args.smoke_test else "")
+    if args.experiment == "report":
+        write_report(results_dir, Path(args.readme), results_dir / "figures")
+        logger.info("wrote the results section of %s and the figures in %s", args.readme, results_dir / "figures")
+        return
+    # on a machine without CUDA (a gpu-scale check on a laptop) bf16 needs use_cpu
+    overrides = {**SMOKE_TEST, "use_cpu": not torch.cuda.is_available()} if args.smoke_test else None
+    results = run_experiment(args.experiment, args.scale, results_dir, overrides, progress=logger.info)
+    logger.info("%s (%s scale): %d runs have results in %s", args.experiment, args.scale, len(results),
+                results_dir / args.scale)
+    print("\n".join(summary(results)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""reproduce.py: the experiment runner end to end on tiny sizes (real run_clm.py processes), resuming a killed
+sweep, the report from results JSONs, and every shipped experiment configuration expanding at both scales."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fusion_lstm_training.experiments import EXPERIMENTS_DIR, SCALES, SMOKE_TEST, execute, load_experiment
+from fusion_lstm_training.report import END, START, standard_perplexity, write_report
+from helpers import DATA, ROOT, TINY_OVERRIDES
+
+
+def tiny_experiment(tmp_path) -> str:
+    """A 2 variants × 2 sizes experiment on the shipped WikiText-2 sample, with its own scales file."""
+    scales = {"cpu": {
+        "tokenizer": {"train_file": str(DATA / "train.txt"), "vocab_size": 300},
+        "run": {"config_overrides": TINY_OVERRIDES, "train_file": str(DATA / "train.txt"),
+                "validation_file": str(DATA / "validation.txt"), "test_file": str(DATA / "test.txt"),
+                "max_eval_samples": 16, "max_seq_length": 32, "do_train": True, "do_eval": True, "do_predict": True,
+                "num_train_epochs": 2, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 16,
+                "learning_rate": 0.01, "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1,
+                "report_to": ["none"], "seed": 0, "disable_tqdm": True,
+                "embedding_cache_dir": str(tmp_path / "embedding-cache")}}}
+    (tmp_path / "scales.json").write_text(json.dumps(scales))
+    experiment = {"description": "tiny", "kind": "train", "scales_file": str(tmp_path / "scales.json"),
+                  "scales": {"cpu": {"grid": {"fusion": ["none", "concat"]},
+                                     "each": [{"max_train_samples": 24}, {"max_train_samples": 48}]}}}
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(experiment))
+    return str(path)
+
+
+def reproduce(*args, background=False):
+    command = [sys.executable, str(ROOT / "reproduce.py"), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if background:  # its own process group, so that killing it kills its run_clm.py child too
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The tiny experiment: killed after its first run, then run again to the end."""
+    tmp_path = tmp_path_factory.mktemp("tiny-experiment")
+    experiment, results = tiny_experiment(tmp_path), tmp_path / "results"
+    folder = results / "cpu" / "tiny"
+    process = reproduce(experiment, "--results_dir", str(results), background=True)
+    deadline = time.monotonic() + 600
+    while not list(folder.glob("*.json")):
+        assert process.poll() is None and time.monotonic() < deadline, "the first run never finished"
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
+    assert len(first) < 4, "the sweep finished before it was killed"
+    rerun = reproduce(experiment, "--results_dir", str(results))
+    return folder, first, rerun
+
+
+def test_the_runner_writes_one_results_json_per_run(finished):
+    folder, _, _ = finished
+    results = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
+    assert set(results) == {"none_n24", "none_n48", "concat_n24", "concat_n48"}
+    for name, result in results.items():
+        assert result["values"]["max_train_samples"] == result["metrics"]["train_samples"]
+        assert len(result["eval_curve"]) == 2  # one evaluation per epoch
+        assert result["best_eval_perplexity"] == min(e["eval_perplexity"] for e in result["eval_curve"])
+        assert result["metrics"]["test_perplexity"] > 1 and result["metrics"]["train_tokens_per_second"] > 0
+        assert (folder / "runs" / name / "model.safetensors").exists()
+
+
+def test_a_killed_sweep_resumes_where_it_stopped(finished):
+    folder, first, _ = finished
+    for name, mtime in first.items():  # what finished before the kill is kept, not rerun
+        assert (folder / name).stat().st_mtime_ns == mtime
+    assert not list(folder.glob("*.partial"))
+
+
+def test_all_variants_share_one_tokenizer_and_the_embedding_cache(finished, tmp_path):
+    folder, _, _ = finished
+    runs = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    assert len({r["arguments"]["tokenizer_name"] for r in runs}) == 1
+    cache = folder.parent.parent.parent / "embedding-cache"
+    records = [json.loads(p.read_text()) for p in cache.glob("*/view-*.json")]
+    # the 24-sentence subset and the shared validation and test sets come from the cache, not the encoder
+    assert sum(r["embedded"] for r in records) == 48 + 16 + 16
+
+
+def test_the_summary_prints_each_run_against_none(finished):
+    _, _, rerun = finished
+    lines = [line for line in rerun.stdout.splitlines() if line.startswith("concat_n24")]
+    assert len(lines) == 1 and "%" in lines[0]
+
+
+# ------------------------------------------------------------------------------------------------- the report
+
+
+def fixture_result(experiment, fusion, perplexity, **values) -> dict:
+    values = {"fusion": fusion, **values}
+    return {"experiment": experiment, "scale": "cpu", "run": "_".join(map(str, values.values())), "values": values,
+            "metrics": {"eval_perplexity": perplexity, "test_perplexity": perplexity * 1.1, "train_loss": 5.0,
+                        "train_tokens_per_second": 1000.0, "train_samples": values.get("max_train_samples", 3000)},
+            "eval_curve": [], "best_eval_perplexity": perplexity,
+            "arguments": {"num_train_epochs": 3, "validation_file": f"{values.get('domain', 'wiki')}.txt"},
+            "machine": {"cpus": 2, "processor": "x86_64", "gpu": None}}
+
+
+def test_report_builds_the_readme_section_and_figures_from_results_jsons(tmp_path):
+    results = tmp_path / "results"
+    fixtures = [fixture_result("fusion_table", "none", 100.0, seed=0), fixture_result("fusion_table", "none", 102.0,
+                seed=1), fixture_result("fusion_table", "concat", 90.0, seed=0),
+                fixture_result("fusion_table", "concat", 92.0, seed=1), fixture_result("fusion_table", "init_hc", 95.0)]
+    fixtures += [fixture_result("limited_data", f, p, max_train_samples=n)
+                 for f, ps in (("none", (200.0, 150.0)), ("concat", (180.0, 120.0))) for n, p in zip((750, 1500), ps)]
+    fixtures += [fixture_result("cross_domain", f, p, domain=d)
+                 for d, (a, b) in (("books", (300.0, 270.0)), ("news", (400.0, 400.0))) for f, p in (("none", a),
+                                                                                                      ("concat", b))]
+    for result in fixtures:
+        path = results / "cpu" / result["experiment"] / f"{result['run']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n## Results\n\n{START}\nold\n{END}\n\n## After\n")
+    write_report(results, readme, results / "figures")
+
+    text = readme.read_text()
+    assert text.startswith("# Title") and text.endswith("## After\n") and "\nold\n" not in text
+    section = text.split(START)[1].split(END)[0]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    assert "101.0 ± 1.4 (n=2)" in rows["`none`"] and "91.0 ± 1.4 (n=2)" in rows["`concat`"]
+    assert "-9.9 %" in rows["`concat`"] and "-5.9 %" in rows["`init_hc`"]
+    # the paper's numbers beside ours, in standard perplexity
+    assert f"{standard_perplexity(16.74):.1f}" in rows["`none`"] and f"{standard_perplexity(15.80):.1f}" in rows[
+        "`concat`"]
+    assert "-10.0 %" in rows["750"] and "-20.0 %" in rows["1,500"]
+    assert "-10.0 %" in rows["books"] and "+0.0 %" in rows["news"] and "-9.9 %" in rows["wikipedia (validation)"]
+    figures = sorted(p.name for p in (results / "figures").glob("*.png"))
+    assert figures == ["cross_domain_cpu.png", "fusion_table_cpu.png", "limited_data_cpu.png"]
+    assert all((results / "figures" / f).read_bytes().startswith(b"\x89PNG") for f in figures)
+
+
+def test_the_paper_unit_converts_to_standard_perplexity():
+    assert round(standard_perplexity(16.74), 1) == 58.3 and round(standard_perplexity(15.80), 1) == 53.6
+
+
+# ---------------------------------------------------------------------------------------------- configurations
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name", ["fusion_table", "limited_data"])
+def test_shipped_train_experiments_expand_into_runs_that_run_clm_parses(name, scale, tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_clm", ROOT / "run_clm.py")
+    run_clm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_clm)
+    experiment = load_experiment(name, scale, tmp_path)
+    assert experiment.runs and len({run.id for run in experiment.runs}) == len(experiment.runs)
+    monkeypatch.chdir(ROOT)
+    for run in experiment.runs:
+        config = tmp_path / f"{run.id}.json"
+        # bf16 on a machine without CUDA needs use_cpu: the gpu scale is parsed here, run on a GPU
+        config.write_text(json.dumps({**run.arguments, "use_cpu": True}))
+        monkeypatch.setattr("sys.argv", ["run_clm.py", str(config)])
+        model_args, data_args, training_args = run_clm.parse_arguments()
+        assert model_args.fusion == run.values["fusion"] and training_args.do_train
+
+
+def test_a_gpu_scale_run_takes_a_few_steps_here(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    experiment = load_experiment("fusion_table", "gpu", tmp_path)
+    run = next(r for r in experiment.runs if r.values["fusion"] == "concat")
+    run.arguments["embedding_cache_dir"] = str(tmp_path / "embedding-cache")
+    result = execute(experiment, run, tmp_path, overrides={**SMOKE_TEST, "use_cpu": True})
+    assert result["metrics"]["eval_perplexity"] > 1 and result["arguments"]["max_seq_length"] == 128
+    assert (tmp_path / "gpu" / "fusion_table" / f"{run.id}.json").exists()
+
+
+def test_the_paper_experiments_at_cpu_scale(tmp_path):
+    fusion_table = load_experiment("fusion_table", "cpu", tmp_path)
+    fusions = [run.values["fusion"] for run in fusion_table.runs]
+    assert set(fusions) == {"none", "concat", "add", "multiply", "init_h", "init_c", "init_hc"}
+    assert fusions.count("none") >= 2 and fusions.count("concat") >= 2  # seeds
+    limited = load_experiment("limited_data", "cpu", tmp_path)
+    assert len({run.values["max_train_samples"] for run in limited.runs}) >= 4
+    assert {"none", "concat"} <= {run.values["fusion"] for run in limited.runs}
+
+
+def test_unknown_experiment_and_scale_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="fusion_table"):
+        load_experiment("fusion_tabel", "cpu", tmp_path)
+    with pytest.raises(ValueError, match="cpu"):
+        load_experiment("demo", "gpu", tmp_path)
+    assert (EXPERIMENTS_DIR / "scales.json").exists()
