@@ -1,0 +1,219 @@
+"""Word surprisal (run_surprisal.py) and the reading-time evaluation: sums of -log2 softmax by hand, words that are
+several tokens, [UNK] or carry punctuation, rows kept in order, a GPT-2-style model, batching, bad input, and the
+regression on synthetic reading times."""
+
+import csv
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from fusion_lstm_training.reading_times import delta_log_likelihood, evaluate, included, predictors
+from fusion_lstm_training.surprisal import (
+    Sentence,
+    SurprisalScorer,
+    WordSurprisal,
+    align,
+    read_sentences_of_words,
+)
+from helpers import ROOT, tiny_model
+
+
+NATURAL_STORIES = ROOT.parent / "shared" / "data" / "natural_stories" / "word_reading_times.tsv"
+TRICKY = "Unbelievableness 🙂 is, as they say, rather odd!"  # several tokens, [UNK], punctuation on words
+
+
+def run_surprisal(*flags):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_surprisal", ROOT / "run_surprisal.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(list(flags))
+
+
+def by_hand(model, tokenizer, sentence: str) -> list[float]:
+    """Word surprisals from the model's logits: -log2 softmax of each token after BOS, summed over its word."""
+    words = sentence.split()
+    encoded = tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True)
+    ids = torch.tensor([[tokenizer.bos_token_id, *encoded["input_ids"]]])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+    totals = [0.0] * len(words)
+    starts = np.cumsum([0] + [len(w) + 1 for w in words])
+    for j, (start, _) in enumerate(encoded["offset_mapping"]):
+        word = int(np.searchsorted(starts, start, side="right") - 1)
+        totals[word] += -logprobs[j, ids[0, j + 1]].item() / math.log(2)
+    return totals
+
+
+@pytest.mark.parametrize("fusion", ["none", "concat", "init_hc"])
+def test_word_surprisal_is_the_sum_of_its_tokens_minus_log2_softmax(tokenizer, fusion):
+    model = tiny_model(fusion)
+    sentences = [Sentence("1", "The cat sat on the mat.".split(), "x:1"), Sentence("2", TRICKY.split(), "x:2")]
+    rows = SurprisalScorer(model, tokenizer, batch_size=2).score(sentences, progress=False)
+    assert [r.word for r in rows] == [w for s in sentences for w in s.words]
+    for sentence in sentences:
+        expected = by_hand(model, tokenizer, sentence.text)
+        got = [r.surprisal for r in rows if r.sentence == sentence.id]
+        np.testing.assert_allclose(got, expected, rtol=1e-4)
+    tokens = {r.word: r.tokens for r in rows}
+    assert tokens["Unbelievableness"] >= 2 and tokens["🙂"] == 1 and tokens["is,"] == 2 and tokens["mat."] == 2
+    assert tokenizer.convert_ids_to_tokens(tokenizer("🙂", add_special_tokens=False)["input_ids"]) == ["[UNK]"]
+
+
+def test_batched_equals_one_sentence_at_a_time(tokenizer):
+    sentences = read_sentences_of_words(str(NATURAL_STORIES))[:12]
+    one = SurprisalScorer(tiny_model("concat"), tokenizer, batch_size=1).score(sentences, progress=False)
+    many = SurprisalScorer(tiny_model("concat"), tokenizer, batch_size=8).score(sentences, progress=False)
+    assert [(r.sentence, r.word_index, r.word, r.tokens) for r in one] == [
+        (r.sentence, r.word_index, r.word, r.tokens) for r in many]
+    np.testing.assert_allclose([r.surprisal for r in one], [r.surprisal for r in many], rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("tiny-concat")
+    tiny_model("concat").save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_natural_stories_rows_come_out_one_per_word_in_order(tiny_folder, tmp_path):
+    rows = list(csv.DictReader(NATURAL_STORIES.open(encoding="utf-8"), delimiter="\t", quoting=csv.QUOTE_NONE))
+    sample = tmp_path / "stories.tsv"  # the first 300 words: whole sentences and a cut one at the end
+    sample.write_text("\n".join(NATURAL_STORIES.read_text(encoding="utf-8").splitlines()[:301]) + "\n")
+    out = tmp_path / "out.tsv"
+    result = run_surprisal("--model_name_or_path", str(tiny_folder), "--input_file", str(sample), "--output_file",
+                           str(out), "--reading_times", str(sample), "--batch_size", "7")
+    written = list(csv.DictReader(out.open(encoding="utf-8"), delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert [r["word"] for r in written] == [r["word"] for r in rows[:300]]
+    assert all(float(r["surprisal"]) > 0 and int(r["tokens"]) >= 1 for r in written)
+    first_sentence = [r for r in written if r["sentence"] == "1"]
+    assert first_sentence[-1]["word"].endswith((".", "?")) and first_sentence[0]["word_index"] == "0"
+    saved = json.loads(out.with_suffix(".reading_times.json").read_text())
+    assert saved["words"] == 300 and -1 <= saved["pearson_r"] <= 1 and result["pearson_r"] == saved["pearson_r"]
+    assert out.with_suffix(".reading_times.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_gpt2_style_model_with_our_tokenizer(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=24, n_embd=32, n_layer=1, n_head=2,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = GPT2LMHeadModel(config).eval()
+    model.save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    (tmp_path / "in.txt").write_text("The cat sat on the mat.\n\n" + TRICKY + "\n")
+    run_surprisal("--model_name_or_path", str(tmp_path / "gpt2"), "--input_file", str(tmp_path / "in.txt"),
+                  "--output_file", str(tmp_path / "out.tsv"))
+    written = list(csv.DictReader((tmp_path / "out.tsv").open(encoding="utf-8"), delimiter="\t",
+                                  quoting=csv.QUOTE_NONE))
+    assert [r["sentence"] for r in written] == ["1"] * 6 + ["2"] * 8  # the empty line is no sentence
+    np.testing.assert_allclose([float(r["surprisal"]) for r in written[:6]],
+                               by_hand(model, tokenizer, "The cat sat on the mat."), rtol=1e-4)
+    # longer than the model's 24 positions: refused, naming the line
+    (tmp_path / "long.txt").write_text("ok\n" + " ".join(["word"] * 30) + "\n")
+    with pytest.raises(ValueError, match=r"long.txt:2: .*31 tokens.*\(24\)"):
+        run_surprisal("--model_name_or_path", str(tmp_path / "gpt2"), "--input_file", str(tmp_path / "long.txt"),
+                      "--output_file", str(tmp_path / "x.tsv"))
+    assert not (tmp_path / "x.tsv").exists()
+
+
+# ------------------------------------------------------------------------------------------------------ bad input
+
+
+def test_a_token_across_two_words_is_an_error_naming_the_sentence():
+    with pytest.raises(ValueError, match="story.tsv:7: a token .* spans two words"):
+        align(Sentence("3", ["ab", "cd"], "story.tsv:7"), [(0, 2), (1, 4)])
+    assert align(Sentence("3", ["ab", "cd"], "x"), [(0, 1), (1, 2), (2, 3), (3, 5)]) == [0, 0, 1, 1]
+
+
+def test_bad_inputs_are_named(tmp_path, tokenizer, encoder_path):
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(ValueError, match="empty.txt is empty"):
+        read_sentences_of_words(str(tmp_path / "empty.txt"))
+    (tmp_path / "nowords.tsv").write_text("item\ttoken\n1\tThe\n")
+    with pytest.raises(ValueError, match=r"nowords.tsv has no column 'word' \(columns: item, token\)"):
+        read_sentences_of_words(str(tmp_path / "nowords.tsv"))
+    (tmp_path / "two.tsv").write_text("word\nThe\ntwo words\n")
+    with pytest.raises(ValueError, match="two.tsv:3"):
+        read_sentences_of_words(str(tmp_path / "two.tsv"))
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+
+    slow = BertTokenizerLegacy(vocab_file=str(Path(encoder_path) / "vocab.txt"), bos_token="[CLS]")
+    assert not slow.is_fast
+    with pytest.raises(ValueError, match="not a fast tokenizer"):
+        SurprisalScorer(tiny_model("none"), slow)
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        read_sentences_of_words(str(tmp_path / "nope.txt"))
+
+
+def test_natural_stories_has_438_sentences():
+    sentences = read_sentences_of_words(str(NATURAL_STORIES))
+    assert len(sentences) == 438 and sum(len(s.words) for s in sentences) == 10256
+    assert not any(s.words[-1] in ("Mr.", "Dr.") for s in sentences)
+
+
+def test_sentences_by_id_column(tmp_path):
+    (tmp_path / "ids.tsv").write_text("sent\tword\na\tHello\na\tthere\nb\tNo\nb\tperiod\n")
+    sentences = read_sentences_of_words(str(tmp_path / "ids.tsv"), sentence_column="sent")
+    assert [(s.id, s.words) for s in sentences] == [("a", ["Hello", "there"]), ("b", ["No", "period"])]
+
+
+# -------------------------------------------------------------------------------------------- reading times
+
+
+def synthetic(seed: int, from_surprisal: bool) -> tuple[list[WordSurprisal], list[tuple[str, float]]]:
+    """Natural Stories words with made-up surprisals; reading times built from them (or not)."""
+    words = [line.split("\t")[2] for line in NATURAL_STORIES.read_text(encoding="utf-8").splitlines()[1:3001]]
+    rng = np.random.default_rng(seed)
+    surprisal = rng.gamma(2.0, 4.0, len(words))
+    indices, index = [], 0
+    for word in words:
+        indices.append(index)
+        index = 0 if word.endswith((".", "?")) else index + 1
+    base = predictors(words, indices)
+    rt = 300 + 6 * base["length"] - 8 * base["frequency"] + rng.normal(0, 40, len(words))
+    if from_surprisal:
+        rt = rt + 5 * surprisal
+    rows = [WordSurprisal("s", i, w, float(x), 1) for w, i, x in zip(words, indices, surprisal)]
+    return rows, [(w, float(t)) for w, t in zip(words, rt)]
+
+
+def test_delta_log_likelihood_finds_surprisal_that_drives_reading_times():
+    rows, rts = synthetic(0, from_surprisal=True)
+    result = evaluate(rows, rts)
+    assert result["delta_log_likelihood"] > 0.05 and result["pearson_r"] > 0.3
+    assert 4 < result["surprisal_coefficient_ms_per_bit"] < 6
+    shuffled = [WordSurprisal(r.sentence, r.word_index, r.word, s, 1)
+                for r, s in zip(rows, random.Random(0).sample([r.surprisal for r in rows], len(rows)))]
+    assert abs(evaluate(shuffled, rts)["delta_log_likelihood"]) < 0.003
+    none_rows, none_rts = synthetic(1, from_surprisal=False)
+    assert abs(evaluate(none_rows, none_rts)["delta_log_likelihood"]) < 0.003
+
+
+def test_regression_excludes_sentence_initial_and_punctuated_words():
+    keep = included(["The", "cat's", "well-known", "mat.", "Then", "(x)"], [0, 1, 2, 3, 0, 1])
+    assert keep.tolist() == [False, True, True, False, False, False]
+    rows, rts = synthetic(0, from_surprisal=True)
+    result = evaluate(rows, rts)
+    excluded = result["excluded_from_regression"]
+    assert result["regression_words"] == result["words"] - excluded["first_word_of_sentence"] - excluded[
+        "with_punctuation"]
+
+
+def test_reading_times_must_list_the_same_words(tmp_path):
+    rows, rts = synthetic(0, from_surprisal=True)
+    with pytest.raises(ValueError, match="rows"):
+        evaluate(rows[:-1], rts)
+    with pytest.raises(ValueError, match="rt.tsv:2: the word is"):
+        evaluate([WordSurprisal("s", 0, "other", 1.0, 1), *rows[1:]], rts, "rt.tsv")
+    delta = delta_log_likelihood(np.array([r for _, r in rts]), np.array([r.surprisal for r in rows]),
+                                 predictors([w for w, _ in rts], [r.word_index for r in rows]),
+                                 included([w for w, _ in rts], [r.word_index for r in rows]))
+    assert delta["regression_words"] > 2000
