@@ -4,6 +4,7 @@
     python reproduce.py fusion_table --scale cpu     # all seven variants, none and concat with two seeds
     python reproduce.py limited_data --scale cpu     # perplexity vs the amount of training data
     python reproduce.py cross_domain --scale cpu     # the fusion_table models on books and news
+    python reproduce.py reading_times --scale cpu    # their surprisal against Natural Stories reading times
     python reproduce.py report                       # README results section and figures, from the JSONs
 
 Experiments are JSON files in configuration/experiments/ (a name there, or a path); every run goes through
@@ -30,7 +31,8 @@ logger = logging.getLogger("reproduce")
 
 @dataclass
 class ReproduceArguments:
-    experiment: str = field(metadata={"help": "fusion_table, limited_data, cross_domain, report, or a JSON file."})
+    experiment: str = field(metadata={"help": "demo, fusion_table, limited_data, cross_domain, reading_times, report, "
+                                              "or a JSON file."})
     scale: str = field(default="cpu", metadata={"help": "cpu (what runs on 2 cores) or gpu (the paper's sizes)."})
     results_dir: str = field(default=str(ROOT / "results"), metadata={"help": "Where results JSONs and runs go."})
     smoke_test: bool = field(default=False, metadata={"help": "Two steps per run on a few sentences, into "

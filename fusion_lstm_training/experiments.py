@@ -84,6 +84,9 @@ def load_experiment(name: str, scale: str, results_dir: Path) -> Experiment:
     if experiment.kind == "evaluate":
         experiment.runs = evaluation_runs(setting, base, folder, results_dir / scale)
         return experiment
+    if experiment.kind == "surprisal":
+        experiment.runs = surprisal_runs(setting, folder, results_dir / scale)
+        return experiment
     if tokenizer:
         base["tokenizer_name"] = str(shared_tokenizer(tokenizer, results_dir / scale))
     for values in expand(setting):
@@ -131,16 +134,21 @@ def sample_file(path: str, count: int, seed: int, folder: Path) -> Path:
     return out
 
 
-def evaluation_runs(setting: dict, base: dict, folder: Path, scale_dir: Path) -> list[Run]:
-    """The models of another experiment's runs (those matching `where`), each evaluated on every file's sample."""
+def source_models(setting: dict, scale_dir: Path) -> list[tuple[dict, Path]]:
+    """The models that another experiment's runs train (those whose values match `models.where`): (the run's
+    values, its output folder)."""
     models = setting["models"]
-    source = json.loads(experiment_file(models["experiment"]).read_text(encoding="utf-8"))
-    trained = expand(source["scales"][scale_dir.name])
+    source = experiment_file(models["experiment"])
+    trained = expand(json.loads(source.read_text(encoding="utf-8"))["scales"][scale_dir.name])
     where = models.get("where", {})
-    chosen = [v for v in trained if all(v.get(k) in allowed for k, allowed in where.items())]
+    return [(values, scale_dir / source.stem / "runs" / run_name(values)) for values in trained
+            if all(values.get(k) in allowed for k, allowed in where.items())]
+
+
+def evaluation_runs(setting: dict, base: dict, folder: Path, scale_dir: Path) -> list[Run]:
+    """The models of another experiment's runs, each evaluated by run_clm.py on every file's sample."""
     runs = []
-    for values in chosen:
-        model_dir = scale_dir / experiment_file(models["experiment"]).stem / "runs" / run_name(values)
+    for values, model_dir in source_models(setting, scale_dir):
         for spec in setting["files"]:
             sample = sample_file(spec["file"], spec["sentences"], spec.get("seed", 0), folder / "data")
             run_values = {**values, "domain": spec["domain"]}
@@ -150,6 +158,18 @@ def evaluation_runs(setting: dict, base: dict, folder: Path, scale_dir: Path) ->
                          "do_predict": False, "fusion": None, "config_overrides": None, "train_file": None,
                          "test_file": None, "max_train_samples": None, "max_eval_samples": None}
             runs.append(Run(run_id, run_values, arguments))
+    return runs
+
+
+def surprisal_runs(setting: dict, folder: Path, scale_dir: Path) -> list[Run]:
+    """The models of another experiment's runs, each scored by run_surprisal.py on a reading-time corpus."""
+    runs = []
+    for values, model_dir in source_models(setting, scale_dir):
+        run_id = run_name(values)
+        arguments = {"model_name_or_path": str(model_dir), "input_file": setting["input_file"],
+                     "reading_times": setting["input_file"], "batch_size": setting.get("batch_size", 32),
+                     "output_file": str(folder / "runs" / run_id / "surprisal.tsv")}
+        runs.append(Run(run_id, values, arguments))
     return runs
 
 
@@ -163,27 +183,38 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def execute(experiment: Experiment, run: Run, results_dir: Path, overrides: dict | None = None) -> dict:
-    """Runs run_clm.py for `run` (resuming from its latest checkpoint) and writes its results JSON."""
-    arguments = {**run.arguments, **(overrides or {})}
-    output_dir = Path(arguments["output_dir"])
-    if experiment.kind == "evaluate" and not Path(arguments["model_name_or_path"]).is_dir():
-        raise FileNotFoundError(
-            f"{run.id} evaluates {arguments['model_name_or_path']}, which does not exist: run the experiment that "
-            "trains it first (python reproduce.py <experiment> --scale ...)."
-        )
+    """Runs `run` (run_clm.py, resuming from its latest checkpoint; or run_surprisal.py) and writes its results
+    JSON."""
+    if experiment.kind == "surprisal":
+        arguments = run.arguments  # the training overrides of --smoke_test do not apply
+        output_dir = Path(arguments["output_file"]).parent
+    else:
+        arguments = {**run.arguments, **(overrides or {})}
+        output_dir = Path(arguments["output_dir"])
+    model = arguments.get("model_name_or_path")
+    if experiment.kind != "train" and not Path(model).is_dir():
+        raise FileNotFoundError(f"{run.id} uses the model {model}, which does not exist: run the experiment that "
+                                "trains it first (python reproduce.py <experiment> --scale ...).")
     checkpoint = latest_checkpoint(output_dir) if output_dir.exists() else None
     if checkpoint is not None and arguments.get("do_train"):
         arguments["resume_from_checkpoint"] = str(checkpoint)
     output_dir.mkdir(parents=True, exist_ok=True)
-    config_file = output_dir / "run_clm.json"
+    config_file = output_dir / "arguments.json"
     config_file.write_text(json.dumps(arguments, indent=2))
+    if experiment.kind == "surprisal":
+        command = ["run_surprisal.py", *(item for k, v in arguments.items() for item in (f"--{k}", str(v)))]
+    else:
+        command = ["run_clm.py", str(config_file)]
     started = time.time()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    process = subprocess.run([sys.executable, str(ROOT / "run_clm.py"), str(config_file)], cwd=ROOT, env=env)
+    process = subprocess.run([sys.executable, str(ROOT / command[0]), *command[1:]], cwd=ROOT, env=env)
     if process.returncode != 0:
         raise RuntimeError(f"run {run.id} of {experiment.name} failed (exit {process.returncode}); its arguments are "
                            f"in {config_file}. Rerun the same command to retry it; finished runs are kept.")
-    result = collect(experiment, run, output_dir, arguments, time.time() - started)
+    if experiment.kind == "surprisal":
+        result = collect_surprisal(experiment, run, arguments, time.time() - started)
+    else:
+        result = collect(experiment, run, output_dir, arguments, time.time() - started)
     path = result_path(results_dir, experiment, run)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
@@ -205,10 +236,22 @@ def collect(experiment: Experiment, run: Run, output_dir: Path, arguments: dict,
         "metrics": metrics, "eval_curve": curve,
         "best_eval_perplexity": best["eval_perplexity"] if best else metrics.get("eval_perplexity"),
         "arguments": {k: v for k, v in arguments.items() if v is not None}, "wall_seconds": seconds,
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "gpu": gpu_name()},
+        "machine": machine(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def collect_surprisal(experiment: Experiment, run: Run, arguments: dict, seconds: float) -> dict:
+    """A surprisal run's reading-time results, from what run_surprisal.py wrote beside its output TSV."""
+    metrics = json.loads(Path(arguments["output_file"]).with_suffix(".reading_times.json").read_text())
+    return {"experiment": experiment.name, "scale": experiment.scale, "run": run.id, "values": run.values,
+            "metrics": metrics, "arguments": arguments, "wall_seconds": seconds, "machine": machine(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "gpu": gpu_name()}
 
 
 def gpu_name() -> str | None:

@@ -137,6 +137,12 @@ def cross_domain(results: list[dict], table_results: list[dict]) -> tuple[list[s
 def summary(results: list[dict]) -> list[str]:
     """A plain-text table of an experiment's runs: validation (and test) perplexity and the change against the
     `none` run that differs from it only in `fusion`."""
+    if results and "pearson_r" in results[0]["metrics"]:
+        rows = [("run", "Pearson r", "Spearman rho", "ΔLL (nats/word)")]
+        rows += [(r["run"], f"{r['metrics']['pearson_r']:.4f}", f"{r['metrics']['spearman_rho']:.4f}",
+                  f"{r['metrics']['delta_log_likelihood']:.5f}") for r in results]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     reference = {}
     for result in results:
         if result["values"].get("fusion") == "none":
@@ -203,6 +209,51 @@ def plot_changes(changes: dict[str, dict[str, float]], path: Path, title: str, p
     plt.close(fig)
 
 
+def reading_times(results: list[dict]) -> list[str]:
+    lines = ["| model | Pearson r | Spearman ρ | ΔLL (10⁻³ nats per word) | surprisal coefficient (ms per bit) |",
+             "|---|---|---|---|---|"]
+    for result in sorted(results, key=lambda r: (list(FUSIONS).index(r["values"]["fusion"]), r["run"])):
+        m = result["metrics"]
+        lines.append(f"| `{result['run']}` | {m['pearson_r']:.4f} | {m['spearman_rho']:.4f} | "
+                     f"{m['delta_log_likelihood'] * 1000:.2f} | {m['surprisal_coefficient_ms_per_bit']:.2f} |")
+    for metric, label in (("pearson_r", "Pearson r"), ("delta_log_likelihood", "ΔLL")):
+        means = {f: statistics.mean(v) for f, v in by_fusion(results, lambda r: r["metrics"][metric]).items()}
+        if len(means) > 1:
+            scale = 1000 if metric == "delta_log_likelihood" else 1
+            lines.append(f"| mean {label} | " + ", ".join(f"`{f}` {v * scale:.4f}" for f, v in means.items())
+                         + " | | | |")
+    return lines
+
+
+def plot_reading_times(results: list[dict], path: Path, scale: str):
+    """Binned surprisal vs reading time with each model's fitted line, and ΔLL per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (scatter, bars) = plt.subplots(1, 2, figsize=(11, 4))
+    for result in results:
+        m = result["metrics"]
+        xs = [b["surprisal"] for b in m["binned"]]
+        points = scatter.plot(xs, [b["rt"] for b in m["binned"]], "o", markersize=4, label=result["run"])[0]
+        fit = m["linear_fit"]
+        scatter.plot([min(xs), max(xs)], [fit["intercept_ms"] + fit["ms_per_bit"] * x for x in (min(xs), max(xs))],
+                     color=points.get_color(), linewidth=1.5)
+    scatter.set_xlabel("word surprisal (bits), 20 equally filled bins")
+    scatter.set_ylabel("mean reading time (ms)")
+    scatter.set_title(f"Natural Stories ({scale} scale)")
+    scatter.legend(fontsize="small")
+    names = [r["run"] for r in results]
+    bars.bar(names, [r["metrics"]["delta_log_likelihood"] * 1000 for r in results])
+    bars.set_ylabel("ΔLL (10⁻³ nats per word)")
+    bars.set_title("gain of surprisal over the baseline regression")
+    bars.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def paper_change(paper: dict) -> float | None:
     """The paper's change of concat against none, in % of standard perplexity."""
     table = paper["fusion_table"]
@@ -263,6 +314,20 @@ def build_section(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str
             out += [f"### Cross-domain ({scale} scale)", "",
                     f"The fusion_table models, trained on Wikipedia, evaluated on {', '.join(samples)}.", "",
                     *lines, "", f"![cross-domain]({link(figure)})", ""]
+        surprisal = found.get((scale, "reading_times"), [])
+        if surprisal:
+            figure = figures_dir / f"reading_times_{scale}.png"
+            plot_reading_times(surprisal, figure, scale)
+            m = surprisal[0]["metrics"]
+            excluded = m["excluded_from_regression"]
+            out += [f"### Reading times ({scale} scale)", "",
+                    f"Word surprisal of the fusion_table models on Natural Stories ({m['words']:,} words), against "
+                    f"each word's mean self-paced reading time. The paper: {paper['reading_times']}. r and ρ use "
+                    f"every word; the ΔLL regressions leave out the first word of each sentence "
+                    f"({excluded['first_word_of_sentence']}) and words with punctuation "
+                    f"({excluded['with_punctuation']}), leaving {m['regression_words']:,} words "
+                    "(`fusion_lstm_training/reading_times.py` says why).", "", *reading_times(surprisal), "",
+                    f"![reading times]({link(figure)})", ""]
     if not found:
         out += ["No results yet: run `python reproduce.py fusion_table --scale cpu` (see above).", ""]
     return "\n".join(out + [END])

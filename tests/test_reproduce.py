@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -192,6 +193,19 @@ def test_the_paper_experiments_at_cpu_scale(tmp_path):
     limited = load_experiment("limited_data", "cpu", tmp_path)
     assert len({run.values["max_train_samples"] for run in limited.runs}) >= 4
     assert {"none", "concat"} <= {run.values["fusion"] for run in limited.runs}
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_evaluation_experiments_use_the_fusion_table_models(scale, tmp_path):
+    table = {run.id for run in load_experiment("fusion_table", scale, tmp_path).runs}
+    domain = load_experiment("cross_domain", scale, tmp_path)
+    surprisal = load_experiment("reading_times", scale, tmp_path)
+    for experiment in (domain, surprisal):
+        models = {Path(run.arguments["model_name_or_path"]) for run in experiment.runs}
+        assert {m.name for m in models} <= table and all(m.parent.parent.name == "fusion_table" for m in models)
+        assert {"none", "concat"} <= {run.values["fusion"] for run in experiment.runs}
+    assert {run.values["domain"] for run in domain.runs} == {"books", "news"}
+    assert all(Path(run.arguments["validation_file"]).exists() for run in domain.runs)  # the fixed samples
 
 
 def test_unknown_experiment_and_scale_are_refused(tmp_path):
