@@ -12,22 +12,87 @@ RepoNotFound, RevisionNotFound, EntryNotFound). Binds 127.0.0.1 unless told othe
 
 import argparse
 import base64
+import binascii
 import hashlib
 import json
 import logging
 import secrets
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import NamedTuple
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .store import HubError, HubStore, RepoId, check_repo_path, lfs_pointer, uses_lfs
+from .store import (
+    Conflict,
+    Forbidden,
+    HubStore,
+    InvalidInput,
+    MissingContent,
+    NotFound,
+    RepoId,
+    StoreError,
+    check_repo_path,
+    lfs_pointer,
+    uses_lfs,
+)
 
 logger = logging.getLogger("hub.server")
 PREFIX_TO_TYPE = {"datasets": "dataset", "spaces": "space"}
 TYPE_TO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-MAX_BODY = 20 * 1024**3
+MAX_JSON_BODY = 8 * 1024**2  # JSON and ndjson requests are read into memory: at most this much
+MAX_UPLOAD = 64 * 1024**3  # one LFS object, streamed to disk
+READ_CHUNK = 1024**2
+STORE_STATUS = {InvalidInput: 400, NotFound: 404, Forbidden: 403, Conflict: 412, MissingContent: 422}
+
+
+class HubError(Exception):
+    """An error the server answers with an HTTP status, a message and, where the client reads one, an
+    X-Error-Code."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.headers = status, message, code, headers or {}
+
+    @classmethod
+    def from_store(cls, error: StoreError) -> "HubError":
+        return cls(STORE_STATUS[type(error)], error.message, error.code)
+
+
+@contextmanager
+def malformed(what: str):
+    """Turns the errors of reading a client's JSON of the wrong shape into 400, naming `what` was malformed."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as error:
+        detail = f"missing {error}" if isinstance(error, KeyError) else str(error)
+        raise HubError(400, f"Malformed {what}: {detail}") from None
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The inclusive (start, end) that a Range header asks of `size` bytes; None without one."""
+    if not header:
+        return None
+    spec = header.strip()
+    start_text, dash, end_text = spec[len("bytes="):].partition("-")
+    if not spec.startswith("bytes=") or not dash or "," in spec:
+        raise HubError(400, f"Unsupported Range {header!r}: use one range, bytes=START-[END] or bytes=-SUFFIX")
+    try:
+        if start_text.strip():
+            start = int(start_text)
+            end = int(end_text) if end_text.strip() else size - 1
+        else:
+            suffix = int(end_text)  # the last `suffix` bytes
+            start, end = max(size - suffix, 0), size - 1
+            if suffix <= 0:
+                start = size
+    except ValueError:
+        raise HubError(400, f"Malformed Range {header!r}") from None
+    if start < 0 or start >= size or end < start:
+        raise HubError(416, f"Range {header!r} cannot be satisfied: the file has {size} bytes",
+                       headers={"Content-Range": f"bytes */{size}"})
+    return start, min(end, size - 1)
 
 
 class Target(NamedTuple):
@@ -74,28 +139,69 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         # split before unquoting: a revision such as refs%2Fpr%2F1 is one segment
         return [unquote(s) for s in url.path.split("/")[1:]], parse_qs(url.query)
 
-    def _body(self) -> bytes:
+    def _has_body(self) -> bool:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
+            return True
+        length = self.headers.get("Content-Length") or "0"
+        return not length.strip().isdigit() or int(length) > 0
+
+    def _body_chunks(self, limit: int):
+        """The request body, piece by piece; more than `limit` bytes is refused with 413 before it is read (or
+        as soon as a chunked body passes it)."""
+        received = 0
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline(1024)
+                try:
+                    size = int(line.split(b";")[0].strip() or b"0", 16)
+                except ValueError:
+                    raise HubError(400, f"Malformed chunk size {line[:40]!r}") from None
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise HubError(413, "Request body too large")
-        return self.rfile.read(length) if length else b""
+                    break
+                received += size
+                if received > limit:
+                    raise HubError(413, f"Request body too large: more than {limit} bytes")
+                while size:
+                    piece = self.rfile.read(min(size, READ_CHUNK))
+                    if not piece:
+                        raise HubError(400, "The request body ended early")
+                    size -= len(piece)
+                    yield piece
+                self.rfile.readline(1024)
+        else:
+            text = (self.headers.get("Content-Length") or "0").strip()
+            if not text.isdigit():
+                raise HubError(400, f"Malformed Content-Length {text!r}")
+            remaining = int(text)
+            if remaining > limit:
+                raise HubError(413, f"Request body too large: {remaining} bytes, at most {limit}")
+            while remaining:
+                piece = self.rfile.read(min(remaining, READ_CHUNK))
+                if not piece:
+                    raise HubError(400, "The request body ended early")
+                remaining -= len(piece)
+                yield piece
+        self._body_read = True
+
+    def _body(self, limit: int = MAX_JSON_BODY) -> bytes:
+        return b"".join(self._body_chunks(limit))
 
     def _json_body(self):
         body = self._body()
         try:
             return json.loads(body or b"{}")
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise HubError(400, f"Invalid JSON body: {error}") from None
+
+    @property
+    def endpoint(self) -> str:
+        """The address the client reached this server at (its Host header), for the links it is handed."""
+        host = self.headers.get("Host", "")
+        if host and all(c.isalnum() or c in ".-:[]" for c in host):
+            return f"http://{host}"
+        return self.server.endpoint
 
     def _send(self, status: int, body: bytes = b"", content_type="application/json", headers=None, head=False,
               length: int | None = None):
@@ -113,9 +219,13 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), headers=headers)
 
     def _send_error(self, error: HubError, head=False):
-        headers = {"X-Error-Message": error.message.encode("ascii", "replace").decode()}
+        headers = {"X-Error-Message": error.message.encode("ascii", "replace").decode(), **error.headers}
         if error.code:
             headers["X-Error-Code"] = error.code
+        if self._has_body() and not self._body_read:
+            # the unread body would be read as the next request on this keep-alive connection: end it instead
+            headers["Connection"] = "close"
+            self.close_connection = True
         self._send(error.status, json.dumps({"error": error.message}).encode(), headers=headers, head=head)
 
     def _require_write_access(self):
@@ -128,16 +238,20 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str):
         head = method == "HEAD"
+        self._body_read = False
         try:
             segments, query = self._segments()
             route = self._route(method, segments)
             if route is None:
-                self._body()
                 raise HubError(404, f"No route for {method} {urlsplit(self.path).path}")
             handler, target = route
             handler(target, query)
+            if self._has_body() and not self._body_read:
+                self.close_connection = True  # a body the handler did not need must not be read as a request
         except HubError as error:
             self._send_error(error, head=head)
+        except StoreError as error:
+            self._send_error(HubError.from_store(error), head=head)
         except Exception as error:  # noqa: BLE001 - report, don't kill the server
             logger.exception("internal error on %s %s", method, self.path)
             self._send_error(HubError(500, f"Internal error: {error}"), head=head)
@@ -203,7 +317,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._require_write_access()
         payload = self._json_body()
         repo = RepoId(payload.get("type") or "model", payload.get("organization") or "local", payload.get("name", ""))
-        url = f"{self.server.endpoint}/{TYPE_TO_PREFIX[repo.repo_type]}{repo.id}"
+        url = f"{self.endpoint}/{TYPE_TO_PREFIX[repo.repo_type]}{repo.id}"
         if self.server.store.create(repo):
             self._send_json({"url": url, "name": repo.id, "id": repo.id})
         else:
@@ -211,12 +325,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def preupload(self, t, q):
         self._require_write_access()
-        files = self._json_body().get("files", [])
+        payload = self._json_body()
         head = self.server.store.resolve(t.repo, t.revision)["files"]
         answer = []
-        for f in files:
-            path = check_repo_path(f["path"])
-            lfs = uses_lfs(path, int(f.get("size", 0)))
+        with malformed("preupload request"):
+            files = [(f["path"], int(f.get("size", 0))) for f in payload.get("files", [])]
+        for path, size in files:
+            path = check_repo_path(path)
+            lfs = uses_lfs(path, size)
             existing = head.get(path)
             # the client compares this oid with its own (sha256 for LFS, git sha1 otherwise) to skip unchanged files
             oid = None if existing is None else existing["sha256"] if existing["lfs"] else existing["git_oid"]
@@ -228,17 +344,19 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         repo = t.repo
         self.server.store.refs(repo)  # 404 for an unknown repo
         payload = self._json_body()
-        if payload.get("operation") != "upload":
+        with malformed("LFS batch request"):
+            operation = payload.get("operation")
+            requested = [(str(obj["oid"]), int(obj["size"])) for obj in payload.get("objects", [])]
+        if operation != "upload":
             raise HubError(400, "Only the LFS upload operation is supported")
         objects = []
-        for obj in payload.get("objects", []):
-            oid, size = obj["oid"], int(obj["size"])
+        for oid, size in requested:
             entry = {"oid": oid, "size": size}
             if not self.server.store.has_blob(oid, size):
                 grant = secrets.token_urlsafe(24)
                 with self.server.grants_lock:
                     self.server.upload_grants[grant] = oid
-                base = self.server.endpoint
+                base = self.endpoint
                 entry["actions"] = {
                     "upload": {"href": f"{base}/lfs/upload/{oid}?grant={grant}"},
                     "verify": {"href": f"{base}/lfs/verify/{repo.repo_type}/{repo.namespace}/{repo.name}"},
@@ -253,9 +371,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         with self.server.grants_lock:
             allowed = self.server.upload_grants.get(grant) == oid
         if not allowed:
-            self._body()
             raise HubError(403, "This upload URL is not valid (ask the LFS batch endpoint for one)")
-        self.server.store.put_blob(self._body(), expected_sha256=oid)
+        self.server.store.put_blob_stream(self._body_chunks(MAX_UPLOAD), expected_sha256=oid)
         with self.server.grants_lock:
             self.server.upload_grants.pop(grant, None)
         self._send(200)
@@ -263,7 +380,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def lfs_verify(self, t, q):
         self._require_write_access()
         payload = self._json_body()
-        if not self.server.store.has_blob(payload.get("oid", ""), payload.get("size")):
+        with malformed("LFS verify request"):
+            oid, size = str(payload["oid"]), int(payload["size"])
+        if not self.server.store.has_blob(oid, size):
             raise HubError(404, f"LFS object {payload.get('oid')} was not uploaded (or has another size)")
         self._send_json({"message": "verified"})
 
@@ -271,32 +390,35 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._require_write_access()
         repo, branch = t.repo, t.revision
         header, additions, deletions = {}, {}, []
-        for line in self._body().splitlines():
+        for number, line in enumerate(self._body().splitlines(), 1):
             if not line.strip():
                 continue
-            item = json.loads(line)
-            key, value = item.get("key"), item.get("value", {})
-            if key == "header":
-                header = value
-            elif key == "file":
-                content = base64.b64decode(value["content"]) if value.get("encoding") == "base64" else value[
-                    "content"
-                ].encode()
-                path = check_repo_path(value["path"])
-                additions[path] = {"sha256": self.server.store.put_blob(content), "size": len(content),
-                                   "lfs": False}
-            elif key == "lfsFile":
-                if value.get("algo", "sha256") != "sha256":
-                    raise HubError(400, "Only sha256 LFS objects are supported")
-                additions[check_repo_path(value["path"])] = {"sha256": value["oid"], "size": int(value["size"]),
-                                                             "lfs": True}
-            elif key in ("deletedFile", "deletedFolder"):
-                deletions.append(value["path"])
-            else:
-                raise HubError(400, f"Unsupported commit operation {key!r}")
+            with malformed(f"commit line {number}"):
+                item = json.loads(line)
+                key, value = item["key"], item["value"]
+                if key == "header":
+                    header = {"summary": str(value.get("summary", "")), "description": str(value.get(
+                        "description", "")), "parentCommit": value.get("parentCommit")}
+                elif key == "file":
+                    if value.get("encoding") == "base64":
+                        content = base64.b64decode(value["content"], validate=True)
+                    else:
+                        content = value["content"].encode()
+                    path = check_repo_path(value["path"])
+                    additions[path] = {"sha256": self.server.store.put_blob(content), "size": len(content),
+                                       "lfs": False}
+                elif key == "lfsFile":
+                    if value.get("algo", "sha256") != "sha256":
+                        raise HubError(400, "Only sha256 LFS objects are supported")
+                    additions[check_repo_path(value["path"])] = {"sha256": str(value["oid"]),
+                                                                 "size": int(value["size"]), "lfs": True}
+                elif key in ("deletedFile", "deletedFolder"):
+                    deletions.append(str(value["path"]))
+                else:
+                    raise HubError(400, f"Unsupported commit operation {key!r} on line {number}")
         commit = self.server.store.commit(repo, branch, additions, deletions, header.get("summary", ""),
                                           header.get("description", ""), header.get("parentCommit"))
-        url = f"{self.server.endpoint}/{TYPE_TO_PREFIX[repo.repo_type]}{repo.id}"
+        url = f"{self.endpoint}/{TYPE_TO_PREFIX[repo.repo_type]}{repo.id}"
         self._send_json({"commitOid": commit["id"], "commitUrl": f"{url}/commit/{commit['id']}",
                          "pullRequestUrl": None})
 
@@ -349,11 +471,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             headers.update({"X-Linked-Etag": f'"{entry["sha256"]}"', "X-Linked-Size": str(entry["size"])})
         content = b"" if head else self.server.store.read_blob(entry["sha256"])
         status, body = 200, content
-        byte_range = self.headers.get("Range", "")
-        if byte_range.startswith("bytes=") and not head:
-            start_text, _, end_text = byte_range[len("bytes="):].partition("-")
-            start = int(start_text or 0)
-            end = min(int(end_text), len(content) - 1) if end_text else len(content) - 1
+        requested = None if head else byte_range(self.headers.get("Range", ""), len(content))
+        if requested is not None:
+            start, end = requested
             status, body = 206, content[start : end + 1]
             headers["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
         # HEAD answers with the full size, as GET would

@@ -29,21 +29,41 @@ LFS_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".onnx"
                   ".npy", ".npz", ".zip", ".gz", ".tar", ".model")
 
 
-class HubError(Exception):
-    """An error the server reports with an HTTP status and, where the client reads one, an X-Error-Code."""
+class StoreError(Exception):
+    """A storage error; `code` names it for clients (the Hub's X-Error-Code) where they read one."""
 
-    def __init__(self, status: int, message: str, code: str | None = None):
+    def __init__(self, message: str, code: str | None = None):
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.message, self.code = message, code
+
+
+class InvalidInput(StoreError):
+    """A path, repository id, hash or content that the store refuses."""
+
+
+class NotFound(StoreError):
+    """A repository, revision, file or blob that is not there."""
+
+
+class Forbidden(StoreError):
+    """A path outside the store or behind a symbolic link."""
+
+
+class Conflict(StoreError):
+    """A commit whose parent is no longer the head of its branch."""
+
+
+class MissingContent(StoreError):
+    """A commit that names content the blob store does not hold."""
 
 
 def check_repo_path(path: str) -> str:
     """A file path inside a repository: relative, '/'-separated, without '.', '..' or empty parts."""
     if not path or len(path) > 1000 or "\\" in path or "\x00" in path or path.startswith("/"):
-        raise HubError(400, f"Invalid path in repository: {path!r}", "InvalidPath")
+        raise InvalidInput(f"Invalid path in repository: {path!r}", "InvalidPath")
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
-        raise HubError(400, f"Invalid path in repository: {path!r} (no '.', '..' or empty parts)", "InvalidPath")
+        raise InvalidInput(f"Invalid path in repository: {path!r} (no '.', '..' or empty parts)", "InvalidPath")
     return path
 
 
@@ -67,10 +87,10 @@ class RepoId:
 
     def __post_init__(self):
         if self.repo_type not in REPO_TYPES:
-            raise HubError(400, f"Unknown repo type {self.repo_type!r}; one of {', '.join(REPO_TYPES)}")
+            raise InvalidInput(f"Unknown repo type {self.repo_type!r}; one of {', '.join(REPO_TYPES)}")
         for part in (self.namespace, self.name):
             if not NAME.match(part) or part.endswith(".git"):
-                raise HubError(400, f"Invalid repo id {self.namespace}/{self.name}", "InvalidRepoId")
+                raise InvalidInput(f"Invalid repo id {self.namespace}/{self.name}", "InvalidRepoId")
 
     @property
     def id(self) -> str:
@@ -88,7 +108,7 @@ class HubStore:
     def _inside(self, path: Path) -> Path:
         """`path` if it lies inside the root and is no symbolic link (nor reached through one)."""
         if path.is_symlink() or not os.path.realpath(path).startswith(str(self.root) + os.sep):
-            raise HubError(403, f"Refusing to read {path.name}: outside the store or a symbolic link", "Forbidden")
+            raise Forbidden(f"Refusing to read {path.name}: outside the store or a symbolic link", "Forbidden")
         return path
 
     def _write_atomic(self, path: Path, data: bytes):
@@ -105,7 +125,7 @@ class HubStore:
 
     def blob_path(self, sha256: str) -> Path:
         if not SHA256.match(sha256):
-            raise HubError(400, f"Invalid sha256 {sha256!r}")
+            raise InvalidInput(f"Invalid sha256 {sha256!r}")
         path = self.root / "blobs" / sha256
         return self._inside(path) if path.exists() else path
 
@@ -114,18 +134,35 @@ class HubStore:
         return path.exists() and (size is None or path.stat().st_size == size)
 
     def put_blob(self, content: bytes, expected_sha256: str | None = None) -> str:
-        sha256 = hashlib.sha256(content).hexdigest()
-        if expected_sha256 is not None and sha256 != expected_sha256:
-            raise HubError(400, f"Content hash {sha256} does not match the announced oid {expected_sha256}")
-        path = self.blob_path(sha256)
-        if not path.exists():
-            self._write_atomic(path, content)
-        return sha256
+        return self.put_blob_stream([content], expected_sha256)
+
+    def put_blob_stream(self, chunks, expected_sha256: str | None = None) -> str:
+        """Stores content given as an iterable of byte chunks (an upload read piece by piece), hashing it on the
+        way to a temporary file; it appears under its sha256 only when complete and as announced."""
+        if expected_sha256 is not None:
+            self.blob_path(expected_sha256)  # a malformed oid is refused before anything is read
+        digest = hashlib.sha256()
+        fd, tmp = tempfile.mkstemp(dir=self.root / "blobs", prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    f.write(chunk)
+            sha256 = digest.hexdigest()
+            if expected_sha256 is not None and sha256 != expected_sha256:
+                raise InvalidInput(f"Content hash {sha256} does not match the announced oid {expected_sha256}")
+            path = self.blob_path(sha256)
+            if not path.exists():
+                os.replace(tmp, path)
+            return sha256
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def read_blob(self, sha256: str) -> bytes:
         path = self.blob_path(sha256)
         if not path.exists():
-            raise HubError(404, f"Blob {sha256} is missing from the store", "EntryNotFound")
+            raise NotFound(f"Blob {sha256} is missing from the store", "EntryNotFound")
         return self._inside(path).read_bytes()
 
     # ------------------------------------------------------------------------------------------------------ repos
@@ -144,7 +181,7 @@ class HubStore:
     def refs(self, repo: RepoId) -> dict[str, str]:
         path = self._repo_dir(repo) / "refs.json"
         if not path.exists():
-            raise HubError(404, f"Repository {repo.id} not found", "RepoNotFound")
+            raise NotFound(f"Repository {repo.id} not found", "RepoNotFound")
         return json.loads(self._inside(path).read_text())
 
     def resolve(self, repo: RepoId, revision: str) -> dict:
@@ -153,7 +190,7 @@ class HubStore:
         commit_id = refs.get(revision) or (revision if COMMIT_ID.match(revision) else None)
         path = self._repo_dir(repo) / "commits" / f"{commit_id}.json"
         if commit_id is None or not path.exists():
-            raise HubError(404, f"Revision {revision!r} not found in {repo.id}", "RevisionNotFound")
+            raise NotFound(f"Revision {revision!r} not found in {repo.id}", "RevisionNotFound")
         return json.loads(self._inside(path).read_text())
 
     def commit(self, repo: RepoId, branch: str, additions: dict[str, dict], deletions: list[str], summary: str,
@@ -163,20 +200,20 @@ class HubStore:
         with self._lock:
             head = self.resolve(repo, branch)
             if parent and parent != head["id"]:
-                raise HubError(412, f"parentCommit {parent} is not the head of {branch} ({head['id']})")
+                raise Conflict(f"parentCommit {parent} is not the head of {branch} ({head['id']})")
             files = dict(head["files"])
             for path in deletions:
                 check_repo_path(path.rstrip("/"))
                 prefix = path.rstrip("/") + "/"
                 removed = [p for p in files if p == path or p.startswith(prefix)]
                 if not removed:
-                    raise HubError(404, f"Cannot delete {path!r}: no such file in {repo.id}", "EntryNotFound")
+                    raise NotFound(f"Cannot delete {path!r}: no such file in {repo.id}", "EntryNotFound")
                 for p in removed:
                     del files[p]
             for path, entry in additions.items():
                 check_repo_path(path)
                 if not self.has_blob(entry["sha256"], entry["size"]):
-                    raise HubError(422, f"The content of {path} was not uploaded (sha256 {entry['sha256']})")
+                    raise MissingContent(f"The content of {path} was not uploaded (sha256 {entry['sha256']})")
                 files[path] = entry
             return self._commit_locked(repo, branch, files, summary, description, head["id"])
 
@@ -204,5 +241,5 @@ class HubStore:
         commit = self.resolve(repo, revision)
         entry = commit["files"].get(path)
         if entry is None:
-            raise HubError(404, f"{path} not found in {repo.id} at {revision}", "EntryNotFound")
+            raise NotFound(f"{path} not found in {repo.id} at {revision}", "EntryNotFound")
         return commit, entry

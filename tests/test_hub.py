@@ -222,3 +222,140 @@ def test_writes_need_the_token_and_repositories_survive_a_restart(tmp_path):
 
 def test_server_binds_loopback_by_default(hub):
     assert hub.server_address[0] == "127.0.0.1"
+
+
+# ------------------------------------------------------------------------------------------------ hardening
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A token-protected server with one repository holding hello.txt ("hello world")."""
+    server = start_server(tmp_path_factory.mktemp("guarded-root"), token="SECRET")
+    HfApi(endpoint=server.endpoint, token="SECRET").create_repo("carol/box")
+    lines = [{"key": "header", "value": {"summary": "add"}},
+             {"key": "file", "value": {"path": "hello.txt", "content": "aGVsbG8gd29ybGQ=", "encoding": "base64"}}]
+    status, _, _ = request(server, "POST", "/api/models/carol/box/commit/main",
+                           "\n".join(map(json.dumps, lines)).encode(), {"Authorization": "Bearer SECRET"})
+    assert status == 200
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_rejected_request_does_not_spoil_the_keep_alive_connection(guarded):
+    connection = http.client.HTTPConnection(*guarded.server_address[:2], timeout=30)
+    try:
+        connection.request("POST", "/api/models/carol/box/commit/main", commit_body("x.txt"),
+                           {"Authorization": "Bearer WRONG"})
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 401
+        connection.request("GET", "/api/models/carol/box")  # the same client, the same connection object
+        response = connection.getresponse()
+        assert response.status == 200 and json.loads(response.read())["id"] == "carol/box"
+    finally:
+        connection.close()
+
+
+def test_a_rejected_commit_then_a_valid_call_from_one_hf_client(guarded, tmp_path):
+    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.errors import HfHubHTTPError
+
+    (tmp_path / "f.txt").write_text("data")
+    with pytest.raises(HfHubHTTPError):
+        HfApi(endpoint=guarded.endpoint, token="WRONG").create_commit(
+            "carol/box", [CommitOperationAdd("f.txt", str(tmp_path / "f.txt"))], commit_message="nope")
+    assert HfApi(endpoint=guarded.endpoint, token="SECRET").model_info("carol/box").id == "carol/box"
+
+
+def test_oversized_bodies_are_refused_without_being_read(guarded):
+    from hub.server import MAX_JSON_BODY
+
+    status, headers, _ = request(guarded, "POST", "/api/validate-yaml", None,
+                                 {"Content-Length": str(20 * 1024**3)})
+    assert status == 413 and headers.get("Connection") == "close"
+
+    def chunks():  # a chunked body past the cap, never announced in advance
+        piece = b"x" * 1024**2
+        for _ in range(MAX_JSON_BODY // len(piece) + 2):
+            yield piece
+
+    connection = http.client.HTTPConnection(*guarded.server_address[:2], timeout=30)
+    try:
+        connection.request("POST", "/api/validate-yaml", chunks(), encode_chunked=True)
+        assert connection.getresponse().status == 413
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server may close while the client still sends: refused all the same
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("line, detail", [
+    (b"not json", "commit line 1"),
+    (b'{"key": "file", "value": {"path": "a.txt"}}', "content"),
+    (b'{"key": "file", "value": {"path": "a.txt", "content": "%%%", "encoding": "base64"}}', "commit line 1"),
+    (b'{"key": "lfsFile", "value": {"path": "a.bin", "oid": "00", "size": "big"}}', "commit line 1"),
+    (b'{"key": "header", "value": 7}', "commit line 1"),
+    (b'{"value": {}}', "key"),
+])
+def test_malformed_commits_get_400_and_commit_nothing(guarded, line, detail):
+    before = HfApi(endpoint=guarded.endpoint).model_info("carol/box").sha
+    status, headers, body = request(guarded, "POST", "/api/models/carol/box/commit/main", line,
+                                    {"Authorization": "Bearer SECRET"})
+    assert status == 400 and detail in json.loads(body)["error"]
+    assert HfApi(endpoint=guarded.endpoint).model_info("carol/box").sha == before
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/models/carol/box/preupload/main", b'{"files": [{"size": 3}]}'),
+    ("/api/models/carol/box/preupload/main", b'{"files": 5}'),
+    ("/carol/box.git/info/lfs/objects/batch", b'{"operation": "upload", "objects": [{"oid": "ab"}]}'),
+    ("/lfs/verify/model/carol/box", b'{"size": 3}'),
+])
+def test_malformed_json_requests_get_400(guarded, path, body):
+    status, _, _ = request(guarded, "POST", path, body, {"Authorization": "Bearer SECRET"})
+    assert status == 400
+
+
+@pytest.mark.parametrize("value, status, content", [
+    ("bytes=-2", 206, b"ld"), ("bytes=0-4", 206, b"hello"), ("bytes=6-", 206, b"world"), ("bytes=6-100", 206, b"world"),
+    ("bytes=3-1", 416, None), ("bytes=100-", 416, None), ("bytes=-0", 416, None), ("bytes=a-b", 400, None),
+    ("items=0-1", 400, None),
+])
+def test_byte_ranges(guarded, value, status, content):
+    got, headers, body = request(guarded, "GET", "/carol/box/resolve/main/hello.txt", headers={"Range": value})
+    assert got == status
+    if content is not None:
+        assert body == content
+    if status == 416:
+        assert headers["Content-Range"] == "bytes */11"
+
+
+def test_a_malformed_content_length_gets_400(guarded):
+    import socket
+
+    with socket.create_connection(guarded.server_address[:2], timeout=30) as sock:
+        sock.sendall(b"POST /api/validate-yaml HTTP/1.1\r\nHost: x\r\nContent-Length: many\r\n\r\n{}")
+        assert sock.recv(1024).split(b" ")[1] == b"400"
+
+
+def test_lfs_links_use_the_address_the_client_used(guarded):
+    host = f"localhost:{guarded.server_address[1]}"
+    oid = "a" * 64
+    status, _, body = request(guarded, "POST", "/carol/box.git/info/lfs/objects/batch",
+                              json.dumps({"operation": "upload", "objects": [{"oid": oid, "size": 3}]}),
+                              {"Authorization": "Bearer SECRET", "Host": host})
+    actions = json.loads(body)["objects"][0]["actions"]
+    assert status == 200 and actions["upload"]["href"].startswith(f"http://{host}/lfs/upload/{oid}?grant=")
+
+
+def test_the_store_raises_its_own_errors(tmp_path):
+    from hub.store import HubStore, InvalidInput, NotFound, RepoId, StoreError
+
+    store = HubStore(tmp_path)
+    with pytest.raises(NotFound):
+        store.refs(RepoId("model", "dave", "nothing"))
+    with pytest.raises(InvalidInput):
+        store.put_blob(b"abc", expected_sha256="0" * 64)
+    assert issubclass(NotFound, StoreError) and not hasattr(NotFound("x"), "status")
+    assert not list((tmp_path / "blobs").iterdir())  # a refused upload leaves nothing behind
