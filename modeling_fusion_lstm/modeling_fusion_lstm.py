@@ -373,6 +373,13 @@ class FusionLSTMPreTrainedModel(PreTrainedModel):
             }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    def set_fusion_dropout(self, rate: float | None):
+        """The probability that e_j is dropped in training from now on (a schedule's current value), leaving
+        config.fusion_dropout, which is saved with the model, as it is; None returns to the config's."""
+        if rate is not None and not 0.0 <= rate <= 1.0:
+            raise ValueError(f"fusion dropout must lie in [0, 1], got {rate}.")
+        self.base_model.fusion_dropout_rate = rate
+
     def num_lm_parameters(self) -> int:
         """Parameters of the language model itself: all but the prefix encoder's."""
         encoder = self.base_model.prefix_encoder
@@ -477,6 +484,8 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         self.dense = nn.Linear(config.fused_size, config.projection_size)
         uses_encoder = config.encoder is not None and config.fusion != "none"
         self.prefix_encoder = FusionLSTMPrefixEncoder(config) if uses_encoder else None
+        # training state, not configuration: a schedule's current rate (None: config.fusion_dropout), never saved
+        self.fusion_dropout_rate = None
         self.post_init()
 
     def get_input_embeddings(self):
@@ -580,6 +589,10 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         if attention_mask is None:
             history = state.attention_mask.shape[1] if state is not None and state.attention_mask is not None else 0
             attention_mask = torch.ones(batch, history + num_new, dtype=torch.long, device=self.device)
+        if attention_mask.dtype != torch.bool and bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+            # prefix lengths come from the mask's running sum: any other value would let positions see the future
+            raise ValueError(f"attention_mask must hold only 0 and 1 (or be boolean), got the values "
+                             f"{sorted(set(attention_mask.unique().tolist()))[:5]}.")
         attention_mask = attention_mask.to(torch.long)
         if attention_mask.shape[0] != batch or attention_mask.shape[1] < num_new:
             raise ValueError(
@@ -629,8 +642,9 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         else:
             fusion_embeds = self.prefix_encoder(inputs.input_ids, inputs.attention_mask, num_new)
         fusion_embeds = fusion_embeds.to(self.dense.weight.dtype)
-        if self.training and self.config.fusion_dropout > 0:
-            keep = torch.rand(batch, num_new, 1, device=fusion_embeds.device) >= self.config.fusion_dropout
+        rate = self.config.fusion_dropout if self.fusion_dropout_rate is None else self.fusion_dropout_rate
+        if self.training and rate > 0:
+            keep = torch.rand(batch, num_new, 1, device=fusion_embeds.device) >= rate
             fusion_embeds = fusion_embeds * keep.to(fusion_embeds.dtype)
         return fusion_embeds
 

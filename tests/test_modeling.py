@@ -303,3 +303,13 @@ def test_vocabulary_other_than_the_encoders_needs_fusion_embeds(encoder_path):
     model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", vocab_size=100, **TINY)
     with pytest.raises(ValueError, match=r"vocabulary \(100 tokens\) is not its encoder's \(30522\)"):
         model(input_ids=torch.tensor([[1, 2, 3]]))
+
+
+@pytest.mark.parametrize("mask", [[[2, 2, 2, 2]], [[1, 1, -1, 1]], [[1.0, 0.5, 1.0, 1.0]]])
+def test_attention_masks_other_than_0_and_1_are_refused(make_model, mask):
+    ids = torch.tensor([[101, 2000, 2001, 2002]])
+    with pytest.raises(ValueError, match="attention_mask must hold only 0 and 1"):
+        make_model("concat")(input_ids=ids, attention_mask=torch.tensor(mask))
+    boolean = torch.tensor([[True, True, True, False]])
+    torch.testing.assert_close(make_model("concat")(input_ids=ids, attention_mask=boolean).logits[:, :3],
+                               make_model("concat")(input_ids=ids[:, :3]).logits)
