@@ -29,6 +29,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_utils import get_last_checkpoint
 
 import modeling_fusion_lstm
 from fusion_lstm_training.callbacks import FusionDropoutSchedule, parse_schedule
@@ -119,6 +120,9 @@ class DataTrainingArguments:
     precompute_fusion_embeddings: bool = field(
         default=True, metadata={"help": "Precompute e_j once; false: the model's encoder computes them every step."}
     )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train into an output_dir that is not empty, replacing what is there."}
+    )
 
     def __post_init__(self):
         files = [f for f in (self.train_file, self.validation_file, self.test_file) if f]
@@ -192,6 +196,14 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
     resume = training_args.resume_from_checkpoint
     if resume and not Path(resume).is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {resume} is not a folder (a checkpoint-N of output_dir).")
+    output_dir = Path(training_args.output_dir)
+    if training_args.do_train and not resume and not data_args.overwrite_output_dir and output_dir.is_dir() and any(
+        output_dir.iterdir()
+    ):
+        checkpoint = get_last_checkpoint(str(output_dir))
+        how = (f"resume the run with --resume_from_checkpoint {checkpoint}, or " if checkpoint else "")
+        raise FileExistsError(f"--output_dir {output_dir} is not empty: {how}replace it with --overwrite_output_dir "
+                              "true, or choose another folder.")
     if model_args.train_tokenizer_vocab_size and not data_args.precompute_fusion_embeddings and (
         model_args.fusion != "none"
     ):

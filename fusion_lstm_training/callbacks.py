@@ -24,7 +24,8 @@ def parse_schedule(spec: str, num_epochs: int) -> list[float]:
 
 
 class FusionDropoutSchedule(TrainerCallback):
-    """Sets `model.config.fusion_dropout` at the start of every epoch from a per-epoch schedule."""
+    """Sets the model's fusion dropout at the start of every epoch from a per-epoch schedule (training state: the
+    saved config keeps its own fusion_dropout)."""
 
     def __init__(self, schedule: list[float]):
         self.schedule = schedule
@@ -34,7 +35,7 @@ class FusionDropoutSchedule(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):
         p = self.probability(state.epoch or 0)
-        model.config.fusion_dropout = p
+        model.set_fusion_dropout(p)
         logger.info("epoch %d: fusion dropout %.3f", int(state.epoch or 0), p)
         # kept in trainer_state.json with the losses, so a run's schedule can be read back beside its curve
         state.log_history.append({"epoch": state.epoch or 0.0, "step": state.global_step, "fusion_dropout": p})

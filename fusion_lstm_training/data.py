@@ -39,26 +39,63 @@ def read_sentences(path: str) -> list[str]:
     if kind == "text":
         sentences = text.splitlines()
     elif kind == "csv":
-        import csv
-        import io
-
-        rows = list(csv.DictReader(io.StringIO(text)))
-        _require_text_column(path, rows[0] if rows else {})
-        sentences = [row["text"] for row in rows]
+        sentences = _csv_texts(path, text)
     else:
-        records = json.loads(text) if file.suffix.lower() == ".json" and text.lstrip().startswith("[") else [
-            json.loads(line) for line in text.splitlines() if line.strip()
-        ]
-        _require_text_column(path, records[0] if records else {})
-        sentences = [record["text"] for record in records]
+        sentences = _json_texts(path, text, file.suffix.lower() == ".json")
     if not any(s.strip() for s in sentences):
         raise ValueError(f"Data file {path} contains no text.")
     return sentences
 
 
-def _require_text_column(path, first_record):
-    if first_record and "text" not in first_record:
-        raise ValueError(f"{path} has no `text` column (columns: {', '.join(first_record)}).")
+def _csv_texts(path: str, text: str) -> list[str]:
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or "text" not in reader.fieldnames:
+        raise ValueError(f"{path} has no `text` column (columns: {', '.join(reader.fieldnames or [])}).")
+    sentences = []
+    for row in reader:
+        if None in row or any(value is None for value in row.values()):  # more fields, or fewer, than the header
+            fields = len(row) - (None in row) - sum(v is None for v in row.values()) + len(row.get(None) or [])
+            raise ValueError(f"{path}:{reader.line_num}: the row has {fields} fields where the header has "
+                             f"{len(reader.fieldnames)}.")
+        sentences.append(row["text"])
+    return sentences
+
+
+def _json_texts(path: str, text: str, whole_file: bool) -> list[str]:
+    """JSON Lines (one record a line), or a .json file holding a list of records or {"text": [...]}."""
+    if whole_file and text.lstrip().startswith(("[", "{")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            if not text.lstrip().startswith("{"):
+                raise ValueError(f"{path} is not valid JSON: {error}.") from None
+            data = None  # JSON Lines in a .json file
+        if isinstance(data, dict) and isinstance(data.get("text"), list):  # {"text": [...]}
+            return [_record_text(path, f"text[{i}]", {"text": t}) for i, t in enumerate(data["text"])]
+        if isinstance(data, dict):  # one record
+            return [_record_text(path, "the record", data)]
+        if isinstance(data, list):
+            return [_record_text(path, f"record {i}", r) for i, r in enumerate(data)]
+    sentences = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not a JSON record ({error}).") from None
+            sentences.append(_record_text(path, f"line {number}", record))
+    return sentences
+
+
+def _record_text(path: str, where: str, record) -> str:
+    if not isinstance(record, dict) or "text" not in record:
+        raise ValueError(f"{path}, {where}: the record has no `text` field.")
+    if not isinstance(record["text"], str):
+        raise ValueError(f"{path}, {where}: `text` must be a string, got {record['text']!r}.")
+    return record["text"]
 
 
 def split_into_sentences(paragraphs: list[str]) -> list[str]:

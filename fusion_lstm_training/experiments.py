@@ -196,8 +196,9 @@ def execute(experiment: Experiment, run: Run, results_dir: Path, overrides: dict
         raise FileNotFoundError(f"{run.id} uses the model {model}, which does not exist: run the experiment that "
                                 "trains it first (python reproduce.py <experiment> --scale ...).")
     checkpoint = latest_checkpoint(output_dir) if output_dir.exists() else None
-    if checkpoint is not None and arguments.get("do_train"):
-        arguments["resume_from_checkpoint"] = str(checkpoint)
+    if arguments.get("do_train"):
+        # a killed run resumes from its last checkpoint; one that never reached a checkpoint starts over
+        arguments.update({"resume_from_checkpoint": str(checkpoint)} if checkpoint else {"overwrite_output_dir": True})
     output_dir.mkdir(parents=True, exist_ok=True)
     config_file = output_dir / "arguments.json"
     config_file.write_text(json.dumps(arguments, indent=2))

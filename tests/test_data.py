@@ -44,6 +44,29 @@ def test_json_and_csv_need_a_text_column(tmp_path):
         read_sentences(str(tmp_path / "bad.csv"))
 
 
+@pytest.mark.parametrize("name, content, where", [
+    ("short.csv", "id,text,source\n1,One.,web\n2,Two.\n", "short.csv:3"),
+    ("long.csv", "id,text\n1,One.\n2,Two.,extra\n", "long.csv:3"),
+    ("missing.jsonl", '{"text": "One."}\n{"sentence": "Two."}\n', "line 2"),
+    ("null.jsonl", '{"text": "One."}\n{"text": null}\n', "line 2"),
+    ("number.jsonl", '{"text": 3}\n', "line 1"),
+    ("broken.jsonl", '{"text": "One."}\n{"text": \n', "broken.jsonl:2"),
+    ("records.json", '[{"text": "One."}, {"text": 5}]', "record 1"),
+])
+def test_malformed_data_files_name_the_file_and_the_record(tmp_path, name, content, where):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=f"{name}.*{where}|{where}"):
+        read_sentences(str(tmp_path / name))
+
+
+def test_json_files_of_every_shape_are_read(tmp_path):
+    shapes = {"pretty.json": '{\n  "text": [\n    "One.",\n    "Two."\n  ]\n}\n',
+              "records.json": '[{"text": "One."}, {"text": "Two."}]', "lines.json": '{"text": "One."}\n{"text": "Two."}\n'}
+    for name, content in shapes.items():
+        (tmp_path / name).write_text(content)
+        assert read_sentences(str(tmp_path / name)) == ["One.", "Two."], name
+
+
 # ---------------------------------------------------------------------------------------------- sentence samples
 
 
@@ -184,6 +207,9 @@ def test_full_fusion_dropout_in_training_equals_zero_embeddings(batch):
     zeros = model(**batch, fusion_embeds=torch.zeros_like(embeds)).logits
     torch.testing.assert_close(dropped, zeros)
     model.eval()  # never in evaluation
+    assert not torch.allclose(model(**batch, fusion_embeds=embeds).logits, zeros)
+    assert math.isclose(model.config.fusion_dropout, 1.0)
+    model.train().set_fusion_dropout(0.0)  # a schedule's rate overrides the config's, which stays as it was
     assert not torch.allclose(model(**batch, fusion_embeds=embeds).logits, zeros)
     assert math.isclose(model.config.fusion_dropout, 1.0)
 

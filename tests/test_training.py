@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import signal
 import sys
 import time
@@ -138,12 +139,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, cache_dir):
 
 
 def test_fusion_dropout_schedule_changes_per_epoch(tmp_path, cache_dir):
-    config = tiny_run_config(tmp_path / "out", cache_dir, num_train_epochs=3, fusion_dropout_schedule="1to0",
+    config = tiny_run_config(tmp_path / "out", cache_dir, num_train_epochs=3, fusion_dropout_schedule="0to1",
                              eval_strategy="no")
     run_training(config, tmp_path)
     history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
     assert [(round(h["epoch"]), h["fusion_dropout"]) for h in history if "fusion_dropout" in h] == [
-        (0, 1.0), (1, 0.5), (2, 0.0)]
+        (0, 0.0), (1, 0.5), (2, 1.0)]
+    # the schedule is training state: the saved model keeps the configured rate, not the last epoch's
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["fusion_dropout"] == 0.0
 
 
 def test_trained_bpe_tokenizer_gets_prefix_embeddings_from_text(tmp_path):
@@ -154,6 +157,22 @@ def test_trained_bpe_tokenizer_gets_prefix_embeddings_from_text(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- bad input
+
+
+def test_a_used_output_dir_is_refused_unless_overwritten(trained, cache_dir, tmp_path):
+    output_dir, _ = trained
+    before = {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()}
+    result = run_training(tiny_run_config(output_dir, cache_dir), tmp_path, check=False)
+    assert result.returncode != 0 and "--overwrite_output_dir" in result.log
+    assert {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()} == before  # nothing lost
+    copy = tmp_path / "copy"
+    shutil.copytree(output_dir, copy)
+    (copy / "checkpoint-4").mkdir()
+    (copy / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    result = run_training(tiny_run_config(copy, cache_dir), tmp_path, check=False)
+    assert result.returncode != 0 and f"--resume_from_checkpoint {copy / 'checkpoint-4'}" in result.log
+    run_training(tiny_run_config(copy, cache_dir, overwrite_output_dir=True), tmp_path)
+    assert (copy / "all_results.json").stat().st_mtime_ns > before["all_results.json"]  # trained again
 
 
 def test_unknown_fusion_surfaces_the_models_error(tmp_path):
