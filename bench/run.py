@@ -208,7 +208,7 @@ def bench_embed(quick: bool) -> dict:
 
     tokenizer = modeling_fusion_lstm.load_tokenizer()
     model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **SIZES).eval()
-    count = 64 if quick else 256
+    count = 64 if quick else 192
     ids = [x + [tokenizer.eos_token_id] for x in tokenizer(first_sentences("validation.txt", count))["input_ids"]]
     embedder = PrefixEmbedder(model, tokenizer)
     bf16_embedder = PrefixEmbedder(model, tokenizer, autocast_dtype=torch.bfloat16)
@@ -217,16 +217,16 @@ def bench_embed(quick: bool) -> dict:
     def per_prefix(chunk):
         naive_prefix_embeddings(model, chunk)
 
-    # chunks as large as one datasets.map batch of the precompute; the slow reference gets a subset of each
+    # chunks as large as one datasets.map batch of the precompute; all three embed the same sentences, chunk by
+    # chunk in turn (A B C A B C), so that the ratios compare like with like
     size = SENTENCES_PER_MAP_BATCH
     chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
     totals = {"fp32": [0.0, []], "bf16": [0.0, []], "per prefix": [0.0, []]}
-    for chunk in chunks:  # A B C A B C on the same chunks
-        for name, run, part in (("fp32", lambda c: embedder({"input_ids": c}), chunk),
-                                ("bf16", lambda c: bf16_embedder({"input_ids": c}), chunk),
-                                ("per prefix", per_prefix, chunk[: 6 if quick else 12])):
-            totals[name][0] += timed(run, part)
-            totals[name][1] += part
+    for chunk in chunks:
+        for name, run in (("fp32", lambda c: embedder({"input_ids": c})),
+                          ("bf16", lambda c: bf16_embedder({"input_ids": c})), ("per prefix", per_prefix)):
+            totals[name][0] += timed(run, chunk)
+            totals[name][1] += chunk
 
     rates = {name: (len(done) / t, prefix_encoder_tokens(list(map(len, done))) / t)
              for name, (t, done) in totals.items()}

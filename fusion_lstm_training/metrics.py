@@ -1,5 +1,5 @@
 """Evaluation metrics: perplexity over real tokens and next-token accuracy, through the evaluate modules shipped in
-metrics/ (loaded by path: the Hub is not reachable everywhere)."""
+evaluate_modules/ inside this package (loaded by path: the Hub is not reachable everywhere)."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 
-METRICS_DIR = Path(__file__).resolve().parent.parent / "metrics"
+METRICS_DIR = Path(__file__).resolve().parent / "evaluate_modules"  # shipped inside the package
 
 
 def preprocess_logits_for_metrics(logits: torch.Tensor, labels: torch.Tensor):
