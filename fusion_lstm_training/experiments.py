@@ -261,6 +261,14 @@ def gpu_name() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
+def is_complete(experiment: Experiment, run: Run) -> bool:
+    """Whether a run whose results JSON exists also left what later experiments need: a train run's model (a clone
+    carries the results JSONs of the runs behind the README, not their models, so there they run again)."""
+    if experiment.kind != "train":
+        return True
+    return (Path(run.arguments["output_dir"]) / "config.json").exists()
+
+
 def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: dict | None = None,
                    progress=print) -> list[dict]:
     """Every run of the experiment that has no results JSON yet; returns all its results, old and new."""
@@ -269,7 +277,7 @@ def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: di
     results = []
     for number, run in enumerate(experiment.runs, 1):
         path = result_path(results_dir, experiment, run)
-        if path.exists():
+        if path.exists() and is_complete(experiment, run):
             progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: done before, skipped")
             results.append(json.loads(path.read_text()))
             continue

@@ -85,6 +85,23 @@ def test_a_killed_sweep_resumes_where_it_stopped(finished):
     assert not list(folder.glob("*.partial"))
 
 
+def test_results_without_their_models_run_again(finished, tmp_path):
+    """A fresh clone has the committed results JSONs but not the models (git ignores them): the demo and the
+    experiments that read those models must train them again rather than skip."""
+    from fusion_lstm_training.experiments import is_complete
+
+    folder, _, _ = finished
+    experiment = load_experiment(str(folder.parent.parent.parent / "tiny.json"), "cpu", folder.parent.parent)
+    assert all(is_complete(experiment, run) for run in experiment.runs)
+    run = experiment.runs[0]
+    moved = tmp_path / "moved"
+    Path(run.arguments["output_dir"]).rename(moved)
+    try:
+        assert not is_complete(experiment, run)
+    finally:
+        moved.rename(run.arguments["output_dir"])
+
+
 def test_all_variants_share_one_tokenizer_and_the_embedding_cache(finished, tmp_path):
     folder, _, _ = finished
     runs = [json.loads(p.read_text()) for p in folder.glob("*.json")]
