@@ -270,10 +270,12 @@ def parse(run_clm_module, *flags):
         sys.argv = argv
 
 
-def test_json_config_becomes_flags_that_later_flags_override(run_clm_module):
+def test_json_config_becomes_flags_that_later_flags_override(run_clm_module, monkeypatch):
     flags = run_clm_module.json_to_flags({"fusion": "add", "do_eval": True, "report_to": ["none"], "test_file": None})
     assert flags == ["--fusion", "add", "--do_eval", "true", "--report_to", "none"]
-    model_args, _, training_args = parse(run_clm_module, *flags, "--fusion", "init_h")
+    monkeypatch.chdir(ROOT)
+    model_args, _, training_args = parse(run_clm_module, *flags, "--validation_file", "data/wikitext2/validation.txt",
+                                         "--fusion", "init_h")
     assert model_args.fusion == "init_h" and training_args.do_eval
 
 
