@@ -59,8 +59,9 @@ def budget(results: list[dict]) -> str:
     return (f"{results[0]['metrics'].get('train_samples', '?')} training sentences, {args.get('num_train_epochs')} "
             f"epochs, batch {args.get('per_device_train_batch_size')}, lr {args.get('learning_rate')}, "
             f"sizes `{args.get('config_overrides')}`, max {args.get('max_seq_length')} tokens, "
-            f"{'bfloat16' if args.get('bf16') else 'float32'}; validation/test: the first "
-            f"{args.get('max_eval_samples') or 'all'} sentences; on {device}")
+            f"{'bfloat16' if args.get('bf16') else 'float32'}; validation/test: "
+            f"{'the first ' + str(args['max_eval_samples']) if args.get('max_eval_samples') else 'all'} sentences; "
+            f"on {device}")
 
 
 def fusion_table(results: list[dict], paper: dict) -> list[str]:
@@ -286,6 +287,8 @@ def build_section(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str
         if table_results:
             out += [f"### Fusion variants ({scale} scale)", "", f"Budget: {budget(table_results)}.", ""]
             out += fusion_table(table_results, paper)
+            out += ["", "Train tokens/s is each run's wall-clock throughput (mean over seeds); a run that shared the "
+                    "machine with other work reads slower, so compare it only roughly."]
             best = {f: statistics.mean(v) for f, v in by_fusion(table_results, lambda r: r["best_eval_perplexity"]
                                                                  ).items()}
             figure = figures_dir / f"fusion_table_{scale}.png"
