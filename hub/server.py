@@ -163,27 +163,25 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 received += size
                 if received > limit:
                     raise HubError(413, f"Request body too large: more than {limit} bytes")
-                while size:
-                    piece = self.rfile.read(min(size, READ_CHUNK))
-                    if not piece:
-                        raise HubError(400, "The request body ended early")
-                    size -= len(piece)
-                    yield piece
+                yield from self._read_pieces(size)
                 self.rfile.readline(1024)
         else:
             text = (self.headers.get("Content-Length") or "0").strip()
             if not text.isdigit():
                 raise HubError(400, f"Malformed Content-Length {text!r}")
-            remaining = int(text)
-            if remaining > limit:
-                raise HubError(413, f"Request body too large: {remaining} bytes, at most {limit}")
-            while remaining:
-                piece = self.rfile.read(min(remaining, READ_CHUNK))
-                if not piece:
-                    raise HubError(400, "The request body ended early")
-                remaining -= len(piece)
-                yield piece
+            if int(text) > limit:
+                raise HubError(413, f"Request body too large: {text} bytes, at most {limit}")
+            yield from self._read_pieces(int(text))
         self._body_read = True
+
+    def _read_pieces(self, size: int):
+        """The next `size` bytes of the body, in pieces of at most READ_CHUNK."""
+        while size:
+            piece = self.rfile.read(min(size, READ_CHUNK))
+            if not piece:
+                raise HubError(400, "The request body ended early")
+            size -= len(piece)
+            yield piece
 
     def _body(self, limit: int = MAX_JSON_BODY) -> bytes:
         return b"".join(self._body_chunks(limit))
