@@ -135,29 +135,32 @@ def cross_domain(results: list[dict], table_results: list[dict]) -> tuple[list[s
     return lines, table
 
 
+def plain_table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as left-aligned text columns (the first row is the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
 def summary(results: list[dict]) -> list[str]:
     """A plain-text table of an experiment's runs: validation (and test) perplexity and the change against the
-    `none` run that differs from it only in `fusion`."""
+    `none` run that differs from it only in `fusion` (for surprisal runs: r, rho and ΔLL)."""
     if results and "pearson_r" in results[0]["metrics"]:
-        rows = [("run", "Pearson r", "Spearman rho", "ΔLL (nats/word)")]
-        rows += [(r["run"], f"{r['metrics']['pearson_r']:.4f}", f"{r['metrics']['spearman_rho']:.4f}",
-                  f"{r['metrics']['delta_log_likelihood']:.5f}") for r in results]
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    reference = {}
-    for result in results:
-        if result["values"].get("fusion") == "none":
-            reference[json.dumps({k: v for k, v in result["values"].items() if k != "fusion"}, sort_keys=True)] = result
+        return plain_table([("run", "Pearson r", "Spearman rho", "ΔLL (nats/word)")] + [
+            (r["run"], f"{r['metrics']['pearson_r']:.4f}", f"{r['metrics']['spearman_rho']:.4f}",
+             f"{r['metrics']['delta_log_likelihood']:.5f}") for r in results])
+
+    def besides_fusion(result: dict) -> str:
+        return json.dumps({k: v for k, v in result["values"].items() if k != "fusion"}, sort_keys=True)
+
+    reference = {besides_fusion(r): r for r in results if r["values"].get("fusion") == "none"}
     rows = [("run", "validation perplexity", "vs none", "test perplexity")]
     for result in results:
-        key = json.dumps({k: v for k, v in result["values"].items() if k != "fusion"}, sort_keys=True)
         ppl = result["best_eval_perplexity"]
-        none = reference.get(key)
+        none = reference.get(besides_fusion(result))
         test = result["metrics"].get("test_perplexity")
         rows.append((result["run"], f"{ppl:.2f}", change(ppl, none["best_eval_perplexity"]) if none else "",
                      f"{test:.2f}" if test else ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return plain_table(rows)
 
 
 def plot_limited_data(curves: dict, path: Path, scale: str):

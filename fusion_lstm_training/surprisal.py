@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .data import FusionDataCollator
+
 
 # Natural Stories: a sentence ends at a word ending in "." or "?", unless the word is a title (438 sentences)
 SENTENCE_END = (".", "?")
@@ -165,20 +167,17 @@ class SurprisalScorer:
     def token_surprisals(self, batch: list[tuple[Sentence, list[int], list[int]]]) -> list[torch.Tensor]:
         """-log2 p(token_j | tokens < j) for the tokens after BOS of each sentence: (len(ids) - 1,) each."""
         lengths = [len(ids) for _, ids, _ in batch]
-        input_ids = torch.full((len(batch), max(lengths)), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for row, (_, ids, _) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
-        inputs = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+        features = [{"input_ids": ids} for _, ids, _ in batch]
         if self.embedder is not None:
             vectors = self.embedder({"text": [s.text for s, _, _ in batch], "offsets": [e for _, _, e in batch]})
-            embeds = torch.zeros(len(batch), max(lengths), self.embedder.width)
-            for row, v in enumerate(vectors["fusion_embeds"]):
-                embeds[row, : len(v)] = torch.from_numpy(v).float()
-            inputs["fusion_embeds"] = embeds.to(self.device)
+            for feature, v in zip(features, vectors["fusion_embeds"]):
+                feature["fusion_embeds"] = v
+        # padded as in training: right, with the pad id, and zero vectors at padded positions
+        padded = FusionDataCollator(pad_token_id=self.tokenizer.pad_token_id or 0)(features)
+        inputs = {k: v.to(self.device) for k, v in padded.items() if k != "labels"}
+        input_ids = inputs["input_ids"]
         logits = self.model(**inputs).logits.float()
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:].to(self.device).unsqueeze(-1))
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1))
         bits = (-logprobs.squeeze(-1) / math.log(2)).cpu()
         return [bits[row, : length - 1] for row, length in enumerate(lengths)]
 
