@@ -11,7 +11,6 @@ into a float16 Arrow cache (split between processes under a distributed launch) 
 
 import json
 import logging
-import math
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -37,8 +36,13 @@ from fusion_lstm_training.data import TEXT_EXTENSIONS, FusionDataCollator, load_
 from fusion_lstm_training.embeddings import EmbeddingCache, PrefixEmbedder
 from fusion_lstm_training.metrics import LanguageModelMetrics, preprocess_logits_for_metrics
 from fusion_lstm_training.bpe import train_bpe_tokenizer
+from fusion_lstm_training.vectors import (
+    ENCODER_SOURCES, BagOfWordsVectors, ZeroVectors, check_source, load_source, shuffle_vectors,
+)
 from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionLSTMForCausalLM
-from modeling_fusion_lstm.configuration_fusion_lstm import ENCODER_POOLING_CHOICES, FUSION_CONTEXT_CHOICES
+from modeling_fusion_lstm.configuration_fusion_lstm import (
+    ENCODER_POOLING_CHOICES, FUSION_CONTEXT_CHOICES, FUSION_DROPOUT_MODE_CHOICES,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -57,7 +61,11 @@ class ModelArguments:
         metadata={"help": "; ".join(f"{name}: {spec.description}" for name, spec in FUSIONS.items())},
     )
     encoder_pooling: str = field(default="cls", metadata={"help": ", ".join(ENCODER_POOLING_CHOICES)})
-    fusion_context: str = field(default="prefix", metadata={"help": "prefix (causal) or sentence (the leaky probe)"})
+    fusion_context: str = field(
+        default="prefix", metadata={"help": "prefix (causal), sentence (the leaky probe), or the sub-prefix feeders "
+                                    "subr (tokens 0..min(j, c)) and subl (tokens c..j), c = int(k·|S|)"}
+    )
+    fusion_context_fraction: float = field(default=0.5, metadata={"help": "k of subr and subl, in [0, 1]"})
     config_overrides: str | None = field(
         default=None, metadata={"help": "Config fields for a new model, e.g. 'hidden_size=256,dropout=0.1'."}
     )
@@ -66,7 +74,12 @@ class ModelArguments:
         default=None, metadata={"help": "Train a BPE tokenizer of this size on the training text (the paper: 8192)."}
     )
     fusion_dropout_schedule: str | None = field(
-        default=None, metadata={"help": "Probability that e_j is dropped, per epoch: 0to1, 1to0 or e.g. 0.5,0.25,0."}
+        default=None, metadata={"help": "Probability that e_j is dropped, levels held for equal parts of training: "
+                                "0to1 (0, .25, .5, .75, 1), 1to0 or e.g. 0.5,0.25,0."}
+    )
+    fusion_dropout_mode: str = field(
+        default="vector", metadata={"help": "vector: whole e_j dropped, not rescaled; element: F.dropout on e_j (the "
+                                    "paper's code)"}
     )
     generation_prompt: str | None = field(
         default=None, metadata={"help": "After training, reload output_dir with AutoModelForCausalLM and continue this."}
@@ -74,7 +87,8 @@ class ModelArguments:
 
     def __post_init__(self):
         for name, allowed in (("fusion", tuple(FUSIONS)), ("encoder_pooling", ENCODER_POOLING_CHOICES),
-                              ("fusion_context", FUSION_CONTEXT_CHOICES)):
+                              ("fusion_context", FUSION_CONTEXT_CHOICES),
+                              ("fusion_dropout_mode", FUSION_DROPOUT_MODE_CHOICES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name}={getattr(self, name)!r} is not supported; allowed values: "
                                  f"{', '.join(allowed)}.")
@@ -87,7 +101,9 @@ class ModelArguments:
                         f"--config_overrides: {item!r} is not 'field=value' with a FusionLSTMConfig field."
                     )
         if self.fusion_dropout_schedule:
-            parse_schedule(self.fusion_dropout_schedule, 1)  # the format; the epochs are known later
+            parse_schedule(self.fusion_dropout_schedule)
+        if not 0.0 <= self.fusion_context_fraction <= 1.0:
+            raise ValueError(f"--fusion_context_fraction={self.fusion_context_fraction} must lie in [0, 1].")
         if self.train_tokenizer_vocab_size is not None:
             if self.train_tokenizer_vocab_size < 1:
                 raise ValueError("--train_tokenizer_vocab_size must be a positive number of tokens.")
@@ -123,6 +139,16 @@ class DataTrainingArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Train into an output_dir that is not empty, replacing what is there."}
     )
+    fusion_vectors: str = field(
+        default="encoder", metadata={"help": "Where e_j comes from: encoder (the model's), zeros, shuffled (another "
+                                     "sentence's), count, tfidf, or your own source as module:attr (see "
+                                     "fusion_lstm_training/vectors.py). Sources other than encoder and shuffled make "
+                                     "a model without encoder, fed their vectors."}
+    )
+    fusion_vectors_size: int = field(default=1024, metadata={"help": "At most this many words for count and tfidf."})
+    eval_without_fusion: bool = field(
+        default=False, metadata={"help": "Evaluate again with every e_j zeroed: eval_without_fusion_perplexity."}
+    )
 
     def __post_init__(self):
         files = [f for f in (self.train_file, self.validation_file, self.test_file) if f]
@@ -136,6 +162,9 @@ class DataTrainingArguments:
         if self.max_seq_length < 2:
             raise ValueError(f"--max_seq_length={self.max_seq_length}: a sample needs at least 2 tokens (BOS and one "
                              "token to predict).")
+        check_source(self.fusion_vectors)
+        if self.fusion_vectors_size < 1:
+            raise ValueError("--fusion_vectors_size must be at least 1.")
         if not 0 <= self.validation_split_percentage < 100:
             raise ValueError("--validation_split_percentage must lie in [0, 100).")
         for name in ("max_train_samples", "max_eval_samples"):
@@ -208,6 +237,13 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
         model_args.fusion != "none"
     ):
         raise ValueError("With a trained tokenizer the encoder cannot read the LM's ids: keep precompute on.")
+    if data_args.fusion_vectors != "encoder" and not data_args.precompute_fusion_embeddings:
+        raise ValueError(f"--fusion_vectors={data_args.fusion_vectors} is fed through the embedding cache: keep "
+                         "--precompute_fusion_embeddings on.")
+    if data_args.eval_without_fusion and model_args.fusion == "none" and not model_args.model_name_or_path:
+        raise ValueError("--eval_without_fusion zeroes e_j, but --fusion none fuses nothing.")
+    if data_args.fusion_vectors != "encoder" and model_args.fusion == "none" and not model_args.model_name_or_path:
+        raise ValueError(f"--fusion_vectors={data_args.fusion_vectors} with --fusion none: the model fuses nothing.")
 
 
 def config_fields(overrides: str | None) -> dict:
@@ -220,7 +256,9 @@ def config_fields(overrides: str | None) -> dict:
     return {name: getattr(config, name) for name in (item.partition("=")[0].strip() for item in overrides.split(","))}
 
 
-def load_model(model_args: ModelArguments, tokenizer, encoder_path: str) -> FusionLSTMForCausalLM:
+def load_model(model_args: ModelArguments, tokenizer, encoder_path: str, source=None) -> FusionLSTMForCausalLM:
+    """The checkpoint to continue from, or a new model: around the encoder, or, for an external vector `source`,
+    without encoder, for e_j of the source's width."""
     if model_args.model_name_or_path:
         config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
         if config.model_type != FusionLSTMConfig.model_type:
@@ -228,18 +266,37 @@ def load_model(model_args: ModelArguments, tokenizer, encoder_path: str) -> Fusi
                 f"{model_args.model_name_or_path} is a {config.model_type!r} model, not a fusion_lstm checkpoint. To "
                 "build a fusion model around it as the encoder, pass it as --encoder_name_or_path."
             )
-        return FusionLSTMForCausalLM.from_pretrained(model_args.model_name_or_path)
-    return FusionLSTMForCausalLM.from_encoder_pretrained(
-        encoder_path,
-        fusion=model_args.fusion,
-        encoder_pooling=model_args.encoder_pooling,
-        fusion_context=model_args.fusion_context,
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **config_fields(model_args.config_overrides),
-    )
+        model = FusionLSTMForCausalLM.from_pretrained(model_args.model_name_or_path)
+        if source is not None and source.width != model.config.fusion_embedding_size:
+            raise ValueError(f"{model_args.model_name_or_path} fuses e_j of width {model.config.fusion_embedding_size}"
+                             f", but the vector source gives {source.width}.")
+        return model
+    fields = {
+        "fusion": model_args.fusion, "encoder_pooling": model_args.encoder_pooling,
+        "fusion_context": model_args.fusion_context, "fusion_context_fraction": model_args.fusion_context_fraction,
+        "fusion_dropout_mode": model_args.fusion_dropout_mode, "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id, **config_fields(model_args.config_overrides),
+    }
+    if source is not None:
+        return FusionLSTMForCausalLM(FusionLSTMConfig(fusion_embedding_size=source.width, **fields))
+    return FusionLSTMForCausalLM.from_encoder_pretrained(encoder_path, **fields)
+
+
+def vector_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path: str, config: FusionLSTMConfig):
+    """The source of e_j named by --fusion_vectors when it is not the model's encoder (None for encoder and
+    shuffled, which permutes the encoder's vectors after they are cached)."""
+    name = data_args.fusion_vectors
+    if name in ENCODER_SOURCES:
+        return None
+    if name == "zeros":
+        return ZeroVectors(AutoConfig.from_pretrained(encoder_path).hidden_size)
+    if "train" not in raw:
+        raise ValueError(f"--fusion_vectors={name} is fitted on the training text: pass --train_file.")
+    texts = [t.strip() for t in raw["train"]["text"] if t.strip()]
+    if name in ("count", "tfidf"):
+        return BagOfWordsVectors(name, texts, data_args.fusion_vectors_size, config)
+    return load_source(name, tokenizer, texts)
 
 
 def main():
@@ -286,28 +343,36 @@ def main():
         tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     else:
         tokenizer = modeling_fusion_lstm.load_tokenizer(encoder_path)
-    model = load_model(model_args, tokenizer, encoder_path)
+    context = FusionLSTMConfig(fusion_context=model_args.fusion_context,
+                               fusion_context_fraction=model_args.fusion_context_fraction)
+    source = vector_source(data_args, tokenizer, raw, encoder_path, context)
+    model = load_model(model_args, tokenizer, encoder_path, source)
     uses_fusion = model.config.fusion != "none"
     # an LM vocabulary that is not the encoder's (e.g. a BPE): e_j embeds the text of each prefix, tokenized by the
     # encoder's own tokenizer
     encoder_tokenizer = None
-    if uses_fusion and model.config.vocab_size != getattr(model.config.encoder, "vocab_size", None):
+    if uses_fusion and source is None and model.config.vocab_size != getattr(model.config.encoder, "vocab_size", None):
         encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_path)
 
     # Preprocessing: only the splits this run uses
     used = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = {
-            split: tokenize_sentences(data, tokenizer, data_args.max_seq_length, split, encoder_tokenizer is not None)
+            split: tokenize_sentences(data, tokenizer, data_args.max_seq_length, split,
+                                      keep_offsets=encoder_tokenizer is not None or source is not None)
             for split, data in raw.items()
             if used[split]
         }
     if uses_fusion and data_args.precompute_fusion_embeddings:
-        model.prefix_encoder.to(training_args.device)
-        # with --bf16 the encoder runs under bfloat16 autocast too (cached separately from float32 embeddings)
-        embedder = PrefixEmbedder(model, tokenizer, encoder_tokenizer, torch.bfloat16 if training_args.bf16 else None)
-        cache = EmbeddingCache(embedder, data_args.embedding_cache_dir)
+        if source is None:
+            model.prefix_encoder.to(training_args.device)
+            # with --bf16 the encoder runs under bfloat16 autocast too (cached separately from float32 embeddings)
+            autocast = torch.bfloat16 if training_args.bf16 else None
+            source = PrefixEmbedder(model, tokenizer, encoder_tokenizer, autocast)
+        cache = EmbeddingCache(source, data_args.embedding_cache_dir)
         tokenized = {split: cache.attach(data, split) for split, data in tokenized.items()}
+        if data_args.fusion_vectors == "shuffled":
+            tokenized = {split: shuffle_vectors(data, training_args.seed, split) for split, data in tokenized.items()}
     tokenized = {
         split: data.remove_columns([c for c in ("text", "offsets") if c in data.column_names])
         for split, data in tokenized.items()
@@ -315,8 +380,8 @@ def main():
 
     callbacks = []
     if model_args.fusion_dropout_schedule:
-        schedule = parse_schedule(model_args.fusion_dropout_schedule, math.ceil(training_args.num_train_epochs))
-        logger.info("fusion dropout schedule per epoch: %s", schedule)
+        schedule = parse_schedule(model_args.fusion_dropout_schedule)
+        logger.info("fusion dropout schedule, levels held for equal parts of training: %s", schedule)
         callbacks.append(FusionDropoutSchedule(schedule))
 
     trainer = Trainer(
@@ -349,6 +414,13 @@ def main():
         trainer.save_metrics("eval", metrics)
         if trainer.is_world_process_zero():
             print(f"validation perplexity: {metrics['eval_perplexity']:.2f}")
+        if data_args.eval_without_fusion:
+            # what the model does without its embeddings: every e_j zeroed
+            trainer.model.set_fusion_dropout(1.0, during_eval=True)
+            metrics = trainer.evaluate(metric_key_prefix="eval_without_fusion")
+            trainer.model.set_fusion_dropout(None)
+            trainer.log_metrics("eval_without_fusion", metrics)
+            trainer.save_metrics("eval_without_fusion", metrics)
 
     if training_args.do_predict and "test" in tokenized:
         metrics = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
@@ -385,6 +457,7 @@ def publish(model, model_args, data_args, training_args, encoder_path):
         "fusion_dropout_schedule": model_args.fusion_dropout_schedule,
         "train_tokenizer_vocab_size": model_args.train_tokenizer_vocab_size,
         "precompute_fusion_embeddings": data_args.precompute_fusion_embeddings,
+        "fusion_vectors": data_args.fusion_vectors,
     }
     card = build_model_card(
         model, repo_id, training_args.output_dir, {k: v for k, v in arguments.items() if v is not None},

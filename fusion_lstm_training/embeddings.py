@@ -15,6 +15,8 @@ import torch
 from accelerate import PartialState
 from datasets import Array2D, Dataset, Features, Value, concatenate_datasets
 
+from modeling_fusion_lstm.modeling_fusion_lstm import context_windows
+
 from .data import pad_right
 
 
@@ -87,11 +89,20 @@ class PrefixEmbedder:
 
     def _from_text(self, texts: list[str], offsets: list[list[int]]) -> list[torch.Tensor]:
         if self.config.fusion_context == "sentence":
-            prefixes = [[text] * len(ends) for text, ends in zip(texts, offsets)]
-        else:
-            prefixes = [[text[:end] for end in ends] for text, ends in zip(texts, offsets)]
+            # one embedding of the whole sentence, repeated at every position
+            pooled = self.prefix_encoder.embed_texts(texts, self.encoder_tokenizer)
+            return [vector.expand(len(ends), -1) for vector, ends in zip(pooled, offsets)]
+        prefixes = [context_texts(self.config, text, ends) for text, ends in zip(texts, offsets)]
         pooled = self.prefix_encoder.embed_texts([p for rows in prefixes for p in rows], self.encoder_tokenizer)
         return list(pooled.split([len(rows) for rows in prefixes]))
+
+
+def context_texts(config, text: str, ends: list[int]) -> list[str]:
+    """The text the encoder reads at each position of a sentence whose token j ends at character ends[j] (BOS
+    ends at 0): tokens start..end-1 of `context_windows` (the model's own rule for fusion_context), as text."""
+    length = torch.arange(1, len(ends) + 1)
+    starts, stops = context_windows(config, length, torch.full_like(length, len(ends)))
+    return [text[ends[start - 1] : ends[stop - 1]].strip() for start, stop in zip(starts.tolist(), stops.tolist())]
 
 
 class EmbeddingCache:

@@ -6,7 +6,7 @@ JSON are skipped, and a run killed after a checkpoint resumes from it, so a kill
                                             the BPE tokenizer that all its runs share
     configuration/experiments/<name>.json   {"description", "kind": "train" | "evaluate", "scales": {scale: {
                                             "run": {...arguments...}, "grid": {arg: [values]}, "each": [{...}],
-                                            "extra": [{...}]}}}
+                                            "extra": [{...}], "per_fusion": {fusion: {...arguments...}}}}}
 
 A train experiment's runs are every combination of the grid's values, each combined with every item of `each`, then
 the `extra` runs. An evaluate experiment (cross_domain) evaluates the models of another experiment's runs
@@ -35,8 +35,11 @@ SCALES = ("cpu", "gpu")
 SMOKE_TEST = {"max_steps": 2, "max_train_samples": 32, "max_eval_samples": 16, "eval_strategy": "no",
               "save_strategy": "no", "load_best_model_at_end": False, "per_device_train_batch_size": 8,
               "per_device_eval_batch_size": 8}
-# how a run's varying arguments appear in its id: concat_n750_seed1
-ID_NAMES = {"max_train_samples": "n", "seed": "seed", "num_train_epochs": "ep", "domain": "on"}
+# how a run's varying arguments appear in its id: concat_n750_seed1, concat_subl_k0.25_seed0 ("": the value alone;
+# None: not in the id)
+ID_NAMES = {"max_train_samples": "n", "seed": "seed", "num_train_epochs": "ep", "domain": "on",
+            "fusion_dropout_schedule": "", "fusion_dropout_mode": "", "fusion_context": "",
+            "fusion_context_fraction": "k", "fusion_vectors": "", "encoder_pooling": "", "eval_without_fusion": None}
 
 
 @dataclass
@@ -87,11 +90,16 @@ def load_experiment(name: str, scale: str, results_dir: Path) -> Experiment:
     if experiment.kind == "surprisal":
         experiment.runs = surprisal_runs(setting, folder, results_dir / scale)
         return experiment
+    if experiment.kind == "similarity":
+        experiment.runs = similarity_runs(setting, base, tokenizer, results_dir / scale)
+        return experiment
     if tokenizer:
         base["tokenizer_name"] = str(shared_tokenizer(tokenizer, results_dir / scale))
     for values in expand(setting):
         run_id = run_name(values)
-        arguments = {**base, **values, "output_dir": str(folder / "runs" / run_id)}
+        # "per_fusion": arguments of the runs of one fusion that do not vary within it (e.g. the MLP's sizes)
+        fixed = setting.get("per_fusion", {}).get(values.get("fusion"), {})
+        arguments = {**base, **fixed, **values, "output_dir": str(folder / "runs" / run_id)}
         experiment.runs.append(Run(run_id, values, arguments))
     return experiment
 
@@ -108,7 +116,7 @@ def expand(setting: dict) -> list[dict]:
 def run_name(values: dict) -> str:
     parts = [str(values["fusion"])] if "fusion" in values else []
     for key, value in values.items():
-        if key != "fusion":
+        if key != "fusion" and ID_NAMES.get(key, key) is not None:
             parts.append(f"{ID_NAMES.get(key, key)}{value}")
     return "_".join(parts) or "run"
 
@@ -173,6 +181,17 @@ def surprisal_runs(setting: dict, folder: Path, scale_dir: Path) -> list[Run]:
     return runs
 
 
+def similarity_runs(setting: dict, base: dict, tokenizer: dict | None, scale_dir: Path) -> list[Run]:
+    """The prefix-embedding similarity over the scale's validation sentences, one run per `each` item (pooling)."""
+    runs = []
+    for values in setting.get("each", [{}]):
+        arguments = {"validation_file": base["validation_file"], "max_eval_samples": base.get("max_eval_samples"),
+                     "max_seq_length": base["max_seq_length"], "bf16": base.get("bf16", False),
+                     "tokenizer_name": str(shared_tokenizer(tokenizer, scale_dir)) if tokenizer else None, **values}
+        runs.append(Run(run_name(values), values, arguments))
+    return runs
+
+
 def result_path(results_dir: Path, experiment: Experiment, run: Run) -> Path:
     return results_dir / experiment.scale / experiment.name / f"{run.id}.json"
 
@@ -185,6 +204,15 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 def execute(experiment: Experiment, run: Run, results_dir: Path, overrides: dict | None = None) -> dict:
     """Runs `run` (run_clm.py, resuming from its latest checkpoint; or run_surprisal.py) and writes its results
     JSON."""
+    if experiment.kind == "similarity":
+        from .similarity import prefix_similarity
+
+        started = time.time()
+        result = {"experiment": experiment.name, "scale": experiment.scale, "run": run.id, "values": run.values,
+                  "metrics": prefix_similarity(**run.arguments), "arguments": run.arguments}
+        result.update({"wall_seconds": time.time() - started, "machine": machine(),
+                       "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        return write_result(results_dir, experiment, run, result)
     if experiment.kind == "surprisal":
         arguments = run.arguments  # the training overrides of --smoke_test do not apply
         output_dir = Path(arguments["output_file"]).parent
@@ -216,6 +244,10 @@ def execute(experiment: Experiment, run: Run, results_dir: Path, overrides: dict
         result = collect_surprisal(experiment, run, arguments, time.time() - started)
     else:
         result = collect(experiment, run, output_dir, arguments, time.time() - started)
+    return write_result(results_dir, experiment, run, result)
+
+
+def write_result(results_dir: Path, experiment: Experiment, run: Run, result: dict) -> dict:
     path = result_path(results_dir, experiment, run)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")

@@ -5,10 +5,21 @@ the FUSIONS table and FUSION_FUNCTIONS, so that a mistake there cannot hide in b
 import torch
 
 
+def naive_context(config, ids: torch.Tensor, j: int) -> torch.Tensor:
+    """The tokens whose embedding is e_j, per config.fusion_context: tokens 0..j (prefix); 0..min(j, c) (subr);
+    the first token ([CLS]) then c..j (subl), with c = int(k · |S|), |S| = len(ids)."""
+    c = int(config.fusion_context_fraction * len(ids))
+    if config.fusion_context == "subr":
+        return ids[: min(j, c) + 1]
+    if config.fusion_context == "subl":
+        return torch.cat([ids[:1], ids[max(c, 1) : j + 1]])
+    return ids[: j + 1]
+
+
 def naive_prefix_embedding(model, ids: torch.Tensor, j: int) -> torch.Tensor:
-    """e_j (width,) by one encoder call on [tokens 0..j] + [SEP] of the unpadded sequence `ids` (seq_len,), pooled
-    as the model's config says."""
-    row = torch.cat([ids[: j + 1], torch.tensor([model.config.eos_token_id])]).unsqueeze(0)
+    """e_j (width,) by one encoder call on the context of position j (tokens 0..j for fusion_context='prefix') +
+    [SEP] of the unpadded sequence `ids` (seq_len,), pooled as the model's config says."""
+    row = torch.cat([naive_context(model.config, ids, j), torch.tensor([model.config.eos_token_id])]).unsqueeze(0)
     out = model.prefix_encoder.encoder(input_ids=row, attention_mask=torch.ones_like(row))
     pooling = model.config.encoder_pooling
     if pooling == "cls":
@@ -35,6 +46,11 @@ def naive_logits(model, ids: torch.Tensor) -> torch.Tensor:
     outputs = []
     for j in range(len(ids)):
         e = naive_prefix_embedding(model, ids, j) if config.fusion != "none" else None
+        if config.fusion == "embedding_only":
+            # the artefact-only MLP: e_j → ReLU → ReLU → output layer, no LSTM
+            hidden = torch.relu(m.dense(torch.relu(projection(e))))
+            outputs.append(model.lm_head(hidden))
+            continue
         if config.fusion in ("init_h", "init_c", "init_hc"):
             state = project(e).expand(config.num_hidden_layers, 1, -1).contiguous()
             zeros = torch.zeros_like(state)

@@ -148,27 +148,177 @@ def summary(results: list[dict]) -> list[str]:
         return plain_table([("run", "Pearson r", "Spearman rho", "ΔLL (nats/word)")] + [
             (r["run"], f"{r['metrics']['pearson_r']:.4f}", f"{r['metrics']['spearman_rho']:.4f}",
              f"{r['metrics']['delta_log_likelihood']:.5f}") for r in results])
+    if results and "curves" in results[0]["metrics"]:
+        return similarity_table(results, markdown=False)
 
     def besides_fusion(result: dict) -> str:
         return json.dumps({k: v for k, v in result["values"].items() if k != "fusion"}, sort_keys=True)
 
     reference = {besides_fusion(r): r for r in results if r["values"].get("fusion") == "none"}
-    rows = [("run", "validation perplexity", "vs none", "test perplexity")]
+    rows = [("run", "validation perplexity", "vs none", "test perplexity", "without e_j")]
     for result in results:
         ppl = result["best_eval_perplexity"]
         none = reference.get(besides_fusion(result))
         test = result["metrics"].get("test_perplexity")
+        zeroed = result["metrics"].get("eval_without_fusion_perplexity")
         rows.append((result["run"], f"{ppl:.2f}", change(ppl, none["best_eval_perplexity"]) if none else "",
-                     f"{test:.2f}" if test else ""))
+                     f"{test:.2f}" if test else "", f"{zeroed:.2f}" if zeroed else ""))
     return plain_table(rows)
 
 
-def plot_limited_data(curves: dict, path: Path, scale: str):
+# ------------------------------------------------------------------------------------------------ the probes
+
+
+def markdown_table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as a markdown table (the first row is the header)."""
+    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + [
+        "| " + " | ".join(row) + " |" for row in rows[1:]]
+
+
+def fusion_dropout(results: list[dict]) -> list[str]:
+    """Each schedule: the best dev perplexity over the evaluations, and the final model's with e_j and with every
+    e_j zeroed."""
+    none = next((r["best_eval_perplexity"] for r in results if r["values"]["fusion"] == "none"), None)
+    rows = [("run", "schedule", "dropout", "best dev perplexity", "vs none", "final, with e_j", "final, e_j zeroed",
+             "zeroed vs none")]
+    for r in sorted(results, key=lambda r: (r["values"]["fusion"] != "none", r["run"])):
+        values, metrics = r["values"], r["metrics"]
+        zeroed = metrics.get("eval_without_fusion_perplexity")
+        rows.append((f"`{r['run']}`", values.get("fusion_dropout_schedule", "—"),
+                     values.get("fusion_dropout_mode", "—" if values["fusion"] == "none" else "vector"),
+                     f"{r['best_eval_perplexity']:.1f}", change(r["best_eval_perplexity"], none) if none else "",
+                     f"{metrics['eval_perplexity']:.1f}", f"{zeroed:.1f}" if zeroed else "—",
+                     change(zeroed, none) if zeroed and none else ""))
+    return markdown_table(rows)
+
+
+def plot_curves(results: list[dict], path: Path, title: str):
+    """Dev perplexity at every evaluation, one line per run."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in sorted(results, key=lambda r: r["run"]):
+        curve = r["eval_curve"]
+        ax.plot([c["epoch"] for c in curve], [c["eval_perplexity"] for c in curve], marker="o", label=r["run"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation perplexity (e_j present)")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def sub_prefix(results: list[dict], endpoints: dict[str, float]) -> tuple[list[str], dict]:
+    """Perplexity per feeder and k; the endpoints (none, concat with the whole prefix) from another experiment.
+    Returns the table and, per feeder, {k: perplexity} with the endpoints at k = 0 and 1."""
+    none, concat = endpoints.get("none"), endpoints.get("concat")
+    rows = [("feeder", "k", "encoder reads", "dev perplexity", "vs none", "vs concat (whole prefix)")]
+    reads = {"subr": "tokens 0..min(j, k·|S|)", "subl": "tokens k·|S|..j"}
+    curves = {"subr": {}, "subl": {}}
+    for r in sorted(results, key=lambda r: (r["values"]["fusion_context"], r["values"]["fusion_context_fraction"])):
+        context, k = r["values"]["fusion_context"], r["values"]["fusion_context_fraction"]
+        ppl = r["best_eval_perplexity"]
+        curves[context][k] = ppl
+        rows.append((context, f"{k}", reads[context], f"{ppl:.1f}", change(ppl, none) if none else "",
+                     change(ppl, concat) if concat else ""))
+    # k = 1 keeps the whole prefix for subr and nothing for subl, k = 0 the reverse
+    for context, (whole, empty) in (("subr", (1.0, 0.0)), ("subl", (0.0, 1.0))):
+        if concat:
+            curves[context][whole] = concat
+        if none:
+            curves[context][empty] = none
+    return markdown_table(rows), curves
+
+
+def plot_sub_prefix(curves: dict, endpoints: dict, path: Path, scale: str):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for context, curve in curves.items():
+        ks = sorted(curve)
+        ax.plot(ks, [curve[k] for k in ks], marker="o", label=context)
+    for name, style in (("none", ":"), ("concat", "--")):
+        if name in endpoints:
+            ax.axhline(endpoints[name], color="gray", linestyle=style, linewidth=1, label=f"{name} (fusion_table)")
+    ax.set_xlabel("k (the crop point is k·|S|)")
+    ax.set_ylabel("validation perplexity (best epoch)")
+    ax.set_title(f"sub-prefix feeders ({scale} scale); k=0/1 are the endpoints")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+SOURCE_LABELS = {"encoder_cls": "encoder, CLS (the default)", "encoder_mean": "encoder, mean pooling",
+                 "sentence": "whole-sentence leak (not causal)", "zeros": "zeros (control)",
+                 "shuffled": "another sentence's e_j", "count": "word counts of the prefix",
+                 "tfidf": "tf-idf of the prefix"}
+
+
+def source_name(values: dict) -> str:
+    return "_".join(str(v) for k, v in values.items() if k not in ("fusion", "seed"))
+
+
+def vector_sources(results: list[dict], none: float | None) -> tuple[list[str], dict]:
+    """Rows: vector sources; columns: the artefact-only MLP and concat. Returns the table and {source: {model: ppl}}."""
+    table = defaultdict(dict)
+    for r in results:
+        table[source_name(r["values"])][r["values"]["fusion"]] = r["best_eval_perplexity"]
+    rows = [("vector source", "artefact-only MLP (no LSTM)", "concat", "concat vs none")]
+    for source in [s for s in SOURCE_LABELS if s in table] + [s for s in table if s not in SOURCE_LABELS]:
+        row = table[source]
+        mlp, concat = row.get("embedding_only"), row.get("concat")
+        rows.append((SOURCE_LABELS.get(source, source), f"{mlp:.1f}" if mlp else "—",
+                     f"{concat:.1f}" if concat else "—", change(concat, none) if concat and none else ""))
+    return markdown_table(rows), table
+
+
+def similarity_table(results: list[dict], markdown: bool = True) -> list[str]:
+    """Mean cosine similarity at a few prefix lengths, per pooling."""
+    lengths = ("2", "5", "10", "20", "40")
+    rows = [("pooling", "sentences", *(f"prev @{n}" for n in lengths), *(f"last @{n}" for n in lengths))]
+    for r in results:
+        curves = r["metrics"]["curves"]
+        cell = lambda n, key: f"{curves[n][key]:.3f}" if n in curves and key in curves[n] else "—"  # noqa: E731
+        rows.append((r["metrics"]["encoder_pooling"], str(r["metrics"]["sentences"]),
+                     *(cell(n, "previous") for n in lengths), *(cell(n, "last") for n in lengths)))
+    return markdown_table(rows) if markdown else plain_table(rows)
+
+
+def plot_similarity(results: list[dict], path: Path, scale: str, min_count: int = 20):
+    """Cosine of e_j to e_{j-1} and to the last prefix's e, by prefix length (lengths with ≥ min_count prefixes)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        curves = r["metrics"]["curves"]
+        for key, style in (("previous", "-"), ("last", "--")):
+            points = sorted((int(n), c[key]) for n, c in curves.items() if c.get(f"{key}_count", 0) >= min_count)
+            ax.plot([p[0] for p in points], [p[1] for p in points], style,
+                    label=f"{r['metrics']['encoder_pooling']}: cos(e_j, e_{'j-1' if key == 'previous' else 'last'})")
+    ax.set_xlabel("prefix length (tokens 0..j)")
+    ax.set_ylabel("mean cosine similarity")
+    ax.set_title(f"prefix embeddings along the sentence ({scale} scale, validation)")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_limited_data(curves: dict, path: Path, scale: str):
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for fusion, curve in curves.items():
         sizes = sorted(curve)
@@ -187,11 +337,7 @@ def plot_limited_data(curves: dict, path: Path, scale: str):
 def plot_changes(changes: dict[str, dict[str, float]], path: Path, title: str, paper: float | None = None):
     """Grouped bars of the change in perplexity against `none`, in %: one group per row of `changes` (a variant or
     a domain), one bar per column; `paper`: the paper's change for concat, drawn as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups = list(changes)
     columns = list(dict.fromkeys(c for row in changes.values() for c in row))
     width = 0.8 / max(len(columns), 1)
@@ -231,11 +377,7 @@ def reading_times(results: list[dict]) -> list[str]:
 
 def plot_reading_times(results: list[dict], path: Path, scale: str):
     """Binned surprisal vs reading time with each model's fitted line, and ΔLL per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (scatter, bars) = plt.subplots(1, 2, figsize=(11, 4))
     for result in results:
         m = result["metrics"]
@@ -334,9 +476,62 @@ def build_section(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str
                     f"({excluded['with_punctuation']}), leaving {m['regression_words']:,} words "
                     "(`fusion_lstm_training/reading_times.py` says why).", "", *reading_times(surprisal), "",
                     f"![reading times]({link(figure)})", ""]
+        out += probe_sections(found, scale, paper["probes"], figures_dir, link)
     if not found:
         out += ["No results yet: run `python reproduce.py fusion_table --scale cpu` (see above).", ""]
     return "\n".join(out + [END])
+
+
+def endpoint_perplexities(found: dict, scale: str) -> dict[str, float]:
+    """none and concat of sub_prefix.json's endpoint runs (fusion_table, same budget)."""
+    spec = json.loads((EXPERIMENTS_DIR / "sub_prefix.json").read_text())["endpoints"]
+    runs = {r["run"]: r for r in found.get((scale, spec["experiment"]), [])}
+    return {name: runs[run]["best_eval_perplexity"] for name, run in spec["runs"].items() if run in runs}
+
+
+def probe_sections(found: dict, scale: str, paper: dict, figures_dir: Path, link) -> list[str]:
+    """The README sections of the paper's probes: fusion dropout, sub-prefix feeders, vector sources, similarity."""
+    out = []
+    endpoints = endpoint_perplexities(found, scale)
+    dropout = found.get((scale, "fusion_dropout"), [])
+    if dropout:
+        figure = figures_dir / f"fusion_dropout_{scale}.png"
+        plot_curves(dropout, figure, f"fusion dropout schedules ({scale} scale)")
+        out += [f"### Fusion dropout schedules ({scale} scale)", "", f"The paper: {paper['fusion_dropout']}", "",
+                f"Here: `python reproduce.py fusion_dropout --scale {scale}`; budget: {budget(dropout)}. Dropout "
+                "acts in training only: `vector` drops whole e_j without rescaling (ours, the default), `element` "
+                "is the paper's F.dropout. Best dev perplexity is over the five evaluations (one per level); "
+                "*final* is the model at the end of training, evaluated with e_j and with every e_j zeroed "
+                "(`--eval_without_fusion`).", "", *fusion_dropout(dropout), "", f"![fusion dropout]({link(figure)})",
+                ""]
+    feeders = found.get((scale, "sub_prefix"), [])
+    if feeders:
+        lines, curves = sub_prefix(feeders, endpoints)
+        figure = figures_dir / f"sub_prefix_{scale}.png"
+        plot_sub_prefix(curves, endpoints, figure, scale)
+        out += [f"### Sub-prefix feeders ({scale} scale)", "", f"The paper: {paper['sub_prefix']}", "",
+                f"Here: `python reproduce.py sub_prefix --scale {scale}`; budget: {budget(feeders)}; none and "
+                "concat are fusion_table's runs of the same budget.", "", *lines, "",
+                f"![sub-prefix feeders]({link(figure)})", ""]
+    sources = found.get((scale, "vector_sources"), [])
+    if sources:
+        lines, _ = vector_sources(sources, endpoints.get("none"))
+        none = f"{endpoints['none']:.1f}" if "none" in endpoints else "not run"
+        out += [f"### The artefact-only model and other vector sources ({scale} scale)", "",
+                f"The paper: {paper['vector_sources']}", "",
+                f"Here: `python reproduce.py vector_sources --scale {scale}`; budget: {budget(sources)}. The MLP "
+                "is `fusion=\"embedding_only\"` (e_j → 768 → 768 → vocabulary). Dev perplexity at the best epoch; "
+                f"none (fusion_table, same budget) is {none}.", "", *lines, ""]
+    similarity = found.get((scale, "prefix_similarity"), [])
+    if similarity:
+        figure = figures_dir / f"prefix_similarity_{scale}.png"
+        plot_similarity(similarity, figure, scale)
+        out += [f"### Prefix-embedding similarity ({scale} scale)", "", f"The paper: {paper['prefix_similarity']}",
+                "", f"Here: `python reproduce.py prefix_similarity --scale {scale}`, from the embedding cache: mean "
+                "cosine of e_j to e_{j-1} (*prev*) and to the last prefix's e, the whole sentence (*last*), at a "
+                "few prefix lengths (tokens 0..j).", "", *similarity_table(similarity), "",
+                f"![prefix similarity]({link(figure)})", ""]
+    return out
 
 
 def write_report(results_dir: Path, readme: Path, figures_dir: Path) -> str:

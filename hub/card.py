@@ -63,7 +63,9 @@ def build_model_card(model, repo_id: str, output_dir, training_arguments: dict, 
         model_name=model_name,
         repo_id=repo_id,
         fusion=config.fusion,
-        fusion_description=f"{config.fusion_spec.description} (paper variant {config.fusion_spec.paper_variant})",
+        fusion_description=config.fusion_spec.description + (
+            f" (paper variant {config.fusion_spec.paper_variant})" if config.fusion_spec.paper_variant is not None
+            else " (one of the paper's probes)"),
         encoder=base_model or (encoder or "none"),
         encoder_width=config.fusion_embedding_size,
         pooling=config.encoder_pooling,

@@ -12,8 +12,9 @@ class FusionSpec(NamedTuple):
     (FUSION_FUNCTIONS); everything else (choices, help texts, card descriptions, projections, widths) is derived
     from this table."""
 
-    paper_variant: int  # the paper's numbering, fusion 0 … 6
-    stage: str  # "none"; "late": combined with the LSTM output h_j; "early": the LSTM's initial state
+    paper_variant: int | None  # the paper's numbering, fusion 0 … 6 (None: the paper's probe without a number)
+    stage: str  # "none"; "late": combined with the LSTM output h_j; "early": the LSTM's initial state; "alone": no
+    # LSTM, e_j is all the model reads
     elementwise: bool  # combines e_j with the LSTM state element-wise, so e_j is projected to hidden_size
     concatenates: bool  # the fused vector is [h_j; e_j]: the dense layer reads hidden_size + e_j's width
     description: str  # one line, for help texts and model cards
@@ -28,9 +29,16 @@ FUSIONS: dict[str, FusionSpec] = {
     "init_h": FusionSpec(4, "early", True, False, "early fusion: the LSTM restarts from h0 = e_j, c0 = 0 at each j"),
     "init_c": FusionSpec(5, "early", True, False, "early fusion: the LSTM restarts from h0 = 0, c0 = e_j at each j"),
     "init_hc": FusionSpec(6, "early", True, False, "early fusion: the LSTM restarts from h0 = c0 = e_j at each j"),
+    "embedding_only": FusionSpec(
+        None, "alone", False, False,
+        "the artefact-only probe: no LSTM, an MLP e_j → hidden_size → projection_size (ReLU) predicts token j+1",
+    ),
 }
 FUSION_CHOICES = tuple(FUSIONS)
-FUSION_CONTEXT_CHOICES = ("prefix", "sentence")
+# prefix: tokens 0..j; sentence: the whole sample (leaks the future); subr / subl: the paper's sub-prefix feeders,
+# tokens 0..min(j, c) / c..j with c = int(fusion_context_fraction · |S|), |S| the sample's length in tokens
+FUSION_CONTEXT_CHOICES = ("prefix", "sentence", "subr", "subl")
+FUSION_DROPOUT_MODE_CHOICES = ("vector", "element")
 ENCODER_POOLING_CHOICES = ("cls", "mean", "pooler")
 # Width of BERT-base, the paper's encoder; used when there is neither an encoder nor an explicit width.
 PAPER_FUSION_EMBEDDING_SIZE = 768
@@ -49,13 +57,22 @@ class FusionLSTMConfig(PreTrainedConfig):
     num_hidden_layers (`int`, defaults to 1): number of stacked LSTM layers.
     projection_size (`int`, defaults to 512): width of the dense layer between fusion and the output layer.
     dropout (`float`, defaults to 0.0): dropout on token embeddings, between LSTM layers and on the LSTM output.
-    fusion_dropout (`float`, defaults to 0.0): in training, the probability that e_j is dropped (replaced by zeros)
-        at a position; the paper's dynamic schedule changes it per epoch (see run_clm.py `--fusion_dropout_schedule`).
+    fusion_dropout (`float`, defaults to 0.0): in training, the probability that e_j is dropped; the paper's dynamic
+        schedule changes it during training (see run_clm.py `--fusion_dropout_schedule`).
+    fusion_dropout_mode (`str`, defaults to `"vector"`): `vector`: the whole e_j of a position is replaced by zeros,
+        without rescaling; `element`: each element of e_j is dropped and the rest scaled by 1/(1-p)
+        (`nn.functional.dropout`, the paper's code).
     fusion (`str`, defaults to `"concat"`): how the prefix embedding e_j enters the LSTM, a key of `FUSIONS`:
-        `none`, `concat`, `add`, `multiply` (late fusion, combined with h_j) or `init_h`, `init_c`, `init_hc`
-        (early fusion, e_j is the LSTM's initial state and the LSTM restarts at every position).
+        `none`, `concat`, `add`, `multiply` (late fusion, combined with h_j), `init_h`, `init_c`, `init_hc`
+        (early fusion, e_j is the LSTM's initial state and the LSTM restarts at every position) or `embedding_only`
+        (the paper's artefact-only probe: no LSTM, an MLP on e_j alone).
     fusion_context (`str`, defaults to `"prefix"`): `prefix`: e_j embeds tokens 0..j (causal);
-        `sentence`: one embedding of the whole sequence for every position (the paper's leaky probe, not causal).
+        `sentence`: one embedding of the whole sequence for every position (the paper's leaky probe, not causal);
+        `subr`: tokens 0..min(j, c) (only the sample's first part); `subl`: tokens c..j (the first part dropped; an
+        empty window embeds just the encoder's start and end tokens), where c = int(fusion_context_fraction · |S|)
+        and |S| is the sample's length in tokens (BOS and EOS included). Both sub-prefix feeders read |S|, the
+        sentence's length, which a causal LM cannot know: probes, not models to generate with.
+    fusion_context_fraction (`float`, defaults to 0.5): k of the sub-prefix feeders, in [0, 1].
     encoder_pooling (`str`, defaults to `"cls"`): how the encoder's token states become e_j: `cls` (first
         token), `mean` (mean over the encoder input, [CLS] and [SEP] included) or `pooler` (the encoder's pooler).
     freeze_encoder (`bool`, defaults to `True`): keep the encoder frozen (no gradients, eval mode).
@@ -77,8 +94,10 @@ class FusionLSTMConfig(PreTrainedConfig):
     projection_size: int = 512
     dropout: float = 0.0
     fusion_dropout: float = 0.0
+    fusion_dropout_mode: str = "vector"
     fusion: str = "concat"
     fusion_context: str = "prefix"
+    fusion_context_fraction: float = 0.5
     encoder_pooling: str = "cls"
     freeze_encoder: bool = True
     encoder: PreTrainedConfig | dict | None = None
@@ -96,6 +115,11 @@ class FusionLSTMConfig(PreTrainedConfig):
         _check_choice("fusion", self.fusion, FUSION_CHOICES)
         _check_choice("fusion_context", self.fusion_context, FUSION_CONTEXT_CHOICES)
         _check_choice("encoder_pooling", self.encoder_pooling, ENCODER_POOLING_CHOICES)
+        _check_choice("fusion_dropout_mode", self.fusion_dropout_mode, FUSION_DROPOUT_MODE_CHOICES)
+        if not 0.0 <= self.fusion_context_fraction <= 1.0:
+            raise ValueError(
+                f"FusionLSTMConfig.fusion_context_fraction must be in [0, 1], got {self.fusion_context_fraction}."
+            )
         for field in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "projection_size"):
             if getattr(self, field) < 1:
                 raise ValueError(f"FusionLSTMConfig.{field} must be a positive integer, got {getattr(self, field)}.")
@@ -105,6 +129,9 @@ class FusionLSTMConfig(PreTrainedConfig):
             raise ValueError(f"FusionLSTMConfig.fusion_dropout must be in [0, 1], got {self.fusion_dropout}.")
         super().__post_init__(**kwargs)
         self._resolve_fusion_embedding_size()
+        if self.is_embedding_only and not self.fusion_projection:
+            raise ValueError("FusionLSTMConfig: fusion='embedding_only' reads e_j through its MLP's first layer, "
+                             "the fusion projection: set fusion_projection=True.")
         if self.needs_projection and not self.fusion_projection:
             raise ValueError(
                 f"FusionLSTMConfig: fusion={self.fusion!r} combines e_j with the LSTM state element-wise, so "
@@ -137,8 +164,14 @@ class FusionLSTMConfig(PreTrainedConfig):
 
     @property
     def needs_projection(self) -> bool:
-        """Whether e_j must be mapped to `hidden_size` before fusion (element-wise and initial-state fusions)."""
-        return self.fusion_spec.elementwise and self.fusion_embedding_size != self.hidden_size
+        """Whether e_j must be mapped to `hidden_size` before fusion (element-wise and initial-state fusions; always
+        for embedding_only, whose MLP starts with that map)."""
+        widths_differ = self.fusion_embedding_size != self.hidden_size
+        return (self.fusion_spec.elementwise and widths_differ) or self.is_embedding_only
+
+    @property
+    def is_embedding_only(self) -> bool:
+        return self.fusion_spec.stage == "alone"
 
     @property
     def fused_size(self) -> int:

@@ -80,6 +80,23 @@ class PrefixRows(NamedTuple):
         return out
 
 
+def context_windows(config: FusionLSTMConfig, length: torch.Tensor, sentence_length: torch.Tensor):
+    """What the encoder reads for the prefix of `length` tokens (tokens 0..j, j = length - 1) of a sample of
+    `sentence_length` tokens (|S|), per `config.fusion_context`: the first token ([CLS], the LM's BOS) and then the
+    tokens start..end-1. Returns (start, end), each shaped like `length`, with 1 ≤ start ≤ end (start == end: an
+    empty window, just the start and end tokens).
+
+    prefix: tokens 0..j. subr: tokens 0..min(j, c). subl: tokens c..j. c = int(fusion_context_fraction · |S|).
+    """
+    start = torch.ones_like(length)
+    if config.fusion_context not in ("subr", "subl"):
+        return start, length
+    cut = (sentence_length.to(torch.float64) * config.fusion_context_fraction).floor().to(length.dtype)
+    if config.fusion_context == "subr":
+        return start, torch.minimum(length, cut + 1)
+    return torch.minimum(cut.clamp(min=1), length), length
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Building blocks
 # ----------------------------------------------------------------------------------------------------------------------
@@ -96,6 +113,7 @@ FUSION_FUNCTIONS: dict[str, Callable | None] = {
     "init_h": lambda e: (e, None),  # 4: h0 = e_j
     "init_c": lambda e: (None, e),  # 5: c0 = e_j
     "init_hc": lambda e: (e, e),  # 6: h0 = c0 = e_j
+    "embedding_only": lambda h, e: torch.relu(e),  # the artefact-only probe: no h_j, ReLU(W e_j + b) alone
 }
 if set(FUSION_FUNCTIONS) != set(FUSIONS):
     raise ImportError(
@@ -136,7 +154,10 @@ class FusionLSTMPrefixEncoder(nn.Module):
         for name, tensor in sorted(self.encoder.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        digest.update(f"{self.config.encoder_pooling}|{self.config.fusion_context}|{self.max_length}".encode())
+        context = self.config.fusion_context
+        if context in ("subr", "subl"):
+            context += f"{self.config.fusion_context_fraction!r}"
+        digest.update(f"{self.config.encoder_pooling}|{context}|{self.max_length}".encode())
         return digest.hexdigest()
 
     def check_vocabulary(self):
@@ -162,7 +183,8 @@ class FusionLSTMPrefixEncoder(nn.Module):
             new_real = attention_mask[:, -num_new:].unsqueeze(-1).to(pooled.dtype)
             return pooled.unsqueeze(1) * new_real
         rows = PrefixRows.of(attention_mask, num_new)
-        return rows.to_positions(self.embed_rows(compact, rows.batch_index, rows.length, end))
+        start, stop = context_windows(self.config, rows.length, attention_mask.sum(1)[rows.batch_index])
+        return rows.to_positions(self.embed_rows(compact, rows.batch_index, stop, end, start))
 
     def embed_texts(self, texts: list[str], tokenizer) -> torch.Tensor:
         """e for each text (a prefix given as text, e.g. when the LM's tokenizer is not the encoder's), tokenized by
@@ -178,13 +200,15 @@ class FusionLSTMPrefixEncoder(nn.Module):
         return self.embed_rows(matrix.to(device), torch.arange(len(rows), device=device), lengths.to(device),
                                tokenizer.sep_token_id)
 
-    def embed_rows(self, compact, batch_index, lengths, end_token_id: int) -> torch.Tensor:
-        """Embed row r = compact[batch_index[r], :lengths[r]] + end token, for all rows, in length-sorted batches
-        of at most ENCODER_TOKENS_PER_BATCH padded tokens. `compact` holds encoder token ids, each row starting
-        with the encoder's start token. Returns (rows, width) in the order of the rows."""
+    def embed_rows(self, compact, batch_index, lengths, end_token_id: int, starts=None) -> torch.Tensor:
+        """Embed row r = compact[b, 0] + compact[b, starts[r]:lengths[r]] + end token (b = batch_index[r]; starts
+        default to 1: the whole prefix), for all rows, in size-sorted batches of at most ENCODER_TOKENS_PER_BATCH
+        padded tokens. `compact` holds encoder token ids, each row starting with the encoder's start token.
+        Returns (rows, width) in the order of the rows."""
         lengths = lengths.to(torch.long)
-        order = torch.argsort(lengths, stable=True)
-        widths = (lengths[order].clamp(max=self.max_length - 1) + 1).tolist()
+        sizes = lengths if starts is None else lengths - starts.to(torch.long) + 1  # tokens before the end token
+        order = torch.argsort(sizes, stable=True)
+        widths = (sizes[order].clamp(max=self.max_length - 1) + 1).tolist()
         pooled = None
         start = 0
         while start < len(widths):
@@ -193,20 +217,20 @@ class FusionLSTMPrefixEncoder(nn.Module):
             while end < len(widths) and (end - start + 1) * widths[end] <= ENCODER_TOKENS_PER_BATCH:
                 end += 1
             chunk = order[start:end]
-            vectors = self._embed_chunk(compact, batch_index[chunk], lengths[chunk], end_token_id)
+            vectors = self._embed_chunk(compact, batch_index[chunk], lengths[chunk], sizes[chunk], end_token_id)
             if pooled is None:
                 pooled = vectors.new_empty(len(widths), vectors.shape[-1])
             pooled = pooled.index_copy(0, chunk, vectors)
             start = end
         return pooled
 
-    def _embed_chunk(self, compact, batch_index, lengths, end_token_id) -> torch.Tensor:
+    def _embed_chunk(self, compact, batch_index, lengths, sizes, end_token_id) -> torch.Tensor:
         device = compact.device
-        keep = lengths.clamp(max=self.max_length - 1)  # tokens kept before the end token
+        keep = sizes.clamp(max=self.max_length - 1)  # tokens kept before the end token
         width = int(keep.max()) + 1
         positions = torch.arange(width, device=device).unsqueeze(0)
-        # Position 0 keeps the first token ([CLS]); the rest are the `keep - 1` most recent prefix tokens. Without
-        # truncation lengths == keep and the source index is just the position.
+        # Position 0 keeps the first token ([CLS]); the rest are the `keep - 1` most recent tokens of the window,
+        # which ends at `lengths`. For a whole prefix without truncation the source index is just the position.
         source = torch.where(positions == 0, 0, lengths.unsqueeze(1) - keep.unsqueeze(1) + positions)
         source = source.clamp(max=compact.shape[1] - 1)
         ids = compact[batch_index].gather(1, source)
@@ -243,7 +267,8 @@ class FusionLSTMRecurrence(nn.Module):
         super().__init__()
         self.config = config
         self.fusion_function = FUSION_FUNCTIONS[config.fusion]
-        self.lstm = nn.LSTM(
+        # embedding_only has no LSTM: its fusion projection is the first layer of the MLP on e_j
+        self.lstm = None if config.is_embedding_only else nn.LSTM(
             config.embedding_size,
             config.hidden_size,
             num_layers=config.num_hidden_layers,
@@ -329,8 +354,9 @@ class FusionLSTMRecurrence(nn.Module):
         last = torch.cat(finished[::-1])
         return last.index_select(0, torch.argsort(order))
 
-    def fuse_late(self, lstm_output: torch.Tensor, fusion_embeds: torch.Tensor | None) -> torch.Tensor:
-        if self.config.fusion_spec.stage != "late":
+    def fuse_late(self, lstm_output: torch.Tensor | None, fusion_embeds: torch.Tensor | None) -> torch.Tensor:
+        """h_j combined with e_j (late fusion), e_j alone (embedding_only: lstm_output is None) or h_j as it is."""
+        if self.config.fusion_spec.stage not in ("late", "alone"):
             return lstm_output
         return self.fusion_function(lstm_output, self.project(fusion_embeds))
 
@@ -373,12 +399,16 @@ class FusionLSTMPreTrainedModel(PreTrainedModel):
             }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
-    def set_fusion_dropout(self, rate: float | None):
-        """The probability that e_j is dropped in training from now on (a schedule's current value), leaving
-        config.fusion_dropout, which is saved with the model, as it is; None returns to the config's."""
+    def set_fusion_dropout(self, rate: float | None, during_eval: bool = False):
+        """The probability that e_j is dropped from now on (a schedule's current value), leaving
+        config.fusion_dropout, which is saved with the model, as it is; None returns to the config's.
+
+        Dropout acts in training only, unless `during_eval`: then in evaluation too, as the paper's code did (and
+        `set_fusion_dropout(1.0, during_eval=True)` evaluates the model with every e_j zeroed)."""
         if rate is not None and not 0.0 <= rate <= 1.0:
             raise ValueError(f"fusion dropout must lie in [0, 1], got {rate}.")
         self.base_model.fusion_dropout_rate = rate
+        self.base_model.fusion_dropout_during_eval = during_eval
 
     def num_lm_parameters(self) -> int:
         """Parameters of the language model itself: all but the prefix encoder's."""
@@ -482,10 +512,13 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         self.dropout = nn.Dropout(config.dropout)
         self.recurrence = FusionLSTMRecurrence(config)
         self.dense = nn.Linear(config.fused_size, config.projection_size)
+        # the artefact-only MLP is e_j → hidden_size → projection_size with ReLU after both layers
+        self.activation = nn.ReLU() if config.is_embedding_only else nn.Identity()
         uses_encoder = config.encoder is not None and config.fusion != "none"
         self.prefix_encoder = FusionLSTMPrefixEncoder(config) if uses_encoder else None
         # training state, not configuration: a schedule's current rate (None: config.fusion_dropout), never saved
         self.fusion_dropout_rate = None
+        self.fusion_dropout_during_eval = False
         self.post_init()
 
     def get_input_embeddings(self):
@@ -531,12 +564,13 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         inputs = self._sequence_so_far(input_ids, attention_mask, inputs_embeds, state)
         # 2. e_j of every new position: given, or from the prefix encoder
         fusion_embeds = self._fusion_embeds(fusion_embeds, inputs)
-        # 3. The LSTM: once over the sequence (late fusion), or restarted from e_j at every position (early)
+        # 3. The LSTM: once over the sequence (late fusion), restarted from e_j at every position (early), or not
+        #    at all (embedding_only)
         token_embeds = self.dropout(inputs.embeds)
         lstm_output, hidden = self._run_lstm(token_embeds, inputs, fusion_embeds, state, use_cache)
         # 4. Late fusion of h_j with e_j, then the dense layer
-        fused = self.recurrence.fuse_late(self.dropout(lstm_output), fusion_embeds)
-        last_hidden_state = self.dense(fused)
+        fused = self.recurrence.fuse_late(lstm_output, fusion_embeds)
+        last_hidden_state = self.activation(self.dense(fused))
 
         output = FusionLSTMOutput(
             last_hidden_state=last_hidden_state,
@@ -548,15 +582,19 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
 
     def _run_lstm(self, token_embeds, inputs: SequenceSoFar, fusion_embeds, state, need_state: bool):
         """token_embeds (batch, num_new, E): the new tokens' embeddings after dropout. Returns the LSTM output at
-        the new positions (batch, num_new, H) and, for late fusion, the (h, c) after the last real token (None for
-        early fusion, which keeps no recurrent state)."""
+        the new positions after dropout (batch, num_new, H) and, for late fusion, the (h, c) after the last real
+        token (None for early fusion, which keeps no recurrent state). embedding_only has no LSTM: (None, None)."""
+        if self.config.is_embedding_only:
+            return None, None
         if self.config.is_early_fusion:
             # early fusion reruns the LSTM over the whole prefix, history included
             embeds = self.dropout(self.embeddings(inputs.input_ids)) if inputs.has_history else token_embeds
             num_new = inputs.new_mask.shape[1]
-            return self.recurrence.run_prefixes(embeds, inputs.attention_mask, fusion_embeds, num_new), None
+            output = self.recurrence.run_prefixes(embeds, inputs.attention_mask, fusion_embeds, num_new)
+            return self.dropout(output), None
         previous = state.hidden if state is not None else None
-        return self.recurrence.run_sequence(token_embeds, inputs.new_mask, previous, need_state)
+        output, hidden = self.recurrence.run_sequence(token_embeds, inputs.new_mask, previous, need_state)
+        return self.dropout(output), hidden
 
     def _next_state(self, inputs: SequenceSoFar, hidden) -> FusionLSTMState:
         # the encoder's next e_j and early fusion's next run both read the whole prefix
@@ -617,8 +655,8 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         return SequenceSoFar(inputs_embeds, new_mask, full_ids, torch.cat([state.attention_mask, new_mask], dim=1))
 
     def _fusion_embeds(self, fusion_embeds, inputs: SequenceSoFar):
-        """e_j (batch, num_new, F) in the model's dtype, given or computed; in training, whole vectors are dropped
-        with probability fusion_dropout (the LM must also work from the tokens alone). None for fusion='none'."""
+        """e_j (batch, num_new, F) in the model's dtype, given or computed; in training, dropped with probability
+        fusion_dropout (whole vectors or elements, per fusion_dropout_mode). None for fusion='none'."""
         if self.config.fusion == "none":
             if fusion_embeds is not None:
                 raise ValueError("fusion='none' uses no prefix embeddings: do not pass fusion_embeds to this model.")
@@ -643,7 +681,11 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
             fusion_embeds = self.prefix_encoder(inputs.input_ids, inputs.attention_mask, num_new)
         fusion_embeds = fusion_embeds.to(self.dense.weight.dtype)
         rate = self.config.fusion_dropout if self.fusion_dropout_rate is None else self.fusion_dropout_rate
-        if self.training and rate > 0:
+        if rate > 0 and (self.training or self.fusion_dropout_during_eval):
+            if self.config.fusion_dropout_mode == "element":
+                # the paper's code: elements dropped, the rest rescaled by 1 / (1 - rate)
+                return nn.functional.dropout(fusion_embeds, rate, training=True)
+            # whole vectors, not rescaled: the LM must also work from the tokens alone
             keep = torch.rand(batch, num_new, 1, device=fusion_embeds.device) >= rate
             fusion_embeds = fusion_embeds * keep.to(fusion_embeds.dtype)
         return fusion_embeds

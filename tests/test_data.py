@@ -9,7 +9,10 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 from fusion_lstm_training.bpe import build_bpe_tokenizer
-from fusion_lstm_training.callbacks import parse_schedule
+from fusion_lstm_training.callbacks import FusionDropoutSchedule, parse_schedule
+from fusion_lstm_training.embeddings import context_texts
+from fusion_lstm_training.reference import naive_context
+from fusion_lstm_training.vectors import BagOfWordsVectors, donors
 from fusion_lstm_training.data import FusionDataCollator, read_sentences, tokenize_sentences
 from fusion_lstm_training.embeddings import EmbeddingCache, PrefixEmbedder
 from helpers import ROOT, SENTENCES
@@ -94,6 +97,20 @@ def test_collator_pads_right_with_minus_100_labels_and_zero_embeddings():
 
 
 # ---------------------------------------------------------------------------------------------- prefix embeddings
+
+
+@pytest.mark.parametrize("context", ["subr", "subl"])
+def test_sub_prefix_text_windows_follow_the_models_rule(make_model, tokenizer, context):
+    # with the encoder's own vocabulary the text path and the token path read the same tokens
+    model = make_model("concat", fusion_context=context, fusion_context_fraction=0.5)
+    data = tokenize_sentences(Dataset.from_dict({"text": SENTENCES}), tokenizer, 64, "train", keep_offsets=True)
+    for row in data:
+        texts = context_texts(model.config, row["text"], row["offsets"])
+        ids = torch.tensor(row["input_ids"])
+        for j, text in enumerate(texts):
+            expected = tokenizer.decode(naive_context(model.config, ids, j)[1:], skip_special_tokens=True)
+            # a window may start inside a word: its text is the word's rest, the token is "##rest"
+            assert text.lower().replace(" ", "") == expected.replace(" ", "").replace("##", ""), (j, text, expected)
 
 
 def test_precomputed_embeddings_equal_the_models_own(make_model, tokenizer):
@@ -187,12 +204,15 @@ def test_bfloat16_precompute_stays_close_to_float32(make_model, tokenizer):
 
 
 def test_dropout_schedules():
-    assert parse_schedule("0to1", 3) == [0.0, 0.5, 1.0]
-    assert parse_schedule("1to0", 5) == [1.0, 0.75, 0.5, 0.25, 0.0]
-    assert parse_schedule("0.5,0.25,0", 10) == [0.5, 0.25, 0.0]
+    assert parse_schedule("0to1") == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert parse_schedule("1to0") == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert parse_schedule("0.5,0.25,0") == [0.5, 0.25, 0.0]
     for bad in ("fast", "0.5,2"):
         with pytest.raises(ValueError, match="fusion_dropout_schedule"):
-            parse_schedule(bad, 3)
+            parse_schedule(bad)
+    # levels held for equal parts of training: 10 steps, 5 levels → 2 steps each
+    schedule = FusionDropoutSchedule(parse_schedule("0to1"))
+    assert [schedule.probability(step, 10) for step in range(10)] == [0, 0, .25, .25, .5, .5, .75, .75, 1, 1]
 
 
 def test_full_fusion_dropout_in_training_equals_zero_embeddings(batch):
@@ -310,3 +330,30 @@ def test_every_shipped_training_config_parses_with_the_installed_transformers(ru
     for name, value in values.items():  # every value arrives where it was meant to go
         got = parsed[name]
         assert (got if not hasattr(got, "value") else got.value) == value or name == "report_to", (name, got)
+
+
+# ------------------------------------------------------------------------------------------------ vector sources
+
+
+def test_donors_give_every_sentence_another_of_its_length():
+    lengths = [5, 5, 5, 7, 7, 9, 12, 12, 12, 12]
+    donor, other_length = donors(lengths, seed=0)
+    assert all(d != i for i, d in enumerate(donor)) and sorted(donor) != list(range(10))
+    assert other_length == 1 and lengths[donor[5]] in (7, 12)  # the only sentence of 9 borrows from a neighbour
+    assert all(lengths[d] == lengths[i] for i, d in enumerate(donor) if i != 5)
+    assert donors(lengths, seed=0) == (donor, other_length) and donors(lengths, seed=1)[0] != donor
+
+
+def test_bag_of_words_vectors_describe_each_prefix(tokenizer):
+    source = BagOfWordsVectors("count", ["the cat sat", "the dog sat on the mat"], max_features=5)
+    assert source.width == 5
+    data = tokenize_sentences(Dataset.from_dict({"text": ["the cat sat on the mat"]}), tokenizer, 64, "train",
+                              keep_offsets=True)
+    vectors = source({"text": data["text"], "offsets": data["offsets"]})["fusion_embeds"][0]
+    assert vectors.shape == (len(data[0]["input_ids"]), 5)
+    column = source.vectorizer.vocabulary_
+    assert vectors[0].sum() == 0  # BOS: the empty prefix
+    assert vectors[-1][column["the"]] == 2 and vectors[-1][column["sat"]] == 1 and vectors[-1][column["cat"]] == 1
+    assert vectors[2][column["sat"]] == 0  # "the cat": sat comes later
+    tfidf = BagOfWordsVectors("tfidf", ["the cat sat", "the dog sat on the mat"], max_features=5)
+    assert tfidf.fingerprint() != source.fingerprint()

@@ -44,6 +44,30 @@ def test_sentence_context_is_the_leaky_probe(make_model, tokenizer, fusion):
     assert not torch.allclose(real_logits(model, ids)[:, 0], real_logits(model, changed)[:, 0])
 
 
+@pytest.mark.parametrize("context", ["subr", "subl"])
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 0.75])
+def test_sub_prefix_feeders_embed_the_cropped_prefix(make_model, tokenizer, context, fraction):
+    model = make_model("concat", fusion_context=context, fusion_context_fraction=fraction)
+    batch = tokenizer(SENTENCES, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        got = model(**batch).fusion_embeds
+        for b in range(len(SENTENCES)):
+            ids = batch["input_ids"][b, : int(batch["attention_mask"][b].sum())]
+            for j in range(len(ids)):
+                torch.testing.assert_close(got[b, j], naive_prefix_embedding(model, ids, j), rtol=1e-4, atol=1e-5)
+
+
+def test_sub_prefix_feeders_read_the_sentence_length(make_model, tokenizer):
+    # c = int(k·|S|) depends on |S|: one token more at the end moves the window of earlier positions (documented)
+    ids = tokenizer(["one two three four five six seven eight"], return_tensors="pt")["input_ids"]
+    longer = torch.cat([ids, ids[:, 1:5]], dim=1)
+    for context in ("subr", "subl"):
+        model = make_model("concat", fusion_context=context, fusion_context_fraction=0.5)
+        with torch.no_grad():
+            short, long = model(input_ids=ids).fusion_embeds, model(input_ids=longer).fusion_embeds
+        assert not torch.allclose(short[0, -1], long[0, ids.shape[1] - 1], atol=1e-4), context
+
+
 # ------------------------------------------------------------------------------------- naive per-prefix references
 
 
@@ -118,6 +142,33 @@ def test_given_fusion_embeds_replace_the_encoder(make_model, batch, fusion):
     mask = batch["attention_mask"].bool()
     torch.testing.assert_close(given.logits[mask], computed.logits[mask])
     assert not torch.allclose(other.logits[mask], computed.logits[mask])
+
+
+def test_fusion_dropout_modes(make_model, batch):
+    embeds = torch.randn(*batch["input_ids"].shape, 384) + 3.0  # no element is zero by chance
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", fusion_dropout=0.5, **TINY)
+    model.train()
+    dropped = model(**batch, fusion_embeds=embeds).fusion_embeds
+    rows = dropped.reshape(-1, 384)
+    # vector (the default): whole vectors zeroed, the others untouched
+    assert set((rows == 0).all(1).tolist()) == {True, False}
+    kept = ~(rows == 0).all(1)
+    torch.testing.assert_close(rows[kept], embeds.reshape(-1, 384)[kept])
+    # element (the paper's code): single elements zeroed, the rest scaled by 1 / (1 - p)
+    model.config.fusion_dropout_mode = "element"
+    dropped = model(**batch, fusion_embeds=embeds).fusion_embeds
+    zero = dropped == 0
+    assert 0.3 < zero.float().mean() < 0.7 and not zero.all(-1).any()
+    torch.testing.assert_close(dropped[~zero], 2 * embeds[~zero])
+    # evaluation: no dropout, unless asked for; p = 1 during evaluation zeroes every e_j
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch, fusion_embeds=embeds).fusion_embeds, embeds)
+        zeroed = model(**batch, fusion_embeds=torch.zeros_like(embeds)).logits
+        model.set_fusion_dropout(1.0, during_eval=True)
+        out = model(**batch, fusion_embeds=embeds)
+    assert torch.all(out.fusion_embeds == 0)
+    torch.testing.assert_close(out.logits, zeroed)
 
 
 def test_model_without_encoder_runs_on_fusion_embeds_alone():
@@ -227,12 +278,29 @@ def test_the_model_is_built_as_the_table_says(fusion):
     spec = FUSIONS[fusion]
     model = FusionLSTMForCausalLM(FusionLSTMConfig(vocab_size=40, fusion=fusion, fusion_embedding_size=12, **TINY))
     assert model.model.dense.in_features == TINY["hidden_size"] + (12 if spec.concatenates else 0)
-    assert (model.model.recurrence.fusion_projection is not None) == spec.elementwise
+    alone = spec.stage == "alone"
+    assert (model.model.recurrence.fusion_projection is not None) == (spec.elementwise or alone)
+    assert (model.model.recurrence.lstm is None) == alone
     assert model.config.is_early_fusion == (spec.stage == "early")
     ids = torch.randint(0, 40, (1, 4))
     embeds = None if fusion == "none" else torch.randn(1, 4, 12)
     assert model(input_ids=ids, fusion_embeds=embeds).logits.shape == (1, 4, 40)
-    assert sorted(s.paper_variant for s in FUSIONS.values()) == list(range(len(FUSIONS)))
+    numbered = sorted(s.paper_variant for s in FUSIONS.values() if s.paper_variant is not None)
+    assert numbered == list(range(7))
+
+
+def test_embedding_only_is_an_mlp_on_e_j_alone():
+    config = FusionLSTMConfig(vocab_size=40, fusion="embedding_only", fusion_embedding_size=12, **TINY)
+    model = FusionLSTMForCausalLM(config).eval()
+    ids, embeds = torch.randint(0, 40, (2, 5)), torch.randn(2, 5, 12)
+    with torch.no_grad():
+        logits = model(input_ids=ids, fusion_embeds=embeds).logits
+        other_tokens = model(input_ids=torch.randint(0, 40, (2, 5)), fusion_embeds=embeds).logits
+        m = model.model
+        by_hand = model.lm_head(torch.relu(m.dense(torch.relu(m.recurrence.fusion_projection(embeds)))))
+    torch.testing.assert_close(logits, by_hand)
+    torch.testing.assert_close(other_tokens, logits)  # the tokens reach the prediction only through e_j
+    assert not any("recurrence.lstm" in name for name, _ in model.named_parameters())
 
 
 def test_a_strategy_with_a_row_but_no_function_fails_at_import(tmp_path):
@@ -252,7 +320,8 @@ def test_a_strategy_with_a_row_but_no_function_fails_at_import(tmp_path):
 
 @pytest.mark.parametrize(
     "field, value, allowed",
-    [("fusion", "late", "concat"), ("encoder_pooling", "max", "mean"), ("fusion_context", "future", "sentence")],
+    [("fusion", "late", "concat"), ("encoder_pooling", "max", "mean"), ("fusion_context", "future", "sentence"),
+     ("fusion_dropout_mode", "rows", "element")],
 )
 def test_unknown_choices_name_the_field_and_the_allowed_values(field, value, allowed):
     with pytest.raises(ValueError, match=rf"{field}='{value}'.*allowed values:.*{allowed}"):

@@ -165,6 +165,75 @@ def test_report_builds_the_readme_section_and_figures_from_results_jsons(tmp_pat
     assert all((results / "figures" / f).read_bytes().startswith(b"\x89PNG") for f in figures)
 
 
+def test_report_of_the_probes(tmp_path):
+    results = tmp_path / "results"
+    probe = lambda experiment, run, ppl, **values: {**fixture_result(experiment, "concat", ppl, **values),  # noqa
+                                                   "run": run}
+    fixtures = [probe("fusion_table", "none_seed0", 100.0), probe("fusion_table", "concat_seed0", 90.0)]
+    fixtures[0]["values"]["fusion"] = "none"
+    dropout = probe("fusion_dropout", "concat_0to1_vector_seed0", 95.0, fusion_dropout_schedule="0to1",
+                    fusion_dropout_mode="vector")
+    dropout["metrics"]["eval_without_fusion_perplexity"] = 120.0
+    dropout["eval_curve"] = [{"epoch": 1.0, "eval_perplexity": 130.0}, {"epoch": 2.0, "eval_perplexity": 95.0}]
+    dropout_none = probe("fusion_dropout", "none_seed0", 100.0)
+    dropout_none["values"]["fusion"] = "none"
+    fixtures += [dropout, dropout_none]
+    fixtures += [probe("sub_prefix", f"concat_{c}_k{k}_seed0", p, fusion_context=c, fusion_context_fraction=k)
+                 for c, ps in (("subr", (99.0, 96.0)), ("subl", (93.0, 98.0))) for k, p in zip((0.25, 0.75), ps)]
+    fixtures += [{**probe("vector_sources", f"{f}_{v}", p, fusion_vectors=v), "values": {"fusion": f, "fusion_vectors": v}}
+                 for f, v, p in (("embedding_only", "zeros", 900.0), ("concat", "zeros", 101.0),
+                                 ("embedding_only", "tfidf", 400.0))]
+    curves = {"1": {"last": 0.5, "last_count": 30}, "2": {"previous": 0.9, "previous_count": 30, "last": 0.6,
+                                                          "last_count": 30}}
+    fixtures.append({**probe("prefix_similarity", "cls", 0.0), "metrics": {"sentences": 30, "encoder_pooling": "cls",
+                                                                           "curves": curves}})
+    for result in fixtures:
+        path = results / "cpu" / result["experiment"] / f"{result['run']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\n{END}\n")
+    section = write_report(results, readme, results / "figures")
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    # fusion dropout: best dev, final with e_j, final with e_j zeroed and its change against none
+    assert "95.0" in rows["`concat_0to1_vector_seed0`"] and "120.0 | +20.0 %" in rows["`concat_0to1_vector_seed0`"]
+    # sub-prefix feeders against the fusion_table endpoints
+    subr = [line for line in section.splitlines() if line.startswith("| subr | 0.25")][0]
+    assert "99.0 | -1.0 % | +10.0 %" in subr
+    # vector sources: the MLP and concat side by side, concat against none
+    assert "900.0 | 101.0 | +1.0 %" in rows["zeros (control)"] and "400.0 | — |" in rows["tf-idf of the prefix"]
+    assert rows["cls"].split("|")[3].strip() == "0.900"
+    figures = sorted(p.name for p in (results / "figures").glob("*.png"))
+    assert figures == ["fusion_dropout_cpu.png", "fusion_table_cpu.png", "prefix_similarity_cpu.png",
+                       "sub_prefix_cpu.png"]
+
+
+def test_cosine_curves_by_prefix_length():
+    from fusion_lstm_training.similarity import cosine_curves
+
+    a = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]  # 45° steps: previous 0.707 at lengths 2 and 3, last 0 and 0.707
+    b = [[1.0, 0.0], [1.0, 0.0]]
+    curves = cosine_curves([a, b])
+    assert curves[2]["previous_count"] == 2 and abs(curves[2]["previous"] - (0.7071 + 1.0) / 2) < 1e-4
+    assert abs(curves[3]["previous"] - 0.7071) < 1e-4 and curves[3]["previous_count"] == 1
+    assert abs(curves[1]["last"] - (0.0 + 1.0) / 2) < 1e-4 and abs(curves[2]["last"] - 0.7071) < 1e-4
+    assert "last" not in curves[3]  # the last prefix is not compared with itself
+
+
+def test_prefix_similarity_reads_the_embedding_cache(tmp_path):
+    from fusion_lstm_training.similarity import prefix_similarity
+
+    arguments = {"validation_file": str(DATA / "validation.txt"), "max_eval_samples": 12, "max_seq_length": 24,
+                 "embedding_cache_dir": str(tmp_path)}
+    first = prefix_similarity(**arguments)
+    views = list(tmp_path.glob("*/view-*.json"))
+    assert first["sentences"] == 12 and len(views) == 1
+    assert json.loads(views[0].read_text())["embedded"] == 12
+    again = prefix_similarity(**arguments)  # served by the cache: nothing embedded again
+    assert again == first and len(list(tmp_path.glob("*/part-*.arrow"))) == 1
+    assert 0 < first["curves"]["2"]["previous"] <= 1.0 + 1e-6
+
+
 def test_the_paper_unit_converts_to_standard_perplexity():
     assert round(standard_perplexity(16.74), 1) == 58.3 and round(standard_perplexity(15.80), 1) == 53.6
 
@@ -173,7 +242,7 @@ def test_the_paper_unit_converts_to_standard_perplexity():
 
 
 @pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("name", ["fusion_table", "limited_data"])
+@pytest.mark.parametrize("name", ["fusion_table", "limited_data", "fusion_dropout", "sub_prefix", "vector_sources"])
 def test_shipped_train_experiments_expand_into_runs_that_run_clm_parses(name, scale, tmp_path, monkeypatch):
     import importlib.util
 
@@ -190,6 +259,9 @@ def test_shipped_train_experiments_expand_into_runs_that_run_clm_parses(name, sc
         monkeypatch.setattr("sys.argv", ["run_clm.py", str(config)])
         model_args, data_args, training_args = run_clm.parse_arguments()
         assert model_args.fusion == run.values["fusion"] and training_args.do_train
+        for key, value in run.values.items():  # every varying argument lands where run_clm reads it
+            parsed = [getattr(a, key) for a in (model_args, data_args, training_args) if hasattr(a, key)]
+            assert parsed == [value], (run.id, key)
 
 
 def test_a_gpu_scale_run_takes_a_few_steps_here(tmp_path, monkeypatch):
@@ -231,3 +303,21 @@ def test_unknown_experiment_and_scale_are_refused(tmp_path):
     with pytest.raises(ValueError, match="cpu"):
         load_experiment("demo", "gpu", tmp_path)
     assert (EXPERIMENTS_DIR / "scales.json").exists()
+
+
+def test_the_probe_experiments(tmp_path):
+    dropout = {run.id: run for run in load_experiment("fusion_dropout", "cpu", tmp_path).runs}
+    assert {"none_seed0", "concat_seed0", "concat_0to1_vector_seed0", "concat_1to0_element_seed0"} <= set(dropout)
+    assert dropout["concat_0to1_vector_seed0"].arguments["eval_without_fusion"] is True
+    feeders = load_experiment("sub_prefix", "cpu", tmp_path).runs
+    assert {(r.values["fusion_context"], r.values["fusion_context_fraction"]) for r in feeders} == {
+        (c, k) for c in ("subr", "subl") for k in (0.25, 0.5, 0.75)}
+    sources = {run.id: run for run in load_experiment("vector_sources", "cpu", tmp_path).runs}
+    assert {"embedding_only_zeros", "concat_shuffled", "embedding_only_count", "concat_tfidf", "concat_sentence",
+            "embedding_only_encoder_mean"} <= set(sources)
+    # the paper's MLP: e_j → 768 → 768 → vocabulary
+    assert "hidden_size=768,projection_size=768" in sources["embedding_only_zeros"].arguments["config_overrides"]
+    assert "projection_size=512" in sources["concat_zeros"].arguments["config_overrides"]
+    similarity = load_experiment("prefix_similarity", "cpu", tmp_path).runs
+    assert [r.values["encoder_pooling"] for r in similarity] == ["cls", "mean"]
+    assert similarity[0].arguments["tokenizer_name"].endswith("tokenizer-bpe8192")

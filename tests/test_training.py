@@ -6,6 +6,7 @@ import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,15 +139,54 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, cache_dir):
     assert abs(resumed - expected) < 1e-4
 
 
-def test_fusion_dropout_schedule_changes_per_epoch(tmp_path, cache_dir):
-    config = tiny_run_config(tmp_path / "out", cache_dir, num_train_epochs=3, fusion_dropout_schedule="0to1",
-                             eval_strategy="no")
+def test_fusion_dropout_schedule_holds_each_level_for_an_equal_part(tmp_path, cache_dir):
+    # 64 sentences, batch 16, 5 epochs: 20 steps, each of the 5 levels held for 4; the model evaluated without e_j too
+    config = tiny_run_config(tmp_path / "out", cache_dir, num_train_epochs=5, fusion_dropout_schedule="0to1",
+                             fusion_dropout_mode="element", eval_without_fusion=True)
     run_training(config, tmp_path)
     history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
-    assert [(round(h["epoch"]), h["fusion_dropout"]) for h in history if "fusion_dropout" in h] == [
-        (0, 0.0), (1, 0.5), (2, 1.0)]
-    # the schedule is training state: the saved model keeps the configured rate, not the last epoch's
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["fusion_dropout"] == 0.0
+    assert [(h["step"], h["fusion_dropout"]) for h in history if "fusion_dropout" in h] == [
+        (0, 0.0), (4, 0.25), (8, 0.5), (12, 0.75), (16, 1.0)]
+    # the schedule is training state: the saved model keeps the configured rate, not the last level
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["fusion_dropout"] == 0.0 and saved["fusion_dropout_mode"] == "element"
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert results["eval_without_fusion_loss"] != results["eval_loss"]
+
+
+@pytest.mark.parametrize("fusion, source", [("concat", "zeros"), ("concat", "shuffled"), ("embedding_only", "count"),
+                                            ("concat", "tfidf")])
+def test_vector_sources_are_fused_through_the_cache(tmp_path, cache_dir, fusion, source):
+    config = tiny_run_config(tmp_path / "out", cache_dir, fusion=fusion, fusion_vectors=source, fusion_vectors_size=40)
+    run_training(config, tmp_path)
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    # a model fed external vectors has no encoder of its own; shuffled permutes the encoder's vectors
+    assert (saved.get("encoder") is not None) == (source == "shuffled")
+    assert saved["fusion_embedding_size"] == {"zeros": 384, "shuffled": 384}.get(source, 40)
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert math.isfinite(results["eval_loss"])
+
+
+def test_zero_vectors_teach_nothing_and_shuffled_ones_little(tmp_path, cache_dir):
+    losses = {}
+    for source in ("encoder", "zeros", "shuffled"):
+        out = tmp_path / source
+        run_training(tiny_run_config(out, cache_dir, fusion="embedding_only", fusion_vectors=source,
+                                     num_train_epochs=3, max_train_samples=128), tmp_path)
+        losses[source] = json.loads((out / "all_results.json").read_text())["eval_loss"]
+    # the embedding of the real prefix predicts the next token; another sentence's does not (nor do zeros)
+    assert losses["encoder"] < losses["shuffled"] - 0.05 and losses["encoder"] < losses["zeros"] - 0.05
+
+
+def test_a_users_own_vector_source(tmp_path, cache_dir):
+    # the README's example source, by its module path (run_clm.py's folder is on the path)
+    config = tiny_run_config(tmp_path / "out", cache_dir, fusion_vectors="examples.prefix_length_vectors:build")
+    run_training(config, tmp_path)
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["fusion_embedding_size"] == 3
+    # its vectors went through the embedding cache, in a store named by the source's fingerprint
+    assert len(list((Path(cache_dir) / "prefix-length-v1").glob("view-*.arrow"))) == 2  # train and validation
+    bad = run_training({**config, "fusion_vectors": "examples.prefix_length_vectors:nothing"}, tmp_path, check=False)
+    assert bad.returncode != 0 and "cannot import nothing" in bad.log
 
 
 def test_trained_bpe_tokenizer_gets_prefix_embeddings_from_text(tmp_path):

@@ -1,0 +1,155 @@
+"""Where e_j comes from when it is not the model's own encoder: the paper's other vector sources, and yours.
+
+Every source has the interface EmbeddingCache needs (the one PrefixEmbedder has): `width`, `fingerprint()` and
+`__call__(batch)` → {"fusion_embeds": [array (len(ids), width) per sentence]}, where `batch` holds the tokenized
+sentences' `input_ids`, their `text` and `offsets` (the character where each token ends; BOS ends at 0). The cache
+stores each source's vectors per sentence, and run_clm.py feeds them to the model as `fusion_embeds`.
+
+    encoder    the model's prefix encoder (PrefixEmbedder; the default)
+    zeros      all-zero vectors of the encoder's width: the control, no information at all
+    shuffled   the encoder's vectors of another sentence (of the same length where there is one)
+    count      word counts of the prefix (scikit-learn CountVectorizer fitted on the training text)
+    tfidf      tf-idf of the prefix (TfidfVectorizer fitted on the training text)
+    module:attr   your own: `attr` of the importable `module` is called as attr(tokenizer=…, train_texts=…) and
+               returns a source with the interface above
+"""
+
+import hashlib
+import importlib
+import logging
+from collections import defaultdict
+
+import numpy as np
+from datasets import Dataset
+
+from .embeddings import context_texts
+
+
+logger = logging.getLogger(__name__)
+BUILT_IN_SOURCES = ("encoder", "zeros", "shuffled", "count", "tfidf")
+# sources computed from the encoder's vectors (the model needs an encoder to compute them, not to run)
+ENCODER_SOURCES = ("encoder", "shuffled")
+
+
+def check_source(name: str):
+    """A built-in source, or a `module:attr` that imports (before any work is done)."""
+    if name not in BUILT_IN_SOURCES and ":" not in name:
+        raise ValueError(f"--fusion_vectors={name!r}: use one of {', '.join(BUILT_IN_SOURCES)} or your own "
+                         "source as module:attr (see fusion_lstm_training/vectors.py).")
+    if ":" in name:
+        source_factory(name)
+
+
+def source_factory(name: str):
+    module_name, _, attr = name.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"--fusion_vectors={name!r}: cannot import {attr} from {module_name} ({error}). Put the "
+                         "module on PYTHONPATH.") from None
+
+
+class ZeroVectors:
+    """All-zero e_j: a model that can learn nothing from its vectors (the control of the vector sources)."""
+
+    def __init__(self, width: int):
+        self.width = width
+
+    def fingerprint(self) -> str:
+        return f"zeros-{self.width}"
+
+    def __call__(self, batch: dict) -> dict:
+        return {"fusion_embeds": [np.zeros((len(ids), self.width), dtype=np.float16) for ids in batch["input_ids"]]}
+
+
+class BagOfWordsVectors:
+    """Count or tf-idf vectors of each prefix's text (the words of tokens 0..j; the sub-prefix windows of
+    `config.fusion_context` when a config is given), from a scikit-learn vectorizer fitted on the training text
+    with a vocabulary of at most `max_features` words. `width` is the fitted vocabulary's size."""
+
+    def __init__(self, kind: str, train_texts: list[str], max_features: int, config=None):
+        from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+        if kind not in ("count", "tfidf"):
+            raise ValueError(f"BagOfWordsVectors: kind must be count or tfidf, got {kind!r}.")
+        self.kind, self.config = kind, config
+        vectorizer = CountVectorizer if kind == "count" else TfidfVectorizer
+        self.vectorizer = vectorizer(max_features=max_features, dtype=np.float32).fit(train_texts)
+        self.width = len(self.vectorizer.vocabulary_)
+        logger.info("%s vectors: %d words from %d training sentences", kind, self.width, len(train_texts))
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(f"{self.kind}|{sorted(self.vectorizer.vocabulary_.items())}".encode())
+        if self.kind == "tfidf":
+            digest.update(self.vectorizer.idf_.tobytes())
+        if self.config is not None:
+            digest.update(f"{self.config.fusion_context}|{self.config.fusion_context_fraction}".encode())
+        return digest.hexdigest()
+
+    def __call__(self, batch: dict) -> dict:
+        prefixes = [self.texts(text, ends) for text, ends in zip(batch["text"], batch["offsets"])]
+        matrix = self.vectorizer.transform([p for rows in prefixes for p in rows]).toarray().astype(np.float16)
+        return {"fusion_embeds": np.split(matrix, np.cumsum([len(rows) for rows in prefixes])[:-1])}
+
+    def texts(self, text: str, ends: list[int]) -> list[str]:
+        if self.config is None:
+            return [text[:end] for end in ends]
+        return context_texts(self.config, text, ends)
+
+
+def load_source(name: str, tokenizer, train_texts: list[str]):
+    """A user's source, `module:attr`, called as attr(tokenizer=…, train_texts=…)."""
+    source = source_factory(name)(tokenizer=tokenizer, train_texts=train_texts)
+    missing = [a for a in ("width", "fingerprint", "__call__") if not hasattr(source, a)]
+    if missing:
+        raise TypeError(f"--fusion_vectors={name!r} returned {type(source).__name__}, which lacks {missing}: a "
+                        "source needs width, fingerprint() and __call__(batch).")
+    return source
+
+
+def donors(lengths: list[int], seed: int) -> tuple[list[int], int]:
+    """For each sentence, another sentence to take e_j from: one of the same length, chosen by a seeded
+    derangement within each length; a length that only one sentence has borrows from the sentence nearest in
+    length. Returns the donors and how many sentences got one of another length."""
+    rng = np.random.default_rng(seed)
+    groups = defaultdict(list)
+    for i, n in enumerate(lengths):
+        groups[n].append(i)
+    donor = [0] * len(lengths)
+    alone = []
+    for members in groups.values():
+        if len(members) == 1:
+            alone.append(members[0])
+            continue
+        order = rng.permutation(members)
+        for a, b in zip(order, np.roll(order, -1)):  # a cycle: nobody keeps their own
+            donor[a] = int(b)
+    by_length = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    rank = {i: r for r, i in enumerate(by_length)}
+    for i in alone:
+        r = rank[i]
+        donor[i] = by_length[r - 1] if r > 0 else by_length[min(r + 1, len(by_length) - 1)]
+    return donor, len(alone)
+
+
+def shuffle_vectors(dataset: Dataset, seed: int, split: str) -> Dataset:
+    """`dataset` (with fusion_embeds) where every sentence carries another sentence's e_j (see `donors`); a donor
+    of another length is cut or its last vector repeated to fit."""
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    if len(lengths) < 2:
+        raise ValueError(f"{split}: shuffled vectors need at least two sentences.")
+    donor, other_length = donors(lengths, seed)
+    vectors = dataset.select_columns(["fusion_embeds"])
+
+    def fit(batch, indices):
+        out = []
+        for i in indices:
+            taken = np.asarray(vectors[donor[i]]["fusion_embeds"], dtype=np.float16)
+            positions = np.minimum(np.arange(lengths[i]), len(taken) - 1)
+            out.append(taken[positions])
+        return {"fusion_embeds": out}
+
+    logger.info("%s: e_j shuffled between sentences (seed %d); %d of %d took them from a sentence of another length",
+                split, seed, other_length, len(lengths))
+    return dataset.map(fit, with_indices=True, batched=True, features=dataset.features,
+                       desc=f"Shuffling e_j ({split})", new_fingerprint=f"{dataset._fingerprint}-shuffled-{seed}")
