@@ -199,15 +199,8 @@ def plot_curves(results: list[dict], path: Path, title: str):
     for r in sorted(results, key=lambda r: r["run"]):
         curve = r["eval_curve"]
         ax.plot([c["epoch"] for c in curve], [c["eval_perplexity"] for c in curve], marker="o", label=r["run"])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation perplexity (e_j present)")
     ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish(fig, ax, path, "epoch", "validation perplexity (e_j present)", title)
 
 
 def sub_prefix(results: list[dict], endpoints: dict[str, float]) -> tuple[list[str], dict]:
@@ -241,14 +234,8 @@ def plot_sub_prefix(curves: dict, endpoints: dict, path: Path, scale: str):
     for name, style in (("none", ":"), ("concat", "--")):
         if name in endpoints:
             ax.axhline(endpoints[name], color="gray", linestyle=style, linewidth=1, label=f"{name} (fusion_table)")
-    ax.set_xlabel("k (the crop point is k·|S|)")
-    ax.set_ylabel("validation perplexity (best epoch)")
-    ax.set_title(f"sub-prefix feeders ({scale} scale); k=0/1 are the endpoints")
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish(fig, ax, path, "k (the crop point is k·|S|)", "validation perplexity (best epoch)",
+           f"sub-prefix feeders ({scale} scale); k=0/1 are the endpoints")
 
 
 SOURCE_LABELS = {"encoder_cls": "encoder, CLS (the default)", "encoder_mean": "encoder, mean pooling",
@@ -297,14 +284,20 @@ def plot_similarity(results: list[dict], path: Path, scale: str, min_count: int 
             points = sorted((int(n), c[key]) for n, c in curves.items() if c.get(f"{key}_count", 0) >= min_count)
             ax.plot([p[0] for p in points], [p[1] for p in points], style,
                     label=f"{r['metrics']['encoder_pooling']}: cos(e_j, e_{'j-1' if key == 'previous' else 'last'})")
-    ax.set_xlabel("prefix length (tokens 0..j)")
-    ax.set_ylabel("mean cosine similarity")
-    ax.set_title(f"prefix embeddings along the sentence ({scale} scale, validation)")
+    finish(fig, ax, path, "prefix length (tokens 0..j)", "mean cosine similarity",
+           f"prefix embeddings along the sentence ({scale} scale, validation)")
+
+
+def finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str):
+    """Labels, legend and grid of a one-axes figure, saved to `path` as PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def pyplot():
@@ -324,14 +317,7 @@ def plot_limited_data(curves: dict, path: Path, scale: str):
         sizes = sorted(curve)
         ax.plot(sizes, [curve[n] for n in sizes], marker="o", label=fusion)
     ax.set_xscale("log")
-    ax.set_xlabel("training sentences")
-    ax.set_ylabel("validation perplexity (best epoch)")
-    ax.set_title(f"limited data ({scale} scale)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish(fig, ax, path, "training sentences", "validation perplexity (best epoch)", f"limited data ({scale} scale)")
 
 
 def plot_changes(changes: dict[str, dict[str, float]], path: Path, title: str, paper: float | None = None):
@@ -520,7 +506,8 @@ def probe_sections(found: dict, scale: str, paper: dict, figures_dir: Path, link
         out += [f"### The artefact-only model and other vector sources ({scale} scale)", "",
                 f"The paper: {paper['vector_sources']}", "",
                 f"Here: `python reproduce.py vector_sources --scale {scale}`; budget: {budget(sources)}. The MLP "
-                "is `fusion=\"embedding_only\"` (e_j → 768 → 768 → vocabulary). Dev perplexity at the best epoch; "
+                "is `fusion=\"embedding_only\"` (e_j → 768 → 768 → vocabulary). Dev perplexity at the best "
+                "epoch; "
                 f"none (fusion_table, same budget) is {none}.", "", *lines, ""]
     similarity = found.get((scale, "prefix_similarity"), [])
     if similarity:

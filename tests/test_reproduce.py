@@ -131,6 +131,13 @@ def fixture_result(experiment, fusion, perplexity, **values) -> dict:
             "machine": {"cpus": 2, "processor": "x86_64", "gpu": None}}
 
 
+def write_results(results: Path, fixtures: list[dict]):
+    for result in fixtures:
+        path = results / "cpu" / result["experiment"] / f"{result['run']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+
+
 def test_report_builds_the_readme_section_and_figures_from_results_jsons(tmp_path):
     results = tmp_path / "results"
     fixtures = [fixture_result("fusion_table", "none", 100.0, seed=0), fixture_result("fusion_table", "none", 102.0,
@@ -141,10 +148,7 @@ def test_report_builds_the_readme_section_and_figures_from_results_jsons(tmp_pat
     fixtures += [fixture_result("cross_domain", f, p, domain=d)
                  for d, (a, b) in (("books", (300.0, 270.0)), ("news", (400.0, 400.0))) for f, p in (("none", a),
                                                                                                       ("concat", b))]
-    for result in fixtures:
-        path = results / "cpu" / result["experiment"] / f"{result['run']}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result))
+    write_results(results, fixtures)
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\n## Results\n\n{START}\nold\n{END}\n\n## After\n")
     write_report(results, readme, results / "figures")
@@ -180,17 +184,14 @@ def test_report_of_the_probes(tmp_path):
     fixtures += [dropout, dropout_none]
     fixtures += [probe("sub_prefix", f"concat_{c}_k{k}_seed0", p, fusion_context=c, fusion_context_fraction=k)
                  for c, ps in (("subr", (99.0, 96.0)), ("subl", (93.0, 98.0))) for k, p in zip((0.25, 0.75), ps)]
-    fixtures += [{**probe("vector_sources", f"{f}_{v}", p, fusion_vectors=v), "values": {"fusion": f, "fusion_vectors": v}}
+    fixtures += [{**probe("vector_sources", f"{f}_{v}", p), "values": {"fusion": f, "fusion_vectors": v}}
                  for f, v, p in (("embedding_only", "zeros", 900.0), ("concat", "zeros", 101.0),
                                  ("embedding_only", "tfidf", 400.0))]
     curves = {"1": {"last": 0.5, "last_count": 30}, "2": {"previous": 0.9, "previous_count": 30, "last": 0.6,
                                                           "last_count": 30}}
     fixtures.append({**probe("prefix_similarity", "cls", 0.0), "metrics": {"sentences": 30, "encoder_pooling": "cls",
                                                                            "curves": curves}})
-    for result in fixtures:
-        path = results / "cpu" / result["experiment"] / f"{result['run']}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result))
+    write_results(results, fixtures)
     readme = tmp_path / "README.md"
     readme.write_text(f"{START}\n{END}\n")
     section = write_report(results, readme, results / "figures")
