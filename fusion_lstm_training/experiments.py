@@ -315,7 +315,9 @@ def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: di
             continue
         progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: running ({run.values})")
         result = execute(experiment, run, results_dir, overrides)
-        progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: validation perplexity "
-                 f"{result['metrics'].get('eval_perplexity', float('nan')):.2f}, {result['wall_seconds']:.0f} s")
+        ppl = result["metrics"].get("eval_perplexity")
+        outcome = f"validation perplexity {ppl:.2f}" if ppl is not None else "done"
+        progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: {outcome}, "
+                 f"{result['wall_seconds']:.0f} s")
         results.append(result)
     return results
