@@ -313,6 +313,14 @@ def test_json_config_becomes_flags_that_later_flags_override(run_clm_module, mon
     (["--max_seq_length", "1"], ValueError, "max_seq_length"),
     (["--per_device_train_batch_size", "0"], ValueError, "per_device_train_batch_size"),
     (["--resume_from_checkpoint", "no-such-checkpoint"], FileNotFoundError, "no-such-checkpoint"),
+    (["--fusion_dropout_mode", "rows"], ValueError, "fusion_dropout_mode"),
+    (["--fusion_context", "subx"], ValueError, "fusion_context"),
+    (["--fusion_context_fraction", "1.5"], ValueError, "fusion_context_fraction"),
+    (["--fusion_vectors", "bert"], ValueError, "fusion_vectors"),
+    (["--fusion_vectors", "no_such_module:build"], ValueError, "cannot import build from no_such_module"),
+    (["--fusion_vectors", "zeros", "--precompute_fusion_embeddings", "false"], ValueError, "precompute"),
+    (["--fusion", "none", "--fusion_vectors", "tfidf"], ValueError, "fusion none"),
+    (["--fusion", "none", "--eval_without_fusion", "true"], ValueError, "eval_without_fusion"),
 ])
 def test_bad_arguments_fail_while_parsing(run_clm_module, monkeypatch, flags, exception, names):
     monkeypatch.chdir(ROOT)

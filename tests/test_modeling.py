@@ -382,3 +382,10 @@ def test_attention_masks_other_than_0_and_1_are_refused(make_model, mask):
     boolean = torch.tensor([[True, True, True, False]])
     torch.testing.assert_close(make_model("concat")(input_ids=ids, attention_mask=boolean).logits[:, :3],
                                make_model("concat")(input_ids=ids[:, :3]).logits)
+
+
+def test_probe_options_are_checked():
+    with pytest.raises(ValueError, match="fusion_context_fraction"):
+        FusionLSTMConfig(fusion_context="subl", fusion_context_fraction=1.5)
+    with pytest.raises(ValueError, match="embedding_only.*fusion_projection=True"):
+        FusionLSTMConfig(fusion="embedding_only", fusion_projection=False)
