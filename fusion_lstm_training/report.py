@@ -208,7 +208,7 @@ def sub_prefix(results: list[dict], endpoints: dict[str, float]) -> tuple[list[s
     Returns the table and, per feeder, {k: perplexity} with the endpoints at k = 0 and 1."""
     none, concat = endpoints.get("none"), endpoints.get("concat")
     rows = [("feeder", "k", "encoder reads", "dev perplexity", "vs none", "vs concat (whole prefix)")]
-    reads = {"subr": "tokens 0..min(j, k·|S|)", "subl": "tokens k·|S|..j"}
+    reads = {"subr": r"tokens 0..min(j, k·\|S\|)", "subl": r"tokens k·\|S\|..j"}  # \| : a pipe inside a cell
     curves = {"subr": {}, "subl": {}}
     for r in sorted(results, key=lambda r: (r["values"]["fusion_context"], r["values"]["fusion_context_fraction"])):
         context, k = r["values"]["fusion_context"], r["values"]["fusion_context_fraction"]
