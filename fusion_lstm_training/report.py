@@ -518,6 +518,8 @@ def probe_sections(found: dict, scale: str, paper: dict, figures_dir: Path, link
                 "cosine of e_j to e_{j-1} (*prev*) and to the last prefix's e, the whole sentence (*last*), at a "
                 "few prefix lengths (tokens 0..j).", "", *similarity_table(similarity), "",
                 f"![prefix similarity]({link(figure)})", ""]
+    if out:
+        out = [f"**The paper's probes.** {paper['note']}", "", *out]
     return out
 
 
