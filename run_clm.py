@@ -351,7 +351,7 @@ def main():
     # an LM vocabulary that is not the encoder's (e.g. a BPE): e_j embeds the text of each prefix, tokenized by the
     # encoder's own tokenizer
     encoder_tokenizer = None
-    if uses_fusion and source is None and model.config.vocab_size != getattr(model.config.encoder, "vocab_size", None):
+    if uses_fusion and source is None and not model.config.encoder_reads_lm_ids:
         encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_path)
 
     # Preprocessing: only the splits this run uses

@@ -90,11 +90,11 @@ def load_experiment(name: str, scale: str, results_dir: Path) -> Experiment:
     if experiment.kind == "surprisal":
         experiment.runs = surprisal_runs(setting, folder, results_dir / scale)
         return experiment
-    if experiment.kind == "similarity":
-        experiment.runs = similarity_runs(setting, base, tokenizer, results_dir / scale)
-        return experiment
     if tokenizer:
         base["tokenizer_name"] = str(shared_tokenizer(tokenizer, results_dir / scale))
+    if experiment.kind == "similarity":
+        experiment.runs = similarity_runs(setting, base)
+        return experiment
     for values in expand(setting):
         run_id = run_name(values)
         # "per_fusion": arguments of the runs of one fusion that do not vary within it (e.g. the MLP's sizes)
@@ -181,15 +181,12 @@ def surprisal_runs(setting: dict, folder: Path, scale_dir: Path) -> list[Run]:
     return runs
 
 
-def similarity_runs(setting: dict, base: dict, tokenizer: dict | None, scale_dir: Path) -> list[Run]:
-    """The prefix-embedding similarity over the scale's validation sentences, one run per `each` item (pooling)."""
-    runs = []
-    for values in setting.get("each", [{}]):
-        arguments = {"validation_file": base["validation_file"], "max_eval_samples": base.get("max_eval_samples"),
-                     "max_seq_length": base["max_seq_length"], "bf16": base.get("bf16", False),
-                     "tokenizer_name": str(shared_tokenizer(tokenizer, scale_dir)) if tokenizer else None, **values}
-        runs.append(Run(run_name(values), values, arguments))
-    return runs
+def similarity_runs(setting: dict, base: dict) -> list[Run]:
+    """The prefix-embedding similarity over the scale's validation sentences (with the scale's tokenizer and
+    precision, so the training runs' cache serves it), one run per `each` item (pooling)."""
+    shared = ("validation_file", "max_eval_samples", "max_seq_length", "bf16", "tokenizer_name")
+    return [Run(run_name(values), values, {**{k: base.get(k) for k in shared}, **values})
+            for values in setting.get("each", [{}])]
 
 
 def result_path(results_dir: Path, experiment: Experiment, run: Run) -> Path:
@@ -208,11 +205,9 @@ def execute(experiment: Experiment, run: Run, results_dir: Path, overrides: dict
         from .similarity import prefix_similarity
 
         started = time.time()
-        result = {"experiment": experiment.name, "scale": experiment.scale, "run": run.id, "values": run.values,
-                  "metrics": prefix_similarity(**run.arguments), "arguments": run.arguments}
-        result.update({"wall_seconds": time.time() - started, "machine": machine(),
-                       "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-        return write_result(results_dir, experiment, run, result)
+        metrics = prefix_similarity(**run.arguments)
+        return write_result(results_dir, experiment, run,
+                            record(experiment, run, metrics, run.arguments, time.time() - started))
     if experiment.kind == "surprisal":
         arguments = run.arguments  # the training overrides of --smoke_test do not apply
         output_dir = Path(arguments["output_file"]).parent
@@ -264,21 +259,21 @@ def collect(experiment: Experiment, run: Run, output_dir: Path, arguments: dict,
     curve = [{"epoch": h["epoch"], "eval_loss": h["eval_loss"], "eval_perplexity": h["eval_perplexity"]}
              for h in history if "eval_loss" in h]
     best = min(curve, key=lambda h: h["eval_loss"]) if curve else None
-    return {
-        "experiment": experiment.name, "scale": experiment.scale, "run": run.id, "values": run.values,
-        "metrics": metrics, "eval_curve": curve,
-        "best_eval_perplexity": best["eval_perplexity"] if best else metrics.get("eval_perplexity"),
-        "arguments": {k: v for k, v in arguments.items() if v is not None}, "wall_seconds": seconds,
-        "machine": machine(),
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
+    best_perplexity = best["eval_perplexity"] if best else metrics.get("eval_perplexity")
+    return record(experiment, run, metrics, {k: v for k, v in arguments.items() if v is not None}, seconds,
+                  eval_curve=curve, best_eval_perplexity=best_perplexity)
 
 
 def collect_surprisal(experiment: Experiment, run: Run, arguments: dict, seconds: float) -> dict:
     """A surprisal run's reading-time results, from what run_surprisal.py wrote beside its output TSV."""
     metrics = json.loads(Path(arguments["output_file"]).with_suffix(".reading_times.json").read_text())
+    return record(experiment, run, metrics, arguments, seconds)
+
+
+def record(experiment: Experiment, run: Run, metrics: dict, arguments: dict, seconds: float, **extra) -> dict:
+    """The results JSON of a run of any kind: what ran, its metrics (and `extra`), how long, on what machine."""
     return {"experiment": experiment.name, "scale": experiment.scale, "run": run.id, "values": run.values,
-            "metrics": metrics, "arguments": arguments, "wall_seconds": seconds, "machine": machine(),
+            "metrics": metrics, **extra, "arguments": arguments, "wall_seconds": seconds, "machine": machine(),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 

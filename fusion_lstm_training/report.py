@@ -71,11 +71,8 @@ def fusion_table(results: list[dict], paper: dict) -> list[str]:
     speed = by_fusion(results, lambda r: r["metrics"].get("train_tokens_per_second"))
     none = statistics.mean(best["none"]) if "none" in best else None
     paper_none = paper["fusion_table"].get("none")
-    lines = [
-        "| variant | paper (its unit) | paper, standard perplexity | change (paper) | validation perplexity (best "
-        "epoch) | change vs none | test perplexity | train loss | train tokens/s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = [("variant", "paper (its unit)", "paper, standard perplexity", "change (paper)",
+             "validation perplexity (best epoch)", "change vs none", "test perplexity", "train loss", "train tokens/s")]
     for fusion in FUSIONS:
         if fusion not in best:
             continue
@@ -84,13 +81,13 @@ def fusion_table(results: list[dict], paper: dict) -> list[str]:
         paper_cells = ["—", "—", "—"] if theirs is None else [
             f"{theirs:.2f}", f"{standard_perplexity(theirs):.1f}",
             change(standard_perplexity(theirs), standard_perplexity(paper_none)) if paper_none else "—"]
-        lines.append("| " + " | ".join([
+        rows.append((
             f"`{fusion}`", *paper_cells, spread(best[fusion]), change(ours, none) if none else "—",
             spread(test[fusion]) if test.get(fusion) else "—",
             f"{statistics.mean(loss[fusion]):.3f}" if loss.get(fusion) else "—",
             f"{statistics.mean(speed[fusion]):.0f}" if speed.get(fusion) else "—",
-        ]) + " |")
-    return lines
+        ))
+    return markdown_table(rows)
 
 
 def limited_data(results: list[dict]) -> tuple[list[str], dict]:
@@ -101,16 +98,15 @@ def limited_data(results: list[dict]) -> tuple[list[str], dict]:
     sizes = sorted({n for curve in curves.values() for n in curve})
     fusions = [f for f in FUSIONS if f in curves]
     epochs = {r["values"]["max_train_samples"]: r["arguments"].get("num_train_epochs") for r in results}
-    header = "| training sentences | epochs | " + " | ".join(f"`{f}`" for f in fusions) + " | " + " | ".join(
-        f"`{f}` vs none" for f in fusions if f != "none") + " |"
-    lines = [header, "|" + "---|" * (2 + len(fusions) + len([f for f in fusions if f != "none"]))]
+    rows = [("training sentences", "epochs", *(f"`{f}`" for f in fusions),
+             *(f"`{f}` vs none" for f in fusions if f != "none"))]
     for n in sizes:
         means = {f: statistics.mean(curves[f][n]) for f in fusions if curves[f].get(n)}
         cells = [f"{means[f]:.1f}" if f in means else "—" for f in fusions]
         changes = [change(means[f], means["none"]) if f in means and "none" in means else "—"
                    for f in fusions if f != "none"]
-        lines.append(f"| {n:,} | {epochs[n]} | " + " | ".join(cells + changes) + " |")
-    return lines, {f: {n: statistics.mean(v) for n, v in curve.items()} for f, curve in curves.items()}
+        rows.append((f"{n:,}", f"{epochs[n]}", *cells, *changes))
+    return markdown_table(rows), {f: {n: statistics.mean(v) for n, v in curve.items()} for f, curve in curves.items()}
 
 
 def cross_domain(results: list[dict], table_results: list[dict]) -> tuple[list[str], dict]:
@@ -121,9 +117,7 @@ def cross_domain(results: list[dict], table_results: list[dict]) -> tuple[list[s
     for result in results:
         domains[result["values"]["domain"]][result["values"]["fusion"]].append(result["metrics"]["eval_perplexity"])
     fusions = [f for f in FUSIONS if any(f in d for d in domains.values())]
-    lines = ["| evaluated on | " + " | ".join(f"`{f}`" for f in fusions) + " | "
-             + " | ".join(f"`{f}` vs none" for f in fusions if f != "none") + " |",
-             "|" + "---|" * (1 + len(fusions) + len([f for f in fusions if f != "none"]))]
+    rows = [("evaluated on", *(f"`{f}`" for f in fusions), *(f"`{f}` vs none" for f in fusions if f != "none"))]
     table = {}
     for domain, per_fusion in domains.items():
         means = {f: statistics.mean(v) for f, v in per_fusion.items()}
@@ -131,8 +125,14 @@ def cross_domain(results: list[dict], table_results: list[dict]) -> tuple[list[s
         cells = [spread(per_fusion[f]) if f in per_fusion else "—" for f in fusions]
         changes = [change(means[f], means["none"]) if f in means and "none" in means else "—"
                    for f in fusions if f != "none"]
-        lines.append(f"| {domain} | " + " | ".join(cells + changes) + " |")
-    return lines, table
+        rows.append((domain, *cells, *changes))
+    return markdown_table(rows), table
+
+
+def markdown_table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as a markdown table (the first row is the header)."""
+    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + [
+        "| " + " | ".join(row) + " |" for row in rows[1:]]
 
 
 def plain_table(rows: list[tuple[str, ...]]) -> list[str]:
@@ -167,12 +167,6 @@ def summary(results: list[dict]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ the probes
-
-
-def markdown_table(rows: list[tuple[str, ...]]) -> list[str]:
-    """Rows of cells as a markdown table (the first row is the header)."""
-    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + [
-        "| " + " | ".join(row) + " |" for row in rows[1:]]
 
 
 def fusion_dropout(results: list[dict]) -> list[str]:
@@ -248,8 +242,8 @@ def source_name(values: dict) -> str:
     return "_".join(str(v) for k, v in values.items() if k not in ("fusion", "seed"))
 
 
-def vector_sources(results: list[dict], none: float | None) -> tuple[list[str], dict]:
-    """Rows: vector sources; columns: the artefact-only MLP and concat. Returns the table and {source: {model: ppl}}."""
+def vector_sources(results: list[dict], none: float | None) -> list[str]:
+    """Rows: vector sources; columns: the artefact-only MLP and concat."""
     table = defaultdict(dict)
     for r in results:
         table[source_name(r["values"])][r["values"]["fusion"]] = r["best_eval_perplexity"]
@@ -259,7 +253,7 @@ def vector_sources(results: list[dict], none: float | None) -> tuple[list[str], 
         mlp, concat = row.get("embedding_only"), row.get("concat")
         rows.append((SOURCE_LABELS.get(source, source), f"{mlp:.1f}" if mlp else "—",
                      f"{concat:.1f}" if concat else "—", change(concat, none) if concat and none else ""))
-    return markdown_table(rows), table
+    return markdown_table(rows)
 
 
 def similarity_table(results: list[dict], markdown: bool = True) -> list[str]:
@@ -346,19 +340,17 @@ def plot_changes(changes: dict[str, dict[str, float]], path: Path, title: str, p
 
 
 def reading_times(results: list[dict]) -> list[str]:
-    lines = ["| model | Pearson r | Spearman ρ | ΔLL (10⁻³ nats per word) | surprisal coefficient (ms per bit) |",
-             "|---|---|---|---|---|"]
+    rows = [("model", "Pearson r", "Spearman ρ", "ΔLL (10⁻³ nats per word)", "surprisal coefficient (ms per bit)")]
     for result in sorted(results, key=lambda r: (list(FUSIONS).index(r["values"]["fusion"]), r["run"])):
         m = result["metrics"]
-        lines.append(f"| `{result['run']}` | {m['pearson_r']:.4f} | {m['spearman_rho']:.4f} | "
-                     f"{m['delta_log_likelihood'] * 1000:.2f} | {m['surprisal_coefficient_ms_per_bit']:.2f} |")
+        rows.append((f"`{result['run']}`", f"{m['pearson_r']:.4f}", f"{m['spearman_rho']:.4f}",
+                     f"{m['delta_log_likelihood'] * 1000:.2f}", f"{m['surprisal_coefficient_ms_per_bit']:.2f}"))
     for metric, label in (("pearson_r", "Pearson r"), ("delta_log_likelihood", "ΔLL")):
         means = {f: statistics.mean(v) for f, v in by_fusion(results, lambda r: r["metrics"][metric]).items()}
         if len(means) > 1:
             scale = 1000 if metric == "delta_log_likelihood" else 1
-            lines.append(f"| mean {label} | " + ", ".join(f"`{f}` {v * scale:.4f}" for f, v in means.items())
-                         + " | | | |")
-    return lines
+            rows.append((f"mean {label}", ", ".join(f"`{f}` {v * scale:.4f}" for f, v in means.items()), "", "", ""))
+    return markdown_table(rows)
 
 
 def plot_reading_times(results: list[dict], path: Path, scale: str):
@@ -501,7 +493,7 @@ def probe_sections(found: dict, scale: str, paper: dict, figures_dir: Path, link
                 f"![sub-prefix feeders]({link(figure)})", ""]
     sources = found.get((scale, "vector_sources"), [])
     if sources:
-        lines, _ = vector_sources(sources, endpoints.get("none"))
+        lines = vector_sources(sources, endpoints.get("none"))
         none = f"{endpoints['none']:.1f}" if "none" in endpoints else "not run"
         out += [f"### The artefact-only model and other vector sources ({scale} scale)", "",
                 f"The paper: {paper['vector_sources']}", "",

@@ -60,7 +60,7 @@ def prefix_similarity(validation_file: str, tokenizer_name: str | None = None, e
         pad_token_id=tokenizer.pad_token_id, embedding_size=1, hidden_size=1, projection_size=1,
     )
     encoder_tokenizer = None
-    if model.config.vocab_size != model.config.encoder.vocab_size:
+    if not model.config.encoder_reads_lm_ids:
         encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_path)
     sentences = load_splits(validation_file=validation_file, max_eval_samples=max_eval_samples)["validation"]
     tokenized = tokenize_sentences(sentences, tokenizer, max_seq_length, "validation", encoder_tokenizer is not None)

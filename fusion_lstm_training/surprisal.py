@@ -144,8 +144,7 @@ class SurprisalScorer:
         self.limit = max_tokens(model)
         self.embedder = None
         if getattr(model.config, "model_type", None) == "fusion_lstm" and model.config.fusion != "none":
-            encoder_vocab = getattr(model.config.encoder, "vocab_size", None)
-            if model.config.vocab_size != encoder_vocab:
+            if not model.config.encoder_reads_lm_ids:
                 if encoder_tokenizer is None:
                     raise ValueError("This fusion model's vocabulary is not its encoder's: pass the encoder's "
                                      "tokenizer (--encoder_name_or_path) to embed the prefixes from text.")

@@ -22,6 +22,8 @@ from collections import defaultdict
 import numpy as np
 from datasets import Dataset
 
+from modeling_fusion_lstm import FusionLSTMConfig
+
 from .embeddings import context_texts
 
 
@@ -63,16 +65,16 @@ class ZeroVectors:
 
 
 class BagOfWordsVectors:
-    """Count or tf-idf vectors of each prefix's text (the words of tokens 0..j; the sub-prefix windows of
-    `config.fusion_context` when a config is given), from a scikit-learn vectorizer fitted on the training text
-    with a vocabulary of at most `max_features` words. `width` is the fitted vocabulary's size."""
+    """Count or tf-idf vectors of each prefix's text (the words of tokens 0..j, or the sub-prefix windows of
+    `config.fusion_context`), from a scikit-learn vectorizer fitted on the training text with a vocabulary of at
+    most `max_features` words. `width` is the fitted vocabulary's size."""
 
-    def __init__(self, kind: str, train_texts: list[str], max_features: int, config=None):
+    def __init__(self, kind: str, train_texts: list[str], max_features: int, config: FusionLSTMConfig | None = None):
         from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
         if kind not in ("count", "tfidf"):
             raise ValueError(f"BagOfWordsVectors: kind must be count or tfidf, got {kind!r}.")
-        self.kind, self.config = kind, config
+        self.kind, self.config = kind, config or FusionLSTMConfig()  # the default: the whole prefix
         vectorizer = CountVectorizer if kind == "count" else TfidfVectorizer
         self.vectorizer = vectorizer(max_features=max_features, dtype=np.float32).fit(train_texts)
         self.width = len(self.vectorizer.vocabulary_)
@@ -82,19 +84,13 @@ class BagOfWordsVectors:
         digest = hashlib.sha256(f"{self.kind}|{sorted(self.vectorizer.vocabulary_.items())}".encode())
         if self.kind == "tfidf":
             digest.update(self.vectorizer.idf_.tobytes())
-        if self.config is not None:
-            digest.update(f"{self.config.fusion_context}|{self.config.fusion_context_fraction}".encode())
+        digest.update(f"{self.config.fusion_context}|{self.config.fusion_context_fraction}".encode())
         return digest.hexdigest()
 
     def __call__(self, batch: dict) -> dict:
-        prefixes = [self.texts(text, ends) for text, ends in zip(batch["text"], batch["offsets"])]
+        prefixes = [context_texts(self.config, text, ends) for text, ends in zip(batch["text"], batch["offsets"])]
         matrix = self.vectorizer.transform([p for rows in prefixes for p in rows]).toarray().astype(np.float16)
         return {"fusion_embeds": np.split(matrix, np.cumsum([len(rows) for rows in prefixes])[:-1])}
-
-    def texts(self, text: str, ends: list[int]) -> list[str]:
-        if self.config is None:
-            return [text[:end] for end in ends]
-        return context_texts(self.config, text, ends)
 
 
 def load_source(name: str, tokenizer, train_texts: list[str]):

@@ -170,6 +170,12 @@ class FusionLSTMConfig(PreTrainedConfig):
         return (self.fusion_spec.elementwise and widths_differ) or self.is_embedding_only
 
     @property
+    def encoder_reads_lm_ids(self) -> bool:
+        """Whether the encoder shares the LM's vocabulary, so it can read the LM's token ids; otherwise (e.g. a
+        trained BPE) e_j is embedded from the text of each prefix, tokenized by the encoder's own tokenizer."""
+        return getattr(self.encoder, "vocab_size", None) == self.vocab_size
+
+    @property
     def is_embedding_only(self) -> bool:
         return self.fusion_spec.stage == "alone"
 
