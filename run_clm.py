@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import datasets
@@ -40,9 +41,8 @@ from fusion_lstm_training.vectors import (
     ENCODER_SOURCES, BagOfWordsVectors, ZeroVectors, check_source, load_source, shuffle_vectors,
 )
 from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionLSTMForCausalLM
-from modeling_fusion_lstm.configuration_fusion_lstm import (
-    ENCODER_POOLING_CHOICES, FUSION_CONTEXT_CHOICES, FUSION_DROPOUT_MODE_CHOICES,
-)
+from modeling_fusion_lstm.configuration_fusion_lstm import ENCODER_POOLING_CHOICES
+from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
 
 
 logger = logging.getLogger(__name__)
@@ -86,30 +86,47 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        for name, allowed in (("fusion", tuple(FUSIONS)), ("encoder_pooling", ENCODER_POOLING_CHOICES),
-                              ("fusion_context", FUSION_CONTEXT_CHOICES),
-                              ("fusion_dropout_mode", FUSION_DROPOUT_MODE_CHOICES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"--{name}={getattr(self, name)!r} is not supported; allowed values: "
-                                 f"{', '.join(allowed)}.")
-        if self.config_overrides:
-            known = {f.name for f in fields(FusionLSTMConfig)}
-            for item in self.config_overrides.split(","):
-                name, sep, _ = item.partition("=")
-                if not sep or name.strip() not in known:
-                    raise ValueError(
-                        f"--config_overrides: {item!r} is not 'field=value' with a FusionLSTMConfig field."
-                    )
+        # the model fields are checked by the config itself: one set of checks, each naming its field
+        self.config_fields()
         if self.fusion_dropout_schedule:
             parse_schedule(self.fusion_dropout_schedule)
-        if not 0.0 <= self.fusion_context_fraction <= 1.0:
-            raise ValueError(f"--fusion_context_fraction={self.fusion_context_fraction} must lie in [0, 1].")
         if self.train_tokenizer_vocab_size is not None:
             if self.train_tokenizer_vocab_size < 1:
                 raise ValueError("--train_tokenizer_vocab_size must be a positive number of tokens.")
             if self.model_name_or_path or self.tokenizer_name:
                 raise ValueError("--train_tokenizer_vocab_size trains a new tokenizer for a new model: drop "
                                  "--model_name_or_path / --tokenizer_name, or the trained tokenizer.")
+
+    def config_fields(self) -> dict:
+        """The FusionLSTMConfig fields of a new model that these arguments set, --config_overrides parsed by
+        transformers' own `PreTrainedConfig.update_from_string`; checked by building the config, whose errors name
+        the field."""
+        fields = {"fusion": self.fusion, "encoder_pooling": self.encoder_pooling, "fusion_context": self.fusion_context,
+                  "fusion_context_fraction": self.fusion_context_fraction,
+                  "fusion_dropout_mode": self.fusion_dropout_mode}
+        config = FusionLSTMConfig(**fields)
+        if self.config_overrides:
+            known = {f.name for f in dataclass_fields(FusionLSTMConfig)}
+            names = []
+            for item in self.config_overrides.split(","):
+                name, sep, _ = item.partition("=")
+                if not sep or name.strip() not in known:
+                    raise ValueError(f"--config_overrides: {item!r} is not 'field=value' with a FusionLSTMConfig "
+                                     "field.")
+                names.append(name.strip())
+            config.update_from_string(self.config_overrides)
+            fields.update({name: getattr(config, name) for name in names})
+            FusionLSTMConfig(**fields)  # the overridden values checked together with the rest
+        return fields
+
+    @property
+    def fuses(self) -> bool:
+        """Whether a new model built from these arguments reads e_j (asked of the config)."""
+        return FusionLSTMConfig(fusion=self.fusion).uses_fusion
+
+    @property
+    def prefix_context(self) -> PrefixContext:
+        return PrefixContext(self.fusion_context, self.fusion_context_fraction)
 
 
 @dataclass
@@ -234,26 +251,16 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
         raise FileExistsError(f"--output_dir {output_dir} is not empty: {how}replace it with --overwrite_output_dir "
                               "true, or choose another folder.")
     if model_args.train_tokenizer_vocab_size and not data_args.precompute_fusion_embeddings and (
-        model_args.fusion != "none"
+        model_args.fuses
     ):
         raise ValueError("With a trained tokenizer the encoder cannot read the LM's ids: keep precompute on.")
     if data_args.fusion_vectors != "encoder" and not data_args.precompute_fusion_embeddings:
         raise ValueError(f"--fusion_vectors={data_args.fusion_vectors} is fed through the embedding cache: keep "
                          "--precompute_fusion_embeddings on.")
-    if data_args.eval_without_fusion and model_args.fusion == "none" and not model_args.model_name_or_path:
+    if data_args.eval_without_fusion and not model_args.fuses and not model_args.model_name_or_path:
         raise ValueError("--eval_without_fusion zeroes e_j, but --fusion none fuses nothing.")
-    if data_args.fusion_vectors != "encoder" and model_args.fusion == "none" and not model_args.model_name_or_path:
+    if data_args.fusion_vectors != "encoder" and not model_args.fuses and not model_args.model_name_or_path:
         raise ValueError(f"--fusion_vectors={data_args.fusion_vectors} with --fusion none: the model fuses nothing.")
-
-
-def config_fields(overrides: str | None) -> dict:
-    """'hidden_size=256,dropout=0.1' → typed FusionLSTMConfig fields, parsed by transformers' own
-    `PreTrainedConfig.update_from_string`."""
-    if not overrides:
-        return {}
-    config = FusionLSTMConfig()
-    config.update_from_string(overrides)
-    return {name: getattr(config, name) for name in (item.partition("=")[0].strip() for item in overrides.split(","))}
 
 
 def load_model(model_args: ModelArguments, tokenizer, encoder_path: str, source=None) -> FusionLSTMForCausalLM:
@@ -272,18 +279,15 @@ def load_model(model_args: ModelArguments, tokenizer, encoder_path: str, source=
                              f", but the vector source gives {source.width}.")
         return model
     fields = {
-        "fusion": model_args.fusion, "encoder_pooling": model_args.encoder_pooling,
-        "fusion_context": model_args.fusion_context, "fusion_context_fraction": model_args.fusion_context_fraction,
-        "fusion_dropout_mode": model_args.fusion_dropout_mode, "vocab_size": len(tokenizer),
-        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id, **config_fields(model_args.config_overrides),
+        "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id, **model_args.config_fields(),
     }
     if source is not None:
         return FusionLSTMForCausalLM(FusionLSTMConfig(fusion_embedding_size=source.width, **fields))
     return FusionLSTMForCausalLM.from_encoder_pretrained(encoder_path, **fields)
 
 
-def vector_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path: str, config: FusionLSTMConfig):
+def vector_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path: str, context: PrefixContext):
     """The source of e_j named by --fusion_vectors when it is not the model's encoder (None for encoder and
     shuffled, which permutes the encoder's vectors after they are cached)."""
     name = data_args.fusion_vectors
@@ -295,7 +299,7 @@ def vector_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path
         raise ValueError(f"--fusion_vectors={name} is fitted on the training text: pass --train_file.")
     texts = [t.strip() for t in raw["train"]["text"] if t.strip()]
     if name in ("count", "tfidf"):
-        return BagOfWordsVectors(name, texts, data_args.fusion_vectors_size, config)
+        return BagOfWordsVectors(name, texts, data_args.fusion_vectors_size, context)
     return load_source(name, tokenizer, texts)
 
 
@@ -343,11 +347,9 @@ def main():
         tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     else:
         tokenizer = modeling_fusion_lstm.load_tokenizer(encoder_path)
-    context = FusionLSTMConfig(fusion_context=model_args.fusion_context,
-                               fusion_context_fraction=model_args.fusion_context_fraction)
-    source = vector_source(data_args, tokenizer, raw, encoder_path, context)
+    source = vector_source(data_args, tokenizer, raw, encoder_path, model_args.prefix_context)
     model = load_model(model_args, tokenizer, encoder_path, source)
-    uses_fusion = model.config.fusion != "none"
+    uses_fusion = model.config.uses_fusion
     # an LM vocabulary that is not the encoder's (e.g. a BPE): e_j embeds the text of each prefix, tokenized by the
     # encoder's own tokenizer
     encoder_tokenizer = None
@@ -368,7 +370,7 @@ def main():
             model.prefix_encoder.to(training_args.device)
             # with --bf16 the encoder runs under bfloat16 autocast too (cached separately from float32 embeddings)
             autocast = torch.bfloat16 if training_args.bf16 else None
-            source = PrefixEmbedder(model, tokenizer, encoder_tokenizer, autocast)
+            source = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer, autocast)
         cache = EmbeddingCache(source, data_args.embedding_cache_dir)
         tokenized = {split: cache.attach(data, split) for split, data in tokenized.items()}
         if data_args.fusion_vectors == "shuffled":

@@ -60,7 +60,7 @@ def load_model(model_name_or_path: str, trust_remote_code: bool = True, encoder_
     model = AutoModelForCausalLM.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     encoder_tokenizer = None
-    if getattr(model.config, "model_type", None) == "fusion_lstm" and model.config.fusion != "none":
+    if getattr(model.config, "model_type", None) == "fusion_lstm" and model.config.uses_fusion:
         from modeling_fusion_lstm import default_encoder_path
 
         encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_name_or_path or default_encoder_path())

@@ -149,7 +149,7 @@ def bench_train(quick: bool) -> dict:
                 if isinstance(model, BareLSTMLM):
                     loss = model.loss(batch)
                 else:
-                    inputs = {k: v for k, v in batch.items() if k != "fusion_embeds" or model.config.fusion != "none"}
+                    inputs = {k: v for k, v in batch.items() if k != "fusion_embeds" or model.config.uses_fusion}
                     loss = model(**inputs).loss
             loss.backward()
             optimizer.step()
@@ -210,8 +210,8 @@ def bench_embed(quick: bool) -> dict:
     model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **SIZES).eval()
     count = 64 if quick else 192
     ids = [x + [tokenizer.eos_token_id] for x in tokenizer(first_sentences("validation.txt", count))["input_ids"]]
-    embedder = PrefixEmbedder(model, tokenizer)
-    bf16_embedder = PrefixEmbedder(model, tokenizer, autocast_dtype=torch.bfloat16)
+    embedder = PrefixEmbedder(model.prefix_encoder, tokenizer)
+    bf16_embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, autocast_dtype=torch.bfloat16)
 
     @torch.inference_mode()
     def per_prefix(chunk):

@@ -1,5 +1,5 @@
 """Prefix embeddings e_j precomputed once, stored as float16 in a memory-mapped Arrow cache (EmbeddingCache),
-computed by the model's own prefix encoder (PrefixEmbedder) or by any other vector source with the same interface.
+computed by the model's own prefix encoder (PrefixEmbedder) or by any other VectorSource (vectors.py).
 """
 
 import hashlib
@@ -15,9 +15,8 @@ import torch
 from accelerate import PartialState
 from datasets import Array2D, Dataset, Features, Value, concatenate_datasets
 
-from modeling_fusion_lstm.modeling_fusion_lstm import context_windows
-
 from .data import pad_right
+from .vectors import VectorSource
 
 
 logger = logging.getLogger(__name__)
@@ -37,26 +36,24 @@ def default_cache_dir() -> Path:
 
 
 class PrefixEmbedder:
-    """Computes e_j for batches of tokenized sentences with the model's own prefix encoder.
+    """A VectorSource (fusion_lstm_training/vectors.py): e_j for batches of tokenized sentences, computed by a
+    `FusionLSTMPrefixEncoder` (a model's `prefix_encoder`, or one built alone with
+    `FusionLSTMPrefixEncoder.from_encoder_pretrained`).
 
     With the encoder's vocabulary (the default) the encoder reads the LM's token ids, exactly as inside the model.
-    With another LM tokenizer (e.g. a trained BPE), e_j embeds the text of the sentence up to the end of token j
-    (`offsets`), tokenized by the encoder's tokenizer.
-
-    The interface EmbeddingCache needs from any vector source: `width`, `fingerprint()` and `__call__(batch)`
-    returning {"fusion_embeds": [array (len(ids), width) per sentence]}.
+    With another LM tokenizer (e.g. a trained BPE), pass the encoder's own `encoder_tokenizer`: e_j then embeds the
+    text of the prefix's window (`PrefixContext.texts`), read from the sentence's text and token `offsets`.
     """
 
-    def __init__(self, model, lm_tokenizer, encoder_tokenizer=None, autocast_dtype: torch.dtype | None = None):
-        self.prefix_encoder = model.prefix_encoder
-        self.config = model.config
+    def __init__(self, prefix_encoder, lm_tokenizer, encoder_tokenizer=None, autocast_dtype: torch.dtype | None = None):
+        self.prefix_encoder = prefix_encoder
         self.lm_tokenizer = lm_tokenizer
         self.encoder_tokenizer = encoder_tokenizer
         self.autocast_dtype = autocast_dtype  # e.g. bfloat16: about twice as fast on CPUs with AVX512-BF16
 
     @property
     def width(self) -> int:
-        return self.config.fusion_embedding_size
+        return self.prefix_encoder.width
 
     @property
     def precision(self) -> str:
@@ -88,21 +85,14 @@ class PrefixEmbedder:
         return [out[i, : len(ids)] for i, ids in enumerate(input_ids)]
 
     def _from_text(self, texts: list[str], offsets: list[list[int]]) -> list[torch.Tensor]:
-        if self.config.fusion_context == "sentence":
+        context = self.prefix_encoder.context
+        if context.is_whole_sentence:
             # one embedding of the whole sentence, repeated at every position
             pooled = self.prefix_encoder.embed_texts(texts, self.encoder_tokenizer)
             return [vector.expand(len(ends), -1) for vector, ends in zip(pooled, offsets)]
-        prefixes = [context_texts(self.config, text, ends) for text, ends in zip(texts, offsets)]
+        prefixes = [context.texts(text, ends) for text, ends in zip(texts, offsets)]
         pooled = self.prefix_encoder.embed_texts([p for rows in prefixes for p in rows], self.encoder_tokenizer)
         return list(pooled.split([len(rows) for rows in prefixes]))
-
-
-def context_texts(config, text: str, ends: list[int]) -> list[str]:
-    """The text the encoder reads at each position of a sentence whose token j ends at character ends[j] (BOS
-    ends at 0): tokens start..end-1 of `context_windows` (the model's own rule for fusion_context), as text."""
-    length = torch.arange(1, len(ends) + 1)
-    starts, stops = context_windows(config, length, torch.full_like(length, len(ends)))
-    return [text[ends[start - 1] : ends[stop - 1]].strip() for start, stop in zip(starts.tolist(), stops.tolist())]
 
 
 class EmbeddingCache:
@@ -119,7 +109,7 @@ class EmbeddingCache:
     name only when complete, so a killed run never leaves a half-written file behind.
     """
 
-    def __init__(self, embedder, cache_dir: str | Path | None = None):
+    def __init__(self, embedder: VectorSource, cache_dir: str | Path | None = None):
         self.embedder = embedder
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self._store = None

@@ -45,7 +45,7 @@ def naive_logits(model, ids: torch.Tensor) -> torch.Tensor:
     embeds = m.embeddings(ids).unsqueeze(0)
     outputs = []
     for j in range(len(ids)):
-        e = naive_prefix_embedding(model, ids, j) if config.fusion != "none" else None
+        e = naive_prefix_embedding(model, ids, j) if config.uses_fusion else None
         if config.fusion == "embedding_only":
             # the artefact-only MLP: e_j → ReLU → ReLU → output layer, no LSTM
             hidden = torch.relu(m.dense(torch.relu(projection(e))))

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer
 
 import modeling_fusion_lstm
-from modeling_fusion_lstm import FusionLSTMForCausalLM
+from modeling_fusion_lstm.modeling_fusion_lstm import FusionLSTMPrefixEncoder
 
 from .data import load_splits, tokenize_sentences
 from .embeddings import EmbeddingCache, PrefixEmbedder
@@ -53,20 +53,30 @@ def prefix_similarity(validation_file: str, tokenizer_name: str | None = None, e
     encoder_path = encoder_name_or_path or modeling_fusion_lstm.default_encoder_path()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_name) if tokenizer_name else \
         modeling_fusion_lstm.load_tokenizer(encoder_path)
-    # only the encoder of this model is used; the LM part is the smallest there is
-    model = FusionLSTMForCausalLM.from_encoder_pretrained(
-        encoder_path, fusion="concat", encoder_pooling=encoder_pooling, vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, embedding_size=1, hidden_size=1, projection_size=1,
+    prefix_encoder = FusionLSTMPrefixEncoder.from_encoder_pretrained(
+        encoder_path, encoder_pooling=encoder_pooling, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     encoder_tokenizer = None
-    if not model.config.encoder_reads_lm_ids:
+    if not prefix_encoder.config.encoder_reads_lm_ids:
         encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_path)
     sentences = load_splits(validation_file=validation_file, max_eval_samples=max_eval_samples)["validation"]
     tokenized = tokenize_sentences(sentences, tokenizer, max_seq_length, "validation", encoder_tokenizer is not None)
-    embedder = PrefixEmbedder(model, tokenizer, encoder_tokenizer, torch.bfloat16 if bf16 else None)
+    embedder = PrefixEmbedder(prefix_encoder, tokenizer, encoder_tokenizer, torch.bfloat16 if bf16 else None)
     data = EmbeddingCache(embedder, embedding_cache_dir).attach(tokenized, "validation")
     curves = cosine_curves(row["fusion_embeds"] for row in data.select_columns(["fusion_embeds"]))
     logger.info("cosine similarity of %d sentences' prefix embeddings (%s pooling)", len(data), encoder_pooling)
     return {"sentences": len(data), "encoder_pooling": encoder_pooling,
             "curves": {str(length): entry for length, entry in curves.items()}}
+
+
+def similarity_rows(results: list[dict]) -> list[tuple[str, ...]]:
+    """The mean cosine similarity at a few prefix lengths, per pooling, as table rows (the first is the header)."""
+    lengths = ("2", "5", "10", "20", "40")
+    rows = [("pooling", "sentences", *(f"prev @{n}" for n in lengths), *(f"last @{n}" for n in lengths))]
+    for r in results:
+        curves = r["metrics"]["curves"]
+        cell = lambda n, key: f"{curves[n][key]:.3f}" if n in curves and key in curves[n] else "—"  # noqa: E731
+        rows.append((r["metrics"]["encoder_pooling"], str(r["metrics"]["sentences"]),
+                     *(cell(n, "previous") for n in lengths), *(cell(n, "last") for n in lengths)))
+    return rows

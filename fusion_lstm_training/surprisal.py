@@ -143,14 +143,14 @@ class SurprisalScorer:
         self.batch_size = batch_size
         self.limit = max_tokens(model)
         self.embedder = None
-        if getattr(model.config, "model_type", None) == "fusion_lstm" and model.config.fusion != "none":
+        if getattr(model.config, "model_type", None) == "fusion_lstm" and model.config.uses_fusion:
             if not model.config.encoder_reads_lm_ids:
                 if encoder_tokenizer is None:
                     raise ValueError("This fusion model's vocabulary is not its encoder's: pass the encoder's "
                                      "tokenizer (--encoder_name_or_path) to embed the prefixes from text.")
                 from .embeddings import PrefixEmbedder
 
-                self.embedder = PrefixEmbedder(model, tokenizer, encoder_tokenizer)
+                self.embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer)
 
     def encode(self, sentence: Sentence) -> tuple[list[int], list[int], list[int]]:
         """BOS + the sentence's tokens; the word of each token (after BOS); each token's end offset (BOS: 0)."""

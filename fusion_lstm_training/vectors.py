@@ -1,30 +1,52 @@
-"""Where e_j comes from when it is not the model's own encoder: the paper's other vector sources, and yours.
+"""Where e_j comes from: the VectorSource interface, the paper's other vector sources, and yours.
 
-Every source has the interface EmbeddingCache needs (the one PrefixEmbedder has): `width`, `fingerprint()` and
-`__call__(batch)` → {"fusion_embeds": [array (len(ids), width) per sentence]}, where `batch` holds the tokenized
-sentences' `input_ids`, their `text` and `offsets` (the character where each token ends; BOS ends at 0). The cache
-stores each source's vectors per sentence, and run_clm.py feeds them to the model as `fusion_embeds`.
+Every source is a `VectorSource`; the embedding cache (embeddings.py) stores each source's vectors per sentence under
+its fingerprint, and run_clm.py feeds them to the model as `fusion_embeds`.
 
-    encoder    the model's prefix encoder (PrefixEmbedder; the default)
+    encoder    the model's prefix encoder (embeddings.PrefixEmbedder; the default)
     zeros      all-zero vectors of the encoder's width: the control, no information at all
     shuffled   the encoder's vectors of another sentence (of the same length where there is one)
     count      word counts of the prefix (scikit-learn CountVectorizer fitted on the training text)
     tfidf      tf-idf of the prefix (TfidfVectorizer fitted on the training text)
     module:attr   your own: `attr` of the importable `module` is called as attr(tokenizer=…, train_texts=…) and
-               returns a source with the interface above
+               returns a VectorSource
 """
 
 import hashlib
 import importlib
 import logging
 from collections import defaultdict
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from datasets import Dataset
 
-from modeling_fusion_lstm import FusionLSTMConfig
+from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
 
-from .embeddings import context_texts
+
+@runtime_checkable
+class VectorSource(Protocol):
+    """What the embedding cache needs from anything that gives e_j.
+
+    width: the width of every vector. fingerprint(): a string that changes whenever the vectors would (it names
+    the source's folder in the cache). __call__(batch): `batch` holds a few tokenized sentences, `input_ids` (lists
+    of ids, BOS first), `text` and `offsets` (the character where each token ends; BOS ends at 0); returns
+    {"fusion_embeds": [array (len(ids), width) per sentence]}, row j being e_j of token j.
+    """
+
+    width: int
+
+    def fingerprint(self) -> str: ...
+
+    def __call__(self, batch: dict) -> dict: ...
+
+
+def check_vector_source(source, name: str):
+    """Refuses an object that is not a VectorSource, naming what it lacks."""
+    if not isinstance(source, VectorSource):
+        missing = [a for a in ("width", "fingerprint", "__call__") if not hasattr(source, a)]
+        raise TypeError(f"{name} is a {type(source).__name__}, which lacks {missing}: a vector source needs width, "
+                        "fingerprint() and __call__(batch) (see VectorSource in fusion_lstm_training/vectors.py).")
 
 
 logger = logging.getLogger(__name__)
@@ -65,16 +87,16 @@ class ZeroVectors:
 
 
 class BagOfWordsVectors:
-    """Count or tf-idf vectors of each prefix's text (the words of tokens 0..j, or the sub-prefix windows of
-    `config.fusion_context`), from a scikit-learn vectorizer fitted on the training text with a vocabulary of at
-    most `max_features` words. `width` is the fitted vocabulary's size."""
+    """Count or tf-idf vectors of each prefix's text (the window of `context` at every position: tokens 0..j by
+    default), from a scikit-learn vectorizer fitted on the training text with a vocabulary of at most `max_features`
+    words. `width` is the fitted vocabulary's size."""
 
-    def __init__(self, kind: str, train_texts: list[str], max_features: int, config: FusionLSTMConfig | None = None):
+    def __init__(self, kind: str, train_texts: list[str], max_features: int, context: PrefixContext = PrefixContext()):
         from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
         if kind not in ("count", "tfidf"):
             raise ValueError(f"BagOfWordsVectors: kind must be count or tfidf, got {kind!r}.")
-        self.kind, self.config = kind, config or FusionLSTMConfig()  # the default: the whole prefix
+        self.kind, self.context = kind, context
         vectorizer = CountVectorizer if kind == "count" else TfidfVectorizer
         self.vectorizer = vectorizer(max_features=max_features, dtype=np.float32).fit(train_texts)
         self.width = len(self.vectorizer.vocabulary_)
@@ -84,22 +106,19 @@ class BagOfWordsVectors:
         digest = hashlib.sha256(f"{self.kind}|{sorted(self.vectorizer.vocabulary_.items())}".encode())
         if self.kind == "tfidf":
             digest.update(self.vectorizer.idf_.tobytes())
-        digest.update(f"{self.config.fusion_context}|{self.config.fusion_context_fraction}".encode())
+        digest.update(self.context.key.encode())
         return digest.hexdigest()
 
     def __call__(self, batch: dict) -> dict:
-        prefixes = [context_texts(self.config, text, ends) for text, ends in zip(batch["text"], batch["offsets"])]
+        prefixes = [self.context.texts(text, ends) for text, ends in zip(batch["text"], batch["offsets"])]
         matrix = self.vectorizer.transform([p for rows in prefixes for p in rows]).toarray().astype(np.float16)
         return {"fusion_embeds": np.split(matrix, np.cumsum([len(rows) for rows in prefixes])[:-1])}
 
 
-def load_source(name: str, tokenizer, train_texts: list[str]):
+def load_source(name: str, tokenizer, train_texts: list[str]) -> VectorSource:
     """A user's source, `module:attr`, called as attr(tokenizer=…, train_texts=…)."""
     source = source_factory(name)(tokenizer=tokenizer, train_texts=train_texts)
-    missing = [a for a in ("width", "fingerprint", "__call__") if not hasattr(source, a)]
-    if missing:
-        raise TypeError(f"--fusion_vectors={name!r} returned {type(source).__name__}, which lacks {missing}: a "
-                        "source needs width, fingerprint() and __call__(batch).")
+    check_vector_source(source, f"--fusion_vectors={name!r} returned an object that")
     return source
 
 

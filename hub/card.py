@@ -81,5 +81,5 @@ def build_model_card(model, repo_id: str, output_dir, training_arguments: dict, 
         training_description=training_description or "Trained with run_clm.py.",
         training_arguments=sorted(training_arguments.items()),
         eval_rows=rows,
-        vocab_differs=config.encoder is not None and getattr(config.encoder, "vocab_size", None) != config.vocab_size,
+        vocab_differs=config.encoder is not None and not config.encoder_reads_lm_ids,
     )

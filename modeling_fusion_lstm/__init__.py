@@ -5,13 +5,14 @@ Importing the package registers model_type "fusion_lstm" with AutoConfig, AutoMo
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionSpec
+from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionSpec, FusionStage
 from .modeling_fusion_lstm import (
     FUSION_FUNCTIONS,
     FusionLSTMForCausalLM,
     FusionLSTMModel,
     FusionLSTMPreTrainedModel,
     FusionLSTMState,
+    PrefixContext,
 )
 from .tokenization_fusion_lstm import default_encoder_path, load_tokenizer
 
@@ -33,6 +34,8 @@ __all__ = [
     "FusionLSTMPreTrainedModel",
     "FusionLSTMState",
     "FusionSpec",
+    "FusionStage",
+    "PrefixContext",
     "default_encoder_path",
     "load_tokenizer",
 ]

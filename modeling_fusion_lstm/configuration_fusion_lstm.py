@@ -1,10 +1,20 @@
 """FusionLSTM configuration."""
 
+from enum import Enum
 from typing import NamedTuple
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+
+
+class FusionStage(str, Enum):
+    """Where e_j enters the model; each stage is one module in modeling_fusion_lstm.py (FUSION_STAGES)."""
+
+    NONE = "none"  # no e_j: the LSTM LM baseline
+    LATE = "late"  # combined with the LSTM output h_j before the dense layer
+    EARLY = "early"  # the LSTM's initial state, the LSTM restarted at every position
+    ALONE = "alone"  # no LSTM: e_j is all the model reads
 
 
 class FusionSpec(NamedTuple):
@@ -13,8 +23,7 @@ class FusionSpec(NamedTuple):
     from this table."""
 
     paper_variant: int | None  # the paper's numbering, fusion 0 … 6 (None: the paper's probe without a number)
-    stage: str  # "none"; "late": combined with the LSTM output h_j; "early": the LSTM's initial state; "alone": no
-    # LSTM, e_j is all the model reads
+    stage: FusionStage
     elementwise: bool  # combines e_j with the LSTM state element-wise, so e_j is projected to hidden_size
     concatenates: bool  # the fused vector is [h_j; e_j]: the dense layer reads hidden_size + e_j's width
     description: str  # one line, for help texts and model cards
@@ -22,21 +31,34 @@ class FusionSpec(NamedTuple):
 
 # The one table of fusion strategies. Adding one: a row here and its function in FUSION_FUNCTIONS.
 FUSIONS: dict[str, FusionSpec] = {
-    "none": FusionSpec(0, "none", False, False, "no fusion, the LSTM LM baseline"),
-    "concat": FusionSpec(1, "late", False, True, "late fusion: [h_j; e_j] goes to the dense layer"),
-    "add": FusionSpec(2, "late", True, False, "late fusion: h_j + e_j goes to the dense layer"),
-    "multiply": FusionSpec(3, "late", True, False, "late fusion: h_j ⊙ e_j goes to the dense layer"),
-    "init_h": FusionSpec(4, "early", True, False, "early fusion: the LSTM restarts from h0 = e_j, c0 = 0 at each j"),
-    "init_c": FusionSpec(5, "early", True, False, "early fusion: the LSTM restarts from h0 = 0, c0 = e_j at each j"),
-    "init_hc": FusionSpec(6, "early", True, False, "early fusion: the LSTM restarts from h0 = c0 = e_j at each j"),
+    "none": FusionSpec(
+        paper_variant=0, stage=FusionStage.NONE, elementwise=False, concatenates=False,
+        description="no fusion, the LSTM LM baseline"),
+    "concat": FusionSpec(
+        paper_variant=1, stage=FusionStage.LATE, elementwise=False, concatenates=True,
+        description="late fusion: [h_j; e_j] goes to the dense layer"),
+    "add": FusionSpec(
+        paper_variant=2, stage=FusionStage.LATE, elementwise=True, concatenates=False,
+        description="late fusion: h_j + e_j goes to the dense layer"),
+    "multiply": FusionSpec(
+        paper_variant=3, stage=FusionStage.LATE, elementwise=True, concatenates=False,
+        description="late fusion: h_j ⊙ e_j goes to the dense layer"),
+    "init_h": FusionSpec(
+        paper_variant=4, stage=FusionStage.EARLY, elementwise=True, concatenates=False,
+        description="early fusion: the LSTM restarts from h0 = e_j, c0 = 0 at each j"),
+    "init_c": FusionSpec(
+        paper_variant=5, stage=FusionStage.EARLY, elementwise=True, concatenates=False,
+        description="early fusion: the LSTM restarts from h0 = 0, c0 = e_j at each j"),
+    "init_hc": FusionSpec(
+        paper_variant=6, stage=FusionStage.EARLY, elementwise=True, concatenates=False,
+        description="early fusion: the LSTM restarts from h0 = c0 = e_j at each j"),
     "embedding_only": FusionSpec(
-        None, "alone", False, False,
-        "the artefact-only probe: no LSTM, an MLP e_j → hidden_size → projection_size (ReLU) predicts token j+1",
-    ),
+        paper_variant=None, stage=FusionStage.ALONE, elementwise=False, concatenates=False,
+        description="the artefact-only probe: no LSTM, an MLP e_j → hidden_size → projection_size (ReLU) predicts "
+                    "token j+1"),
 }
 FUSION_CHOICES = tuple(FUSIONS)
-# prefix: tokens 0..j; sentence: the whole sample (leaks the future); subr / subl: the paper's sub-prefix feeders,
-# tokens 0..min(j, c) / c..j with c = int(fusion_context_fraction · |S|), |S| the sample's length in tokens
+# what the encoder reads at position j: PrefixContext in modeling_fusion_lstm.py is the one rule
 FUSION_CONTEXT_CHOICES = ("prefix", "sentence", "subr", "subl")
 FUSION_DROPOUT_MODE_CHOICES = ("vector", "element")
 ENCODER_POOLING_CHOICES = ("cls", "mean", "pooler")
@@ -159,8 +181,22 @@ class FusionLSTMConfig(PreTrainedConfig):
         return FUSIONS[self.fusion]
 
     @property
+    def uses_fusion(self) -> bool:
+        """Whether the model reads prefix embeddings e_j at all (every strategy but the `none` baseline)."""
+        return self.fusion_spec.stage != FusionStage.NONE
+
+    @property
     def is_early_fusion(self) -> bool:
-        return self.fusion_spec.stage == "early"
+        return self.fusion_spec.stage == FusionStage.EARLY
+
+    @property
+    def is_embedding_only(self) -> bool:
+        return self.fusion_spec.stage == FusionStage.ALONE
+
+    @property
+    def uses_encoder(self) -> bool:
+        """Whether the model holds an encoder that computes e_j (otherwise e_j comes in as `fusion_embeds`)."""
+        return self.uses_fusion and self.encoder is not None
 
     @property
     def needs_projection(self) -> bool:
@@ -172,12 +208,11 @@ class FusionLSTMConfig(PreTrainedConfig):
     @property
     def encoder_reads_lm_ids(self) -> bool:
         """Whether the encoder shares the LM's vocabulary, so it can read the LM's token ids; otherwise (e.g. a
-        trained BPE) e_j is embedded from the text of each prefix, tokenized by the encoder's own tokenizer."""
-        return getattr(self.encoder, "vocab_size", None) == self.vocab_size
-
-    @property
-    def is_embedding_only(self) -> bool:
-        return self.fusion_spec.stage == "alone"
+        trained BPE) e_j is embedded from the text of each prefix, tokenized by the encoder's own tokenizer. An
+        encoder config that does not state its vocabulary is taken to share the LM's."""
+        if self.encoder is None:
+            return False
+        return getattr(self.encoder, "vocab_size", self.vocab_size) == self.vocab_size
 
     @property
     def fused_size(self) -> int:
@@ -191,4 +226,4 @@ def _check_choice(field: str, value, allowed: tuple[str, ...]):
         raise ValueError(f"FusionLSTMConfig.{field}={value!r} is not supported; allowed values: {', '.join(allowed)}.")
 
 
-__all__ = ["FUSIONS", "FusionLSTMConfig", "FusionSpec"]
+__all__ = ["FUSIONS", "FusionLSTMConfig", "FusionSpec", "FusionStage"]

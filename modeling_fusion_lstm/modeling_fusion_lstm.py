@@ -16,7 +16,7 @@ from transformers.generation import GenerationMixin
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
-from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig
+from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionStage
 
 
 # Encoder rows of similar length are batched together up to this many tokens (rows × padded width), which
@@ -80,21 +80,57 @@ class PrefixRows(NamedTuple):
         return out
 
 
-def context_windows(config: FusionLSTMConfig, length: torch.Tensor, sentence_length: torch.Tensor):
-    """What the encoder reads for the prefix of `length` tokens (tokens 0..j, j = length - 1) of a sample of
-    `sentence_length` tokens (|S|), per `config.fusion_context`: the first token ([CLS], the LM's BOS) and then the
-    tokens start..end-1. Returns (start, end), each shaped like `length`, with 1 ≤ start ≤ end (start == end: an
-    empty window, just the start and end tokens).
+class PrefixContext(NamedTuple):
+    """What the encoder reads at position j: the one rule of `fusion_context`, used by the in-model encoder (token
+    ids), the precompute from text (an LM tokenizer other than the encoder's), the count/tfidf vector sources and
+    the similarity probe. Always the first token ([CLS], the LM's BOS), then:
 
-    prefix: tokens 0..j. subr: tokens 0..min(j, c). subl: tokens c..j. c = int(fusion_context_fraction · |S|).
+        prefix     tokens 0..j (causal, the paper's model)
+        sentence   the whole sample, at every position (the paper's leaky probe: not causal)
+        subr       tokens 0..min(j, c): only the sample's first part
+        subl       tokens c..j: the first part dropped (an empty window embeds just the start and end tokens)
+
+    with c = int(fraction · |S|), |S| the sample's length in tokens (BOS and EOS included). The sub-prefix feeders
+    read |S|, which a causal LM cannot know: probes, not models to generate with.
     """
-    start = torch.ones_like(length)
-    if config.fusion_context not in ("subr", "subl"):
-        return start, length
-    cut = (sentence_length.to(torch.float64) * config.fusion_context_fraction).floor().to(length.dtype)
-    if config.fusion_context == "subr":
-        return start, torch.minimum(length, cut + 1)
-    return torch.minimum(cut.clamp(min=1), length), length
+
+    mode: str = "prefix"
+    fraction: float = 0.5
+
+    @classmethod
+    def of(cls, config: FusionLSTMConfig) -> "PrefixContext":
+        return cls(config.fusion_context, config.fusion_context_fraction)
+
+    @property
+    def is_whole_sentence(self) -> bool:
+        return self.mode == "sentence"
+
+    @property
+    def key(self) -> str:
+        """The context's part of an embedding fingerprint (the fraction only where it matters, so caches of the
+        other modes stay valid)."""
+        return f"{self.mode}{self.fraction!r}" if self.mode in ("subr", "subl") else self.mode
+
+    def windows(self, length: torch.Tensor, sentence_length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the prefix of `length` tokens (tokens 0..j, j = length - 1) of a sample of `sentence_length` tokens:
+        (start, end), each shaped like `length`, such that the encoder reads the first token and then tokens
+        start..end-1; 1 ≤ start ≤ end (start == end: an empty window)."""
+        start = torch.ones_like(length)
+        if self.mode == "sentence":
+            return start, sentence_length.to(length.dtype)
+        if self.mode == "prefix":
+            return start, length
+        cut = (sentence_length.to(torch.float64) * self.fraction).floor().to(length.dtype)
+        if self.mode == "subr":
+            return start, torch.minimum(length, cut + 1)
+        return torch.minimum(cut.clamp(min=1), length), length
+
+    def texts(self, text: str, ends: list[int]) -> list[str]:
+        """The text the encoder reads at each position of `text`, whose token j ends at character ends[j] (BOS ends
+        at 0): the window of each position, as text."""
+        length = torch.arange(1, len(ends) + 1)
+        starts, stops = self.windows(length, torch.full_like(length, len(ends)))
+        return [text[ends[start - 1] : ends[stop - 1]].strip() for start, stop in zip(starts.tolist(), stops.tolist())]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -102,24 +138,34 @@ def context_windows(config: FusionLSTMConfig, length: torch.Tensor, sentence_len
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-# The tensor side of FUSIONS (configuration_fusion_lstm.py, which says what each strategy is). A late function
-# combines h_j with e_j (already projected to hidden_size where FUSIONS says elementwise); an early one builds the
-# LSTM's initial (h0, c0) from e_j, None meaning zeros.
-FUSION_FUNCTIONS: dict[str, Callable | None] = {
-    "none": None,  # 0: the plain LSTM LM baseline
-    "concat": lambda h, e: torch.cat([h, e], dim=-1),  # 1: [h_j; e_j]
-    "add": lambda h, e: h + e,  # 2: h_j + e_j
-    "multiply": lambda h, e: h * e,  # 3: h_j ⊙ e_j
-    "init_h": lambda e: (e, None),  # 4: h0 = e_j
-    "init_c": lambda e: (None, e),  # 5: c0 = e_j
-    "init_hc": lambda e: (e, e),  # 6: h0 = c0 = e_j
-    "embedding_only": lambda h, e: torch.relu(e),  # the artefact-only probe: no h_j, ReLU(W e_j + b) alone
+# The tensor side of FUSIONS (configuration_fusion_lstm.py, which says what each strategy is and at which stage it
+# acts). One signature: fusion(h, c, e) → (h, c), e_j fused into an LSTM state, e_j already projected to hidden_size
+# where FUSIONS says elementwise. Early fusion applies it to the zero initial state (h0, c0) before the LSTM runs;
+# late fusion to the LSTM output h_j (c is None); embedding_only to no state at all (h and c are None).
+FUSION_FUNCTIONS: dict[str, Callable] = {
+    "none": lambda h, c, e: (h, c),  # 0: the plain LSTM LM baseline
+    "concat": lambda h, c, e: (torch.cat([h, e], dim=-1), c),  # 1: [h_j; e_j]
+    "add": lambda h, c, e: (h + e, c),  # 2: h_j + e_j
+    "multiply": lambda h, c, e: (h * e, c),  # 3: h_j ⊙ e_j
+    "init_h": lambda h, c, e: (e, c),  # 4: h0 = e_j
+    "init_c": lambda h, c, e: (h, e),  # 5: c0 = e_j
+    "init_hc": lambda h, c, e: (e, e),  # 6: h0 = c0 = e_j
+    "embedding_only": lambda h, c, e: (torch.relu(e), c),  # the artefact-only probe: no h_j, ReLU(W e_j + b) alone
 }
 if set(FUSION_FUNCTIONS) != set(FUSIONS):
     raise ImportError(
         "FUSIONS (configuration_fusion_lstm.py) and FUSION_FUNCTIONS (modeling_fusion_lstm.py) name different "
         f"strategies: {sorted(set(FUSIONS) ^ set(FUSION_FUNCTIONS))}. Each strategy needs a row in both."
     )
+def token_id_problem(config: FusionLSTMConfig) -> str | None:
+    """Why the encoder cannot read the LM's token ids (None: it can)."""
+    if not config.encoder_reads_lm_ids:
+        return (f"This model's vocabulary ({config.vocab_size} tokens) is not its encoder's "
+                f"({getattr(config.encoder, 'vocab_size', None)}), so the encoder cannot read the LM's token ids: pass "
+                "precomputed `fusion_embeds` instead.")
+    if config.eos_token_id is None:
+        return "FusionLSTMConfig.eos_token_id (the encoder's end token, e.g. [SEP]) must be set."
+    return None
 
 
 class FusionLSTMPrefixEncoder(nn.Module):
@@ -129,16 +175,35 @@ class FusionLSTMPrefixEncoder(nn.Module):
     the encoder's [SEP]), so with BOS = [CLS] it is exactly what the encoder saw in pre-training. Prefixes longer
     than the encoder's maximum keep their first token ([CLS]) and their most recent tokens.
 
-    This module owns the encoder's freezing: with `config.freeze_encoder` the encoder has no gradients and stays in
-    eval mode (deterministic e_j) whatever mode the LM is in.
+    Which tokens of the prefix it reads is `PrefixContext`'s rule (config.fusion_context). This module owns the
+    encoder's freezing: with `config.freeze_encoder` the encoder has no gradients and stays in eval mode
+    (deterministic e_j) whatever mode the LM is in.
     """
 
     def __init__(self, config: FusionLSTMConfig):
         super().__init__()
         self.config = config
+        self.context = PrefixContext.of(config)
         self.encoder = AutoModel.from_config(config.encoder)
         self.max_length = getattr(config.encoder, "max_position_embeddings", None) or 512
+        # checked once: whether the encoder can read the LM's token ids (the text path, embed_texts, always works)
+        self.token_id_problem = token_id_problem(config)
         self.train()
+
+    @classmethod
+    def from_encoder_pretrained(cls, encoder_name_or_path, **config_fields) -> "FusionLSTMPrefixEncoder":
+        """The prefix encoder alone, around a pretrained encoder (to embed prefixes without a language model);
+        keyword arguments set the FusionLSTMConfig fields it reads (encoder_pooling, fusion_context, vocab_size,
+        eos_token_id, …)."""
+        encoder = AutoModel.from_pretrained(encoder_name_or_path)
+        module = cls(FusionLSTMConfig(encoder=encoder.config, **config_fields))
+        module.encoder.load_state_dict(encoder.state_dict())  # into the existing parameters: keeps their freeze
+        return module
+
+    @property
+    def width(self) -> int:
+        """Width of e_j."""
+        return self.config.fusion_embedding_size
 
     def train(self, mode: bool = True):
         # nn.Module.train reaches here from the model's train() and eval(), including the eval() that ends
@@ -154,36 +219,24 @@ class FusionLSTMPrefixEncoder(nn.Module):
         for name, tensor in sorted(self.encoder.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        context = self.config.fusion_context
-        if context in ("subr", "subl"):
-            context += f"{self.config.fusion_context_fraction!r}"
-        digest.update(f"{self.config.encoder_pooling}|{context}|{self.max_length}".encode())
+        digest.update(f"{self.config.encoder_pooling}|{self.context.key}|{self.max_length}".encode())
         return digest.hexdigest()
-
-    def check_vocabulary(self):
-        encoder_vocab = getattr(self.config.encoder, "vocab_size", None)
-        if encoder_vocab is not None and encoder_vocab != self.config.vocab_size:
-            raise ValueError(
-                f"This model's vocabulary ({self.config.vocab_size} tokens) is not its encoder's ({encoder_vocab}), so "
-                "the encoder cannot read the LM's token ids: pass precomputed `fusion_embeds` instead."
-            )
-        if self.config.eos_token_id is None:
-            raise ValueError("FusionLSTMConfig.eos_token_id (the encoder's end token, e.g. [SEP]) must be set.")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_new: int) -> torch.Tensor:
         """input_ids, attention_mask (batch, seq_len): the whole sequence so far. Returns (batch, num_new, width):
         e_j for each of the last `num_new` positions (zeros at padded positions)."""
-        self.check_vocabulary()
+        if self.token_id_problem:
+            raise ValueError(self.token_id_problem)
         compact = compact_rows(input_ids, attention_mask)
         end = self.config.eos_token_id
-        if self.config.fusion_context == "sentence":
+        if self.context.is_whole_sentence:
             # one row per sequence, the whole (real) sequence: the same e for every position
             batch_index = torch.arange(input_ids.shape[0], device=input_ids.device)
             pooled = self.embed_rows(compact, batch_index, attention_mask.sum(1), end)
             new_real = attention_mask[:, -num_new:].unsqueeze(-1).to(pooled.dtype)
             return pooled.unsqueeze(1) * new_real
         rows = PrefixRows.of(attention_mask, num_new)
-        start, stop = context_windows(self.config, rows.length, attention_mask.sum(1)[rows.batch_index])
+        start, stop = self.context.windows(rows.length, attention_mask.sum(1)[rows.batch_index])
         return rows.to_positions(self.embed_rows(compact, rows.batch_index, stop, end, start))
 
     def embed_texts(self, texts: list[str], tokenizer) -> torch.Tensor:
@@ -254,33 +307,57 @@ class FusionLSTMPrefixEncoder(nn.Module):
         return pooled
 
 
-class FusionLSTMRecurrence(nn.Module):
-    """The LSTM and the fusion of e_j into it, for one strategy of FUSION_FUNCTIONS.
 
-    Late fusion runs the LSTM once over the sequence and combines each h_j with e_j. Early fusion restarts the
-    LSTM at every position j from the state built from e_j and runs it over tokens 0..j: all prefixes of the batch
-    are rows of one LSTM run stepped over time (work ~ seq_len²/2 per sequence, no Python loop over positions; see
-    `run_rows`). With several layers, every layer starts from the same e_j-derived state.
+
+class FusionLSTMStage(nn.Module):
+    """What the module of every stage (FusionSpec.stage) shares: the strategy's fusion function, the projection of
+    e_j to hidden_size where the table asks for one, and the LSTM (except embedding_only's).
+
+    forward(token_embeds, inputs, fusion_embeds, state, need_state, embed_tokens) → (fused, hidden):
+        token_embeds (batch, num_new, E): the new tokens' embeddings after dropout; inputs: `SequenceSoFar`;
+        fusion_embeds (batch, num_new, F) or None; state: `FusionLSTMState` or None; embed_tokens(ids): embeddings
+        with dropout, for a stage that rereads the history. Returns the fused vector at each new position
+        (batch, num_new, config.fused_size) and the LSTM state (h, c) after the last real token (None where the
+        stage keeps none).
     """
+
+    has_lstm = True
+    # whether the next call needs the whole sequence so far (early fusion reruns the LSTM over it)
+    keeps_sequence = False
+    # after the dense layer: the artefact-only MLP has ReLU there, the LSTM models nothing
+    dense_activation = nn.Identity
 
     def __init__(self, config: FusionLSTMConfig):
         super().__init__()
         self.config = config
         self.fusion_function = FUSION_FUNCTIONS[config.fusion]
-        # embedding_only has no LSTM: its fusion projection is the first layer of the MLP on e_j
-        self.lstm = None if config.is_embedding_only else nn.LSTM(
+        self.lstm = nn.LSTM(
             config.embedding_size,
             config.hidden_size,
             num_layers=config.num_hidden_layers,
             dropout=config.dropout if config.num_hidden_layers > 1 else 0.0,
             batch_first=True,
-        )
+        ) if self.has_lstm else None
         self.fusion_projection = (
             nn.Linear(config.fusion_embedding_size, config.hidden_size) if config.needs_projection else None
         )
+        self.dropout = nn.Dropout(config.dropout)  # on the LSTM output
 
-    def project(self, fusion_embeds: torch.Tensor) -> torch.Tensor:
-        return self.fusion_projection(fusion_embeds) if self.fusion_projection is not None else fusion_embeds
+    def project(self, fusion_embeds: torch.Tensor | None) -> torch.Tensor | None:
+        if fusion_embeds is None or self.fusion_projection is None:
+            return fusion_embeds
+        return self.fusion_projection(fusion_embeds)
+
+
+class LateFusionLSTM(FusionLSTMStage):
+    """Stages none and late: the LSTM runs once over the sequence, continuing from the state, and each output h_j is
+    combined with e_j (the baseline's function leaves h_j as it is)."""
+
+    def forward(self, token_embeds, inputs, fusion_embeds, state, need_state: bool, embed_tokens):
+        previous = state.hidden if state is not None else None
+        output, hidden = self.run_sequence(token_embeds, inputs.new_mask, previous, need_state)
+        fused, _ = self.fusion_function(self.dropout(output), None, self.project(fusion_embeds))
+        return fused, hidden
 
     def run_sequence(self, embeds, mask, hidden, need_state: bool):
         """LSTM over embeds (batch, n, E) from `hidden` ((h, c), each (layers, batch, H), or None).
@@ -302,31 +379,37 @@ class FusionLSTMRecurrence(nn.Module):
             h, c = torch.where(empty, hidden[0], h), torch.where(empty, hidden[1], c)
         return scatter_to_positions(output, mask), (h, c)
 
-    def run_prefixes(self, embeds, mask, fusion_embeds, num_new: int):
-        """Early fusion. embeds (batch, seq_len, E) and mask (batch, seq_len) cover the whole sequence so far;
-        fusion_embeds (batch, num_new, F) hold e_j of the last `num_new` positions. Returns (batch, num_new, H):
-        for each real new position j, the output at j of the LSTM started from e_j and run over tokens 0..j."""
-        rows = PrefixRows.of(mask, num_new)
-        h0, c0 = self.fusion_function(self.project(fusion_embeds[rows.new_mask]))
-        last = self.run_rows(compact_rows(embeds, mask), rows.batch_index, rows.length, h0, c0)
-        return rows.to_positions(last)
+
+class EarlyFusionLSTM(FusionLSTMStage):
+    """Stage early: the LSTM restarts at every position j from the state that the fusion function builds from e_j
+    and runs over tokens 0..j. All prefixes of the batch are rows of one LSTM run stepped over time (work
+    ~ seq_len²/2 per sequence, no Python loop over positions; see `run_rows`). With several layers, every layer
+    starts from the same e_j-derived state. It keeps no recurrent state: a continuation reruns the whole prefix."""
+
+    keeps_sequence = True
+
+    def forward(self, token_embeds, inputs, fusion_embeds, state, need_state: bool, embed_tokens):
+        embeds = embed_tokens(inputs.input_ids) if inputs.has_history else token_embeds
+        rows = PrefixRows.of(inputs.attention_mask, inputs.new_mask.shape[1])
+        projected = self.project(fusion_embeds[rows.new_mask])
+        zeros = embeds.new_zeros(projected.shape[0], self.config.hidden_size)
+        h0, c0 = self.fusion_function(zeros, zeros, projected)
+        last = self.run_rows(compact_rows(embeds, inputs.attention_mask), rows.batch_index, rows.length, h0, c0)
+        return self.dropout(rows.to_positions(last)), None
 
     def run_rows(self, sequences, batch_index, lengths, h0, c0) -> torch.Tensor:
-        """The LSTM over row r = sequences[batch_index[r], :lengths[r]] from the state (h0[r], c0[r]) (None:
-        zeros), for all rows at once; returns each row's last output (rows, H).
+        """The LSTM over row r = sequences[batch_index[r], :lengths[r]] from the state (h0[r], c0[r]), for all rows
+        at once; returns each row's last output (rows, H).
 
         The same cell as nn.LSTM (gates i, f, g, o; same weights), stepped by hand because the rows share their
         tokens: the first layer's input projection is computed once per token, not once per row, and at step t
         only the rows longer than t (a prefix of the rows sorted by length) are computed.
         """
-        rows, hidden = lengths.shape[0], self.config.hidden_size
         order = torch.argsort(lengths, descending=True, stable=True)
         lengths, batch_index = lengths[order], batch_index[order]
         width = int(lengths[0])
         active = (lengths.unsqueeze(1) > torch.arange(width, device=lengths.device)).sum(0).tolist()
-        zeros = sequences.new_zeros(rows, hidden)
-        h0 = zeros if h0 is None else h0[order]
-        c0 = zeros if c0 is None else c0[order]
+        h0, c0 = h0[order], c0[order]
         layer_inputs = None
         for layer in range(self.config.num_hidden_layers):
             w_ih, w_hh = getattr(self.lstm, f"weight_ih_l{layer}"), getattr(self.lstm, f"weight_hh_l{layer}")
@@ -354,11 +437,26 @@ class FusionLSTMRecurrence(nn.Module):
         last = torch.cat(finished[::-1])
         return last.index_select(0, torch.argsort(order))
 
-    def fuse_late(self, lstm_output: torch.Tensor | None, fusion_embeds: torch.Tensor | None) -> torch.Tensor:
-        """h_j combined with e_j (late fusion), e_j alone (embedding_only: lstm_output is None) or h_j as it is."""
-        if self.config.fusion_spec.stage not in ("late", "alone"):
-            return lstm_output
-        return self.fusion_function(lstm_output, self.project(fusion_embeds))
+
+class EmbeddingOnlyMLP(FusionLSTMStage):
+    """Stage alone, the artefact-only probe: no LSTM; ReLU(W₁ e_j) (W₁ the fusion projection), then the model's
+    dense layer with ReLU: an MLP on e_j alone."""
+
+    has_lstm = False
+    dense_activation = nn.ReLU
+
+    def forward(self, token_embeds, inputs, fusion_embeds, state, need_state: bool, embed_tokens):
+        fused, _ = self.fusion_function(None, None, self.project(fusion_embeds))
+        return fused, None
+
+
+# The module of each stage of FUSIONS
+FUSION_STAGES: dict[FusionStage, type[FusionLSTMStage]] = {
+    FusionStage.NONE: LateFusionLSTM,
+    FusionStage.LATE: LateFusionLSTM,
+    FusionStage.EARLY: EarlyFusionLSTM,
+    FusionStage.ALONE: EmbeddingOnlyMLP,
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -372,7 +470,7 @@ class FusionLSTMPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     _is_stateful = True
     supports_gradient_checkpointing = False
-    _no_split_modules = ["FusionLSTMRecurrence"]
+    _no_split_modules = sorted({stage.__name__ for stage in FUSION_STAGES.values()})
 
     def _init_weights(self, module: nn.Module):
         # The encoder is a PreTrainedModel and is initialised by its own _init_weights.
@@ -510,12 +608,11 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=None)
         self.dropout = nn.Dropout(config.dropout)
-        self.recurrence = FusionLSTMRecurrence(config)
+        # the LSTM and the fusion of e_j into it: one module per stage of the FUSIONS table
+        self.recurrence = FUSION_STAGES[config.fusion_spec.stage](config)
         self.dense = nn.Linear(config.fused_size, config.projection_size)
-        # the artefact-only MLP is e_j → hidden_size → projection_size with ReLU after both layers
-        self.activation = nn.ReLU() if config.is_embedding_only else nn.Identity()
-        uses_encoder = config.encoder is not None and config.fusion != "none"
-        self.prefix_encoder = FusionLSTMPrefixEncoder(config) if uses_encoder else None
+        self.activation = self.recurrence.dense_activation()
+        self.prefix_encoder = FusionLSTMPrefixEncoder(config) if config.uses_encoder else None
         # training state, not configuration: a schedule's current rate (None: config.fusion_dropout), never saved
         self.fusion_dropout_rate = None
         self.fusion_dropout_during_eval = False
@@ -564,12 +661,10 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         inputs = self._sequence_so_far(input_ids, attention_mask, inputs_embeds, state)
         # 2. e_j of every new position: given, or from the prefix encoder
         fusion_embeds = self._fusion_embeds(fusion_embeds, inputs)
-        # 3. The LSTM: once over the sequence (late fusion), restarted from e_j at every position (early), or not
-        #    at all (embedding_only)
+        # 3. The LSTM and the fusion of e_j, as the strategy's stage does it: h_j combined with e_j (late), the LSTM
+        #    restarted from e_j at every position (early), or e_j alone (embedding_only); then the dense layer
         token_embeds = self.dropout(inputs.embeds)
-        lstm_output, hidden = self._run_lstm(token_embeds, inputs, fusion_embeds, state, use_cache)
-        # 4. Late fusion of h_j with e_j, then the dense layer
-        fused = self.recurrence.fuse_late(lstm_output, fusion_embeds)
+        fused, hidden = self.recurrence(token_embeds, inputs, fusion_embeds, state, use_cache, self._embed_tokens)
         last_hidden_state = self.activation(self.dense(fused))
 
         output = FusionLSTMOutput(
@@ -580,25 +675,12 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _run_lstm(self, token_embeds, inputs: SequenceSoFar, fusion_embeds, state, need_state: bool):
-        """token_embeds (batch, num_new, E): the new tokens' embeddings after dropout. Returns the LSTM output at
-        the new positions after dropout (batch, num_new, H) and, for late fusion, the (h, c) after the last real
-        token (None for early fusion, which keeps no recurrent state). embedding_only has no LSTM: (None, None)."""
-        if self.config.is_embedding_only:
-            return None, None
-        if self.config.is_early_fusion:
-            # early fusion reruns the LSTM over the whole prefix, history included
-            embeds = self.dropout(self.embeddings(inputs.input_ids)) if inputs.has_history else token_embeds
-            num_new = inputs.new_mask.shape[1]
-            output = self.recurrence.run_prefixes(embeds, inputs.attention_mask, fusion_embeds, num_new)
-            return self.dropout(output), None
-        previous = state.hidden if state is not None else None
-        output, hidden = self.recurrence.run_sequence(token_embeds, inputs.new_mask, previous, need_state)
-        return self.dropout(output), hidden
+    def _embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.embeddings(input_ids))
 
     def _next_state(self, inputs: SequenceSoFar, hidden) -> FusionLSTMState:
         # the encoder's next e_j and early fusion's next run both read the whole prefix
-        keep_sequence = self.config.is_early_fusion or self.prefix_encoder is not None
+        keep_sequence = self.recurrence.keeps_sequence or self.prefix_encoder is not None
         return FusionLSTMState(
             hidden=hidden,
             input_ids=inputs.input_ids if keep_sequence else None,
@@ -657,7 +739,7 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
     def _fusion_embeds(self, fusion_embeds, inputs: SequenceSoFar):
         """e_j (batch, num_new, F) in the model's dtype, given or computed; in training, dropped with probability
         fusion_dropout (whole vectors or elements, per fusion_dropout_mode). None for fusion='none'."""
-        if self.config.fusion == "none":
+        if not self.config.uses_fusion:
             if fusion_embeds is not None:
                 raise ValueError("fusion='none' uses no prefix embeddings: do not pass fusion_embeds to this model.")
             return None
@@ -731,10 +813,10 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
             "pad_token_id": tokenizer.pad_token_id,
             **kwargs,
         }
-        fusion = config_kwargs.get("fusion", FusionLSTMConfig.fusion)
-        if fusion != "none":
-            config_kwargs["encoder"] = encoder.config
-        model = cls(FusionLSTMConfig(**config_kwargs))
+        config = FusionLSTMConfig(**config_kwargs)
+        if config.uses_fusion:
+            config = FusionLSTMConfig(**config_kwargs, encoder=encoder.config)
+        model = cls(config)
         if model.prefix_encoder is not None:
             # loading into the existing parameters keeps their freeze
             model.prefix_encoder.encoder.load_state_dict(encoder.state_dict())
@@ -797,4 +879,4 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         return state.index_select(beam_idx)
 
 
-__all__ = ["FusionLSTMForCausalLM", "FusionLSTMModel", "FusionLSTMPreTrainedModel", "FusionLSTMState"]
+__all__ = ["FusionLSTMForCausalLM", "FusionLSTMModel", "FusionLSTMPreTrainedModel", "FusionLSTMState", "PrefixContext"]

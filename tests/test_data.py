@@ -10,7 +10,6 @@ from transformers import AutoTokenizer
 
 from fusion_lstm_training.bpe import build_bpe_tokenizer
 from fusion_lstm_training.callbacks import FusionDropoutSchedule, parse_schedule
-from fusion_lstm_training.embeddings import context_texts
 from fusion_lstm_training.reference import naive_context
 from fusion_lstm_training.vectors import BagOfWordsVectors, donors
 from fusion_lstm_training.data import FusionDataCollator, read_sentences, tokenize_sentences
@@ -105,7 +104,7 @@ def test_sub_prefix_text_windows_follow_the_models_rule(make_model, tokenizer, c
     model = make_model("concat", fusion_context=context, fusion_context_fraction=0.5)
     data = tokenize_sentences(Dataset.from_dict({"text": SENTENCES}), tokenizer, 64, "train", keep_offsets=True)
     for row in data:
-        texts = context_texts(model.config, row["text"], row["offsets"])
+        texts = model.prefix_encoder.context.texts(row["text"], row["offsets"])
         ids = torch.tensor(row["input_ids"])
         for j, text in enumerate(texts):
             expected = tokenizer.decode(naive_context(model.config, ids, j)[1:], skip_special_tokens=True)
@@ -116,7 +115,7 @@ def test_sub_prefix_text_windows_follow_the_models_rule(make_model, tokenizer, c
 def test_precomputed_embeddings_equal_the_models_own(make_model, tokenizer):
     model = make_model("concat")
     ids = [tokenizer(s)["input_ids"] + [tokenizer.eos_token_id] for s in SENTENCES]
-    out = PrefixEmbedder(model, tokenizer)({"input_ids": ids})["fusion_embeds"]
+    out = PrefixEmbedder(model.prefix_encoder, tokenizer)({"input_ids": ids})["fusion_embeds"]
     for sentence_ids, stored in zip(ids, out):
         with torch.no_grad():
             expected = model(input_ids=torch.tensor([sentence_ids])).fusion_embeds[0]
@@ -132,7 +131,8 @@ def test_with_a_trained_tokenizer_prefix_embeddings_come_from_the_text(make_mode
     data = tokenize_sentences(Dataset.from_dict({"text": SENTENCES[:1]}), bpe, 64, "train", keep_offsets=True)
     text, ends = data[0]["text"], data[0]["offsets"]
     assert ends[0] == 0 and ends[-1] == len(text)  # BOS: the empty prefix; EOS: the whole sentence
-    stored = PrefixEmbedder(model, bpe, encoder_tokenizer)({"text": [text], "offsets": [ends]})["fusion_embeds"][0]
+    embedder = PrefixEmbedder(model.prefix_encoder, bpe, encoder_tokenizer)
+    stored = embedder({"text": [text], "offsets": [ends]})["fusion_embeds"][0]
     encoder = model.prefix_encoder.encoder
     for j in (0, 3, len(ends) - 1):
         row = encoder_tokenizer([text[: ends[j]]], return_tensors="pt")  # [CLS] prefix [SEP]
@@ -143,7 +143,8 @@ def test_with_a_trained_tokenizer_prefix_embeddings_come_from_the_text(make_mode
 
 def test_cache_place_changes_with_pooling_data_and_tokenizer(make_model, tokenizer, tmp_path):
     def key(model, data, lm_tokenizer=tokenizer, precision=None):
-        return EmbeddingCache(PrefixEmbedder(model, lm_tokenizer, autocast_dtype=precision), tmp_path).view_path(data)
+        embedder = PrefixEmbedder(model.prefix_encoder, lm_tokenizer, autocast_dtype=precision)
+        return EmbeddingCache(embedder, tmp_path).view_path(data)
 
     data = Dataset.from_dict({"input_ids": [[101, 5, 102]]})
     base = key(make_model("concat"), data)
@@ -170,7 +171,7 @@ class CountingEmbedder:
 
 
 def test_cache_embeds_each_sentence_once_across_subsets_runs_and_files(make_model, tokenizer, tmp_path):
-    embedder = CountingEmbedder(PrefixEmbedder(make_model("concat"), tokenizer))
+    embedder = CountingEmbedder(PrefixEmbedder(make_model("concat").prefix_encoder, tokenizer))
     texts = [f"Sentence number {i} is about {w}." for i, w in enumerate("cats dogs owls bees ants fish".split())]
     data = tokenize_sentences(Dataset.from_dict({"text": texts}), tokenizer, 64, "train", keep_offsets=False)
     full = EmbeddingCache(embedder, tmp_path).attach(data, "train")
@@ -193,8 +194,9 @@ def test_cache_embeds_each_sentence_once_across_subsets_runs_and_files(make_mode
 def test_bfloat16_precompute_stays_close_to_float32(make_model, tokenizer):
     model = make_model("concat")
     ids = [tokenizer(s)["input_ids"] for s in SENTENCES]
-    full = PrefixEmbedder(model, tokenizer)({"input_ids": ids})["fusion_embeds"]
-    half = PrefixEmbedder(model, tokenizer, autocast_dtype=torch.bfloat16)({"input_ids": ids})["fusion_embeds"]
+    full = PrefixEmbedder(model.prefix_encoder, tokenizer)({"input_ids": ids})["fusion_embeds"]
+    half_embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, autocast_dtype=torch.bfloat16)
+    half = half_embedder({"input_ids": ids})["fusion_embeds"]
     for a, b in zip(full, half):
         a, b = torch.from_numpy(a).float(), torch.from_numpy(b).float()
         assert torch.nn.functional.cosine_similarity(a, b, dim=-1).min() > 0.99
@@ -274,9 +276,14 @@ def test_a_local_dataset_folder_loads_like_a_hub_dataset(tmp_path):
 
 
 def test_config_overrides_are_typed_by_the_config(run_clm_module):
-    assert run_clm_module.config_fields("hidden_size=256,dropout=0.1,freeze_encoder=false") == {
-        "hidden_size": 256, "dropout": 0.1, "freeze_encoder": False}
-    assert run_clm_module.config_fields(None) == {}
+    arguments = run_clm_module.ModelArguments(fusion="add", config_overrides="hidden_size=256,dropout=0.1,"
+                                              "freeze_encoder=false")
+    assert arguments.config_fields() == {
+        "fusion": "add", "encoder_pooling": "cls", "fusion_context": "prefix", "fusion_context_fraction": 0.5,
+        "fusion_dropout_mode": "vector", "hidden_size": 256, "dropout": 0.1, "freeze_encoder": False}
+    assert run_clm_module.ModelArguments().config_fields()["fusion"] == "concat"
+    with pytest.raises(ValueError, match="FusionLSTMConfig.dropout"):  # the values are checked by the config
+        run_clm_module.ModelArguments(config_overrides="dropout=1.5")
 
 
 def parse(run_clm_module, *flags):

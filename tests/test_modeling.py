@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionLSTMForCausalLM, FusionLSTMModel
+from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionLSTMForCausalLM, FusionLSTMModel, FusionStage
 from fusion_lstm_training.reference import naive_logits, naive_prefix_embedding
 from helpers import ALL_FUSIONS, ROOT, SENTENCES, TINY
 
@@ -278,10 +278,11 @@ def test_the_model_is_built_as_the_table_says(fusion):
     spec = FUSIONS[fusion]
     model = FusionLSTMForCausalLM(FusionLSTMConfig(vocab_size=40, fusion=fusion, fusion_embedding_size=12, **TINY))
     assert model.model.dense.in_features == TINY["hidden_size"] + (12 if spec.concatenates else 0)
-    alone = spec.stage == "alone"
+    alone = spec.stage == FusionStage.ALONE
     assert (model.model.recurrence.fusion_projection is not None) == (spec.elementwise or alone)
     assert (model.model.recurrence.lstm is None) == alone
-    assert model.config.is_early_fusion == (spec.stage == "early")
+    assert model.config.is_early_fusion == (spec.stage == FusionStage.EARLY)
+    assert model.config.uses_fusion == (spec.stage != FusionStage.NONE)
     ids = torch.randint(0, 40, (1, 4))
     embeds = None if fusion == "none" else torch.randn(1, 4, 12)
     assert model(input_ids=ids, fusion_embeds=embeds).logits.shape == (1, 4, 40)
@@ -307,7 +308,8 @@ def test_a_strategy_with_a_row_but_no_function_fails_at_import(tmp_path):
     package = tmp_path / "variant_package"
     shutil.copytree(ROOT / "modeling_fusion_lstm", package, ignore=shutil.ignore_patterns("__pycache__"))
     config_file = package / "configuration_fusion_lstm.py"
-    row = 'FUSIONS["gate"] = FusionSpec(7, "late", True, False, "a gated sum")\n'
+    row = ('FUSIONS["gate"] = FusionSpec(paper_variant=7, stage=FusionStage.LATE, elementwise=True, '
+           'concatenates=False, description="a gated sum")\n')
     anchor = "FUSION_CHOICES = tuple(FUSIONS)"
     config_file.write_text(config_file.read_text().replace(anchor, row + anchor))
     result = subprocess.run([sys.executable, "-c", "import variant_package"], cwd=tmp_path, capture_output=True,
