@@ -21,8 +21,10 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from fusion_lstm_training.experiments import SCALES, SMOKE_TEST, experiment_file, run_experiment
-from fusion_lstm_training.report import summary, write_report
+from fusion_lstm_training.experiments import (
+    SCALES, SMOKE_TEST, experiment_file, experiment_names, run_experiment, summary,
+)
+from fusion_lstm_training.report import write_report
 
 
 ROOT = Path(__file__).resolve().parent
@@ -31,8 +33,8 @@ logger = logging.getLogger("reproduce")
 
 @dataclass
 class ReproduceArguments:
-    experiment: str = field(metadata={"help": "demo, fusion_table, limited_data, cross_domain, reading_times, report, "
-                                              "or a JSON file."})
+    experiment: str = field(metadata={"help": f"{', '.join(experiment_names())} (configuration/experiments/), a JSON "
+                                              "file, or report (the docs' results section and figures)."})
     scale: str = field(default="cpu", metadata={"help": "cpu (what runs on 2 cores) or gpu (the paper's sizes)."})
     results_dir: str = field(default=str(ROOT / "results"), metadata={"help": "Where results JSONs and runs go."})
     smoke_test: bool = field(default=False, metadata={"help": "Two steps per run on a few sentences, into "
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None):
     results = run_experiment(args.experiment, args.scale, results_dir, overrides, progress=logger.info)
     logger.info("%s (%s scale): %d runs have results in %s", args.experiment, args.scale, len(results),
                 results_dir / args.scale)
-    print("\n".join(summary(results)))
+    print("\n".join(summary(args.experiment, results)))
 
 
 if __name__ == "__main__":

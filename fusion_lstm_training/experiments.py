@@ -1,35 +1,51 @@
 """The paper's experiments as data: each is a JSON file under configuration/experiments/ that expands, at a scale
-(cpu or gpu), into run_clm.py runs; each finished run leaves one results JSON. Runs that already have their results
+(cpu or gpu), into runs of one kind; each finished run leaves one results JSON. Runs that already have their results
 JSON are skipped, and a run killed after a checkpoint resumes from it, so a killed sweep continues where it stopped.
 
     configuration/experiments/scales.json   per scale: the run_clm arguments every experiment starts from, and
                                             the BPE tokenizer that all its runs share
-    configuration/experiments/<name>.json   {"description", "kind": "train" | "evaluate", "scales": {scale: {
-                                            "run": {...arguments...}, "grid": {arg: [values]}, "each": [{...}],
-                                            "extra": [{...}], "per_fusion": {fusion: {...arguments...}}}}}
+    configuration/experiments/<name>.json   {"description", "kind", "report": {...the report's prose...},
+                                            "scales": {scale: {...what the kind reads...}}}
 
-A train experiment's runs are every combination of the grid's values, each combined with every item of `each`, then
-the `extra` runs. An evaluate experiment (cross_domain) evaluates the models of another experiment's runs
-(`"models": {"experiment", "where"}`) on fixed samples of other files (`"files"`).
+A kind (RUN_KINDS) is one object that knows an experiment's runs at a scale, how to execute one and when a finished
+one is complete:
+
+    train       run_clm.py trainings: every combination of the grid's values ("grid": {arg: [values]}), each
+                combined with every item of "each", then the "extra" runs; "run": arguments for all of them,
+                "per_fusion": {fusion: arguments} for the runs of one fusion
+    evaluate    run_clm.py evaluations of another experiment's models ("models": {"experiment", "where"}) on fixed
+                samples of other files ("files")
+    surprisal   run_surprisal.py on a reading-time corpus ("input_file") with another experiment's models
+    similarity  the prefix-embedding similarity over the scale's validation sentences, one run per "each" item
+
+Adding an experiment of a known kind is one JSON file; adding a kind is one class and its entry in RUN_KINDS.
 """
 
 import itertools
 import json
+import logging
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+from transformers.trainer_utils import get_last_checkpoint
 
 from .bpe import build_bpe_tokenizer
 from .data import read_sentences
+from .tables import change, plain_table
 
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = ROOT / "configuration" / "experiments"
+# files of the experiments folder that are not experiments
+NOT_EXPERIMENTS = ("scales", "paper")
 SCALES = ("cpu", "gpu")
 # --smoke_test: every run for two steps on a few sentences, to check a configuration without its cost
 SMOKE_TEST = {"max_steps": 2, "max_train_samples": 32, "max_eval_samples": 16, "eval_strategy": "no",
@@ -40,6 +56,7 @@ SMOKE_TEST = {"max_steps": 2, "max_train_samples": 32, "max_eval_samples": 16, "
 ID_NAMES = {"max_train_samples": "n", "seed": "seed", "num_train_epochs": "ep", "domain": "on",
             "fusion_dropout_schedule": "", "fusion_dropout_mode": "", "fusion_context": "",
             "fusion_context_fraction": "k", "fusion_vectors": "", "encoder_pooling": "", "eval_without_fusion": None}
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,12 +69,183 @@ class Run:
 
 
 @dataclass
+class Scale:
+    """Where an experiment's runs at one scale come from and go: the scale's base arguments (scales.json, then the
+    experiment's "run"), its shared tokenizer, and the results folders."""
+
+    name: str
+    setting: dict  # the experiment's entry for this scale
+    base: dict  # run_clm arguments every run starts from
+    tokenizer: dict | None  # the scale's shared BPE ({"train_file", "vocab_size"}), None: the encoder's vocabulary
+    folder: Path  # results_dir/<scale>/<experiment>
+    scale_dir: Path  # results_dir/<scale>
+
+
+class RunKind(Protocol):
+    """One kind of run: an experiment's runs at a scale, how one executes, when a finished one is complete, and
+    the terminal table of its results."""
+
+    def runs(self, scale: Scale) -> list[Run]: ...
+
+    def execute(self, run: Run, overrides: dict | None) -> dict:
+        """Runs `run` and returns what its results JSON holds besides the bookkeeping: {"metrics", "arguments",
+        …}."""
+
+    def is_complete(self, run: Run) -> bool: ...
+
+    def summary(self, results: list[dict]) -> list[str]: ...
+
+
+class TrainRuns:
+    """run_clm.py trainings (the grid × each, then extra); a killed run resumes from its last checkpoint."""
+
+    def runs(self, scale: Scale) -> list[Run]:
+        base = with_shared_tokenizer(scale)
+        runs = []
+        for values in expand(scale.setting):
+            run_id = run_name(values)
+            # "per_fusion": arguments of the runs of one fusion that do not vary within it (e.g. the MLP's sizes)
+            fixed = scale.setting.get("per_fusion", {}).get(values.get("fusion"), {})
+            arguments = {**base, **fixed, **values, "output_dir": str(scale.folder / "runs" / run_id)}
+            runs.append(Run(run_id, values, arguments))
+        return runs
+
+    def execute(self, run: Run, overrides: dict | None) -> dict:
+        arguments = {**run.arguments, **(overrides or {})}
+        output_dir = Path(arguments["output_dir"])
+        if arguments.get("do_train"):
+            # a killed run resumes from its last checkpoint; one that never reached a checkpoint starts over
+            checkpoint = last_complete_checkpoint(output_dir)
+            arguments.update({"resume_from_checkpoint": checkpoint} if checkpoint else {"overwrite_output_dir": True})
+        run_script("clm", arguments, output_dir, run.id)
+        return collect(output_dir, arguments)
+
+    def is_complete(self, run: Run) -> bool:
+        """A train run's model is there too: a clone carries the results JSONs of the runs behind the docs, not
+        their models, so there they run again when a later experiment needs them."""
+        return (Path(run.arguments["output_dir"]) / "config.json").exists()
+
+    def summary(self, results: list[dict]) -> list[str]:
+        """Validation (and test) perplexity and the change against the `none` run that differs only in `fusion`."""
+
+        def besides_fusion(result: dict) -> str:
+            return json.dumps({k: v for k, v in result["values"].items() if k != "fusion"}, sort_keys=True)
+
+        reference = {besides_fusion(r): r for r in results if r["values"].get("fusion") == "none"}
+        rows = [("run", "validation perplexity", "vs none", "test perplexity", "without e_j")]
+        for result in results:
+            ppl = result["best_eval_perplexity"]
+            none = reference.get(besides_fusion(result))
+            test = result["metrics"].get("test_perplexity")
+            zeroed = result["metrics"].get("eval_without_fusion_perplexity")
+            rows.append((result["run"], f"{ppl:.2f}", change(ppl, none["best_eval_perplexity"]) if none else "",
+                         f"{test:.2f}" if test else "", f"{zeroed:.2f}" if zeroed else ""))
+        return plain_table(rows)
+
+
+class EvaluateRuns(TrainRuns):
+    """run_clm.py evaluations of another experiment's models on fixed samples of other files."""
+
+    def runs(self, scale: Scale) -> list[Run]:
+        runs = []
+        for values, model_dir in source_models(scale):
+            for spec in scale.setting["files"]:
+                sample = sample_file(spec["file"], spec["sentences"], spec.get("seed", 0), scale.folder / "data")
+                run_values = {**values, "domain": spec["domain"]}
+                run_id = run_name(run_values)
+                arguments = {**scale.base, "model_name_or_path": str(model_dir), "validation_file": str(sample),
+                             "output_dir": str(scale.folder / "runs" / run_id), "do_train": False, "do_eval": True,
+                             "do_predict": False, "fusion": None, "config_overrides": None, "train_file": None,
+                             "test_file": None, "max_train_samples": None, "max_eval_samples": None}
+                runs.append(Run(run_id, run_values, arguments))
+        return runs
+
+    def execute(self, run: Run, overrides: dict | None) -> dict:
+        require_model(run)
+        return super().execute(run, overrides)
+
+    def is_complete(self, run: Run) -> bool:
+        return True
+
+
+class SurprisalRuns:
+    """run_surprisal.py with another experiment's models on a reading-time corpus; the training overrides of
+    --smoke_test do not apply."""
+
+    def runs(self, scale: Scale) -> list[Run]:
+        runs = []
+        for values, model_dir in source_models(scale):
+            run_id = run_name(values)
+            arguments = {"model_name_or_path": str(model_dir), "input_file": scale.setting["input_file"],
+                         "reading_times": scale.setting["input_file"],
+                         "batch_size": scale.setting.get("batch_size", 32),
+                         "output_file": str(scale.folder / "runs" / run_id / "surprisal.tsv")}
+            runs.append(Run(run_id, values, arguments))
+        return runs
+
+    def execute(self, run: Run, overrides: dict | None) -> dict:
+        require_model(run)
+        output_file = Path(run.arguments["output_file"])
+        run_script("surprisal", run.arguments, output_file.parent, run.id)
+        metrics = json.loads(output_file.with_suffix(".reading_times.json").read_text())
+        return {"metrics": metrics, "arguments": run.arguments}
+
+    def is_complete(self, run: Run) -> bool:
+        return True
+
+    def summary(self, results: list[dict]) -> list[str]:
+        return plain_table([("run", "Pearson r", "Spearman rho", "ΔLL (nats/word)")] + [
+            (r["run"], f"{r['metrics']['pearson_r']:.4f}", f"{r['metrics']['spearman_rho']:.4f}",
+             f"{r['metrics']['delta_log_likelihood']:.5f}") for r in results])
+
+
+class SimilarityRuns:
+    """The prefix-embedding similarity over the scale's validation sentences (with the scale's tokenizer and
+    precision, so the training runs' cache serves it), one run per `each` item (pooling)."""
+
+    shared = ("validation_file", "max_eval_samples", "max_seq_length", "bf16", "tokenizer_name")
+
+    def runs(self, scale: Scale) -> list[Run]:
+        base = with_shared_tokenizer(scale)
+        return [Run(run_name(values), values, {**{k: base.get(k) for k in self.shared}, **values})
+                for values in scale.setting.get("each", [{}])]
+
+    def execute(self, run: Run, overrides: dict | None) -> dict:
+        from .similarity import prefix_similarity
+
+        return {"metrics": prefix_similarity(**run.arguments), "arguments": run.arguments}
+
+    def is_complete(self, run: Run) -> bool:
+        return True
+
+    def summary(self, results: list[dict]) -> list[str]:
+        from .similarity import similarity_rows
+
+        return plain_table(similarity_rows(results))
+
+
+# The kinds of run an experiment JSON may name
+RUN_KINDS: dict[str, RunKind] = {"train": TrainRuns(), "evaluate": EvaluateRuns(), "surprisal": SurprisalRuns(),
+                                 "similarity": SimilarityRuns()}
+
+
+@dataclass
 class Experiment:
     name: str
     scale: str
     description: str
     kind: str
+    spec: dict = field(default_factory=dict)  # the whole experiment JSON (its report prose, endpoints, …)
     runs: list[Run] = field(default_factory=list)
+
+    @property
+    def run_kind(self) -> RunKind:
+        return RUN_KINDS[self.kind]
+
+
+def experiment_names() -> list[str]:
+    """The experiments shipped in configuration/experiments/."""
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.json") if p.stem not in NOT_EXPERIMENTS)
 
 
 def experiment_file(name: str) -> Path:
@@ -66,41 +254,32 @@ def experiment_file(name: str) -> Path:
     if path.suffix == ".json":
         return path
     path = EXPERIMENTS_DIR / f"{name}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.json") if p.stem not in ("scales", "paper"))
-        raise ValueError(f"Unknown experiment {name!r}; the experiments are: {', '.join(known)} (or a JSON file).")
+    if not path.is_file() or name in NOT_EXPERIMENTS:
+        raise ValueError(f"Unknown experiment {name!r}; the experiments are: {', '.join(experiment_names())} (or a "
+                         "JSON file).")
     return path
 
 
+def load_spec(name: str) -> dict:
+    return json.loads(experiment_file(name).read_text(encoding="utf-8"))
+
+
 def load_experiment(name: str, scale: str, results_dir: Path) -> Experiment:
-    spec = json.loads(experiment_file(name).read_text(encoding="utf-8"))
+    spec = load_spec(name)
     name = experiment_file(name).stem
+    kind = spec.get("kind", "train")
+    if kind not in RUN_KINDS:
+        raise ValueError(f"Experiment {name} has kind {kind!r}; the kinds are: {', '.join(RUN_KINDS)}.")
     if scale not in spec.get("scales", {}):
         raise ValueError(f"Experiment {name} has no scale {scale!r}; it has: {', '.join(spec.get('scales', {}))}.")
     scales = json.loads((Path(spec.get("scales_file", EXPERIMENTS_DIR / "scales.json"))).read_text(encoding="utf-8"))
     setting = spec["scales"][scale]
-    base = {**scales[scale]["run"], **setting.get("run", {})}
     # the BPE all runs of the scale share, unless the experiment says "tokenizer": null (the encoder's vocabulary)
     tokenizer = setting["tokenizer"] if "tokenizer" in setting else scales[scale].get("tokenizer")
-    experiment = Experiment(name, scale, spec.get("description", ""), spec.get("kind", "train"))
-    folder = results_dir / scale / name
-    if experiment.kind == "evaluate":
-        experiment.runs = evaluation_runs(setting, base, folder, results_dir / scale)
-        return experiment
-    if experiment.kind == "surprisal":
-        experiment.runs = surprisal_runs(setting, folder, results_dir / scale)
-        return experiment
-    if tokenizer:
-        base["tokenizer_name"] = str(shared_tokenizer(tokenizer, results_dir / scale))
-    if experiment.kind == "similarity":
-        experiment.runs = similarity_runs(setting, base)
-        return experiment
-    for values in expand(setting):
-        run_id = run_name(values)
-        # "per_fusion": arguments of the runs of one fusion that do not vary within it (e.g. the MLP's sizes)
-        fixed = setting.get("per_fusion", {}).get(values.get("fusion"), {})
-        arguments = {**base, **fixed, **values, "output_dir": str(folder / "runs" / run_id)}
-        experiment.runs.append(Run(run_id, values, arguments))
+    where = Scale(scale, setting, {**scales[scale]["run"], **setting.get("run", {})}, tokenizer,
+                  results_dir / scale / name, results_dir / scale)
+    experiment = Experiment(name, scale, spec.get("description", ""), kind, spec)
+    experiment.runs = experiment.run_kind.runs(where)
     return experiment
 
 
@@ -119,6 +298,13 @@ def run_name(values: dict) -> str:
         if key != "fusion" and ID_NAMES.get(key, key) is not None:
             parts.append(f"{ID_NAMES.get(key, key)}{value}")
     return "_".join(parts) or "run"
+
+
+def with_shared_tokenizer(scale: Scale) -> dict:
+    """The scale's base arguments with its shared tokenizer (built once) as tokenizer_name."""
+    if not scale.tokenizer:
+        return dict(scale.base)
+    return {**scale.base, "tokenizer_name": str(shared_tokenizer(scale.tokenizer, scale.scale_dir))}
 
 
 def shared_tokenizer(spec: dict, scale_dir: Path) -> Path:
@@ -142,104 +328,78 @@ def sample_file(path: str, count: int, seed: int, folder: Path) -> Path:
     return out
 
 
-def source_models(setting: dict, scale_dir: Path) -> list[tuple[dict, Path]]:
+def source_models(scale: Scale) -> list[tuple[dict, Path]]:
     """The models that another experiment's runs train (those whose values match `models.where`): (the run's
     values, its output folder)."""
-    models = setting["models"]
+    models = scale.setting["models"]
     source = experiment_file(models["experiment"])
-    trained = expand(json.loads(source.read_text(encoding="utf-8"))["scales"][scale_dir.name])
+    trained = expand(json.loads(source.read_text(encoding="utf-8"))["scales"][scale.name])
     where = models.get("where", {})
-    return [(values, scale_dir / source.stem / "runs" / run_name(values)) for values in trained
+    return [(values, scale.scale_dir / source.stem / "runs" / run_name(values)) for values in trained
             if all(values.get(k) in allowed for k, allowed in where.items())]
 
 
-def evaluation_runs(setting: dict, base: dict, folder: Path, scale_dir: Path) -> list[Run]:
-    """The models of another experiment's runs, each evaluated by run_clm.py on every file's sample."""
-    runs = []
-    for values, model_dir in source_models(setting, scale_dir):
-        for spec in setting["files"]:
-            sample = sample_file(spec["file"], spec["sentences"], spec.get("seed", 0), folder / "data")
-            run_values = {**values, "domain": spec["domain"]}
-            run_id = run_name(run_values)
-            arguments = {**base, "model_name_or_path": str(model_dir), "validation_file": str(sample),
-                         "output_dir": str(folder / "runs" / run_id), "do_train": False, "do_eval": True,
-                         "do_predict": False, "fusion": None, "config_overrides": None, "train_file": None,
-                         "test_file": None, "max_train_samples": None, "max_eval_samples": None}
-            runs.append(Run(run_id, run_values, arguments))
-    return runs
+def require_model(run: Run):
+    model = run.arguments["model_name_or_path"]
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"{run.id} uses the model {model}, which does not exist: run the experiment that "
+                                "trains it first (python reproduce.py <experiment> --scale ...).")
 
 
-def surprisal_runs(setting: dict, folder: Path, scale_dir: Path) -> list[Run]:
-    """The models of another experiment's runs, each scored by run_surprisal.py on a reading-time corpus."""
-    runs = []
-    for values, model_dir in source_models(setting, scale_dir):
-        run_id = run_name(values)
-        arguments = {"model_name_or_path": str(model_dir), "input_file": setting["input_file"],
-                     "reading_times": setting["input_file"], "batch_size": setting.get("batch_size", 32),
-                     "output_file": str(folder / "runs" / run_id / "surprisal.tsv")}
-        runs.append(Run(run_id, values, arguments))
-    return runs
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """transformers' latest checkpoint of output_dir, once a checkpoint whose save was cut short is gone (the
+    Trainer writes trainer_state.json last: without it the checkpoint cannot be resumed)."""
+    while output_dir.is_dir() and (checkpoint := get_last_checkpoint(str(output_dir))):
+        if (Path(checkpoint) / "trainer_state.json").exists():
+            return checkpoint
+        logger.info("%s was not saved to the end: removed, resuming from the one before", checkpoint)
+        shutil.rmtree(checkpoint)
+    return None
 
 
-def similarity_runs(setting: dict, base: dict) -> list[Run]:
-    """The prefix-embedding similarity over the scale's validation sentences (with the scale's tokenizer and
-    precision, so the training runs' cache serves it), one run per `each` item (pooling)."""
-    shared = ("validation_file", "max_eval_samples", "max_seq_length", "bf16", "tokenizer_name")
-    return [Run(run_name(values), values, {**{k: base.get(k) for k in shared}, **values})
-            for values in setting.get("each", [{}])]
+# the scripts' library parts, run as modules in a fresh process: each run's memory and threads end with it
+ENTRY_POINTS = {"clm": ROOT / "run_clm.py", "surprisal": ROOT / "run_surprisal.py"}
+
+
+def run_script(script: str, arguments: dict, output_dir: Path, run_id: str):
+    """Runs a script on `arguments` (saved as output_dir/arguments.json) in its own process."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config_file = output_dir / "arguments.json"
+    config_file.write_text(json.dumps(arguments, indent=2))
+    if script == "clm":
+        flags = [str(config_file)]
+    else:
+        flags = [item for k, v in arguments.items() for item in (f"--{k}", str(v))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.run([sys.executable, str(ENTRY_POINTS[script]), *flags], cwd=ROOT, env=env)
+    if process.returncode != 0:
+        raise RuntimeError(f"run {run_id} failed (exit {process.returncode}); its arguments are in {config_file}. "
+                           "Rerun the same command to retry it; finished runs are kept.")
+
+
+def collect(output_dir: Path, arguments: dict) -> dict:
+    """A run_clm.py run's results from what it left in output_dir: metrics, the dev curve, the best dev value."""
+    metrics = json.loads((output_dir / "all_results.json").read_text())
+    state_file = output_dir / "trainer_state.json"
+    history = json.loads(state_file.read_text())["log_history"] if state_file.exists() else []
+    curve = [{"epoch": h["epoch"], "eval_loss": h["eval_loss"], "eval_perplexity": h["eval_perplexity"]}
+             for h in history if "eval_loss" in h]
+    best = min(curve, key=lambda h: h["eval_loss"]) if curve else None
+    best_perplexity = best["eval_perplexity"] if best else metrics.get("eval_perplexity")
+    return {"metrics": metrics, "eval_curve": curve, "best_eval_perplexity": best_perplexity,
+            "arguments": {k: v for k, v in arguments.items() if v is not None}}
 
 
 def result_path(results_dir: Path, experiment: Experiment, run: Run) -> Path:
     return results_dir / experiment.scale / experiment.name / f"{run.id}.json"
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    checkpoints = [p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1])) if checkpoints else None
-
-
 def execute(experiment: Experiment, run: Run, results_dir: Path, overrides: dict | None = None) -> dict:
-    """Runs `run` (run_clm.py, resuming from its latest checkpoint; or run_surprisal.py) and writes its results
-    JSON."""
-    if experiment.kind == "similarity":
-        from .similarity import prefix_similarity
-
-        started = time.time()
-        metrics = prefix_similarity(**run.arguments)
-        return write_result(results_dir, experiment, run,
-                            record(experiment, run, metrics, run.arguments, time.time() - started))
-    if experiment.kind == "surprisal":
-        arguments = run.arguments  # the training overrides of --smoke_test do not apply
-        output_dir = Path(arguments["output_file"]).parent
-    else:
-        arguments = {**run.arguments, **(overrides or {})}
-        output_dir = Path(arguments["output_dir"])
-    model = arguments.get("model_name_or_path")
-    if experiment.kind != "train" and not Path(model).is_dir():
-        raise FileNotFoundError(f"{run.id} uses the model {model}, which does not exist: run the experiment that "
-                                "trains it first (python reproduce.py <experiment> --scale ...).")
-    checkpoint = latest_checkpoint(output_dir) if output_dir.exists() else None
-    if arguments.get("do_train"):
-        # a killed run resumes from its last checkpoint; one that never reached a checkpoint starts over
-        arguments.update({"resume_from_checkpoint": str(checkpoint)} if checkpoint else {"overwrite_output_dir": True})
-    output_dir.mkdir(parents=True, exist_ok=True)
-    config_file = output_dir / "arguments.json"
-    config_file.write_text(json.dumps(arguments, indent=2))
-    if experiment.kind == "surprisal":
-        command = ["run_surprisal.py", *(item for k, v in arguments.items() for item in (f"--{k}", str(v)))]
-    else:
-        command = ["run_clm.py", str(config_file)]
+    """Runs `run` as its kind does and writes its results JSON."""
     started = time.time()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    process = subprocess.run([sys.executable, str(ROOT / command[0]), *command[1:]], cwd=ROOT, env=env)
-    if process.returncode != 0:
-        raise RuntimeError(f"run {run.id} of {experiment.name} failed (exit {process.returncode}); its arguments are "
-                           f"in {config_file}. Rerun the same command to retry it; finished runs are kept.")
-    if experiment.kind == "surprisal":
-        result = collect_surprisal(experiment, run, arguments, time.time() - started)
-    else:
-        result = collect(experiment, run, output_dir, arguments, time.time() - started)
-    return write_result(results_dir, experiment, run, result)
+    outcome = experiment.run_kind.execute(run, overrides)
+    return write_result(results_dir, experiment, run, record(experiment, run, seconds=time.time() - started,
+                                                             **outcome))
 
 
 def write_result(results_dir: Path, experiment: Experiment, run: Run, result: dict) -> dict:
@@ -249,25 +409,6 @@ def write_result(results_dir: Path, experiment: Experiment, run: Run, result: di
     partial.write_text(json.dumps(result, indent=2))
     os.replace(partial, path)
     return result
-
-
-def collect(experiment: Experiment, run: Run, output_dir: Path, arguments: dict, seconds: float) -> dict:
-    """A run's results from what run_clm.py left in output_dir: metrics, the dev curve, the best dev value."""
-    metrics = json.loads((output_dir / "all_results.json").read_text())
-    state_file = output_dir / "trainer_state.json"
-    history = json.loads(state_file.read_text())["log_history"] if state_file.exists() else []
-    curve = [{"epoch": h["epoch"], "eval_loss": h["eval_loss"], "eval_perplexity": h["eval_perplexity"]}
-             for h in history if "eval_loss" in h]
-    best = min(curve, key=lambda h: h["eval_loss"]) if curve else None
-    best_perplexity = best["eval_perplexity"] if best else metrics.get("eval_perplexity")
-    return record(experiment, run, metrics, {k: v for k, v in arguments.items() if v is not None}, seconds,
-                  eval_curve=curve, best_eval_perplexity=best_perplexity)
-
-
-def collect_surprisal(experiment: Experiment, run: Run, arguments: dict, seconds: float) -> dict:
-    """A surprisal run's reading-time results, from what run_surprisal.py wrote beside its output TSV."""
-    metrics = json.loads(Path(arguments["output_file"]).with_suffix(".reading_times.json").read_text())
-    return record(experiment, run, metrics, arguments, seconds)
 
 
 def record(experiment: Experiment, run: Run, metrics: dict, arguments: dict, seconds: float, **extra) -> dict:
@@ -288,14 +429,6 @@ def gpu_name() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
-def is_complete(experiment: Experiment, run: Run) -> bool:
-    """Whether a run whose results JSON exists also left what later experiments need: a train run's model (a clone
-    carries the results JSONs of the runs behind the README, not their models, so there they run again)."""
-    if experiment.kind != "train":
-        return True
-    return (Path(run.arguments["output_dir"]) / "config.json").exists()
-
-
 def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: dict | None = None,
                    progress=print) -> list[dict]:
     """Every run of the experiment that has no results JSON yet; returns all its results, old and new."""
@@ -304,7 +437,7 @@ def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: di
     results = []
     for number, run in enumerate(experiment.runs, 1):
         path = result_path(results_dir, experiment, run)
-        if path.exists() and is_complete(experiment, run):
+        if path.exists() and experiment.run_kind.is_complete(run):
             progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: done before, skipped")
             results.append(json.loads(path.read_text()))
             continue
@@ -316,3 +449,8 @@ def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: di
                  f"{result['wall_seconds']:.0f} s")
         results.append(result)
     return results
+
+
+def summary(experiment: str, results: list[dict]) -> list[str]:
+    """The terminal table of an experiment's results, as its kind prints it."""
+    return RUN_KINDS[load_spec(experiment).get("kind", "train")].summary(results)

@@ -1,15 +1,26 @@
 """Tables and figures of the paper's experiments, from the results JSONs only (no number typed in by hand): the
-README section between the results markers, and PNG figures."""
+generated results section of the docs, and PNG figures.
+
+Each experiment's section is one function registered under the experiment's name (`@section("name")`); its prose
+(title, what the paper did, what the run does) is the "report" object of the experiment's JSON, with {fields}
+filled from the results. Sections appear in the order they are registered; a section whose experiment has no
+results is left out.
+"""
 
 import json
 import math
+import re
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from modeling_fusion_lstm import FUSIONS
+from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig
 
-from .experiments import EXPERIMENTS_DIR
+from .experiments import EXPERIMENTS_DIR, RUN_KINDS, load_spec
+from .similarity import similarity_rows
+from .tables import change, markdown_table
 
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -39,10 +50,6 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
 
 
-def change(value: float, reference: float) -> str:
-    return f"{(value / reference - 1) * 100:+.1f} %"
-
-
 def by_fusion(results: list[dict], metric) -> dict[str, list[float]]:
     grouped = defaultdict(list)
     for result in results:
@@ -64,7 +71,7 @@ def budget(results: list[dict]) -> str:
             f"on {device}")
 
 
-def fusion_table(results: list[dict], paper: dict) -> list[str]:
+def fusion_table_lines(results: list[dict], paper: dict) -> list[str]:
     best = by_fusion(results, lambda r: r["best_eval_perplexity"])
     test = by_fusion(results, lambda r: r["metrics"].get("test_perplexity"))
     loss = by_fusion(results, lambda r: r["metrics"].get("train_loss"))
@@ -90,7 +97,7 @@ def fusion_table(results: list[dict], paper: dict) -> list[str]:
     return markdown_table(rows)
 
 
-def limited_data(results: list[dict]) -> tuple[list[str], dict]:
+def limited_data_lines(results: list[dict]) -> tuple[list[str], dict]:
     curves = defaultdict(lambda: defaultdict(list))  # fusion → train size → perplexities
     for result in results:
         curves[result["values"]["fusion"]][result["values"]["max_train_samples"]].append(
@@ -109,7 +116,7 @@ def limited_data(results: list[dict]) -> tuple[list[str], dict]:
     return markdown_table(rows), {f: {n: statistics.mean(v) for n, v in curve.items()} for f, curve in curves.items()}
 
 
-def cross_domain(results: list[dict], table_results: list[dict]) -> tuple[list[str], dict]:
+def cross_domain_lines(results: list[dict], table_results: list[dict]) -> tuple[list[str], dict]:
     domains = defaultdict(lambda: defaultdict(list))  # domain → fusion → perplexities
     for result in table_results:
         if result["values"]["fusion"] in {r["values"]["fusion"] for r in results}:
@@ -129,47 +136,10 @@ def cross_domain(results: list[dict], table_results: list[dict]) -> tuple[list[s
     return markdown_table(rows), table
 
 
-def markdown_table(rows: list[tuple[str, ...]]) -> list[str]:
-    """Rows of cells as a markdown table (the first row is the header)."""
-    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + [
-        "| " + " | ".join(row) + " |" for row in rows[1:]]
-
-
-def plain_table(rows: list[tuple[str, ...]]) -> list[str]:
-    """Rows of cells as left-aligned text columns (the first row is the header)."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-
-
-def summary(results: list[dict]) -> list[str]:
-    """A plain-text table of an experiment's runs: validation (and test) perplexity and the change against the
-    `none` run that differs from it only in `fusion` (for surprisal runs: r, rho and ΔLL)."""
-    if results and "pearson_r" in results[0]["metrics"]:
-        return plain_table([("run", "Pearson r", "Spearman rho", "ΔLL (nats/word)")] + [
-            (r["run"], f"{r['metrics']['pearson_r']:.4f}", f"{r['metrics']['spearman_rho']:.4f}",
-             f"{r['metrics']['delta_log_likelihood']:.5f}") for r in results])
-    if results and "curves" in results[0]["metrics"]:
-        return similarity_table(results, markdown=False)
-
-    def besides_fusion(result: dict) -> str:
-        return json.dumps({k: v for k, v in result["values"].items() if k != "fusion"}, sort_keys=True)
-
-    reference = {besides_fusion(r): r for r in results if r["values"].get("fusion") == "none"}
-    rows = [("run", "validation perplexity", "vs none", "test perplexity", "without e_j")]
-    for result in results:
-        ppl = result["best_eval_perplexity"]
-        none = reference.get(besides_fusion(result))
-        test = result["metrics"].get("test_perplexity")
-        zeroed = result["metrics"].get("eval_without_fusion_perplexity")
-        rows.append((result["run"], f"{ppl:.2f}", change(ppl, none["best_eval_perplexity"]) if none else "",
-                     f"{test:.2f}" if test else "", f"{zeroed:.2f}" if zeroed else ""))
-    return plain_table(rows)
-
-
 # ------------------------------------------------------------------------------------------------ the probes
 
 
-def fusion_dropout(results: list[dict]) -> list[str]:
+def fusion_dropout_lines(results: list[dict]) -> list[str]:
     """Each schedule: the best dev perplexity over the evaluations, and the final model's with e_j and with every
     e_j zeroed."""
     none = next((r["best_eval_perplexity"] for r in results if r["values"]["fusion"] == "none"), None)
@@ -197,7 +167,7 @@ def plot_curves(results: list[dict], path: Path, title: str):
     finish(fig, ax, path, "epoch", "validation perplexity (e_j present)", title)
 
 
-def sub_prefix(results: list[dict], endpoints: dict[str, float]) -> tuple[list[str], dict]:
+def sub_prefix_lines(results: list[dict], endpoints: dict[str, float]) -> tuple[list[str], dict]:
     """Perplexity per feeder and k; the endpoints (none, concat with the whole prefix) from another experiment.
     Returns the table and, per feeder, {k: perplexity} with the endpoints at k = 0 and 1."""
     none, concat = endpoints.get("none"), endpoints.get("concat")
@@ -242,7 +212,7 @@ def source_name(values: dict) -> str:
     return "_".join(str(v) for k, v in values.items() if k not in ("fusion", "seed"))
 
 
-def vector_sources(results: list[dict], none: float | None) -> list[str]:
+def vector_sources_lines(results: list[dict], none: float | None) -> list[str]:
     """Rows: vector sources; columns: the artefact-only MLP and concat."""
     table = defaultdict(dict)
     for r in results:
@@ -254,18 +224,6 @@ def vector_sources(results: list[dict], none: float | None) -> list[str]:
         rows.append((SOURCE_LABELS.get(source, source), f"{mlp:.1f}" if mlp else "—",
                      f"{concat:.1f}" if concat else "—", change(concat, none) if concat and none else ""))
     return markdown_table(rows)
-
-
-def similarity_table(results: list[dict], markdown: bool = True) -> list[str]:
-    """Mean cosine similarity at a few prefix lengths, per pooling."""
-    lengths = ("2", "5", "10", "20", "40")
-    rows = [("pooling", "sentences", *(f"prev @{n}" for n in lengths), *(f"last @{n}" for n in lengths))]
-    for r in results:
-        curves = r["metrics"]["curves"]
-        cell = lambda n, key: f"{curves[n][key]:.3f}" if n in curves and key in curves[n] else "—"  # noqa: E731
-        rows.append((r["metrics"]["encoder_pooling"], str(r["metrics"]["sentences"]),
-                     *(cell(n, "previous") for n in lengths), *(cell(n, "last") for n in lengths)))
-    return markdown_table(rows) if markdown else plain_table(rows)
 
 
 def plot_similarity(results: list[dict], path: Path, scale: str, min_count: int = 20):
@@ -339,7 +297,7 @@ def plot_changes(changes: dict[str, dict[str, float]], path: Path, title: str, p
     plt.close(fig)
 
 
-def reading_times(results: list[dict]) -> list[str]:
+def reading_times_lines(results: list[dict]) -> list[str]:
     rows = [("model", "Pearson r", "Spearman ρ", "ΔLL (10⁻³ nats per word)", "surprisal coefficient (ms per bit)")]
     for result in sorted(results, key=lambda r: (list(FUSIONS).index(r["values"]["fusion"]), r["run"])):
         m = result["metrics"]
@@ -378,6 +336,8 @@ def plot_reading_times(results: list[dict], path: Path, scale: str):
     plt.close(fig)
 
 
+
+
 def paper_change(paper: dict) -> float | None:
     """The paper's change of concat against none, in % of standard perplexity."""
     table = paper["fusion_table"]
@@ -386,142 +346,207 @@ def paper_change(paper: dict) -> float | None:
     return (standard_perplexity(table["concat"]) / standard_perplexity(table["none"]) - 1) * 100
 
 
+# ------------------------------------------------------------------------------------------------ the sections
+
+
+@dataclass
+class SectionContext:
+    """What a section function reads: its experiment's results at one scale, the experiment's JSON, the paper's
+    numbers, the other experiments' results, and where its figures go."""
+
+    name: str
+    scale: str
+    results: list[dict]
+    spec: dict
+    paper: dict
+    found: dict
+    figures_dir: Path
+    link: Callable[[Path], str]
+
+    def figure(self, stem: str) -> Path:
+        return self.figures_dir / f"{stem}_{self.scale}.png"
+
+    def results_of(self, experiment: str) -> list[dict]:
+        return self.found.get((self.scale, experiment), [])
+
+    def endpoints(self) -> dict[str, float]:
+        """The best dev perplexity of the runs named by the JSON's "endpoints" (another experiment's runs)."""
+        spec = self.spec["endpoints"]
+        runs = {r["run"]: r for r in self.results_of(spec["experiment"])}
+        return {name: runs[run]["best_eval_perplexity"] for name, run in spec["runs"].items() if run in runs}
+
+    def prose(self, **values) -> list[str]:
+        """The section's heading, the paper's description (if the JSON has one) and its text with {fields}
+        filled from `values`."""
+        report = self.spec["report"]
+        out = [f"### {report['title']} ({self.scale} scale)", ""]
+        if "paper" in report:
+            out += [f"The paper: {report['paper']}", ""]
+        return out + [fill(report["text"], scale=self.scale, **values), ""]
+
+
+SECTIONS: dict[str, Callable[[SectionContext], list[str]]] = {}
+
+
+def section(name: str):
+    """Registers the function that writes the section of experiment `name`."""
+
+    def register(function):
+        SECTIONS[name] = function
+        return function
+
+    return register
+
+
+def fill(text: str, **values) -> str:
+    """`text` with each {field} replaced by values[field] (a field without a value is an error)."""
+
+    def value(match):
+        if match.group(1) not in values:
+            raise KeyError(f"report text names {{{match.group(1)}}}, which its section does not give.")
+        return str(values[match.group(1)])
+
+    return re.sub(r"\{(\w+)\}", value, text)
+
+
+@section("demo")
+def demo_section(ctx: SectionContext) -> list[str]:
+    minutes = sum(r["wall_seconds"] for r in ctx.results) / 60
+    return [*ctx.prose(budget=budget(ctx.results), minutes=f"{minutes:.1f}"), "```",
+            *RUN_KINDS["train"].summary(ctx.results), "```", ""]
+
+
+@section("fusion_table")
+def fusion_table_section(ctx: SectionContext) -> list[str]:
+    out = [*ctx.prose(budget=budget(ctx.results)), *fusion_table_lines(ctx.results, ctx.paper), "",
+           ctx.spec["report"]["after"]]
+    best = {f: statistics.mean(v) for f, v in by_fusion(ctx.results, lambda r: r["best_eval_perplexity"]).items()}
+    figure = ctx.figure("fusion_table")
+    if "none" in best:
+        plot_changes({f: {"validation": (best[f] / best["none"] - 1) * 100} for f in FUSIONS
+                      if f in best and f != "none"},
+                     figure, f"fusion variants vs none ({ctx.scale} scale)", paper_change(ctx.paper))
+    return out + ["", f"![fusion variants]({ctx.link(figure)})", ""]
+
+
+@section("limited_data")
+def limited_data_section(ctx: SectionContext) -> list[str]:
+    lines, curves = limited_data_lines(ctx.results)
+    figure = ctx.figure("limited_data")
+    plot_limited_data(curves, figure, ctx.scale)
+    largest = max(ctx.results, key=lambda r: r["values"]["max_train_samples"])
+    return [*ctx.prose(budget=budget([largest])), *lines, "", f"![limited data]({ctx.link(figure)})", ""]
+
+
+@section("cross_domain")
+def cross_domain_section(ctx: SectionContext) -> list[str]:
+    lines, table = cross_domain_lines(ctx.results, ctx.results_of("fusion_table"))
+    figure = ctx.figure("cross_domain")
+    plot_changes({domain: {f: (v / row["none"] - 1) * 100 for f, v in row.items() if f != "none"}
+                  for domain, row in table.items() if "none" in row},
+                 figure, f"cross-domain: change vs none ({ctx.scale} scale)", paper_change(ctx.paper))
+    samples = sorted({Path(r["arguments"]["validation_file"]).name for r in ctx.results})
+    return [*ctx.prose(samples=", ".join(samples)), *lines, "", f"![cross-domain]({ctx.link(figure)})", ""]
+
+
+@section("reading_times")
+def reading_times_section(ctx: SectionContext) -> list[str]:
+    figure = ctx.figure("reading_times")
+    plot_reading_times(ctx.results, figure, ctx.scale)
+    m = ctx.results[0]["metrics"]
+    excluded = m["excluded_from_regression"]
+    prose = ctx.prose(words=f"{m['words']:,}", paper=ctx.spec["report"]["paper_finding"],
+                      first_words=excluded["first_word_of_sentence"], punctuated=excluded["with_punctuation"],
+                      regression_words=f"{m['regression_words']:,}")
+    return [*prose, *reading_times_lines(ctx.results), "", f"![reading times]({ctx.link(figure)})", ""]
+
+
+@section("fusion_dropout")
+def fusion_dropout_section(ctx: SectionContext) -> list[str]:
+    figure = ctx.figure("fusion_dropout")
+    plot_curves(ctx.results, figure, f"fusion dropout schedules ({ctx.scale} scale)")
+    evaluations = max(len(r["eval_curve"]) for r in ctx.results)
+    return [*ctx.prose(budget=budget(ctx.results), evaluations=evaluations), *fusion_dropout_lines(ctx.results), "",
+            f"![fusion dropout]({ctx.link(figure)})", ""]
+
+
+@section("sub_prefix")
+def sub_prefix_section(ctx: SectionContext) -> list[str]:
+    endpoints = ctx.endpoints()
+    lines, curves = sub_prefix_lines(ctx.results, endpoints)
+    figure = ctx.figure("sub_prefix")
+    plot_sub_prefix(curves, endpoints, figure, ctx.scale)
+    return [*ctx.prose(budget=budget(ctx.results), endpoints=ctx.spec["endpoints"]["experiment"]), *lines, "",
+            f"![sub-prefix feeders]({ctx.link(figure)})", ""]
+
+
+@section("vector_sources")
+def vector_sources_section(ctx: SectionContext) -> list[str]:
+    endpoints = ctx.endpoints()
+    mlp = next((r for r in ctx.results if r["values"]["fusion"] == "embedding_only"), ctx.results[0])
+    sizes = {"hidden_size": FusionLSTMConfig.hidden_size, "projection_size": FusionLSTMConfig.projection_size}
+    overrides = mlp["arguments"].get("config_overrides")
+    sizes.update(item.split("=") for item in (overrides or "").split(",") if item)
+    none = f"{endpoints['none']:.1f}" if "none" in endpoints else "not run"
+    return [*ctx.prose(budget=budget(ctx.results), mlp_sizes=f"{sizes['hidden_size']} → {sizes['projection_size']}",
+                       endpoints=ctx.spec["endpoints"]["experiment"], none=none),
+            *vector_sources_lines(ctx.results, endpoints.get("none")), ""]
+
+
+@section("prefix_similarity")
+def prefix_similarity_section(ctx: SectionContext) -> list[str]:
+    figure = ctx.figure("prefix_similarity")
+    plot_similarity(ctx.results, figure, ctx.scale)
+    return [*ctx.prose(), *markdown_table(similarity_rows(ctx.results)), "",
+            f"![prefix similarity]({ctx.link(figure)})", ""]
+
+
+# Prose before the first section of a group
+GROUP_INTROS = {"probes": lambda paper: [f"**The paper's probes.** {paper['probes']['note']}", ""]}
+
+
 def build_section(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str:
-    """The README's results section (markdown) and the figures it links, from results_dir."""
+    """The generated results section (markdown) and the figures it links, from results_dir."""
     paper = json.loads((EXPERIMENTS_DIR / "paper.json").read_text())
     found = load_results(results_dir)
+    if not found:
+        raise ValueError(f"{results_dir} holds no results JSONs (results/<scale>/<experiment>/<run>.json): run an "
+                         "experiment first, or pass the --results_dir that has them.")
     figures_dir.mkdir(parents=True, exist_ok=True)
     link = lambda path: path.relative_to(readme_dir).as_posix()  # noqa: E731
+    scales = json.loads((EXPERIMENTS_DIR / "scales.json").read_text())
+    vocabulary = scales["cpu"]["tokenizer"]["vocab_size"]
     out = [START, "", "*Generated by `python reproduce.py report` from the results JSONs in "
            f"`{link(results_dir)}/`; do not edit by hand.* Perplexity here is standard perplexity, "
            "exp(mean token cross-entropy in nats). The paper reports 2 ** (that mean), so its numbers are shown "
            f"converted beside ours ({paper['source']}). Its data, tokenizer and encoder differ from ours "
            "(WikiText-103 sentences with its BPE and bert-base-cased; here the Wikipedia sentences of "
-           "`../shared/data` with an 8192-token BPE and the packaged MiniLM), so compare the changes, not the "
+           f"`../shared/data` with an {vocabulary}-token BPE and the packaged MiniLM), so compare the changes, not the "
            "levels.", ""]
     for scale in SCALE_ORDER:
-        demo = found.get((scale, "demo"), [])
-        if demo:
-            seconds = sum(r["wall_seconds"] for r in demo)
-            out += [f"### Main job: `python reproduce.py demo` ({scale} scale)", "", f"Budget: {budget(demo)}. "
-                    f"Both runs took {seconds / 60:.1f} minutes in all (embedding, training, evaluation, saving, "
-                    "reloading and generating).", "", "```", *summary(demo), "```", ""]
-        table_results = found.get((scale, "fusion_table"), [])
-        if table_results:
-            out += [f"### Fusion variants ({scale} scale)", "", f"Budget: {budget(table_results)}.", ""]
-            out += fusion_table(table_results, paper)
-            out += ["", "Train tokens/s is each run's wall-clock throughput (mean over seeds); a run that shared the "
-                    "machine with other work reads slower, so compare it only roughly."]
-            best = {f: statistics.mean(v) for f, v in by_fusion(table_results, lambda r: r["best_eval_perplexity"]
-                                                                 ).items()}
-            figure = figures_dir / f"fusion_table_{scale}.png"
-            if "none" in best:
-                plot_changes({f: {"validation": (best[f] / best["none"] - 1) * 100} for f in FUSIONS
-                              if f in best and f != "none"},
-                             figure, f"fusion variants vs none ({scale} scale)", paper_change(paper))
-            out += ["", f"![fusion variants]({link(figure)})", ""]
-        limited = found.get((scale, "limited_data"), [])
-        if limited:
-            lines, curves = limited_data(limited)
-            figure = figures_dir / f"limited_data_{scale}.png"
-            plot_limited_data(curves, figure, scale)
-            largest = max(limited, key=lambda r: r["values"]["max_train_samples"])
-            out += [f"### Limited data ({scale} scale)", "", f"Budget of the largest run: {budget([largest])}; the "
-                    "smaller sets train for more epochs (column `epochs`).", "",
-                    *lines, "", f"![limited data]({link(figure)})", ""]
-        domain = found.get((scale, "cross_domain"), [])
-        if domain:
-            lines, table = cross_domain(domain, table_results)
-            figure = figures_dir / f"cross_domain_{scale}.png"
-            plot_changes({domain: {f: (v / row["none"] - 1) * 100 for f, v in row.items() if f != "none"}
-                          for domain, row in table.items() if "none" in row},
-                         figure, f"cross-domain: change vs none ({scale} scale)", paper_change(paper))
-            samples = sorted({Path(r["arguments"]["validation_file"]).name for r in domain})
-            out += [f"### Cross-domain ({scale} scale)", "",
-                    f"The fusion_table models, trained on Wikipedia, evaluated on {', '.join(samples)}.", "",
-                    *lines, "", f"![cross-domain]({link(figure)})", ""]
-        surprisal = found.get((scale, "reading_times"), [])
-        if surprisal:
-            figure = figures_dir / f"reading_times_{scale}.png"
-            plot_reading_times(surprisal, figure, scale)
-            m = surprisal[0]["metrics"]
-            excluded = m["excluded_from_regression"]
-            out += [f"### Reading times ({scale} scale)", "",
-                    f"Word surprisal of the fusion_table models on Natural Stories ({m['words']:,} words), against "
-                    f"each word's mean self-paced reading time. The paper: {paper['reading_times']}. r and ρ use "
-                    f"every word; the ΔLL regressions leave out the first word of each sentence "
-                    f"({excluded['first_word_of_sentence']}) and words with punctuation "
-                    f"({excluded['with_punctuation']}), leaving {m['regression_words']:,} words "
-                    "(`fusion_lstm_training/reading_times.py` says why).", "", *reading_times(surprisal), "",
-                    f"![reading times]({link(figure)})", ""]
-        out += probe_sections(found, scale, paper["probes"], figures_dir, link)
-    if not found:
-        out += ["No results yet: run `python reproduce.py fusion_table --scale cpu` (see above).", ""]
+        groups_started = set()
+        for name, write in SECTIONS.items():
+            results = found.get((scale, name), [])
+            if not results:
+                continue
+            spec = load_spec(name)
+            group = spec["report"].get("group")
+            if group and group not in groups_started:
+                groups_started.add(group)
+                out += GROUP_INTROS[group](paper)
+            out += write(SectionContext(name, scale, results, spec, paper, found, figures_dir, link))
     return "\n".join(out + [END])
 
 
-def endpoint_perplexities(found: dict, scale: str) -> dict[str, float]:
-    """none and concat of sub_prefix.json's endpoint runs (fusion_table, same budget)."""
-    spec = json.loads((EXPERIMENTS_DIR / "sub_prefix.json").read_text())["endpoints"]
-    runs = {r["run"]: r for r in found.get((scale, spec["experiment"]), [])}
-    return {name: runs[run]["best_eval_perplexity"] for name, run in spec["runs"].items() if run in runs}
-
-
-def probe_sections(found: dict, scale: str, paper: dict, figures_dir: Path, link) -> list[str]:
-    """The README sections of the paper's probes: fusion dropout, sub-prefix feeders, vector sources, similarity."""
-    out = []
-    endpoints = endpoint_perplexities(found, scale)
-    dropout = found.get((scale, "fusion_dropout"), [])
-    if dropout:
-        figure = figures_dir / f"fusion_dropout_{scale}.png"
-        plot_curves(dropout, figure, f"fusion dropout schedules ({scale} scale)")
-        out += [f"### Fusion dropout schedules ({scale} scale)", "", f"The paper: {paper['fusion_dropout']}", "",
-                f"Here: `python reproduce.py fusion_dropout --scale {scale}`; budget: {budget(dropout)}. Dropout "
-                "acts in training only: `vector` drops whole e_j without rescaling (ours, the default), `element` "
-                "is the paper's F.dropout. Best dev perplexity is over the five evaluations (one per level); "
-                "*final* is the model at the end of training, evaluated with e_j and with every e_j zeroed "
-                "(`--eval_without_fusion`).", "", *fusion_dropout(dropout), "", f"![fusion dropout]({link(figure)})",
-                ""]
-    feeders = found.get((scale, "sub_prefix"), [])
-    if feeders:
-        lines, curves = sub_prefix(feeders, endpoints)
-        figure = figures_dir / f"sub_prefix_{scale}.png"
-        plot_sub_prefix(curves, endpoints, figure, scale)
-        out += [f"### Sub-prefix feeders ({scale} scale)", "", f"The paper: {paper['sub_prefix']}", "",
-                f"Here: `python reproduce.py sub_prefix --scale {scale}`; budget: {budget(feeders)}; none and "
-                "concat are fusion_table's runs of the same budget.", "", *lines, "",
-                f"![sub-prefix feeders]({link(figure)})", ""]
-    sources = found.get((scale, "vector_sources"), [])
-    if sources:
-        lines = vector_sources(sources, endpoints.get("none"))
-        none = f"{endpoints['none']:.1f}" if "none" in endpoints else "not run"
-        out += [f"### The artefact-only model and other vector sources ({scale} scale)", "",
-                f"The paper: {paper['vector_sources']}", "",
-                f"Here: `python reproduce.py vector_sources --scale {scale}`; budget: {budget(sources)}. The MLP "
-                "is `fusion=\"embedding_only\"` (e_j → 768 → 768 → vocabulary). Dev perplexity at the best "
-                "epoch; "
-                f"none (fusion_table, same budget) is {none}.", "", *lines, ""]
-    similarity = found.get((scale, "prefix_similarity"), [])
-    if similarity:
-        figure = figures_dir / f"prefix_similarity_{scale}.png"
-        plot_similarity(similarity, figure, scale)
-        out += [f"### Prefix-embedding similarity ({scale} scale)", "", f"The paper: {paper['prefix_similarity']}",
-                "", f"Here: `python reproduce.py prefix_similarity --scale {scale}`, from the embedding cache: mean "
-                "cosine of e_j to e_{j-1} (*prev*) and to the last prefix's e, the whole sentence (*last*), at a "
-                "few prefix lengths (tokens 0..j).", "", *similarity_table(similarity), "",
-                f"![prefix similarity]({link(figure)})", ""]
-    if out:
-        out = [f"**The paper's probes.** {paper['note']}", "", *out]
-    return out
-
-
 def write_report(results_dir: Path, readme: Path, figures_dir: Path) -> str:
-    """Replaces the README's section between the results markers; returns the section."""
-    section = build_section(Path(results_dir).resolve(), Path(figures_dir).resolve(), Path(readme).resolve().parent)
+    """Replaces the section between the results markers of `readme`; returns the section. Refuses, leaving the
+    file as it is, when there are no results."""
     text = Path(readme).read_text(encoding="utf-8")
     if START not in text or END not in text:
         raise ValueError(f"{readme} has no results section: add the lines {START} and {END} where it goes.")
+    section_text = build_section(Path(results_dir).resolve(), Path(figures_dir).resolve(),
+                                 Path(readme).resolve().parent)
     before, rest = text.split(START, 1)
     after = rest.split(END, 1)[1]
-    Path(readme).write_text(before + section + after, encoding="utf-8")
-    return section
+    Path(readme).write_text(before + section_text + after, encoding="utf-8")
+    return section_text

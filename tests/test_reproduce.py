@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from fusion_lstm_training.experiments import EXPERIMENTS_DIR, SCALES, SMOKE_TEST, execute, load_experiment
-from fusion_lstm_training.report import END, START, standard_perplexity, write_report
+from fusion_lstm_training.experiments import (
+    EXPERIMENTS_DIR, RUN_KINDS, SCALES, SMOKE_TEST, execute, experiment_names, load_experiment, load_spec,
+)
+from fusion_lstm_training.report import END, SECTIONS, START, standard_perplexity, write_report
 from helpers import DATA, ROOT, TINY_OVERRIDES
 
 
@@ -88,16 +90,15 @@ def test_a_killed_sweep_resumes_where_it_stopped(finished):
 def test_results_without_their_models_run_again(finished, tmp_path):
     """A fresh clone has the committed results JSONs but not the models (git ignores them): the demo and the
     experiments that read those models must train them again rather than skip."""
-    from fusion_lstm_training.experiments import is_complete
-
     folder, _, _ = finished
     experiment = load_experiment(str(folder.parent.parent.parent / "tiny.json"), "cpu", folder.parent.parent)
-    assert all(is_complete(experiment, run) for run in experiment.runs)
+    is_complete = experiment.run_kind.is_complete
+    assert all(is_complete(run) for run in experiment.runs)
     run = experiment.runs[0]
     moved = tmp_path / "moved"
     Path(run.arguments["output_dir"]).rename(moved)
     try:
-        assert not is_complete(experiment, run)
+        assert not is_complete(run)
     finally:
         moved.rename(run.arguments["output_dir"])
 
@@ -296,6 +297,26 @@ def test_evaluation_experiments_use_the_fusion_table_models(scale, tmp_path):
         assert {"none", "concat"} <= {run.values["fusion"] for run in experiment.runs}
     assert {run.values["domain"] for run in domain.runs} == {"books", "news"}
     assert all(Path(run.arguments["validation_file"]).exists() for run in domain.runs)  # the fixed samples
+
+
+def test_every_shipped_experiment_has_a_known_kind_a_report_section_and_a_help_entry():
+    names = experiment_names()
+    assert {"demo", "fusion_table", "fusion_dropout", "sub_prefix", "vector_sources", "prefix_similarity"} <= set(names)
+    for name in names:
+        spec = load_spec(name)
+        assert spec["kind"] in RUN_KINDS and name in SECTIONS, name
+        assert spec["report"]["title"] and spec["report"]["text"], name
+    help_text = subprocess.run([sys.executable, str(ROOT / "reproduce.py"), "--help"], capture_output=True, text=True,
+                               timeout=120).stdout
+    assert all(name in " ".join(help_text.split()) for name in names)
+
+
+def test_report_refuses_to_replace_the_section_without_results(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\nkept\n{END}\n")
+    with pytest.raises(ValueError, match="no results"):
+        write_report(tmp_path / "misspelled", readme, tmp_path / "figures")
+    assert readme.read_text() == f"{START}\nkept\n{END}\n"
 
 
 def test_unknown_experiment_and_scale_are_refused(tmp_path):
