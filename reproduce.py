@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from fusion_lstm_training.experiments import (
+from fusion_lstm_reproduction.experiments import (
     SCALES, SMOKE_TEST, experiment_file, experiment_names, run_experiment, summary,
 )
-from fusion_lstm_training.report import write_report
+from fusion_lstm_reproduction.report import write_report
 
 
 ROOT = Path(__file__).resolve().parent

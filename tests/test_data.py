@@ -241,14 +241,10 @@ def test_full_fusion_dropout_in_training_equals_zero_embeddings(batch):
 
 @pytest.fixture(scope="module")
 def run_clm_module():
-    """run_clm.py imported as a module (it is a script, not part of the package)."""
-    import importlib.util
-    from pathlib import Path
+    """run_clm.py's code (the script is a shell around fusion_lstm_training.clm)."""
+    import fusion_lstm_training.clm
 
-    spec = importlib.util.spec_from_file_location("run_clm", Path(__file__).resolve().parent.parent / "run_clm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fusion_lstm_training.clm
 
 
 def test_paragraphs_are_split_into_sentences_without_headings():

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from fusion_lstm_training.experiments import (
+from fusion_lstm_reproduction.experiments import (
     EXPERIMENTS_DIR, RUN_KINDS, SCALES, SMOKE_TEST, execute, experiment_names, load_experiment, load_spec,
 )
-from fusion_lstm_training.report import END, SECTIONS, START, standard_perplexity, write_report
+from fusion_lstm_reproduction.report import END, SECTIONS, START, standard_perplexity, write_report
 from helpers import DATA, ROOT, TINY_OVERRIDES
 
 
@@ -211,7 +211,7 @@ def test_report_of_the_probes(tmp_path):
 
 
 def test_cosine_curves_by_prefix_length():
-    from fusion_lstm_training.similarity import cosine_curves
+    from fusion_lstm_reproduction.similarity import cosine_curves
 
     a = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]  # 45° steps: previous 0.707 at lengths 2 and 3, last 0 and 0.707
     b = [[1.0, 0.0], [1.0, 0.0]]
@@ -223,7 +223,7 @@ def test_cosine_curves_by_prefix_length():
 
 
 def test_prefix_similarity_reads_the_embedding_cache(tmp_path):
-    from fusion_lstm_training.similarity import prefix_similarity
+    from fusion_lstm_reproduction.similarity import prefix_similarity
 
     arguments = {"validation_file": str(DATA / "validation.txt"), "max_eval_samples": 12, "max_seq_length": 24,
                  "embedding_cache_dir": str(tmp_path)}
@@ -246,11 +246,8 @@ def test_the_paper_unit_converts_to_standard_perplexity():
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("name", ["fusion_table", "limited_data", "fusion_dropout", "sub_prefix", "vector_sources"])
 def test_shipped_train_experiments_expand_into_runs_that_run_clm_parses(name, scale, tmp_path, monkeypatch):
-    import importlib.util
+    import fusion_lstm_training.clm as run_clm
 
-    spec = importlib.util.spec_from_file_location("run_clm", ROOT / "run_clm.py")
-    run_clm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_clm)
     experiment = load_experiment(name, scale, tmp_path)
     assert experiment.runs and len({run.id for run in experiment.runs}) == len(experiment.runs)
     monkeypatch.chdir(ROOT)

@@ -13,8 +13,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from fusion_lstm_training.reading_times import delta_log_likelihood, evaluate, included, predictors
-from fusion_lstm_training.surprisal import (
+from fusion_lstm_surprisal.reading_times import delta_log_likelihood, evaluate, included, predictors
+from fusion_lstm_surprisal.surprisal import (
     Sentence,
     SurprisalScorer,
     WordSurprisal,
@@ -29,12 +29,9 @@ TRICKY = "Unbelievableness 🙂 is, as they say, rather odd!"  # several tokens,
 
 
 def run_surprisal(*flags):
-    import importlib.util
+    from fusion_lstm_surprisal.score import main
 
-    spec = importlib.util.spec_from_file_location("run_surprisal", ROOT / "run_surprisal.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(list(flags))
+    return main(list(flags))
 
 
 def by_hand(model, tokenizer, sentence: str) -> list[float]:

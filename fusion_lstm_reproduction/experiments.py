@@ -37,8 +37,9 @@ from typing import Protocol
 
 from transformers.trainer_utils import get_last_checkpoint
 
-from .bpe import build_bpe_tokenizer
-from .data import read_sentences
+from fusion_lstm_training.bpe import build_bpe_tokenizer
+from fusion_lstm_training.data import read_sentences
+
 from .tables import change, plain_table
 
 
@@ -358,7 +359,7 @@ def last_complete_checkpoint(output_dir: Path) -> str | None:
 
 
 # the scripts' library parts, run as modules in a fresh process: each run's memory and threads end with it
-ENTRY_POINTS = {"clm": ROOT / "run_clm.py", "surprisal": ROOT / "run_surprisal.py"}
+ENTRY_POINTS = {"clm": "fusion_lstm_training.clm", "surprisal": "fusion_lstm_surprisal.score"}
 
 
 def run_script(script: str, arguments: dict, output_dir: Path, run_id: str):
@@ -371,7 +372,7 @@ def run_script(script: str, arguments: dict, output_dir: Path, run_id: str):
     else:
         flags = [item for k, v in arguments.items() for item in (f"--{k}", str(v))]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    process = subprocess.run([sys.executable, str(ENTRY_POINTS[script]), *flags], cwd=ROOT, env=env)
+    process = subprocess.run([sys.executable, "-m", ENTRY_POINTS[script], *flags], cwd=ROOT, env=env)
     if process.returncode != 0:
         raise RuntimeError(f"run {run_id} failed (exit {process.returncode}); its arguments are in {config_file}. "
                            "Rerun the same command to retry it; finished runs are kept.")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .data import FusionDataCollator
+from fusion_lstm_training.data import FusionDataCollator
 
 
 # Natural Stories: a sentence ends at a word ending in "." or "?", unless the word is a title (438 sentences)
@@ -148,7 +148,7 @@ class SurprisalScorer:
                 if encoder_tokenizer is None:
                     raise ValueError("This fusion model's vocabulary is not its encoder's: pass the encoder's "
                                      "tokenizer (--encoder_name_or_path) to embed the prefixes from text.")
-                from .embeddings import PrefixEmbedder
+                from fusion_lstm_training.embeddings import PrefixEmbedder
 
                 self.embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer)
 

@@ -12,8 +12,9 @@ from transformers import AutoTokenizer
 import modeling_fusion_lstm
 from modeling_fusion_lstm.modeling_fusion_lstm import FusionLSTMPrefixEncoder
 
-from .data import load_splits, tokenize_sentences
-from .embeddings import EmbeddingCache, PrefixEmbedder
+from fusion_lstm_training.data import load_splits, tokenize_sentences
+from fusion_lstm_training.embeddings import EmbeddingCache, PrefixEmbedder
+
 
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,487 @@
+"""Train a sentence-embedding fusion LSTM language model with the Hugging Face Trainer: the library part of
+run_clm.py (`main(argv)`), also run as `python -m fusion_lstm_training.clm`.
+
+    python run_clm.py configuration/train/demo.json [--flag value …]   # flags after the file override it
+    python run_clm.py --train_file train.txt --validation_file valid.txt --fusion concat --output_dir out --do_train --do_eval
+    accelerate launch --config_file configuration/accelerate/cpu_ddp.yaml run_clm.py configuration/train/demo.json
+
+Sentence-level as in the paper: every line is one sample, BOS … EOS. Prefix embeddings e_j are precomputed once
+into a float16 Arrow cache (split between processes under a distributed launch) and fed as `fusion_embeds`.
+"""
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
+from pathlib import Path
+
+import datasets
+import torch
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+import modeling_fusion_lstm
+from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionLSTMForCausalLM
+from modeling_fusion_lstm.configuration_fusion_lstm import ENCODER_POOLING_CHOICES
+from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
+
+from .bpe import train_bpe_tokenizer
+from .callbacks import FusionDropoutSchedule, parse_schedule
+from .data import TEXT_EXTENSIONS, FusionDataCollator, load_splits, tokenize_sentences
+from .embeddings import EmbeddingCache, PrefixEmbedder
+from .metrics import LanguageModelMetrics, preprocess_logits_for_metrics
+from .vectors import (
+    ENCODER_SOURCES, BagOfWordsVectors, ZeroVectors, check_source, load_source, shuffle_vectors,
+)
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A fusion_lstm checkpoint to continue from (local folder or Hub id)."}
+    )
+    encoder_name_or_path: str | None = field(
+        default=None, metadata={"help": "Encoder for a new model (default: the embedded all-MiniLM-L6-v2)."}
+    )
+    fusion: str = field(
+        default="concat",
+        metadata={"help": "; ".join(f"{name}: {spec.description}" for name, spec in FUSIONS.items())},
+    )
+    encoder_pooling: str = field(default="cls", metadata={"help": ", ".join(ENCODER_POOLING_CHOICES)})
+    fusion_context: str = field(
+        default="prefix", metadata={"help": "prefix (causal), sentence (the leaky probe), or the sub-prefix feeders "
+                                    "subr (tokens 0..min(j, c)) and subl (tokens c..j), c = int(k·|S|)"}
+    )
+    fusion_context_fraction: float = field(default=0.5, metadata={"help": "k of subr and subl, in [0, 1]"})
+    config_overrides: str | None = field(
+        default=None, metadata={"help": "Config fields for a new model, e.g. 'hidden_size=256,dropout=0.1'."}
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "An LM tokenizer other than the model's."})
+    train_tokenizer_vocab_size: int | None = field(
+        default=None, metadata={"help": "Train a BPE tokenizer of this size on the training text (the paper: 8192)."}
+    )
+    fusion_dropout_schedule: str | None = field(
+        default=None, metadata={"help": "Probability that e_j is dropped, levels held for equal parts of training: "
+                                "0to1 (0, .25, .5, .75, 1), 1to0 or e.g. 0.5,0.25,0."}
+    )
+    fusion_dropout_mode: str = field(
+        default="vector", metadata={"help": "vector: whole e_j dropped, not rescaled; element: F.dropout on e_j (the "
+                                    "paper's code)"}
+    )
+    generation_prompt: str | None = field(
+        default=None, metadata={"help": "After training, reload output_dir with AutoModelForCausalLM and continue this."}
+    )
+
+    def __post_init__(self):
+        # the model fields are checked by the config itself: one set of checks, each naming its field
+        self.config_fields()
+        if self.fusion_dropout_schedule:
+            parse_schedule(self.fusion_dropout_schedule)
+        if self.train_tokenizer_vocab_size is not None:
+            if self.train_tokenizer_vocab_size < 1:
+                raise ValueError("--train_tokenizer_vocab_size must be a positive number of tokens.")
+            if self.model_name_or_path or self.tokenizer_name:
+                raise ValueError("--train_tokenizer_vocab_size trains a new tokenizer for a new model: drop "
+                                 "--model_name_or_path / --tokenizer_name, or the trained tokenizer.")
+
+    def config_fields(self) -> dict:
+        """The FusionLSTMConfig fields of a new model that these arguments set, --config_overrides parsed by
+        transformers' own `PreTrainedConfig.update_from_string`; checked by building the config, whose errors name
+        the field."""
+        fields = {"fusion": self.fusion, "encoder_pooling": self.encoder_pooling, "fusion_context": self.fusion_context,
+                  "fusion_context_fraction": self.fusion_context_fraction,
+                  "fusion_dropout_mode": self.fusion_dropout_mode}
+        config = FusionLSTMConfig(**fields)
+        if self.config_overrides:
+            known = {f.name for f in dataclass_fields(FusionLSTMConfig)}
+            names = []
+            for item in self.config_overrides.split(","):
+                name, sep, _ = item.partition("=")
+                if not sep or name.strip() not in known:
+                    raise ValueError(f"--config_overrides: {item!r} is not 'field=value' with a FusionLSTMConfig "
+                                     "field.")
+                names.append(name.strip())
+            config.update_from_string(self.config_overrides)
+            fields.update({name: getattr(config, name) for name in names})
+            FusionLSTMConfig(**fields)  # the overridden values checked together with the rest
+        return fields
+
+    @property
+    def fuses(self) -> bool:
+        """Whether a new model built from these arguments reads e_j (asked of the config)."""
+        return FusionLSTMConfig(fusion=self.fusion).uses_fusion
+
+    @property
+    def prefix_context(self) -> PrefixContext:
+        return PrefixContext(self.fusion_context, self.fusion_context_fraction)
+
+
+@dataclass
+class DataTrainingArguments:
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A `datasets` dataset with a text column (Hub id, e.g. wikitext, or folder)."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "e.g. wikitext-103-raw-v1 (the paper)."})
+    split_sentences: bool = field(
+        default=False, metadata={"help": "Split the dataset's paragraphs into sentences and drop headings."}
+    )
+    train_file: str | None = field(default=None, metadata={"help": "Text (one sentence a line), json or csv."})
+    validation_file: str | None = field(default=None)
+    test_file: str | None = field(default=None)
+    max_train_samples: int | None = field(default=None)
+    max_eval_samples: int | None = field(default=None)
+    max_seq_length: int = field(default=128, metadata={"help": "Longer sentences are truncated (and counted)."})
+    validation_split_percentage: int = field(
+        default=5, metadata={"help": "Share of train used for validation when there is no validation_file."}
+    )
+    embedding_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where precomputed prefix embeddings live (default: the datasets cache)."}
+    )
+    precompute_fusion_embeddings: bool = field(
+        default=True, metadata={"help": "Precompute e_j once; false: the model's encoder computes them every step."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train into an output_dir that is not empty, replacing what is there."}
+    )
+    fusion_vectors: str = field(
+        default="encoder", metadata={"help": "Where e_j comes from: encoder (the model's), zeros, shuffled (another "
+                                     "sentence's), count, tfidf, or your own source as module:attr (see "
+                                     "fusion_lstm_training/vectors.py). Sources other than encoder and shuffled make "
+                                     "a model without encoder, fed their vectors."}
+    )
+    fusion_vectors_size: int = field(default=1024, metadata={"help": "At most this many words for count and tfidf."})
+    eval_without_fusion: bool = field(
+        default=False, metadata={"help": "Evaluate again with every e_j zeroed: eval_without_fusion_perplexity."}
+    )
+
+    def __post_init__(self):
+        files = [f for f in (self.train_file, self.validation_file, self.test_file) if f]
+        if self.dataset_name and files:
+            raise ValueError("Pass either --dataset_name or data files (--train_file …), not both.")
+        for file in files:
+            if Path(file).suffix.lower() not in TEXT_EXTENSIONS:
+                raise ValueError(f"{file}: unsupported extension; use one of {', '.join(TEXT_EXTENSIONS)}.")
+            if not Path(file).is_file():
+                raise FileNotFoundError(f"Data file {file} does not exist.")
+        if self.max_seq_length < 2:
+            raise ValueError(f"--max_seq_length={self.max_seq_length}: a sample needs at least 2 tokens (BOS and one "
+                             "token to predict).")
+        check_source(self.fusion_vectors)
+        if self.fusion_vectors_size < 1:
+            raise ValueError("--fusion_vectors_size must be at least 1.")
+        if not 0 <= self.validation_split_percentage < 100:
+            raise ValueError("--validation_split_percentage must lie in [0, 100).")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1.")
+
+
+def json_to_flags(values: dict) -> list[str]:
+    """A training JSON file as command-line flags, so that flags given after the file override it."""
+    flags = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            flags += [f"--{name}", *map(str, value)]
+        elif isinstance(value, dict):
+            flags += [f"--{name}", json.dumps(value)]
+        else:
+            flags += [f"--{name}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags
+
+
+def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
+    """Flags, or a JSON file optionally followed by flags that override it. Several processes on CPU join one
+    gloo process group only with use_cpu=True; without it each process silently trains its own model, so it is
+    switched on before TrainingArguments sets up the device, and a world size that disagrees with the launch is
+    refused."""
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith(".json"):
+        argv = json_to_flags(json.loads(Path(argv[0]).read_text(encoding="utf-8"))) + argv[1:]
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and not torch.cuda.is_available() and "--use_cpu" not in argv:
+        argv += ["--use_cpu", "true"]
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    check_arguments(model_args, data_args, training_args)
+    if launched != training_args.world_size:
+        raise RuntimeError(
+            f"{launched} processes were launched but the Trainer sees world size {training_args.world_size}: they "
+            "would train separate models. On CPU keep use_cpu=True; check the accelerate config."
+        )
+    return model_args, data_args, training_args
+
+
+def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments):
+    """Checks that span the argument groups (each group checks itself in __post_init__): before any work."""
+    has_train = data_args.train_file or data_args.dataset_name
+    if training_args.do_train and not has_train:
+        raise ValueError("--do_train needs --train_file or a --dataset_name with a train split.")
+    has_validation = data_args.validation_file or data_args.dataset_name or (
+        data_args.train_file and data_args.validation_split_percentage
+    )
+    if training_args.do_eval and not has_validation:
+        raise ValueError("--do_eval needs --validation_file (or a train file with --validation_split_percentage > 0).")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        if getattr(training_args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(training_args, name)}.")
+    resume = training_args.resume_from_checkpoint
+    if resume and not Path(resume).is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume} is not a folder (a checkpoint-N of output_dir).")
+    output_dir = Path(training_args.output_dir)
+    if training_args.do_train and not resume and not data_args.overwrite_output_dir and output_dir.is_dir() and any(
+        output_dir.iterdir()
+    ):
+        checkpoint = get_last_checkpoint(str(output_dir))
+        how = (f"resume the run with --resume_from_checkpoint {checkpoint}, or " if checkpoint else "")
+        raise FileExistsError(f"--output_dir {output_dir} is not empty: {how}replace it with --overwrite_output_dir "
+                              "true, or choose another folder.")
+    if model_args.train_tokenizer_vocab_size and not data_args.precompute_fusion_embeddings and (
+        model_args.fuses
+    ):
+        raise ValueError("With a trained tokenizer the encoder cannot read the LM's ids: keep precompute on.")
+    if data_args.fusion_vectors != "encoder" and not data_args.precompute_fusion_embeddings:
+        raise ValueError(f"--fusion_vectors={data_args.fusion_vectors} is fed through the embedding cache: keep "
+                         "--precompute_fusion_embeddings on.")
+    if data_args.eval_without_fusion and not model_args.fuses and not model_args.model_name_or_path:
+        raise ValueError("--eval_without_fusion zeroes e_j, but --fusion none fuses nothing.")
+    if data_args.fusion_vectors != "encoder" and not model_args.fuses and not model_args.model_name_or_path:
+        raise ValueError(f"--fusion_vectors={data_args.fusion_vectors} with --fusion none: the model fuses nothing.")
+
+
+def load_model(model_args: ModelArguments, tokenizer, encoder_path: str, source=None) -> FusionLSTMForCausalLM:
+    """The checkpoint to continue from, or a new model: around the encoder, or, for an external vector `source`,
+    without encoder, for e_j of the source's width."""
+    if model_args.model_name_or_path:
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
+        if config.model_type != FusionLSTMConfig.model_type:
+            raise ValueError(
+                f"{model_args.model_name_or_path} is a {config.model_type!r} model, not a fusion_lstm checkpoint. To "
+                "build a fusion model around it as the encoder, pass it as --encoder_name_or_path."
+            )
+        model = FusionLSTMForCausalLM.from_pretrained(model_args.model_name_or_path)
+        if source is not None and source.width != model.config.fusion_embedding_size:
+            raise ValueError(f"{model_args.model_name_or_path} fuses e_j of width {model.config.fusion_embedding_size}"
+                             f", but the vector source gives {source.width}.")
+        return model
+    fields = {
+        "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id, **model_args.config_fields(),
+    }
+    if source is not None:
+        return FusionLSTMForCausalLM(FusionLSTMConfig(fusion_embedding_size=source.width, **fields))
+    return FusionLSTMForCausalLM.from_encoder_pretrained(encoder_path, **fields)
+
+
+def vector_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path: str, context: PrefixContext):
+    """The source of e_j named by --fusion_vectors when it is not the model's encoder (None for encoder and
+    shuffled, which permutes the encoder's vectors after they are cached)."""
+    name = data_args.fusion_vectors
+    if name in ENCODER_SOURCES:
+        return None
+    if name == "zeros":
+        return ZeroVectors(AutoConfig.from_pretrained(encoder_path).hidden_size)
+    if "train" not in raw:
+        raise ValueError(f"--fusion_vectors={name} is fitted on the training text: pass --train_file.")
+    texts = [t.strip() for t in raw["train"]["text"] if t.strip()]
+    if name in ("count", "tfidf"):
+        return BagOfWordsVectors(name, texts, data_args.fusion_vectors_size, context)
+    return load_source(name, tokenizer, texts)
+
+
+def main(argv: list[str] | None = None):
+    """run_clm.py: `argv` (default: the command line) is flags, or a JSON file optionally followed by flags."""
+    model_args, data_args, training_args = parse_arguments(argv)
+    # the Trainer would push its own generic card at every save; this script pushes once, with the fusion card
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    # transformers/datasets follow --log_level (passive: warnings); this script's own progress lines are info on
+    # the main process and follow --log_level_replica on the others
+    log_level = training_args.get_process_log_level()
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    own_level = logging.INFO if training_args.should_log else log_level
+    for log in (logger, logging.getLogger("fusion_lstm_training")):
+        log.setLevel(own_level)
+    logger.info(
+        "process %d of world size %d, device %s", training_args.process_index, training_args.world_size,
+        training_args.device,
+    )
+    set_seed(training_args.seed)
+
+    # Data
+    raw = load_splits(
+        train_file=data_args.train_file, validation_file=data_args.validation_file, test_file=data_args.test_file,
+        dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
+        split_sentences=data_args.split_sentences, validation_split_percentage=data_args.validation_split_percentage,
+        max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
+    )
+    if training_args.do_train and "train" not in raw:
+        raise ValueError(f"--do_train: {data_args.dataset_name} has no train split.")
+
+    # Tokenizer and model
+    encoder_path = model_args.encoder_name_or_path or modeling_fusion_lstm.default_encoder_path()
+    if model_args.train_tokenizer_vocab_size:
+        tokenizer = train_bpe_tokenizer(raw["train"]["text"], model_args.train_tokenizer_vocab_size, training_args)
+    elif model_args.tokenizer_name:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name)
+    elif model_args.model_name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    else:
+        tokenizer = modeling_fusion_lstm.load_tokenizer(encoder_path)
+    source = vector_source(data_args, tokenizer, raw, encoder_path, model_args.prefix_context)
+    model = load_model(model_args, tokenizer, encoder_path, source)
+    uses_fusion = model.config.uses_fusion
+    # an LM vocabulary that is not the encoder's (e.g. a BPE): e_j embeds the text of each prefix, tokenized by the
+    # encoder's own tokenizer
+    encoder_tokenizer = None
+    if uses_fusion and source is None and not model.config.encoder_reads_lm_ids:
+        encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_path)
+
+    # Preprocessing: only the splits this run uses
+    used = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
+    with training_args.main_process_first(desc="tokenizing"):
+        tokenized = {
+            split: tokenize_sentences(data, tokenizer, data_args.max_seq_length, split,
+                                      keep_offsets=encoder_tokenizer is not None or source is not None)
+            for split, data in raw.items()
+            if used[split]
+        }
+    if uses_fusion and data_args.precompute_fusion_embeddings:
+        if source is None:
+            model.prefix_encoder.to(training_args.device)
+            # with --bf16 the encoder runs under bfloat16 autocast too (cached separately from float32 embeddings)
+            autocast = torch.bfloat16 if training_args.bf16 else None
+            source = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer, autocast)
+        cache = EmbeddingCache(source, data_args.embedding_cache_dir)
+        tokenized = {split: cache.attach(data, split) for split, data in tokenized.items()}
+        if data_args.fusion_vectors == "shuffled":
+            tokenized = {split: shuffle_vectors(data, training_args.seed, split) for split, data in tokenized.items()}
+    tokenized = {
+        split: data.remove_columns([c for c in ("text", "offsets") if c in data.column_names])
+        for split, data in tokenized.items()
+    }
+
+    callbacks = []
+    if model_args.fusion_dropout_schedule:
+        schedule = parse_schedule(model_args.fusion_dropout_schedule)
+        logger.info("fusion dropout schedule, levels held for equal parts of training: %s", schedule)
+        callbacks.append(FusionDropoutSchedule(schedule))
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized.get("train") if training_args.do_train else None,
+        eval_dataset=tokenized.get("validation") if training_args.do_eval else None,
+        processing_class=tokenizer,
+        data_collator=FusionDataCollator(pad_token_id=tokenizer.pad_token_id),
+        compute_metrics=LanguageModelMetrics() if training_args.do_eval or training_args.do_predict else None,
+        preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        callbacks=callbacks,
+    )
+
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        metrics = {**result.metrics, "train_samples": len(tokenized["train"])}
+        tokens = sum(len(ids) for ids in tokenized["train"]["input_ids"]) * training_args.num_train_epochs
+        if training_args.max_steps <= 0:  # a whole number of epochs: the tokens seen are known exactly
+            metrics["train_tokens_per_second"] = round(tokens / metrics["train_runtime"], 1)
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+
+    if training_args.do_eval:
+        metrics = trainer.evaluate()
+        metrics["eval_samples"] = len(tokenized["validation"])
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        if trainer.is_world_process_zero():
+            print(f"validation perplexity: {metrics['eval_perplexity']:.2f}")
+        if data_args.eval_without_fusion:
+            # what the model does without its embeddings: every e_j zeroed
+            trainer.model.set_fusion_dropout(1.0, during_eval=True)
+            metrics = trainer.evaluate(metric_key_prefix="eval_without_fusion")
+            trainer.model.set_fusion_dropout(None)
+            trainer.log_metrics("eval_without_fusion", metrics)
+            trainer.save_metrics("eval_without_fusion", metrics)
+
+    if training_args.do_predict and "test" in tokenized:
+        metrics = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
+        metrics["test_samples"] = len(tokenized["test"])
+        trainer.log_metrics("test", metrics)
+        trainer.save_metrics("test", metrics)
+
+    if model_args.generation_prompt and training_args.do_train and trainer.is_world_process_zero():
+        show_generation(training_args.output_dir, model_args.generation_prompt)
+
+    if push_to_hub and trainer.is_world_process_zero():
+        publish(trainer.model, model_args, data_args, training_args, encoder_path)
+
+
+def publish(model, model_args, data_args, training_args, encoder_path):
+    """Write the model card into output_dir and push the folder (model with encoder, tokenizer, code, card)."""
+    from hub.card import build_model_card
+    from hub.push import push_folder
+
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+    if data_args.dataset_name:
+        data = f"{data_args.dataset_name} ({data_args.dataset_config_name or 'default'})"
+    else:
+        data = ", ".join(Path(f).name for f in (data_args.train_file, data_args.validation_file) if f)
+    arguments = {
+        "fusion": model.config.fusion, "encoder": model_args.encoder_name_or_path or "all-MiniLM-L6-v2 (packaged)",
+        "encoder_pooling": model.config.encoder_pooling, "fusion_context": model.config.fusion_context,
+        "config_overrides": model_args.config_overrides, "max_seq_length": data_args.max_seq_length,
+        "num_train_epochs": training_args.num_train_epochs, "max_steps": training_args.max_steps,
+        "per_device_train_batch_size": training_args.per_device_train_batch_size,
+        "world_size": training_args.world_size, "learning_rate": training_args.learning_rate,
+        "lr_scheduler_type": str(training_args.lr_scheduler_type), "warmup_steps": training_args.warmup_steps,
+        "weight_decay": training_args.weight_decay, "seed": training_args.seed,
+        "fusion_dropout_schedule": model_args.fusion_dropout_schedule,
+        "train_tokenizer_vocab_size": model_args.train_tokenizer_vocab_size,
+        "precompute_fusion_embeddings": data_args.precompute_fusion_embeddings,
+        "fusion_vectors": data_args.fusion_vectors,
+    }
+    card = build_model_card(
+        model, repo_id, training_args.output_dir, {k: v for k, v in arguments.items() if v is not None},
+        encoder=encoder_path, dataset_id=data_args.dataset_name, dataset_label=data,
+        training_description=f"Trained with `run_clm.py` on sentences from {data} (one sentence a sample, BOS … EOS).",
+    )
+    card.save(Path(training_args.output_dir) / "README.md")
+    commit = push_folder(training_args.output_dir, repo_id, token=training_args.hub_token,
+                         private=training_args.hub_private_repo)
+    logger.info("pushed %s to %s", training_args.output_dir, commit.commit_url)
+
+
+def show_generation(output_dir: str, prompt: str):
+    """Reload the saved folder as a user would and continue a prompt."""
+    model = AutoModelForCausalLM.from_pretrained(output_dir, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir, trust_remote_code=True)
+    generated = model.generate(**tokenizer([prompt], return_tensors="pt"), max_new_tokens=20, do_sample=False)
+    text = tokenizer.decode(generated[0], skip_special_tokens=True)
+    print(f"reloaded {output_dir} with AutoModelForCausalLM; generated: {text}")
+
+
+if __name__ == "__main__":
+    main()
