@@ -5,7 +5,7 @@
     python reproduce.py limited_data --scale cpu     # perplexity vs the amount of training data
     python reproduce.py cross_domain --scale cpu     # the fusion_table models on books and news
     python reproduce.py reading_times --scale cpu    # their surprisal against Natural Stories reading times
-    python reproduce.py report                       # README results section and figures, from the JSONs
+    python reproduce.py report                       # docs/reproducing.md's results, the README's headline, figures
 
 Experiments are JSON files in configuration/experiments/ (a name there, or a path); every run goes through
 run_clm.py. A run with a results JSON is skipped, and a killed run resumes from its last checkpoint, so rerunning a
@@ -24,7 +24,7 @@ from transformers import HfArgumentParser
 from fusion_lstm_reproduction.experiments import (
     SCALES, SMOKE_TEST, experiment_file, experiment_names, run_experiment, summary,
 )
-from fusion_lstm_reproduction.report import write_report
+from fusion_lstm_reproduction.report import write_headline, write_report
 
 
 ROOT = Path(__file__).resolve().parent
@@ -39,7 +39,10 @@ class ReproduceArguments:
     results_dir: str = field(default=str(ROOT / "results"), metadata={"help": "Where results JSONs and runs go."})
     smoke_test: bool = field(default=False, metadata={"help": "Two steps per run on a few sentences, into "
                                                               "<results_dir>/smoke: checks a configuration."})
-    readme: str = field(default=str(ROOT / "README.md"), metadata={"help": "The README that `report` updates."})
+    results_doc: str = field(default=str(ROOT / "docs" / "reproducing.md"),
+                             metadata={"help": "The document whose results section `report` writes."})
+    readme: str = field(default=str(ROOT / "README.md"), metadata={"help": "The README whose headline table "
+                                                                           "`report` writes."})
 
     def __post_init__(self):
         if self.scale not in SCALES:
@@ -58,8 +61,11 @@ def main(argv: list[str] | None = None):
 
     results_dir = Path(args.results_dir) / ("smoke" if args.smoke_test else "")
     if args.experiment == "report":
-        write_report(results_dir, Path(args.readme), results_dir / "figures")
-        logger.info("wrote the results section of %s and the figures in %s", args.readme, results_dir / "figures")
+        figures = results_dir / "figures"
+        write_report(results_dir, Path(args.results_doc), figures)
+        write_headline(results_dir, Path(args.readme), figures, Path(args.results_doc))
+        logger.info("wrote the results of %s, the headline of %s and the figures in %s", args.results_doc, args.readme,
+                    figures)
         return
     # on a machine without CUDA (a gpu-scale check on a laptop) bf16 needs use_cpu
     overrides = {**SMOKE_TEST, "use_cpu": not torch.cuda.is_available()} if args.smoke_test else None

@@ -1,9 +1,11 @@
-"""The README's usage snippet is executed as written, and its two commands are the ones CI relies on."""
+"""The README's usage snippet and the docs' snippets are executed as written, the README's two commands are the ones
+CI relies on, and the README stays a front page whose links lead somewhere."""
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
 def test_usage_snippet_runs(tmp_path, monkeypatch):
@@ -23,8 +25,18 @@ def test_readme_starts_with_the_two_commands():
     assert blocks[1].startswith("pip install torch==2.13.0") and "pytest" in blocks[1]
 
 
+def test_the_readme_is_a_front_page_whose_local_links_exist():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 200
+    documents = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "hub" / "README.md"]
+    for document in documents:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", document.read_text()):
+            if not target.startswith("http"):
+                assert (document.parent / target).exists(), (document.name, target)
+
+
 def test_fuse_your_own_vectors_snippet_runs(tmp_path, monkeypatch):
-    section = README.read_text().split("## Fuse your own vectors", 1)[1]
+    section = (ROOT / "docs" / "vectors.md").read_text()
     snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(README.parent))  # examples/ as run_clm.py sees it

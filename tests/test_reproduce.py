@@ -14,7 +14,9 @@ import pytest
 from fusion_lstm_reproduction.experiments import (
     EXPERIMENTS_DIR, RUN_KINDS, SCALES, SMOKE_TEST, execute, experiment_names, load_experiment, load_spec,
 )
-from fusion_lstm_reproduction.report import END, SECTIONS, START, standard_perplexity, write_report
+from fusion_lstm_reproduction.report import (
+    END, HEADLINE_END, HEADLINE_START, SECTIONS, START, standard_perplexity, write_headline, write_report,
+)
 from helpers import DATA, ROOT, TINY_OVERRIDES
 
 
@@ -167,6 +169,13 @@ def test_report_builds_the_readme_section_and_figures_from_results_jsons(tmp_pat
     assert "-10.0 %" in rows["books"] and "+0.0 %" in rows["news"] and "-9.9 %" in rows["wikipedia (validation)"]
     figures = sorted(p.name for p in (results / "figures").glob("*.png"))
     assert figures == ["cross_domain_cpu.png", "fusion_table_cpu.png", "limited_data_cpu.png"]
+    # the front page's short table: each variant against none, beside the paper's change
+    front = tmp_path / "FRONT.md"
+    front.write_text(f"# Front\n{HEADLINE_START}\n{HEADLINE_END}\n")
+    write_headline(results, front, results / "figures", readme)
+    headline = {line.split("|")[1].strip(): line for line in front.read_text().splitlines() if line.startswith("| ")}
+    assert "91.0 | -9.9 % | -8.0 %" in headline["`concat`"] and "95.0 | -5.9 % | — |" in headline["`init_hc`"]
+    assert "](results/figures/fusion_table_cpu.png)" in front.read_text()
     assert all((results / "figures" / f).read_bytes().startswith(b"\x89PNG") for f in figures)
 
 
