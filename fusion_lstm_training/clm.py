@@ -63,8 +63,9 @@ class ModelArguments:
     )
     encoder_pooling: str = field(default="cls", metadata={"help": ", ".join(ENCODER_POOLING_CHOICES)})
     fusion_context: str = field(
-        default="prefix", metadata={"help": "prefix (causal), sentence (the leaky probe), or the sub-prefix feeders "
-                                    "subr (tokens 0..min(j, c)) and subl (tokens c..j), c = int(k·|S|)"}
+        default="prefix", metadata={"help": "What the encoder reads at position j: prefix (tokens 0..j, causal), "
+                                    "sentence (the leaky probe), subr or subl (the sub-prefix feeders); see "
+                                    "PrefixContext in modeling_fusion_lstm.py"}
     )
     fusion_context_fraction: float = field(default=0.5, metadata={"help": "k of subr and subl, in [0, 1]"})
     config_overrides: str | None = field(

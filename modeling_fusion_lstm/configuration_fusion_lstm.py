@@ -88,12 +88,9 @@ class FusionLSTMConfig(PreTrainedConfig):
         `none`, `concat`, `add`, `multiply` (late fusion, combined with h_j), `init_h`, `init_c`, `init_hc`
         (early fusion, e_j is the LSTM's initial state and the LSTM restarts at every position) or `embedding_only`
         (the paper's artefact-only probe: no LSTM, an MLP on e_j alone).
-    fusion_context (`str`, defaults to `"prefix"`): `prefix`: e_j embeds tokens 0..j (causal);
-        `sentence`: one embedding of the whole sequence for every position (the paper's leaky probe, not causal);
-        `subr`: tokens 0..min(j, c) (only the sample's first part); `subl`: tokens c..j (the first part dropped; an
-        empty window embeds just the encoder's start and end tokens), where c = int(fusion_context_fraction · |S|)
-        and |S| is the sample's length in tokens (BOS and EOS included). Both sub-prefix feeders read |S|, the
-        sentence's length, which a causal LM cannot know: probes, not models to generate with.
+    fusion_context (`str`, defaults to `"prefix"`): what the encoder reads at position j, a mode of `PrefixContext`
+        (modeling_fusion_lstm.py, where the rule lives): `prefix` (tokens 0..j, causal), `sentence` (the paper's
+        leaky probe), `subr` / `subl` (the paper's sub-prefix feeders, which read the sentence's length: probes).
     fusion_context_fraction (`float`, defaults to 0.5): k of the sub-prefix feeders, in [0, 1].
     encoder_pooling (`str`, defaults to `"cls"`): how the encoder's token states become e_j: `cls` (first
         token), `mean` (mean over the encoder input, [CLS] and [SEP] included) or `pooler` (the encoder's pooler).
