@@ -25,6 +25,7 @@ from fusion_lstm_reproduction.experiments import (
     SCALES, SMOKE_TEST, experiment_file, experiment_names, run_experiment, summary,
 )
 from fusion_lstm_reproduction.report import write_headline, write_report
+from fusion_lstm_training.precision import PRECISIONS, choose_precision
 
 
 ROOT = Path(__file__).resolve().parent
@@ -37,6 +38,9 @@ class ReproduceArguments:
                                               "file, or report (the docs' results section and figures)."})
     scale: str = field(default="cpu", metadata={"help": "cpu (what runs on 2 cores) or gpu (the paper's sizes)."})
     results_dir: str = field(default=str(ROOT / "results"), metadata={"help": "Where results JSONs and runs go."})
+    precision: str = field(default="auto", metadata={"help": "fp32, bf16, or auto: bf16 on a GPU or where a short "
+                                                             "measurement finds it faster on this CPU, fp32 elsewhere. "
+                                                             "Replaces the experiment configs' bf16."})
     smoke_test: bool = field(default=False, metadata={"help": "Two steps per run on a few sentences, into "
                                                               "<results_dir>/smoke: checks a configuration."})
     results_doc: str = field(default=str(ROOT / "docs" / "reproducing.md"),
@@ -47,6 +51,8 @@ class ReproduceArguments:
     def __post_init__(self):
         if self.scale not in SCALES:
             raise ValueError(f"--scale {self.scale!r}: use one of {', '.join(SCALES)}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision {self.precision!r}: use one of {', '.join(PRECISIONS)}.")
         if self.experiment != "report":
             experiment_file(self.experiment)  # an unknown experiment fails here, naming the known ones
 
@@ -69,7 +75,9 @@ def main(argv: list[str] | None = None):
         return
     # on a machine without CUDA (a gpu-scale check on a laptop) bf16 needs use_cpu
     overrides = {**SMOKE_TEST, "use_cpu": not torch.cuda.is_available()} if args.smoke_test else None
-    results = run_experiment(args.experiment, args.scale, results_dir, overrides, progress=logger.info)
+    precision = choose_precision(args.precision)
+    results = run_experiment(args.experiment, args.scale, results_dir, overrides, progress=logger.info,
+                             precision=precision)
     logger.info("%s (%s scale): %d runs have results in %s", args.experiment, args.scale, len(results),
                 results_dir / args.scale)
     print("\n".join(summary(args.experiment, results)))

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 import modeling_fusion_lstm  # noqa: E402
 from fusion_lstm_training.bpe import build_bpe_tokenizer  # noqa: E402
 from fusion_lstm_training.data import FusionDataCollator, read_sentences  # noqa: E402
+from fusion_lstm_training.precision import PRECISIONS, choose_precision  # noqa: E402
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "wikipedia"
@@ -115,7 +116,7 @@ class OriginalAlgorithm(nn.Module):
         return nn.functional.cross_entropy(self.out(self.dense(h)), ids[1:])
 
 
-def bench_train(quick: bool) -> dict:
+def bench_train(quick: bool, precisions: tuple[str, ...]) -> dict:
     sentences = first_sentences("train.txt", 28244)
     tokenizer = build_bpe_tokenizer(sentences, VOCAB)
     # sorted by length: a batch is `size` neighbours from a random start, as --group_by_length gives the Trainer
@@ -171,15 +172,19 @@ def bench_train(quick: bool) -> dict:
 
     for name in batched:  # warm-up
         run_batched(name)
-    candidates = {name: (lambda n=name: run_batched(n)) for name in batched}
-    # bfloat16 autocast (TrainingArguments bf16=True): about twice the matmul rate on CPUs with AVX512-BF16
-    candidates.update({f"{name} bf16": (lambda n=name: run_batched(n, bf16=True)) for name in batched})
+    candidates = {}
+    if "fp32" in precisions:
+        candidates.update({name: (lambda n=name: run_batched(n)) for name in batched})
+    if "bf16" in precisions:  # bfloat16 autocast (TrainingArguments bf16=True)
+        candidates.update({f"{name} bf16": (lambda n=name: run_batched(n, bf16=True)) for name in batched})
     candidates.update({name: (lambda n=name: run_original(n)) for name in originals})
     measured = {name: statistics.median(v) for name, v in interleaved(candidates, rounds).items()}
     rows, result = [], {}
     for fusion in ("none", "concat", "init_hc"):
         original = measured[f"original {fusion}"]
         for precision, suffix in (("fp32", ""), ("bf16", " bf16")):
+            if precision not in precisions:
+                continue
             ours, bare = measured[fusion + suffix], measured["bare LSTM LM" + suffix]
             result[f"{fusion}_{precision}"] = {"tokens_per_s": ours, "bare_tokens_per_s": bare,
                                                "original_fp32_tokens_per_s": original, "vs_bare": ours / bare,
@@ -195,7 +200,7 @@ def bench_train(quick: bool) -> dict:
 # ---------------------------------------------------------------------------------------------------------- embed
 
 
-def bench_embed(quick: bool) -> dict:
+def bench_embed(quick: bool, precisions: tuple[str, ...]) -> dict:
     from datasets import Dataset
 
     from fusion_lstm_training.embeddings import (
@@ -221,17 +226,18 @@ def bench_embed(quick: bool) -> dict:
     # chunk in turn (A B C A B C), so that the ratios compare like with like
     size = SENTENCES_PER_MAP_BATCH
     chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
-    totals = {"fp32": [0.0, []], "bf16": [0.0, []], "per prefix": [0.0, []]}
+    methods = {"fp32": lambda c: embedder({"input_ids": c}), "bf16": lambda c: bf16_embedder({"input_ids": c}),
+               "per prefix": per_prefix}
+    methods = {name: run for name, run in methods.items() if name in (*precisions, "per prefix")}
+    totals = {name: [0.0, []] for name in methods}
     for chunk in chunks:
-        for name, run in (("fp32", lambda c: embedder({"input_ids": c})),
-                          ("bf16", lambda c: bf16_embedder({"input_ids": c})), ("per prefix", per_prefix)):
+        for name, run in methods.items():
             totals[name][0] += timed(run, chunk)
             totals[name][1] += chunk
 
     rates = {name: (len(done) / t, prefix_encoder_tokens(list(map(len, done))) / t)
              for name, (t, done) in totals.items()}
-    (ours_rate, ours_tok), (ref_rate, ref_tok) = rates["fp32"], rates["per prefix"]
-    bf16_rate, bf16_tok = rates["bf16"]
+    ref_rate, ref_tok = rates["per prefix"]
 
     dataset = Dataset.from_dict({"input_ids": ids})
     with tempfile.TemporaryDirectory() as folder:
@@ -239,19 +245,25 @@ def bench_embed(quick: bool) -> dict:
         cache.store  # hashing the encoder's weights is once per run, not part of either timing
         first = timed(cache.attach, dataset, "bench")
         second = timed(cache.attach, dataset, "bench")
-    result = {"ours_sentences_per_s": ours_rate, "ours_encoder_tokens_per_s": ours_tok,
-              "bf16_sentences_per_s": bf16_rate, "bf16_speedup": bf16_tok / ref_tok,
-              "per_prefix_sentences_per_s": ref_rate, "per_prefix_encoder_tokens_per_s": ref_tok,
-              "speedup": ours_tok / ref_tok, "first_run_s": first, "cached_run_s": second,
-              "cached_fraction": second / first}
+    result = {"per_prefix_sentences_per_s": ref_rate, "per_prefix_encoder_tokens_per_s": ref_tok,
+              "first_run_s": first, "cached_run_s": second, "cached_fraction": second / first}
+    rows = []
+    if "fp32" in rates:
+        ours_rate, ours_tok = rates["fp32"]
+        result.update({"ours_sentences_per_s": ours_rate, "ours_encoder_tokens_per_s": ours_tok,
+                       "speedup": ours_tok / ref_tok})
+        rows.append(["precompute (length-sorted batches)", f"{ours_rate:.1f}", f"{ours_tok:.0f}",
+                     f"{ours_tok / ref_tok:.1f}"])
+    if "bf16" in rates:
+        bf16_rate, bf16_tok = rates["bf16"]
+        result.update({"bf16_sentences_per_s": bf16_rate, "bf16_speedup": bf16_tok / ref_tok})
+        rows.append(["precompute, bfloat16 autocast", f"{bf16_rate:.1f}", f"{bf16_tok:.0f}",
+                     f"{bf16_tok / ref_tok:.1f}"])
     print_table(f"embed: MiniLM prefix embeddings, {len(ids)} WikiText-2 sentences",
                 ["method", "sentences/s", "encoder tokens/s", "× (tokens/s)"],
-                [["precompute (length-sorted batches)", f"{ours_rate:.1f}", f"{ours_tok:.0f}",
-                  f"{ours_tok / ref_tok:.1f}"],
-                 ["precompute, bfloat16 autocast", f"{bf16_rate:.1f}", f"{bf16_tok:.0f}",
-                  f"{bf16_tok / ref_tok:.1f}"],
-                 ["one encoder call per prefix", f"{ref_rate:.1f}", f"{ref_tok:.0f}", "1.0"],
-                 ["cache: first run / second run (s)", f"{first:.2f}", f"{second:.3f}", f"{second / first:.1%}"]])
+                rows + [["one encoder call per prefix", f"{ref_rate:.1f}", f"{ref_tok:.0f}", "1.0"],
+                        ["cache: first run / second run (s)", f"{first:.2f}", f"{second:.3f}",
+                         f"{second / first:.1%}"]])
     return result
 
 
@@ -318,13 +330,19 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sections", nargs="+", default=["train", "embed", "generate", "memory"])
     parser.add_argument("--output", default=None)
+    parser.add_argument("--precision", default="both", choices=("both", *PRECISIONS),
+                        help="train and embed in fp32 and bf16 (both), one of them, or the one auto picks here")
     args = parser.parse_args()
     torch.manual_seed(0)
     started = time.perf_counter()
-    sections = {"train": bench_train, "embed": bench_embed, "generate": bench_generate, "memory": bench_memory}
+    precisions = ("fp32", "bf16") if args.precision == "both" else (choose_precision(args.precision),)
+    print(f"precision {args.precision}: measuring {', '.join(precisions)}")
+    sections = {"train": lambda quick: bench_train(quick, precisions),
+                "embed": lambda quick: bench_embed(quick, precisions), "generate": bench_generate,
+                "memory": bench_memory}
     results = {name: sections[name](args.quick) for name in args.sections}
     seconds = time.perf_counter() - started
-    results["meta"] = {"quick": args.quick, "seconds": seconds, "date": time.strftime("%Y-%m-%d"),
+    results["meta"] = {"quick": args.quick, "seconds": seconds, "precisions": precisions, "date": time.strftime("%Y-%m-%d"),
                        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
                        "device": "cpu"}
     output = Path(args.output or ROOT / "bench" / "results" / f"{'quick' if args.quick else 'full'}.json")

@@ -39,6 +39,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from fusion_lstm_training.bpe import build_bpe_tokenizer
 from fusion_lstm_training.data import read_sentences
+from fusion_lstm_training.precision import precision_arguments
 
 from .tables import change, plain_table
 
@@ -265,7 +266,9 @@ def load_spec(name: str) -> dict:
     return json.loads(experiment_file(name).read_text(encoding="utf-8"))
 
 
-def load_experiment(name: str, scale: str, results_dir: Path) -> Experiment:
+def load_experiment(name: str, scale: str, results_dir: Path, precision: str | None = None) -> Experiment:
+    """The experiment's runs at `scale`; `precision` (fp32 or bf16) replaces the configs' own for every run that
+    reads run_clm arguments."""
     spec = load_spec(name)
     name = experiment_file(name).stem
     kind = spec.get("kind", "train")
@@ -277,8 +280,8 @@ def load_experiment(name: str, scale: str, results_dir: Path) -> Experiment:
     setting = spec["scales"][scale]
     # the BPE all runs of the scale share, unless the experiment says "tokenizer": null (the encoder's vocabulary)
     tokenizer = setting["tokenizer"] if "tokenizer" in setting else scales[scale].get("tokenizer")
-    where = Scale(scale, setting, {**scales[scale]["run"], **setting.get("run", {})}, tokenizer,
-                  results_dir / scale / name, results_dir / scale)
+    base = {**scales[scale]["run"], **setting.get("run", {}), **(precision_arguments(precision) if precision else {})}
+    where = Scale(scale, setting, base, tokenizer, results_dir / scale / name, results_dir / scale)
     experiment = Experiment(name, scale, spec.get("description", ""), kind, spec)
     experiment.runs = experiment.run_kind.runs(where)
     return experiment
@@ -415,8 +418,8 @@ def write_result(results_dir: Path, experiment: Experiment, run: Run, result: di
 def record(experiment: Experiment, run: Run, metrics: dict, arguments: dict, seconds: float, **extra) -> dict:
     """The results JSON of a run of any kind: what ran, its metrics (and `extra`), how long, on what machine."""
     return {"experiment": experiment.name, "scale": experiment.scale, "run": run.id, "values": run.values,
-            "metrics": metrics, **extra, "arguments": arguments, "wall_seconds": seconds, "machine": machine(),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "metrics": metrics, **extra, "arguments": arguments, "precision": "bf16" if arguments.get("bf16") else "fp32",
+            "wall_seconds": seconds, "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def machine() -> dict:
@@ -431,10 +434,10 @@ def gpu_name() -> str | None:
 
 
 def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: dict | None = None,
-                   progress=print) -> list[dict]:
+                   progress=print, precision: str | None = None) -> list[dict]:
     """Every run of the experiment that has no results JSON yet; returns all its results, old and new."""
     results_dir = Path(results_dir)
-    experiment = load_experiment(name, scale, results_dir)
+    experiment = load_experiment(name, scale, results_dir, precision)
     results = []
     for number, run in enumerate(experiment.runs, 1):
         path = result_path(results_dir, experiment, run)

@@ -349,3 +349,21 @@ def test_the_probe_experiments(tmp_path):
     similarity = load_experiment("prefix_similarity", "cpu", tmp_path).runs
     assert [r.values["encoder_pooling"] for r in similarity] == ["cls", "mean"]
     assert similarity[0].arguments["tokenizer_name"].endswith("tokenizer-bpe8192")
+
+
+def test_precision_replaces_the_configs_bf16_and_is_recorded(tmp_path):
+    from fusion_lstm_reproduction.experiments import record
+    from fusion_lstm_training.precision import choose_precision, precision_arguments
+
+    assert choose_precision("fp32") == "fp32" and choose_precision("auto") in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="fp16"):
+        choose_precision("fp16")
+    assert precision_arguments("bf16") == {"bf16": True, "use_cpu": True}  # no CUDA here: bf16 needs use_cpu
+    as_configured = load_experiment("fusion_table", "cpu", tmp_path)
+    assert all(run.arguments["bf16"] for run in as_configured.runs)
+    fp32 = load_experiment("fusion_table", "cpu", tmp_path, precision="fp32")
+    assert not any(run.arguments["bf16"] for run in fp32.runs)
+    demo = load_experiment("demo", "cpu", tmp_path, precision="bf16")
+    assert all(run.arguments["bf16"] and run.arguments["use_cpu"] for run in demo.runs)
+    run = fp32.runs[0]
+    assert record(fp32, run, {}, run.arguments, 1.0)["precision"] == "fp32"
