@@ -57,7 +57,8 @@ SMOKE_TEST = {"max_steps": 2, "max_train_samples": 32, "max_eval_samples": 16, "
 # None: not in the id)
 ID_NAMES = {"max_train_samples": "n", "seed": "seed", "num_train_epochs": "ep", "domain": "on",
             "fusion_dropout_schedule": "", "fusion_dropout_mode": "", "fusion_context": "",
-            "fusion_context_fraction": "k", "fusion_vectors": "", "encoder_pooling": "", "eval_without_fusion": None}
+            "fusion_context_fraction": "k", "fusion_vectors": "", "encoder_pooling": "", "eval_without_fusion": None,
+            "context_sentences": "ctx", "context_as_tokens": None}
 logger = logging.getLogger(__name__)
 
 
@@ -291,6 +292,8 @@ def expand(setting: dict) -> list[dict]:
     """The varying arguments of each run of a train experiment at one scale: the grid's combinations, each combined
     with every item of `each`, then the `extra` runs."""
     grid = setting.get("grid", {})
+    if not grid and "each" not in setting:
+        return list(setting.get("extra", []))  # only the runs listed one by one
     combinations = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     varied = [{**combination, **each} for combination in combinations for each in setting.get("each", [{}])]
     return varied + setting.get("extra", [])

@@ -503,6 +503,33 @@ def prefix_similarity_section(ctx: SectionContext) -> list[str]:
             f"![prefix similarity]({ctx.link(figure)})", ""]
 
 
+def context_label(values: dict) -> str:
+    """How a run reads the document's context, in words."""
+    count = values.get("context_sentences", 0)
+    if not count:
+        return "none (the sentence alone)"
+    how = "as tokens, by the LSTM" if values.get("context_as_tokens") else f"fused ({values.get('fusion_context')})"
+    return f"previous {count} sentence{'s' if count > 1 else ''}, {how}"
+
+
+@section("document_context")
+def document_context_section(ctx: SectionContext) -> list[str]:
+    none = [r["best_eval_perplexity"] for r in ctx.results
+            if r["values"]["fusion"] == "none" and not r["values"].get("context_sentences")]
+    reference = statistics.mean(none) if none else None
+    rows = [("run", "fusion", "context", "dev perplexity (best epoch)", "vs none (mean of seeds)", "test perplexity",
+             "train tokens/s")]
+    for r in sorted(ctx.results, key=lambda r: (r["values"].get("context_sentences", 0), r["run"])):
+        ppl, test = r["best_eval_perplexity"], r["metrics"].get("test_perplexity")
+        speed = r["metrics"].get("train_tokens_per_second")
+        rows.append((f"`{r['run']}`", f"`{r['values']['fusion']}`", context_label(r["values"]), f"{ppl:.1f}",
+                     change(ppl, reference) if reference else "—", f"{test:.1f}" if test else "—",
+                     f"{speed:.0f}" if speed else "—"))
+    train = ctx.results[0]["metrics"].get("train_samples", "?")
+    return [*ctx.prose(budget=budget(ctx.results), train=f"{train:,}" if isinstance(train, int) else train),
+            *markdown_table(rows), ""]
+
+
 # Prose before the first section of a group
 GROUP_INTROS = {"probes": lambda paper: [f"**The paper's probes.** {paper['probes']['note']}", ""]}
 

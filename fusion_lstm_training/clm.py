@@ -38,7 +38,7 @@ from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
 
 from .bpe import train_bpe_tokenizer
 from .callbacks import FusionDropoutSchedule, parse_schedule
-from .data import TEXT_EXTENSIONS, FusionDataCollator, load_splits, tokenize_sentences
+from .data import TEXT_EXTENSIONS, FusionDataCollator, context_as_tokens, load_splits, tokenize_sentences
 from .embeddings import EmbeddingCache, PrefixEmbedder
 from .metrics import LanguageModelMetrics, preprocess_logits_for_metrics
 from .vectors import (
@@ -83,13 +83,25 @@ class ModelArguments:
         default="vector", metadata={"help": "vector: whole e_j dropped, not rescaled; element: F.dropout on e_j (the "
                                     "paper's code)"}
     )
+    context_sentences: int = field(
+        default=0, metadata={"help": "Train each sentence with the K sentences before it in its document (a blank line "
+                             "separates documents in .txt files; json/csv: a `document` column). The sentence stays "
+                             "the unit and its own tokens are all that is scored; max_train_samples keeps the first N "
+                             "sentences of the file, each with its context. Saved in the model's config."}
+    )
+    context_as_tokens: bool = field(
+        default=False, metadata={"help": "The LSTM reads the context sentences as tokens before the sentence (BOS, "
+                                 "each context sentence and EOS, then the sentence); with --fusion none for now."}
+    )
     generation_prompt: str | None = field(
         default=None, metadata={"help": "After training, reload output_dir with AutoModelForCausalLM and continue this."}
     )
 
     def __post_init__(self):
-        # the model fields are checked by the config itself: one set of checks, each naming its field
-        self.config_fields()
+        # a new model's fields are checked by its config itself: one set of checks, each naming its field (a
+        # checkpoint brings its own config)
+        if not self.model_name_or_path:
+            self.config_fields()
         if self.fusion_dropout_schedule:
             parse_schedule(self.fusion_dropout_schedule)
         if self.train_tokenizer_vocab_size is not None:
@@ -105,7 +117,8 @@ class ModelArguments:
         the field."""
         fields = {"fusion": self.fusion, "encoder_pooling": self.encoder_pooling, "fusion_context": self.fusion_context,
                   "fusion_context_fraction": self.fusion_context_fraction,
-                  "fusion_dropout_mode": self.fusion_dropout_mode}
+                  "fusion_dropout_mode": self.fusion_dropout_mode, "context_sentences": self.context_sentences,
+                  "context_as_tokens": self.context_as_tokens}
         config = FusionLSTMConfig(**fields)
         if self.config_overrides:
             known = {f.name for f in dataclass_fields(FusionLSTMConfig)}
@@ -165,6 +178,9 @@ class DataTrainingArguments:
                                      "a model without encoder, fed their vectors."}
     )
     fusion_vectors_size: int = field(default=1024, metadata={"help": "At most this many words for count and tfidf."})
+    max_context_length: int = field(
+        default=128, metadata={"help": "With --context_as_tokens: at most this many context tokens, the most recent."}
+    )
     eval_without_fusion: bool = field(
         default=False, metadata={"help": "Evaluate again with every e_j zeroed: eval_without_fusion_perplexity."}
     )
@@ -178,6 +194,8 @@ class DataTrainingArguments:
                 raise ValueError(f"{file}: unsupported extension; use one of {', '.join(TEXT_EXTENSIONS)}.")
             if not Path(file).is_file():
                 raise FileNotFoundError(f"Data file {file} does not exist.")
+        if self.max_context_length < 1:
+            raise ValueError(f"--max_context_length={self.max_context_length}: keep at least one context token.")
         if self.max_seq_length < 2:
             raise ValueError(f"--max_seq_length={self.max_seq_length}: a sample needs at least 2 tokens (BOS and one "
                              "token to predict).")
@@ -230,6 +248,8 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
 
 def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments):
     """Checks that span the argument groups (each group checks itself in __post_init__): before any work."""
+    if model_args.context_sentences and data_args.dataset_name:
+        raise ValueError("--context_sentences reads documents from data files (--train_file …): drop --dataset_name.")
     has_train = data_args.train_file or data_args.dataset_name
     if training_args.do_train and not has_train:
         raise ValueError("--do_train needs --train_file or a --dataset_name with a train split.")
@@ -263,6 +283,21 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
         raise ValueError("--eval_without_fusion zeroes e_j, but --fusion none fuses nothing.")
     if data_args.fusion_vectors != "encoder" and not model_args.fuses and not model_args.model_name_or_path:
         raise ValueError(f"--fusion_vectors={data_args.fusion_vectors} with --fusion none: the model fuses nothing.")
+
+
+def context_reading(model_args: ModelArguments) -> tuple[int, bool]:
+    """How many previous sentences each sample carries and whether the LM reads them as tokens: as a checkpoint to
+    continue from was trained (its config says), else as the arguments say; arguments that contradict the
+    checkpoint are refused."""
+    if not model_args.model_name_or_path:
+        return model_args.context_sentences, model_args.context_as_tokens
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
+    saved = (getattr(config, "context_sentences", 0), getattr(config, "context_as_tokens", False))
+    asked = (model_args.context_sentences, model_args.context_as_tokens)
+    if asked != (0, False) and asked != saved:
+        raise ValueError(f"{model_args.model_name_or_path} was trained with context_sentences={saved[0]}, "
+                         f"context_as_tokens={saved[1]}; drop --context_sentences/--context_as_tokens to use its own.")
+    return saved
 
 
 def load_model(model_args: ModelArguments, tokenizer, encoder_path: str, source=None) -> FusionLSTMForCausalLM:
@@ -330,8 +365,10 @@ def main(argv: list[str] | None = None):
     )
     set_seed(training_args.seed)
 
-    # Data
+    # Data: sentences, and with context the previous sentences of their documents (as the model reads them)
+    context_sentences, as_tokens = context_reading(model_args)
     raw = load_splits(
+        context_sentences=context_sentences,
         train_file=data_args.train_file, validation_file=data_args.validation_file, test_file=data_args.test_file,
         dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
         split_sentences=data_args.split_sentences, validation_split_percentage=data_args.validation_split_percentage,
@@ -378,8 +415,11 @@ def main(argv: list[str] | None = None):
         tokenized = {split: cache.attach(data, split) for split, data in tokenized.items()}
         if data_args.fusion_vectors == "shuffled":
             tokenized = {split: shuffle_vectors(data, training_args.seed, split) for split, data in tokenized.items()}
+    if as_tokens:
+        tokenized = {split: context_as_tokens(data, tokenizer, data_args.max_context_length, split)
+                     for split, data in tokenized.items()}
     tokenized = {
-        split: data.remove_columns([c for c in ("text", "offsets") if c in data.column_names])
+        split: data.remove_columns([c for c in ("text", "offsets", "document", "context") if c in data.column_names])
         for split, data in tokenized.items()
     }
 

@@ -21,9 +21,10 @@ WIKITEXT_HEADING = re.compile(r"^\s*=.*=\s*$")
 TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
 
-def read_sentences(path: str) -> list[str]:
+def read_sentences(path: str, column: str = "text") -> list[str]:
     """Sentences of a data file (text: one per line; json/jsonl/csv: a `text` column), checked on the way:
-    a missing or empty file, a file that is not UTF-8 (with the line), or json/csv without `text` raise."""
+    a missing or empty file, a file that is not UTF-8 (with the line), or json/csv without `text` raise.
+    `column`: another column of a json/csv file, read the same way (e.g. `document`)."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"Data file {path} does not exist.")
@@ -39,32 +40,32 @@ def read_sentences(path: str) -> list[str]:
     if kind == "text":
         sentences = text.splitlines()
     elif kind == "csv":
-        sentences = _csv_texts(path, text)
+        sentences = _csv_texts(path, text, column)
     else:
-        sentences = _json_texts(path, text, file.suffix.lower() == ".json")
-    if not any(s.strip() for s in sentences):
+        sentences = _json_texts(path, text, file.suffix.lower() == ".json", column)
+    if column == "text" and not any(s.strip() for s in sentences):
         raise ValueError(f"Data file {path} contains no text.")
     return sentences
 
 
-def _csv_texts(path: str, text: str) -> list[str]:
+def _csv_texts(path: str, text: str, column: str = "text") -> list[str]:
     import csv
     import io
 
     reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or "text" not in reader.fieldnames:
-        raise ValueError(f"{path} has no `text` column (columns: {', '.join(reader.fieldnames or [])}).")
+    if reader.fieldnames is None or column not in reader.fieldnames:
+        raise ValueError(f"{path} has no `{column}` column (columns: {', '.join(reader.fieldnames or [])}).")
     sentences = []
     for row in reader:
         if None in row or any(value is None for value in row.values()):  # more fields, or fewer, than the header
             fields = len(row) - (None in row) - sum(v is None for v in row.values()) + len(row.get(None) or [])
             raise ValueError(f"{path}:{reader.line_num}: the row has {fields} fields where the header has "
                              f"{len(reader.fieldnames)}.")
-        sentences.append(row["text"])
+        sentences.append(row[column])
     return sentences
 
 
-def _json_texts(path: str, text: str, whole_file: bool) -> list[str]:
+def _json_texts(path: str, text: str, whole_file: bool, column: str = "text") -> list[str]:
     """JSON Lines (one record a line), or a .json file holding a list of records or {"text": [...]}."""
     if whole_file and text.lstrip().startswith(("[", "{")):
         try:
@@ -74,11 +75,13 @@ def _json_texts(path: str, text: str, whole_file: bool) -> list[str]:
                 raise ValueError(f"{path} is not valid JSON: {error}.") from None
             data = None  # JSON Lines in a .json file
         if isinstance(data, dict) and isinstance(data.get("text"), list):  # {"text": [...]}
-            return [_record_text(path, f"text[{i}]", {"text": t}) for i, t in enumerate(data["text"])]
+            if not isinstance(data.get(column), list):
+                raise ValueError(f"{path} has no `{column}` list beside its `text` list.")
+            return [_record_text(path, f"{column}[{i}]", {column: t}, column) for i, t in enumerate(data[column])]
         if isinstance(data, dict):  # one record
-            return [_record_text(path, "the record", data)]
+            return [_record_text(path, "the record", data, column)]
         if isinstance(data, list):
-            return [_record_text(path, f"record {i}", r) for i, r in enumerate(data)]
+            return [_record_text(path, f"record {i}", r, column) for i, r in enumerate(data)]
     sentences = []
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
@@ -86,16 +89,56 @@ def _json_texts(path: str, text: str, whole_file: bool) -> list[str]:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{number}: not a JSON record ({error}).") from None
-            sentences.append(_record_text(path, f"line {number}", record))
+            sentences.append(_record_text(path, f"line {number}", record, column))
     return sentences
 
 
-def _record_text(path: str, where: str, record) -> str:
-    if not isinstance(record, dict) or "text" not in record:
-        raise ValueError(f"{path}, {where}: the record has no `text` field.")
-    if not isinstance(record["text"], str):
-        raise ValueError(f"{path}, {where}: `text` must be a string, got {record['text']!r}.")
-    return record["text"]
+def _record_text(path: str, where: str, record, column: str = "text") -> str:
+    if not isinstance(record, dict) or column not in record:
+        raise ValueError(f"{path}, {where}: the record has no `{column}` field.")
+    value = record[column]
+    if column != "text" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a document may be named by a number
+    if not isinstance(value, str):
+        raise ValueError(f"{path}, {where}: `{column}` must be a string, got {value!r}.")
+    return value
+
+
+def read_documents(path: str) -> tuple[list[str], list[int]]:
+    """The non-empty sentences of a data file and the document of each (0, 1, …, in file order). A text file
+    separates documents by blank lines; a json/jsonl/csv file names each sentence's document in a `document`
+    column, a change of value starting the next document."""
+    sentences = read_sentences(path)
+    if TEXT_EXTENSIONS[Path(path).suffix.lower()] == "text":
+        names, document, previous_blank = [], 0, False
+        for line in sentences:
+            if not line.strip():
+                previous_blank = True
+                continue
+            if previous_blank and names:
+                document += 1
+            previous_blank = False
+            names.append(document)
+        return [s for s in sentences if s.strip()], names
+    labels = read_sentences(path, column="document")
+    kept = [(s, label) for s, label in zip(sentences, labels) if s.strip()]
+    documents = []
+    for i, (_, label) in enumerate(kept):
+        starts = i == 0 or label != kept[i - 1][1]
+        documents.append((documents[-1] if documents else -1) + starts)
+    return [s for s, _ in kept], documents
+
+
+def previous_sentences(sentences: list[str], documents: list[int], count: int) -> list[list[str]]:
+    """For each sentence, the (at most) `count` sentences before it in its own document, in order (none for the
+    first sentence of a document): nothing crosses a document boundary."""
+    contexts = []
+    for i, document in enumerate(documents):
+        start = i
+        while start > max(0, i - count) and documents[start - 1] == document:
+            start -= 1
+        contexts.append(sentences[start:i])
+    return contexts
 
 
 def split_into_sentences(paragraphs: list[str]) -> list[str]:
@@ -117,14 +160,22 @@ def load_splits(
     validation_split_percentage: int = 5,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
+    context_sentences: int = 0,
 ) -> DatasetDict:
     """train/validation/test splits from a `datasets` dataset (Hub id or local folder) when `dataset_name` is given,
-    from data files otherwise; validation is carved from train when absent (`validation_split_percentage`)."""
+    from data files otherwise; validation is carved from train when absent (`validation_split_percentage`).
+
+    With `context_sentences` K > 0 (data files only) every sentence also carries `document` (its document's number)
+    and `context` (the K sentences before it in its document, `previous_sentences`), found before any subset is
+    taken: `max_*_samples` keep the first N sentences of a file, each with its whole context."""
     if dataset_name:
+        if context_sentences:
+            raise ValueError("context_sentences reads documents from data files (--train_file …), not from "
+                             f"--dataset_name {dataset_name}.")
         splits = _dataset_splits(dataset_name, dataset_config_name, split_sentences)
     else:
         files = {"train": train_file, "validation": validation_file, "test": test_file}
-        splits = {name: Dataset.from_dict({"text": read_sentences(path)}) for name, path in files.items() if path}
+        splits = {name: sentence_dataset(path, context_sentences) for name, path in files.items() if path}
     if "train" in splits and "validation" not in splits and validation_split_percentage:
         parts = splits["train"].train_test_split(test_size=validation_split_percentage / 100, seed=0)
         splits["train"], splits["validation"] = parts["train"], parts["test"]
@@ -133,6 +184,23 @@ def load_splits(
         if name in splits and limit is not None:
             splits[name] = splits[name].select(range(min(limit, len(splits[name]))))
     return DatasetDict(splits)
+
+
+def sentence_dataset(path: str, context_sentences: int = 0) -> Dataset:
+    """The sentences of a data file as a Dataset: `text`, and with context_sentences > 0 `document` and `context`."""
+    if not context_sentences:
+        return Dataset.from_dict({"text": read_sentences(path)})
+    try:
+        sentences, documents = read_documents(path)
+    except ValueError as error:
+        if "`document`" not in str(error):
+            raise
+        raise ValueError(f"{error} --context_sentences needs each sentence's document: add a `document` column, or "
+                         "use a text file with a blank line between documents.") from None
+    logger.info("%s: %d sentences in %d documents, each with up to %d previous sentences of its document", path,
+                len(sentences), documents[-1] + 1, context_sentences)
+    return Dataset.from_dict({"text": sentences, "document": documents,
+                              "context": previous_sentences(sentences, documents, context_sentences)})
 
 
 def _dataset_splits(dataset_name: str, config_name: str | None, split_sentences: bool) -> dict[str, Dataset]:
@@ -155,15 +223,19 @@ def tokenize_sentences(dataset: Dataset, tokenizer, max_seq_length: int, split: 
     """Each non-empty sentence → BOS … EOS ids (the LM tokenizer adds BOS, EOS is appended here), truncated to
     `max_seq_length` (keeping BOS, dropping EOS). Empty lines are skipped; both are counted in the log."""
 
+    carried = [c for c in ("document", "context") if c in dataset.column_names]  # documents' columns ride along
+
     def encode(batch):
         texts = [t.strip() for t in batch["text"]]
         encoded = tokenizer(texts, return_offsets_mapping=keep_offsets)
-        out = {"text": [], "input_ids": [], "truncated": []}
+        out = {"text": [], "input_ids": [], "truncated": [], **{c: [] for c in carried}}
         if keep_offsets:
             out["offsets"] = []
         for i, (text, ids) in enumerate(zip(texts, encoded["input_ids"])):
             if not text:
                 continue
+            for column in carried:
+                out[column].append(batch[column][i])
             ids = ids + [tokenizer.eos_token_id]
             out["text"].append(text)
             out["input_ids"].append(ids[:max_seq_length])
@@ -183,6 +255,30 @@ def tokenize_sentences(dataset: Dataset, tokenizer, max_seq_length: int, split: 
     return tokenized.remove_columns("truncated")
 
 
+def context_as_tokens(tokenized: Dataset, tokenizer, max_context_length: int, split: str) -> Dataset:
+    """Each sample's `context` sentences put before it as tokens: BOS, each context sentence's tokens and EOS, then
+    the sentence's own tokens and EOS. `labels` ignore (-100) BOS and the context, so the loss and the perplexity
+    are over the sentence's own tokens, the same tokens as without context. A context longer than
+    `max_context_length` tokens keeps its most recent ones."""
+
+    def prepend(batch):
+        out = {"input_ids": [], "labels": [], "context_tokens": []}
+        for ids, sentences in zip(batch["input_ids"], batch["context"]):
+            context = [t for s in sentences for t in (*tokenizer(s.strip(), add_special_tokens=False)["input_ids"],
+                                                        tokenizer.eos_token_id)]
+            context = context[len(context) - min(len(context), max_context_length):]
+            out["input_ids"].append([ids[0], *context, *ids[1:]])
+            out["labels"].append([-100] * (1 + len(context)) + ids[1:])
+            out["context_tokens"].append(len(context))
+        return out
+
+    with_context = tokenized.map(prepend, batched=True, desc=f"Context as tokens ({split})")
+    tokens = with_context["context_tokens"]
+    logger.info("%s: context read as tokens, %d per sentence on average (at most %d), %d sentences without any",
+                split, sum(tokens) / max(len(tokens), 1), max_context_length, sum(t == 0 for t in tokens))
+    return with_context.remove_columns("context_tokens")
+
+
 def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token id lists → (ids, attention_mask), both (len(sequences), longest), padded on the right."""
     lengths = [len(seq) for seq in sequences]
@@ -197,18 +293,18 @@ def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 @dataclass
 class FusionDataCollator:
     """Pads a batch on the right: input_ids with the pad id, attention_mask with 0, labels with -100, and
-    fusion_embeds (float16 in the cache) with zeros, as float32."""
+    fusion_embeds (float16 in the cache) with zeros, as float32. Labels are the input ids, or the features' own
+    `labels` where they have them (context read as tokens is not scored)."""
 
     pad_token_id: int
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask = pad_right([f["input_ids"] for f in features], self.pad_token_id)
         batch, length = input_ids.shape
-        out = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": input_ids.masked_fill(attention_mask == 0, -100),
-        }
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        if "labels" in features[0]:
+            labels, _ = pad_right([f["labels"] for f in features], -100)
+        out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         if "fusion_embeds" in features[0]:
             width = len(features[0]["fusion_embeds"][0])
             fusion_embeds = torch.zeros(batch, length, width)

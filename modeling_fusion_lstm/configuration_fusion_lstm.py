@@ -101,6 +101,10 @@ class FusionLSTMConfig(PreTrainedConfig):
         768 (BERT-base) otherwise.
     fusion_projection (`bool`, defaults to `True`): learn a linear map from e_j's width to `hidden_size` where a
         fusion needs equal widths (`add`, `multiply`, `init_*`) and they differ.
+    context_sentences (`int`, defaults to 0): how many previous sentences of the same document each sentence was
+        trained with (0: sentence-level, the paper).
+    context_as_tokens (`bool`, defaults to `False`): the LM reads those sentences as tokens before the sentence:
+        BOS, each context sentence and EOS, then the sentence (the context is conditioned on, never scored).
     """
 
     model_type = "fusion_lstm"
@@ -122,6 +126,8 @@ class FusionLSTMConfig(PreTrainedConfig):
     encoder: PreTrainedConfig | dict | None = None
     fusion_embedding_size: int | None = None
     fusion_projection: bool = True
+    context_sentences: int = 0
+    context_as_tokens: bool = False
     initializer_range: float = 0.02
     use_cache: bool = True
     tie_word_embeddings: bool = False
@@ -146,6 +152,7 @@ class FusionLSTMConfig(PreTrainedConfig):
             raise ValueError(f"FusionLSTMConfig.dropout must be in [0, 1), got {self.dropout}.")
         if not 0.0 <= self.fusion_dropout <= 1.0:
             raise ValueError(f"FusionLSTMConfig.fusion_dropout must be in [0, 1], got {self.fusion_dropout}.")
+        self._check_context()
         super().__post_init__(**kwargs)
         self._resolve_fusion_embedding_size()
         if self.is_embedding_only and not self.fusion_projection:
@@ -162,6 +169,18 @@ class FusionLSTMConfig(PreTrainedConfig):
                 f"FusionLSTMConfig: tie_word_embeddings=True needs projection_size ({self.projection_size}) == "
                 f"embedding_size ({self.embedding_size}), since the output layer reuses the token embeddings."
             )
+
+    def _check_context(self):
+        if self.context_sentences < 0:
+            raise ValueError(f"FusionLSTMConfig.context_sentences must be 0 or more, got {self.context_sentences}.")
+        if self.context_as_tokens and not self.context_sentences:
+            raise ValueError("FusionLSTMConfig.context_as_tokens needs context_sentences ≥ 1: the sentences to read.")
+        if self.context_sentences and not self.context_as_tokens:
+            raise ValueError("FusionLSTMConfig.context_sentences: nothing reads the context; set context_as_tokens=True "
+                             "(fusing the context through the encoder is not built yet).")
+        if self.context_as_tokens and self.uses_fusion:
+            raise ValueError(f"FusionLSTMConfig: context_as_tokens with fusion={self.fusion!r} is not built yet (the "
+                             "prefix encoder would read the context tokens as part of the prefix): use fusion='none'.")
 
     def _resolve_fusion_embedding_size(self):
         encoder_width = getattr(self.encoder, "hidden_size", None)

@@ -253,7 +253,8 @@ def test_the_paper_unit_converts_to_standard_perplexity():
 
 
 @pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("name", ["fusion_table", "limited_data", "fusion_dropout", "sub_prefix", "vector_sources"])
+@pytest.mark.parametrize("name", ["fusion_table", "limited_data", "fusion_dropout", "sub_prefix", "vector_sources",
+                                  "document_context"])
 def test_shipped_train_experiments_expand_into_runs_that_run_clm_parses(name, scale, tmp_path, monkeypatch):
     import fusion_lstm_training.clm as run_clm
 
