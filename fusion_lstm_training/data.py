@@ -187,9 +187,15 @@ def load_splits(
 
 
 def sentence_dataset(path: str, context_sentences: int = 0) -> Dataset:
-    """The sentences of a data file as a Dataset: `text`, and with context_sentences > 0 `document` and `context`."""
+    """The non-empty sentences of a data file as a Dataset: `text`, and with context_sentences > 0 `document` and
+    `context`. Empty lines are dropped here, before any subset is taken, so that `max_*_samples` count sentences
+    whether or not a run reads documents (a blank line separates them)."""
     if not context_sentences:
-        return Dataset.from_dict({"text": read_sentences(path)})
+        lines = read_sentences(path)
+        sentences = [line for line in lines if line.strip()]
+        if len(sentences) < len(lines):
+            logger.info("%s: %d empty lines dropped", path, len(lines) - len(sentences))
+        return Dataset.from_dict({"text": sentences})
     try:
         sentences, documents = read_documents(path)
     except ValueError as error:

@@ -51,7 +51,9 @@ def test_a_subset_keeps_each_sentences_context(tmp_path):
     assert splits["train"]["text"] == SENTENCES[:3]  # the first sentences of the file
     assert splits["train"]["context"][2] == ["One a.", "One b."]
     assert splits["validation"]["document"] == [0, 0, 0, 1, 2, 2]
-    assert "context" not in load_splits(train_file=str(path), validation_split_percentage=0)["train"].column_names
+    sentence_level = load_splits(train_file=str(path), validation_split_percentage=0, max_train_samples=4)["train"]
+    assert "context" not in sentence_level.column_names
+    assert sentence_level["text"] == SENTENCES[:4]  # the same sentences as with context: blank lines are not samples
 
 
 def test_context_read_as_tokens_is_conditioned_on_but_never_scored(tokenizer):
