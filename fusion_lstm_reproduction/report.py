@@ -508,23 +508,28 @@ def context_label(values: dict) -> str:
     count = values.get("context_sentences", 0)
     if not count:
         return "none (the sentence alone)"
-    how = "as tokens, by the LSTM" if values.get("context_as_tokens") else f"fused ({values.get('fusion_context')})"
+    how = "as tokens, by the LSTM" if values.get("context_as_tokens") else f"by the encoder ({values.get('fusion_context')})"
     return f"previous {count} sentence{'s' if count > 1 else ''}, {how}"
 
 
 @section("document_context")
 def document_context_section(ctx: SectionContext) -> list[str]:
-    none = [r["best_eval_perplexity"] for r in ctx.results
-            if r["values"]["fusion"] == "none" and not r["values"].get("context_sentences")]
-    reference = statistics.mean(none) if none else None
-    rows = [("run", "fusion", "context", "dev perplexity (best epoch)", "vs none (mean of seeds)", "test perplexity",
-             "train tokens/s")]
-    for r in sorted(ctx.results, key=lambda r: (r["values"].get("context_sentences", 0), r["run"])):
-        ppl, test = r["best_eval_perplexity"], r["metrics"].get("test_perplexity")
-        speed = r["metrics"].get("train_tokens_per_second")
+    def reference(fusion: str) -> float | None:
+        """The mean best dev perplexity of the sentence-level runs of `fusion` (over seeds)."""
+        values = [r["best_eval_perplexity"] for r in ctx.results
+                  if r["values"]["fusion"] == fusion and not r["values"].get("context_sentences")]
+        return statistics.mean(values) if values else None
+
+    none, concat = reference("none"), reference("concat")
+    rows = [("run", "fusion", "context", "dev perplexity (best epoch)", "vs none", "vs concat (the paper)",
+             "test perplexity", "encoder sentences/s")]
+    for r in sorted(ctx.results, key=lambda r: (r["values"]["fusion"] != "none", r["values"].get("context_sentences", 0),
+                                                r["run"])):
+        ppl, metrics = r["best_eval_perplexity"], r["metrics"]
+        test, speed = metrics.get("test_perplexity"), metrics.get("train_embedding_sentences_per_second")
         rows.append((f"`{r['run']}`", f"`{r['values']['fusion']}`", context_label(r["values"]), f"{ppl:.1f}",
-                     change(ppl, reference) if reference else "—", f"{test:.1f}" if test else "—",
-                     f"{speed:.0f}" if speed else "—"))
+                     change(ppl, none) if none else "—", change(ppl, concat) if concat else "—",
+                     f"{test:.1f}" if test else "—", f"{speed:.1f}" if speed else "—"))
     train = ctx.results[0]["metrics"].get("train_samples", "?")
     return [*ctx.prose(budget=budget(ctx.results), train=f"{train:,}" if isinstance(train, int) else train),
             *markdown_table(rows), ""]

@@ -38,7 +38,7 @@ from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
 
 from .bpe import train_bpe_tokenizer
 from .callbacks import FusionDropoutSchedule, parse_schedule
-from .data import TEXT_EXTENSIONS, FusionDataCollator, context_as_tokens, load_splits, tokenize_sentences
+from .data import TEXT_EXTENSIONS, FusionDataCollator, load_splits, tokenize_sentences, with_context_tokens
 from .embeddings import EmbeddingCache, PrefixEmbedder
 from .metrics import LanguageModelMetrics, preprocess_logits_for_metrics
 from .vectors import (
@@ -91,7 +91,8 @@ class ModelArguments:
     )
     context_as_tokens: bool = field(
         default=False, metadata={"help": "The LSTM reads the context sentences as tokens before the sentence (BOS, "
-                                 "each context sentence and EOS, then the sentence); with --fusion none for now."}
+                                 "each context sentence and EOS, then the sentence); otherwise only the encoder reads "
+                                 "them, per --fusion_context previous or document."}
     )
     generation_prompt: str | None = field(
         default=None, metadata={"help": "After training, reload output_dir with AutoModelForCausalLM and continue this."}
@@ -179,7 +180,7 @@ class DataTrainingArguments:
     )
     fusion_vectors_size: int = field(default=1024, metadata={"help": "At most this many words for count and tfidf."})
     max_context_length: int = field(
-        default=128, metadata={"help": "With --context_as_tokens: at most this many context tokens, the most recent."}
+        default=128, metadata={"help": "With --context_sentences: at most this many context tokens, the most recent."}
     )
     eval_without_fusion: bool = field(
         default=False, metadata={"help": "Evaluate again with every e_j zeroed: eval_without_fusion_perplexity."}
@@ -248,6 +249,9 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
 
 def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments):
     """Checks that span the argument groups (each group checks itself in __post_init__): before any work."""
+    if model_args.context_sentences and data_args.fusion_vectors != "encoder":
+        raise ValueError(f"--fusion_vectors={data_args.fusion_vectors} with --context_sentences: only the encoder reads "
+                         "the document's context so far.")
     if model_args.context_sentences and data_args.dataset_name:
         raise ValueError("--context_sentences reads documents from data files (--train_file …): drop --dataset_name.")
     has_train = data_args.train_file or data_args.dataset_name
@@ -285,19 +289,18 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
         raise ValueError(f"--fusion_vectors={data_args.fusion_vectors} with --fusion none: the model fuses nothing.")
 
 
-def context_reading(model_args: ModelArguments) -> tuple[int, bool]:
-    """How many previous sentences each sample carries and whether the LM reads them as tokens: as a checkpoint to
-    continue from was trained (its config says), else as the arguments say; arguments that contradict the
-    checkpoint are refused."""
+def context_reading(model_args: ModelArguments) -> int:
+    """How many previous sentences of its document each sample carries: as a checkpoint to continue from was
+    trained (its config says), else as the arguments say; arguments that contradict the checkpoint are refused."""
     if not model_args.model_name_or_path:
-        return model_args.context_sentences, model_args.context_as_tokens
+        return model_args.context_sentences
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
     saved = (getattr(config, "context_sentences", 0), getattr(config, "context_as_tokens", False))
     asked = (model_args.context_sentences, model_args.context_as_tokens)
     if asked != (0, False) and asked != saved:
         raise ValueError(f"{model_args.model_name_or_path} was trained with context_sentences={saved[0]}, "
                          f"context_as_tokens={saved[1]}; drop --context_sentences/--context_as_tokens to use its own.")
-    return saved
+    return saved[0]
 
 
 def load_model(model_args: ModelArguments, tokenizer, encoder_path: str, source=None) -> FusionLSTMForCausalLM:
@@ -366,7 +369,7 @@ def main(argv: list[str] | None = None):
     set_seed(training_args.seed)
 
     # Data: sentences, and with context the previous sentences of their documents (as the model reads them)
-    context_sentences, as_tokens = context_reading(model_args)
+    context_sentences = context_reading(model_args)
     raw = load_splits(
         context_sentences=context_sentences,
         train_file=data_args.train_file, validation_file=data_args.validation_file, test_file=data_args.test_file,
@@ -405,6 +408,10 @@ def main(argv: list[str] | None = None):
             for split, data in raw.items()
             if used[split]
         }
+    embedding_speed = None
+    if context_sentences:  # the document's previous sentences go before each sentence, for the LSTM or the encoder
+        tokenized = {split: with_context_tokens(data, tokenizer, data_args.max_context_length, split)
+                     for split, data in tokenized.items()}
     if uses_fusion and data_args.precompute_fusion_embeddings:
         if source is None:
             model.prefix_encoder.to(training_args.device)
@@ -413,11 +420,11 @@ def main(argv: list[str] | None = None):
             source = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer, autocast)
         cache = EmbeddingCache(source, data_args.embedding_cache_dir)
         tokenized = {split: cache.attach(data, split) for split, data in tokenized.items()}
+        if "train" in tokenized:
+            # the encoder's cost: how fast the training sentences' prefixes were embedded (when they were)
+            embedding_speed = cache.record("train")["sentences_per_second"]
         if data_args.fusion_vectors == "shuffled":
             tokenized = {split: shuffle_vectors(data, training_args.seed, split) for split, data in tokenized.items()}
-    if as_tokens:
-        tokenized = {split: context_as_tokens(data, tokenizer, data_args.max_context_length, split)
-                     for split, data in tokenized.items()}
     tokenized = {
         split: data.remove_columns([c for c in ("text", "offsets", "document", "context") if c in data.column_names])
         for split, data in tokenized.items()
@@ -445,6 +452,8 @@ def main(argv: list[str] | None = None):
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
         metrics = {**result.metrics, "train_samples": len(tokenized["train"])}
+        if embedding_speed is not None:
+            metrics["train_embedding_sentences_per_second"] = round(embedding_speed, 2)
         tokens = sum(len(ids) for ids in tokenized["train"]["input_ids"]) * training_args.num_train_epochs
         if training_args.max_steps <= 0:  # a whole number of epochs: the tokens seen are known exactly
             metrics["train_tokens_per_second"] = round(tokens / metrics["train_runtime"], 1)

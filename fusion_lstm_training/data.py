@@ -261,28 +261,45 @@ def tokenize_sentences(dataset: Dataset, tokenizer, max_seq_length: int, split: 
     return tokenized.remove_columns("truncated")
 
 
-def context_as_tokens(tokenized: Dataset, tokenizer, max_context_length: int, split: str) -> Dataset:
+def with_context_tokens(tokenized: Dataset, tokenizer, max_context_length: int, split: str) -> Dataset:
     """Each sample's `context` sentences put before it as tokens: BOS, each context sentence's tokens and EOS, then
-    the sentence's own tokens and EOS. `labels` ignore (-100) BOS and the context, so the loss and the perplexity
-    are over the sentence's own tokens, the same tokens as without context. A context longer than
-    `max_context_length` tokens keeps its most recent ones."""
+    the sentence's own tokens and EOS; `context_length` says how many tokens the context took. `labels` ignore
+    (-100) BOS and the context, so the loss and the perplexity are over the sentence's own tokens, the same tokens as
+    without context. A context longer than `max_context_length` tokens keeps its most recent ones. Whether the LSTM
+    reads the context or only the encoder does is the model's config (`context_as_tokens`). Samples with `offsets`
+    (prefixes embedded from text) get the text of the context and the sentence joined by spaces, and the offsets of
+    every token in it (BOS ends where the kept context starts)."""
+    with_offsets = "offsets" in tokenized.column_names
 
     def prepend(batch):
-        out = {"input_ids": [], "labels": [], "context_tokens": []}
-        for ids, sentences in zip(batch["input_ids"], batch["context"]):
-            context = [t for s in sentences for t in (*tokenizer(s.strip(), add_special_tokens=False)["input_ids"],
-                                                        tokenizer.eos_token_id)]
-            context = context[len(context) - min(len(context), max_context_length):]
+        out = {"input_ids": [], "labels": [], "context_length": [], **({"text": [], "offsets": []} if with_offsets
+                                                                      else {})}
+        for i, (ids, sentences) in enumerate(zip(batch["input_ids"], batch["context"])):
+            pieces = [s.strip() for s in sentences]
+            encoded = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True) if pieces else None
+            context, starts, ends, start = [], [], [], 0
+            for k, piece in enumerate(pieces):
+                context += [*encoded["input_ids"][k], tokenizer.eos_token_id]
+                starts += [start + a for a, _ in encoded["offset_mapping"][k]] + [start + len(piece)]
+                ends += [start + b for _, b in encoded["offset_mapping"][k]] + [start + len(piece)]
+                start += len(piece) + 1
+            keep = min(len(context), max_context_length)
+            context, starts, ends = context[len(context) - keep :], starts[len(starts) - keep :], ends[len(ends) - keep :]
             out["input_ids"].append([ids[0], *context, *ids[1:]])
             out["labels"].append([-100] * (1 + len(context)) + ids[1:])
-            out["context_tokens"].append(len(context))
+            out["context_length"].append(len(context))
+            if with_offsets:
+                out["text"].append(" ".join([*pieces, batch["text"][i]]))
+                # BOS ends where the kept context begins; the sentence's own offsets shift by the context's text
+                out["offsets"].append([starts[0] if starts else start, *ends,
+                                       *(start + end for end in batch["offsets"][i][1:])])
         return out
 
-    with_context = tokenized.map(prepend, batched=True, desc=f"Context as tokens ({split})")
-    tokens = with_context["context_tokens"]
-    logger.info("%s: context read as tokens, %d per sentence on average (at most %d), %d sentences without any",
-                split, sum(tokens) / max(len(tokens), 1), max_context_length, sum(t == 0 for t in tokens))
-    return with_context.remove_columns("context_tokens")
+    with_context = tokenized.map(prepend, batched=True, desc=f"Context tokens ({split})")
+    tokens = with_context["context_length"]
+    logger.info("%s: the previous sentences take %.1f tokens per sentence on average (at most %d), %d sentences have "
+                "none", split, sum(tokens) / max(len(tokens), 1), max_context_length, sum(t == 0 for t in tokens))
+    return with_context
 
 
 def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,7 +317,7 @@ def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 class FusionDataCollator:
     """Pads a batch on the right: input_ids with the pad id, attention_mask with 0, labels with -100, and
     fusion_embeds (float16 in the cache) with zeros, as float32. Labels are the input ids, or the features' own
-    `labels` where they have them (context read as tokens is not scored)."""
+    `labels` where they have them (the document's context is not scored); `context_length` is passed on."""
 
     pad_token_id: int
 
@@ -311,6 +328,8 @@ class FusionDataCollator:
         if "labels" in features[0]:
             labels, _ = pad_right([f["labels"] for f in features], -100)
         out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if "context_length" in features[0]:
+            out["context_length"] = torch.tensor([f["context_length"] for f in features])
         if "fusion_embeds" in features[0]:
             width = len(features[0]["fusion_embeds"][0])
             fusion_embeds = torch.zeros(batch, length, width)

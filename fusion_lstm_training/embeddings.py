@@ -73,25 +73,36 @@ class PrefixEmbedder:
         device = next(self.prefix_encoder.parameters()).device
         with torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
+            sentences = len(batch["input_ids"] if "input_ids" in batch else batch["text"])
+            context = batch.get("context_length") or [0] * sentences
             if self.encoder_tokenizer is None:
-                vectors = self._from_token_ids(batch["input_ids"], device)
+                vectors = self._from_token_ids(batch["input_ids"], context, device)
             else:
-                vectors = self._from_text(batch["text"], batch["offsets"])
+                vectors = self._from_text(batch["text"], batch["offsets"], context)
         return {"fusion_embeds": [v.to(torch.float16).cpu().numpy() for v in vectors]}
 
-    def _from_token_ids(self, input_ids: list[list[int]], device) -> list[torch.Tensor]:
+    def _from_token_ids(self, input_ids: list[list[int]], context_length: list[int], device) -> list[torch.Tensor]:
         padded, mask = pad_right(input_ids, pad_id=0)
-        out = self.prefix_encoder(padded.to(device), mask.to(device), num_new=padded.shape[1])
+        context = torch.tensor(context_length, device=device) if any(context_length) else None
+        out = self.prefix_encoder(padded.to(device), mask.to(device), num_new=padded.shape[1], context_length=context)
         return [out[i, : len(ids)] for i, ids in enumerate(input_ids)]
 
-    def _from_text(self, texts: list[str], offsets: list[list[int]]) -> list[torch.Tensor]:
+    def _from_text(self, texts: list[str], offsets: list[list[int]], context_length: list[int]) -> list[torch.Tensor]:
         context = self.prefix_encoder.context
         if context.is_whole_sentence:
             # one embedding of the whole sentence, repeated at every position
             pooled = self.prefix_encoder.embed_texts(texts, self.encoder_tokenizer)
             return [vector.expand(len(ends), -1) for vector, ends in zip(pooled, offsets)]
-        prefixes = [context.texts(text, ends) for text, ends in zip(texts, offsets)]
-        pooled = self.prefix_encoder.embed_texts([p for rows in prefixes for p in rows], self.encoder_tokenizer)
+        prefixes = [context.texts(text, ends, n) for text, ends, n in zip(texts, offsets, context_length)]
+        flat = [p for rows in prefixes for p in rows]
+        if context.is_one_per_sentence:
+            # the same window at every position of a sentence: each distinct text is embedded once
+            distinct = list(dict.fromkeys(flat))
+            pooled = self.prefix_encoder.embed_texts(distinct, self.encoder_tokenizer)
+            where = {text: i for i, text in enumerate(distinct)}
+            pooled = pooled[torch.tensor([where[p] for p in flat])]
+        else:
+            pooled = self.prefix_encoder.embed_texts(flat, self.encoder_tokenizer)
         return list(pooled.split([len(rows) for rows in prefixes]))
 
 
@@ -113,6 +124,7 @@ class EmbeddingCache:
         self.embedder = embedder
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self._store = None
+        self.views: dict[str, Path] = {}  # split → the view attached to it
 
     @property
     def store(self) -> Path:
@@ -144,11 +156,16 @@ class EmbeddingCache:
             logger.info("%s: reusing cached embeddings %s", split, view)
         else:
             self._build_view(dataset, split, keys, view)
+        self.views[split] = view
         embeddings = Dataset.from_file(str(view))
         if len(embeddings) != len(dataset):
             raise ValueError(f"Embedding cache {view} has {len(embeddings)} rows for {len(dataset)} sentences; "
                              "delete it.")
         return concatenate_datasets([dataset, embeddings], axis=1)
+
+    def record(self, split: str) -> dict:
+        """How the view attached to `split` was made (view-*.json): sentences, embedded and reused, speed."""
+        return json.loads(self.views[split].with_suffix(".json").read_text())
 
     def _parts(self) -> list[Path]:
         return sorted(self.store.glob("part-*.arrow"))

@@ -5,9 +5,21 @@ the FUSIONS table and FUSION_FUNCTIONS, so that a mistake there cannot hide in b
 import torch
 
 
-def naive_context(config, ids: torch.Tensor, j: int) -> torch.Tensor:
+def naive_context(config, ids: torch.Tensor, j: int, context_length: int = 0) -> torch.Tensor:
     """The tokens whose embedding is e_j, per config.fusion_context: tokens 0..j (prefix); 0..min(j, c) (subr);
-    the first token ([CLS]) then c..j (subl), with c = int(k · |S|), |S| = len(ids)."""
+    the first token ([CLS]) then c..j (subl), with c = int(k · |S|), |S| = len(ids). With the document's previous
+    sentences as tokens 1..n (n = context_length): [CLS] and the sentence's tokens up to j (prefix), [CLS] and the
+    previous sentences (previous), [CLS], the previous sentences and the sentence's tokens up to j (document); just
+    [CLS] at a position inside the context (j < n)."""
+    n = context_length
+    if n and j < n:  # a position inside the context: never scored, nothing read
+        return ids[:1]
+    if config.fusion_context == "previous":
+        return ids[: n + 1]
+    if config.fusion_context == "document":
+        return ids[: j + 1]
+    if n:
+        return torch.cat([ids[:1], ids[n + 1 : j + 1]])
     c = int(config.fusion_context_fraction * len(ids))
     if config.fusion_context == "subr":
         return ids[: min(j, c) + 1]
@@ -16,10 +28,11 @@ def naive_context(config, ids: torch.Tensor, j: int) -> torch.Tensor:
     return ids[: j + 1]
 
 
-def naive_prefix_embedding(model, ids: torch.Tensor, j: int) -> torch.Tensor:
+def naive_prefix_embedding(model, ids: torch.Tensor, j: int, context_length: int = 0) -> torch.Tensor:
     """e_j (width,) by one encoder call on the context of position j (tokens 0..j for fusion_context='prefix') +
     [SEP] of the unpadded sequence `ids` (seq_len,), pooled as the model's config says."""
-    row = torch.cat([naive_context(model.config, ids, j), torch.tensor([model.config.eos_token_id])]).unsqueeze(0)
+    window = naive_context(model.config, ids, j, context_length)
+    row = torch.cat([window, torch.tensor([model.config.eos_token_id])]).unsqueeze(0)
     out = model.prefix_encoder.encoder(input_ids=row, attention_mask=torch.ones_like(row))
     pooling = model.config.encoder_pooling
     if pooling == "cls":
@@ -35,17 +48,25 @@ def naive_prefix_embeddings(model, sentences: list[list[int]]) -> list[torch.Ten
             for ids in sentences]
 
 
-def naive_logits(model, ids: torch.Tensor) -> torch.Tensor:
-    """Logits (seq_len, vocab) of one unpadded sequence `ids` (seq_len,), one position at a time: e_j from its own
-    encoder call, the LSTM run from scratch over tokens 0..j (from e_j for early fusion), then fusion, dense and
-    the output layer."""
+def naive_logits(model, ids: torch.Tensor, context_length: int = 0) -> torch.Tensor:
+    """Logits (seq_len - context_length, vocab) of one unpadded sequence `ids` (seq_len,), one position at a time:
+    e_j from its own encoder call, the LSTM run from scratch over tokens 0..j (from e_j for early fusion), then
+    fusion, dense and the output layer. With the document's previous sentences as tokens 1..context_length, the
+    positions from context_length on (those that predict the sentence's tokens) and an LSTM that skips them unless
+    it reads the context as tokens."""
     m, config = model.model, model.config
     lstm, projection = m.recurrence.lstm, m.recurrence.fusion_projection
     project = projection if projection is not None else (lambda e: e)
+    n = context_length
     embeds = m.embeddings(ids).unsqueeze(0)
+    if n and not config.context_as_tokens:  # the LSTM reads BOS and the sentence only
+        embeds = torch.cat([embeds[:, :1], embeds[:, n + 1 :]], dim=1)
+        offset = n
+    else:
+        offset = 0
     outputs = []
-    for j in range(len(ids)):
-        e = naive_prefix_embedding(model, ids, j) if config.uses_fusion else None
+    for j in range(n, len(ids)):
+        e = naive_prefix_embedding(model, ids, j, n) if config.uses_fusion else None
         if config.fusion == "embedding_only":
             # the artefact-only MLP: e_j → ReLU → ReLU → output layer, no LSTM
             hidden = torch.relu(m.dense(torch.relu(projection(e))))
@@ -56,9 +77,9 @@ def naive_logits(model, ids: torch.Tensor) -> torch.Tensor:
             zeros = torch.zeros_like(state)
             h0 = state if config.fusion in ("init_h", "init_hc") else zeros
             c0 = state if config.fusion in ("init_c", "init_hc") else zeros
-            h = lstm(embeds[:, : j + 1], (h0, c0))[0][0, -1]
+            h = lstm(embeds[:, : j + 1 - offset], (h0, c0))[0][0, -1]
         else:
-            h = lstm(embeds[:, : j + 1])[0][0, -1]
+            h = lstm(embeds[:, : j + 1 - offset])[0][0, -1]
         fused = {
             "concat": lambda: torch.cat([h, e]),
             "add": lambda: h + project(e),

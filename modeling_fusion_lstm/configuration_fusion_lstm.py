@@ -59,7 +59,10 @@ FUSIONS: dict[str, FusionSpec] = {
 }
 FUSION_CHOICES = tuple(FUSIONS)
 # what the encoder reads at position j: PrefixContext in modeling_fusion_lstm.py is the one rule
-FUSION_CONTEXT_CHOICES = ("prefix", "sentence", "subr", "subl")
+FUSION_CONTEXT_CHOICES = ("prefix", "sentence", "subr", "subl", "previous", "document")
+# the modes whose encoder reads the previous sentences of the document, and those that read only the sentence
+DOCUMENT_CONTEXTS = ("previous", "document")
+SENTENCE_PROBES = ("sentence", "subr", "subl")
 FUSION_DROPOUT_MODE_CHOICES = ("vector", "element")
 ENCODER_POOLING_CHOICES = ("cls", "mean", "pooler")
 # Width of BERT-base, the paper's encoder; used when there is neither an encoder nor an explicit width.
@@ -89,8 +92,10 @@ class FusionLSTMConfig(PreTrainedConfig):
         (early fusion, e_j is the LSTM's initial state and the LSTM restarts at every position) or `embedding_only`
         (the paper's artefact-only probe: no LSTM, an MLP on e_j alone).
     fusion_context (`str`, defaults to `"prefix"`): what the encoder reads at position j, a mode of `PrefixContext`
-        (modeling_fusion_lstm.py, where the rule lives): `prefix` (tokens 0..j, causal), `sentence` (the paper's
-        leaky probe), `subr` / `subl` (the paper's sub-prefix feeders, which read the sentence's length: probes).
+        (modeling_fusion_lstm.py, where the rule lives): `prefix` (tokens 0..j of the sentence, causal), `sentence`
+        (the paper's leaky probe), `subr` / `subl` (the paper's sub-prefix feeders, which read the sentence's length:
+        probes), `previous` (the previous sentences of the document, one vector per sentence) or `document` (the
+        previous sentences and tokens 0..j).
     fusion_context_fraction (`float`, defaults to 0.5): k of the sub-prefix feeders, in [0, 1].
     encoder_pooling (`str`, defaults to `"cls"`): how the encoder's token states become e_j: `cls` (first
         token), `mean` (mean over the encoder input, [CLS] and [SEP] included) or `pooler` (the encoder's pooler).
@@ -103,8 +108,9 @@ class FusionLSTMConfig(PreTrainedConfig):
         fusion needs equal widths (`add`, `multiply`, `init_*`) and they differ.
     context_sentences (`int`, defaults to 0): how many previous sentences of the same document each sentence was
         trained with (0: sentence-level, the paper).
-    context_as_tokens (`bool`, defaults to `False`): the LM reads those sentences as tokens before the sentence:
+    context_as_tokens (`bool`, defaults to `False`): the LSTM reads those sentences as tokens before the sentence:
         BOS, each context sentence and EOS, then the sentence (the context is conditioned on, never scored).
+        Otherwise the context tokens are in the input for the encoder only (fusion_context `previous`, `document`).
     """
 
     model_type = "fusion_lstm"
@@ -173,14 +179,27 @@ class FusionLSTMConfig(PreTrainedConfig):
     def _check_context(self):
         if self.context_sentences < 0:
             raise ValueError(f"FusionLSTMConfig.context_sentences must be 0 or more, got {self.context_sentences}.")
+        reads_document = self.fusion_context in DOCUMENT_CONTEXTS
+        if reads_document and not self.context_sentences:
+            raise ValueError(f"FusionLSTMConfig.fusion_context={self.fusion_context!r} embeds the previous sentences of "
+                             "the document: set context_sentences ≥ 1.")
+        if reads_document and not self.uses_fusion:
+            raise ValueError(f"FusionLSTMConfig.fusion_context={self.fusion_context!r} with fusion='none': nothing is "
+                             "fused; choose a fusion, or read the context as tokens (context_as_tokens=True).")
         if self.context_as_tokens and not self.context_sentences:
             raise ValueError("FusionLSTMConfig.context_as_tokens needs context_sentences ≥ 1: the sentences to read.")
-        if self.context_sentences and not self.context_as_tokens:
+        if self.context_sentences and not (self.context_as_tokens or reads_document):
             raise ValueError("FusionLSTMConfig.context_sentences: nothing reads the context; set context_as_tokens=True "
-                             "(fusing the context through the encoder is not built yet).")
-        if self.context_as_tokens and self.uses_fusion:
-            raise ValueError(f"FusionLSTMConfig: context_as_tokens with fusion={self.fusion!r} is not built yet (the "
-                             "prefix encoder would read the context tokens as part of the prefix): use fusion='none'.")
+                             f"or fusion_context to one of {', '.join(DOCUMENT_CONTEXTS)}.")
+        if self.context_sentences and self.uses_fusion and self.fusion_context in SENTENCE_PROBES:
+            raise ValueError(f"FusionLSTMConfig.fusion_context={self.fusion_context!r} is a sentence-level probe: use "
+                             "it without context_sentences.")
+
+    @property
+    def lstm_reads_context(self) -> bool:
+        """Whether the LSTM reads the context tokens (otherwise only the encoder does, and the LSTM starts at BOS
+        followed by the sentence)."""
+        return self.context_as_tokens
 
     def _resolve_fusion_embedding_size(self):
         encoder_width = getattr(self.encoder, "hidden_size", None)

@@ -49,6 +49,22 @@ def scatter_to_positions(compact: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     return gathered * mask.unsqueeze(-1).to(gathered.dtype)
 
 
+def without_context(mask: torch.Tensor, context_length: torch.Tensor) -> torch.Tensor:
+    """mask (batch, seq_len) with the real tokens 1..context_length[b] of each row (the document's previous
+    sentences, right after BOS) set to 0."""
+    rank = mask.cumsum(1) - 1  # each real token's index in its row
+    in_context = (rank >= 1) & (rank <= context_length.to(mask.device).unsqueeze(1))
+    return mask * (~in_context).to(mask.dtype)
+
+
+def carry_forward(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """values (batch, seq_len, width) where each position of mask 0 takes the values of the last position of mask 1
+    before it (position 0 where there is none)."""
+    positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0) * mask.to(torch.long)
+    source = positions.cummax(dim=1).values
+    return values.gather(1, source.unsqueeze(-1).expand_as(values))
+
+
 def is_right_padded(mask: torch.Tensor) -> bool:
     """True when every row is real tokens followed only by padding (the training layout)."""
     return bool((mask[:, 1:] <= mask[:, :-1]).all())
@@ -85,13 +101,16 @@ class PrefixContext(NamedTuple):
     ids), the precompute from text (an LM tokenizer other than the encoder's), the count/tfidf vector sources and
     the similarity probe. Always the first token ([CLS], the LM's BOS), then:
 
-        prefix     tokens 0..j (causal, the paper's model)
+        prefix     tokens 0..j of the sentence (causal, the paper's model)
         sentence   the whole sample, at every position (the paper's leaky probe: not causal)
         subr       tokens 0..min(j, c): only the sample's first part
         subl       tokens c..j: the first part dropped (an empty window embeds just the start and end tokens)
+        previous   the previous sentences of the document: one vector for every position of the sentence
+        document   the previous sentences of the document and tokens 0..j of the sentence
 
     with c = int(fraction · |S|), |S| the sample's length in tokens (BOS and EOS included). The sub-prefix feeders
-    read |S|, which a causal LM cannot know: probes, not models to generate with.
+    read |S|, which a causal LM cannot know: probes, not models to generate with. The document's previous sentences
+    come first in the sequence, right after BOS (`context_length` tokens); the sentence-level modes start after them.
     """
 
     mode: str = "prefix"
@@ -106,30 +125,49 @@ class PrefixContext(NamedTuple):
         return self.mode == "sentence"
 
     @property
+    def is_one_per_sentence(self) -> bool:
+        """Whether every position of a sentence reads the same window (so it is embedded once)."""
+        return self.mode == "previous"
+
+    @property
     def key(self) -> str:
         """The context's part of an embedding fingerprint (the fraction only where it matters, so caches of the
         other modes stay valid)."""
         return f"{self.mode}{self.fraction!r}" if self.mode in ("subr", "subl") else self.mode
 
-    def windows(self, length: torch.Tensor, sentence_length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For the prefix of `length` tokens (tokens 0..j, j = length - 1) of a sample of `sentence_length` tokens:
-        (start, end), each shaped like `length`, such that the encoder reads the first token and then tokens
-        start..end-1; 1 ≤ start ≤ end (start == end: an empty window)."""
+    def windows(self, length: torch.Tensor, sentence_length: torch.Tensor,
+                context_length: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the prefix of `length` tokens (tokens 0..j of the sequence, j = length - 1) of a sample of
+        `sentence_length` tokens, whose tokens 1..context_length are the document's previous sentences: (start, end),
+        each shaped like `length`, such that the encoder reads the first token and then tokens start..end-1;
+        1 ≤ start ≤ end (start == end: an empty window). Positions inside the context (length ≤ context_length)
+        predict context tokens, which are never scored: they get an empty window."""
         start = torch.ones_like(length)
         if self.mode == "sentence":
             return start, sentence_length.to(length.dtype)
-        if self.mode == "prefix":
+        if self.mode in ("prefix", "previous", "document") and context_length is not None:
+            # positions inside the context predict context tokens, which are never scored: an empty window
+            context = context_length.to(length.dtype)
+            inside = length <= context
+            start, end = {"prefix": (start + context, length), "previous": (start, start + context),
+                          "document": (start, length)}[self.mode]
+            return torch.where(inside, length, start), torch.where(inside, length, end)
+        if self.mode in ("prefix", "document"):
             return start, length
+        if self.mode == "previous":
+            return start, start
         cut = (sentence_length.to(torch.float64) * self.fraction).floor().to(length.dtype)
         if self.mode == "subr":
             return start, torch.minimum(length, cut + 1)
         return torch.minimum(cut.clamp(min=1), length), length
 
-    def texts(self, text: str, ends: list[int]) -> list[str]:
+    def texts(self, text: str, ends: list[int], context_length: int = 0) -> list[str]:
         """The text the encoder reads at each position of `text`, whose token j ends at character ends[j] (BOS ends
-        at 0): the window of each position, as text."""
+        at 0; the document's previous sentences, if any, are its first `context_length` tokens after BOS): the
+        window of each position, as text."""
         length = torch.arange(1, len(ends) + 1)
-        starts, stops = self.windows(length, torch.full_like(length, len(ends)))
+        starts, stops = self.windows(length, torch.full_like(length, len(ends)),
+                                     torch.full_like(length, context_length))
         return [text[ends[start - 1] : ends[stop - 1]].strip() for start, stop in zip(starts.tolist(), stops.tolist())]
 
 
@@ -222,9 +260,11 @@ class FusionLSTMPrefixEncoder(nn.Module):
         digest.update(f"{self.config.encoder_pooling}|{self.context.key}|{self.max_length}".encode())
         return digest.hexdigest()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_new: int) -> torch.Tensor:
-        """input_ids, attention_mask (batch, seq_len): the whole sequence so far. Returns (batch, num_new, width):
-        e_j for each of the last `num_new` positions (zeros at padded positions)."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_new: int,
+                context_length: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, attention_mask (batch, seq_len): the whole sequence so far; context_length (batch,): how many
+        of its first tokens after BOS are the document's previous sentences (None: none). Returns
+        (batch, num_new, width): e_j for each of the last `num_new` positions (zeros at padded positions)."""
         if self.token_id_problem:
             raise ValueError(self.token_id_problem)
         compact = compact_rows(input_ids, attention_mask)
@@ -236,8 +276,14 @@ class FusionLSTMPrefixEncoder(nn.Module):
             new_real = attention_mask[:, -num_new:].unsqueeze(-1).to(pooled.dtype)
             return pooled.unsqueeze(1) * new_real
         rows = PrefixRows.of(attention_mask, num_new)
-        start, stop = self.context.windows(rows.length, attention_mask.sum(1)[rows.batch_index])
-        return rows.to_positions(self.embed_rows(compact, rows.batch_index, stop, end, start))
+        context = None if context_length is None else context_length.to(rows.length.device)[rows.batch_index]
+        start, stop = self.context.windows(rows.length, attention_mask.sum(1)[rows.batch_index], context)
+        if not self.context.is_one_per_sentence:
+            return rows.to_positions(self.embed_rows(compact, rows.batch_index, stop, end, start))
+        # the same window at every position of a sentence: each distinct window is embedded once
+        windows, inverse = torch.unique(torch.stack([rows.batch_index, start, stop]), dim=1, return_inverse=True)
+        pooled = self.embed_rows(compact, windows[0], windows[2], end, windows[1])
+        return rows.to_positions(pooled[inverse])
 
     def embed_texts(self, texts: list[str], tokenizer) -> torch.Tensor:
         """e for each text (a prefix given as text, e.g. when the LM's tokenizer is not the encoder's), tokenized by
@@ -355,7 +401,10 @@ class LateFusionLSTM(FusionLSTMStage):
 
     def forward(self, token_embeds, inputs, fusion_embeds, state, need_state: bool, embed_tokens):
         previous = state.hidden if state is not None else None
-        output, hidden = self.run_sequence(token_embeds, inputs.new_mask, previous, need_state)
+        output, hidden = self.run_sequence(token_embeds, inputs.new_lstm_mask, previous, need_state)
+        if inputs.hides_context:
+            # a context position predicts from what the LSTM has read so far: its output after BOS
+            output = carry_forward(output, inputs.new_lstm_mask)
         fused, _ = self.fusion_function(self.dropout(output), None, self.project(fusion_embeds))
         return fused, hidden
 
@@ -390,11 +439,14 @@ class EarlyFusionLSTM(FusionLSTMStage):
 
     def forward(self, token_embeds, inputs, fusion_embeds, state, need_state: bool, embed_tokens):
         embeds = embed_tokens(inputs.input_ids) if inputs.has_history else token_embeds
-        rows = PrefixRows.of(inputs.attention_mask, inputs.new_mask.shape[1])
+        num_new = inputs.new_mask.shape[1]
+        rows = PrefixRows.of(inputs.attention_mask, num_new)
+        # each position's run reads the tokens the LSTM reads up to it (a context position: just BOS)
+        lengths = inputs.lstm_mask.cumsum(1)[:, -num_new:][rows.new_mask]
         projected = self.project(fusion_embeds[rows.new_mask])
         zeros = embeds.new_zeros(projected.shape[0], self.config.hidden_size)
         h0, c0 = self.fusion_function(zeros, zeros, projected)
-        last = self.run_rows(compact_rows(embeds, inputs.attention_mask), rows.batch_index, rows.length, h0, c0)
+        last = self.run_rows(compact_rows(embeds, inputs.lstm_mask), rows.batch_index, lengths, h0, c0)
         return self.dropout(rows.to_positions(last)), None
 
     def run_rows(self, sequences, batch_index, lengths, h0, c0) -> torch.Tensor:
@@ -588,16 +640,25 @@ class SequenceSoFar(NamedTuple):
 
     embeds (batch, num_new, E): embeddings of the new tokens (before dropout); new_mask (batch, num_new): their attention mask;
     input_ids, attention_mask (batch, history + num_new): the whole sequence so far (input_ids None when the
-    model was given inputs_embeds and keeps no history)."""
+    model was given inputs_embeds and keeps no history); context_length (batch,): the document's previous sentences'
+    tokens after BOS (None: none); lstm_mask (batch, history + num_new): the tokens the LSTM reads, the attention
+    mask without the context tokens unless the LSTM reads them."""
 
     embeds: torch.Tensor
     new_mask: torch.Tensor
     input_ids: torch.Tensor | None
     attention_mask: torch.Tensor
+    context_length: torch.Tensor | None = None
+    lstm_mask: torch.Tensor | None = None
+    hides_context: bool = False  # whether lstm_mask leaves the context out
 
     @property
     def has_history(self) -> bool:
         return self.attention_mask.shape[1] != self.new_mask.shape[1]
+
+    @property
+    def new_lstm_mask(self) -> torch.Tensor:
+        return self.lstm_mask[:, -self.new_mask.shape[1] :]
 
 
 class FusionLSTMModel(FusionLSTMPreTrainedModel):
@@ -634,6 +695,7 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        context_length: torch.LongTensor | None = None,
         **kwargs,
     ) -> tuple | FusionLSTMOutput:
         r"""
@@ -649,6 +711,11 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
             encoder when absent.
         state (`FusionLSTMState`, *optional*): returned by a previous call with `use_cache=True`; the model
             continues from it.
+        context_length (`torch.LongTensor` of shape `(batch_size,)`, *optional*): for a model trained with the
+            document's previous sentences (`config.context_sentences`): how many tokens after BOS are those sentences
+            (each followed by EOS), the sentence following them. They are conditioned on and never scored; the LSTM
+            reads them only with `config.context_as_tokens`. With a state: counted from the start of the whole
+            sequence, so pass the same value at every step.
         """
         use_cache = use_cache if use_cache is not None else self.config.use_cache
         use_cache = use_cache and not self.training
@@ -658,7 +725,7 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
         # 1. Token embeddings of the new tokens, and the whole sequence so far (the state's history joined in)
-        inputs = self._sequence_so_far(input_ids, attention_mask, inputs_embeds, state)
+        inputs = self._sequence_so_far(input_ids, attention_mask, inputs_embeds, state, context_length)
         # 2. e_j of every new position: given, or from the prefix encoder
         fusion_embeds = self._fusion_embeds(fusion_embeds, inputs)
         # 3. The LSTM and the fusion of e_j, as the strategy's stage does it: h_j combined with e_j (late), the LSTM
@@ -696,8 +763,22 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
                 f"{int(input_ids.min())}, max {int(input_ids.max())}. Use this model's tokenizer."
             )
 
-    def _sequence_so_far(self, input_ids, attention_mask, inputs_embeds, state) -> SequenceSoFar:
-        """Checks the inputs and joins the state's history (ids and mask) to the new tokens."""
+    def _sequence_so_far(self, input_ids, attention_mask, inputs_embeds, state, context_length) -> SequenceSoFar:
+        """Checks the inputs and joins the state's history (ids and mask) to the new tokens; marks the tokens that
+        the LSTM reads."""
+        inputs = self._join_history(input_ids, attention_mask, inputs_embeds, state)
+        if context_length is None or self.config.lstm_reads_context:
+            return inputs._replace(lstm_mask=inputs.attention_mask, context_length=context_length)
+        if context_length.shape != (inputs.new_mask.shape[0],):
+            raise ValueError(f"context_length must have shape (batch,) = ({inputs.new_mask.shape[0]},), got "
+                             f"{tuple(context_length.shape)}.")
+        if state is not None and not inputs.has_history:
+            # a continuation without the sequence kept: the context lies in the history, the new tokens follow it
+            return inputs._replace(lstm_mask=inputs.attention_mask, context_length=context_length)
+        return inputs._replace(lstm_mask=without_context(inputs.attention_mask, context_length),
+                               context_length=context_length, hides_context=True)
+
+    def _join_history(self, input_ids, attention_mask, inputs_embeds, state) -> SequenceSoFar:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         if input_ids is not None:
@@ -760,7 +841,7 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         elif inputs.input_ids is None:
             raise ValueError("The encoder reads token ids: pass input_ids (or fusion_embeds with inputs_embeds).")
         else:
-            fusion_embeds = self.prefix_encoder(inputs.input_ids, inputs.attention_mask, num_new)
+            fusion_embeds = self.prefix_encoder(inputs.input_ids, inputs.attention_mask, num_new, inputs.context_length)
         fusion_embeds = fusion_embeds.to(self.dense.weight.dtype)
         rate = self.config.fusion_dropout if self.fusion_dropout_rate is None else self.fusion_dropout_rate
         if rate > 0 and (self.training or self.fusion_dropout_during_eval):
@@ -835,6 +916,7 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         token_type_ids: torch.LongTensor | None = None,
+        context_length: torch.LongTensor | None = None,
         **kwargs,
     ) -> tuple | FusionLSTMCausalLMOutput:
         r"""
@@ -852,6 +934,7 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             fusion_embeds=fusion_embeds,
             state=state,
+            context_length=context_length,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             return_dict=True,

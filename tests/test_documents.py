@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 
 from fusion_lstm_training.data import (
-    FusionDataCollator, context_as_tokens, load_splits, previous_sentences, read_documents, tokenize_sentences,
+    FusionDataCollator, load_splits, previous_sentences, read_documents, tokenize_sentences, with_context_tokens,
 )
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM
 from helpers import DATA, TINY, TINY_OVERRIDES, run_training, tiny_run_config
@@ -60,7 +60,7 @@ def test_context_read_as_tokens_is_conditioned_on_but_never_scored(tokenizer):
     data = Dataset.from_dict({"text": SENTENCES[:3], "document": [0, 0, 0],
                               "context": previous_sentences(SENTENCES[:3], [0, 0, 0], 2)})
     sentence_level = tokenize_sentences(data, tokenizer, 32, "train", keep_offsets=False)
-    with_context = context_as_tokens(sentence_level, tokenizer, max_context_length=64, split="train")
+    with_context = with_context_tokens(sentence_level, tokenizer, max_context_length=64, split="train")
     eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
     one_a = tokenizer("One a.", add_special_tokens=False)["input_ids"]
     one_b = tokenizer("One b.", add_special_tokens=False)["input_ids"]
@@ -70,11 +70,12 @@ def test_context_read_as_tokens_is_conditioned_on_but_never_scored(tokenizer):
     assert scored == third[1:]  # the same tokens as the sentence alone
     assert with_context[0]["input_ids"] == sentence_level[0]["input_ids"]  # a document's first sentence: no context
     # the most recent context tokens are kept
-    cut = context_as_tokens(sentence_level, tokenizer, max_context_length=len(one_b) + 1, split="train")
+    cut = with_context_tokens(sentence_level, tokenizer, max_context_length=len(one_b) + 1, split="train")
     assert cut[2]["input_ids"] == [bos, *one_b, eos, *third[1:]]
 
     batch = FusionDataCollator(pad_token_id=tokenizer.pad_token_id)([with_context[i] for i in range(3)])
     assert batch["labels"].shape == batch["input_ids"].shape
+    assert batch["context_length"].tolist() == [0, len(one_a) + 1, len(one_a) + len(one_b) + 2]
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
     model = FusionLSTMForCausalLM(FusionLSTMConfig(vocab_size=len(tokenizer), fusion="none", context_sentences=2,
                                                    context_as_tokens=True, **TINY)).eval()
@@ -94,8 +95,13 @@ def test_the_config_records_the_context_and_refuses_what_nothing_reads():
         FusionLSTMConfig(fusion="none", context_sentences=2)
     with pytest.raises(ValueError, match="context_as_tokens needs context_sentences"):
         FusionLSTMConfig(fusion="none", context_as_tokens=True)
-    with pytest.raises(ValueError, match="not built yet"):
-        FusionLSTMConfig(fusion="concat", context_sentences=1, context_as_tokens=True)
+    with pytest.raises(ValueError, match="embeds the previous sentences of the document: set context_sentences"):
+        FusionLSTMConfig(fusion="concat", fusion_context="previous")
+    with pytest.raises(ValueError, match="with fusion='none': nothing is fused"):
+        FusionLSTMConfig(fusion="none", fusion_context="document", context_sentences=1)
+    with pytest.raises(ValueError, match="sentence-level probe"):
+        FusionLSTMConfig(fusion="concat", fusion_context="subr", context_sentences=1, context_as_tokens=True)
+    assert FusionLSTMConfig(fusion="concat", fusion_context="previous", context_sentences=1).lstm_reads_context is False
     with pytest.raises(ValueError, match="context_sentences must be 0 or more"):
         FusionLSTMConfig(fusion="none", context_sentences=-1)
 
@@ -118,3 +124,132 @@ def test_run_clm_trains_with_the_previous_sentences_as_tokens(tmp_path):
              "fusion": None, "config_overrides": None, "context_sentences": 1}
     refused = run_training(again, tmp_path, check=False)
     assert refused.returncode != 0 and "was trained with context_sentences=2" in refused.log
+
+
+# ------------------------------------------------------------------------------- the document's context in the model
+
+
+def context_model(fusion, mode, as_tokens=False, seed=0):
+    from modeling_fusion_lstm import FusionLSTMForCausalLM as Model
+
+    torch.manual_seed(seed)
+    return Model.from_encoder_pretrained(fusion=fusion, fusion_context=mode, context_sentences=2,
+                                         context_as_tokens=as_tokens, **TINY).eval()
+
+
+def document_row(tokenizer, context: list[str], sentence: str) -> tuple[torch.Tensor, int]:
+    """BOS, each context sentence and EOS, the sentence and EOS; and how many tokens the context took."""
+    eos = tokenizer.eos_token_id
+    tokens = [t for s in context for t in (*tokenizer(s, add_special_tokens=False)["input_ids"], eos)]
+    own = tokenizer(sentence, add_special_tokens=False)["input_ids"]
+    return torch.tensor([tokenizer.bos_token_id, *tokens, *own, eos]), len(tokens)
+
+
+MODES = [("concat", "previous", False), ("concat", "document", False), ("init_hc", "document", False),
+         ("add", "previous", True), ("concat", "prefix", True)]
+
+
+@pytest.mark.parametrize("fusion, mode, as_tokens", MODES)
+def test_each_context_mode_matches_the_naive_reference(tokenizer, fusion, mode, as_tokens):
+    from fusion_lstm_training.reference import naive_logits
+
+    model = context_model(fusion, mode, as_tokens)
+    ids, n = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited for news.")
+    with torch.no_grad():
+        fast = model(input_ids=ids[None], context_length=torch.tensor([n])).logits[0]
+        slow = naive_logits(model, ids, context_length=n)
+    torch.testing.assert_close(fast[n:], slow, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fusion, mode, as_tokens", MODES)
+def test_a_position_sees_neither_later_tokens_nor_anything_after_its_sentence(tokenizer, fusion, mode, as_tokens):
+    model = context_model(fusion, mode, as_tokens)
+    ids, n = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited for news.")
+    j = n + 3
+    changed = ids.clone()
+    changed[j + 1 :] = torch.randint(1000, 2000, (len(ids) - j - 1,))
+    with torch.no_grad():
+        a = model(input_ids=ids[None], context_length=torch.tensor([n])).logits[0, : j + 1]
+        b = model(input_ids=changed[None], context_length=torch.tensor([n])).logits[0, : j + 1]
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("as_tokens", [False, True])
+def test_the_lstm_reads_the_context_only_as_tokens(tokenizer, as_tokens):
+    model = context_model("concat", "previous", as_tokens)
+    ids, n = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited.")
+    other = ids.clone()
+    other[1:n] = torch.randint(1000, 2000, (n - 1,))  # another context, the same e_j given
+    e = torch.randn(1, len(ids), model.config.fusion_embedding_size)
+    with torch.no_grad():
+        a = model(input_ids=ids[None], fusion_embeds=e, context_length=torch.tensor([n])).logits[0, n:]
+        b = model(input_ids=other[None], fusion_embeds=e, context_length=torch.tensor([n])).logits[0, n:]
+    assert torch.allclose(a, b) != as_tokens
+
+
+def test_previous_embeds_the_context_once_for_the_whole_sentence_and_no_context_is_sentence_level(tokenizer):
+    model = context_model("concat", "previous")
+    ids, n = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited.")
+    first, _ = document_row(tokenizer, [], "The town waited.")
+    rows = torch.nn.utils.rnn.pad_sequence([ids, first], batch_first=True)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(ids), torch.ones_like(first)], batch_first=True)
+    with torch.no_grad():
+        out = model(input_ids=rows, attention_mask=mask, context_length=torch.tensor([n, 0]))
+        alone = model(input_ids=ids[None], context_length=torch.tensor([n]))
+    e = out.fusion_embeds[0]
+    assert torch.allclose(e[n:], e[n].expand_as(e[n:]))  # one vector for the sentence
+    torch.testing.assert_close(out.logits[0, : len(ids)], alone.logits[0], atol=1e-5, rtol=1e-5)
+    # a document's first sentence: previous reads just [CLS] [SEP], the same window as an empty context
+    document = context_model("concat", "document")
+    sentence_level = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **TINY).eval()
+    sentence_level.load_state_dict(document.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(document(input_ids=first[None], context_length=torch.tensor([0])).logits,
+                                   sentence_level(input_ids=first[None]).logits)
+
+
+@pytest.mark.parametrize("mode", ["previous", "document"])
+def test_generation_with_context_caches_as_it_recomputes(tokenizer, mode):
+    model = context_model("concat", mode)
+    ids, n = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town")
+    prompt = ids[:-1][None]  # without the final EOS: the sentence goes on
+    cached = model.generate(prompt, context_length=torch.tensor([n]), max_new_tokens=6, do_sample=False)
+    full = model.generate(prompt, context_length=torch.tensor([n]), max_new_tokens=6, do_sample=False,
+                          use_cache=False)
+    assert torch.equal(cached, full) and cached.shape[1] == prompt.shape[1] + 6
+
+
+@pytest.mark.parametrize("mode", ["previous", "document", "prefix"])
+def test_the_text_windows_read_the_tokens_the_model_reads(tokenizer, mode):
+    from fusion_lstm_training.reference import naive_context
+    from modeling_fusion_lstm import PrefixContext
+
+    data = Dataset.from_dict({"text": SENTENCES[:3], "document": [0, 0, 0],
+                              "context": previous_sentences(SENTENCES[:3], [0, 0, 0], 2)})
+    tokenized = tokenize_sentences(data, tokenizer, 32, "train", keep_offsets=True)
+    rows = with_context_tokens(tokenized, tokenizer, max_context_length=4, split="train")  # cut from the left
+    config = FusionLSTMConfig(fusion="concat", fusion_context=mode, context_sentences=2, context_as_tokens=True)
+    for row in rows:
+        ids, n = torch.tensor(row["input_ids"]), row["context_length"]
+        texts = PrefixContext.of(config).texts(row["text"], row["offsets"], n)
+        assert len(texts) == len(ids)
+        for j in range(n, len(ids)):
+            expected = tokenizer.decode(naive_context(config, ids, j, n)[1:], skip_special_tokens=True)
+            assert texts[j].replace(" ", "").lower() == expected.replace(" ", ""), (mode, j, texts[j], expected)  # uncased
+
+
+@pytest.mark.parametrize("mode, bpe", [("previous", False), ("document", True)])
+def test_run_clm_fuses_the_documents_context(tmp_path, mode, bpe):
+    lines = [s for s in (DATA / "train.txt").read_text().splitlines() if s.strip()][:60]
+    documents = tmp_path / "documents.txt"
+    documents.write_text("\n\n".join("\n".join(lines[i : i + 6]) for i in range(0, len(lines), 6)) + "\n")
+    config = tiny_run_config(tmp_path / "out", tmp_path / "cache", fusion="concat", fusion_context=mode,
+                             train_file=str(documents), validation_file=str(documents), max_eval_samples=30,
+                             context_sentences=2, train_tokenizer_vocab_size=300 if bpe else None)
+    run_training(config, tmp_path)
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["fusion_context"] == mode and saved["context_sentences"] == 2 and not saved["context_as_tokens"]
+    metrics = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert math.isfinite(metrics["eval_perplexity"]) and metrics["eval_perplexity"] > 1
+    records = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("view-*.json")]
+    assert sorted(r["sentences"] for r in records) == [30, 60]
