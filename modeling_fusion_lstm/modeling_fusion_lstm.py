@@ -767,11 +767,11 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         """Checks the inputs and joins the state's history (ids and mask) to the new tokens; marks the tokens that
         the LSTM reads."""
         inputs = self._join_history(input_ids, attention_mask, inputs_embeds, state)
-        if context_length is None or self.config.lstm_reads_context:
-            return inputs._replace(lstm_mask=inputs.attention_mask, context_length=context_length)
-        if context_length.shape != (inputs.new_mask.shape[0],):
+        if context_length is not None and tuple(context_length.shape) != (inputs.new_mask.shape[0],):
             raise ValueError(f"context_length must have shape (batch,) = ({inputs.new_mask.shape[0]},), got "
                              f"{tuple(context_length.shape)}.")
+        if context_length is None or self.config.lstm_reads_context:
+            return inputs._replace(lstm_mask=inputs.attention_mask, context_length=context_length)
         if state is not None and not inputs.has_history:
             # a continuation without the sequence kept: the context lies in the history, the new tokens follow it
             return inputs._replace(lstm_mask=inputs.attention_mask, context_length=context_length)

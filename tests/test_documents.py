@@ -253,3 +253,32 @@ def test_run_clm_fuses_the_documents_context(tmp_path, mode, bpe):
     assert math.isfinite(metrics["eval_perplexity"]) and metrics["eval_perplexity"] > 1
     records = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("view-*.json")]
     assert sorted(r["sentences"] for r in records) == [30, 60]
+
+
+def test_the_cache_keys_each_row_by_its_context_and_reuses_what_is_the_same(tokenizer, tmp_path):
+    from fusion_lstm_training.embeddings import EmbeddingCache, PrefixEmbedder
+
+    model = context_model("concat", "previous")
+    cache = EmbeddingCache(PrefixEmbedder(model.prefix_encoder, tokenizer), tmp_path)
+    documents = [0, 0, 0, 1, 2, 2]
+
+    def rows(count):
+        data = Dataset.from_dict({"text": SENTENCES, "document": documents,
+                                  "context": previous_sentences(SENTENCES, documents, count)})
+        tokenized = tokenize_sentences(data, tokenizer, 32, "train", keep_offsets=False)
+        return with_context_tokens(tokenized, tokenizer, max_context_length=64, split="train")
+
+    one = cache.attach(rows(1), "one")
+    assert cache.record("one")["embedded"] == 6
+    cache.attach(rows(2), "two")
+    # only "One c." has another context with two sentences; the rest are the same rows
+    assert (cache.record("two")["embedded"], cache.record("two")["reused"]) == (1, 5)
+    first = one[3]  # a document's first sentence: the same row as without context
+    assert first["context_length"] == 0 and first["input_ids"] == rows(0 + 1)[3]["input_ids"]
+
+
+def test_a_context_length_of_the_wrong_shape_is_refused(tokenizer):
+    model = context_model("concat", "document")
+    ids, n = document_row(tokenizer, ["The river rose."], "The town waited.")
+    with pytest.raises(ValueError, match=r"context_length must have shape \(batch,\) = \(1,\)"):
+        model(input_ids=ids[None], context_length=torch.tensor([[n]]))
