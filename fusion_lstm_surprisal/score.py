@@ -25,6 +25,12 @@ class SurprisalArguments:
     word_column: str = field(default="word", metadata={"help": "The TSV's word column."})
     sentence_column: str | None = field(default=None, metadata={"help": "The TSV's sentence id column (default: "
                                                                         "sentences end at '.' or '?')."})
+    document_column: str | None = field(default=None, metadata={"help": "The TSV's document column (Natural "
+                                                                        "Stories: item); a text file separates "
+                                                                        "documents by blank lines."})
+    context_sentences: int | None = field(default=None, metadata={
+        "help": "Read each sentence after the K sentences before it in its document (conditioned on, never scored). "
+                "Default: a fusion model's own (as it was trained), 0 for other models."})
     reading_times: str | None = field(default=None, metadata={"help": "A TSV of reading times, one row per input "
                                                                       "word (e.g. Natural Stories)."})
     rt_column: str = field(default="meanItemRT", metadata={"help": "The reading-time column."})
@@ -35,6 +41,8 @@ class SurprisalArguments:
     trust_remote_code: bool = field(default=True, metadata={"help": "Load a model's own code (fusion models)."})
 
     def __post_init__(self):
+        if self.context_sentences is not None and self.context_sentences < 0:
+            raise ValueError(f"--context_sentences must be 0 or more, got {self.context_sentences}.")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}.")
         for name in ("input_file", "reading_times"):
@@ -59,13 +67,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     (args,) = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
 
-    sentences = read_sentences_of_words(args.input_file, args.word_column, args.sentence_column)
+    sentences = read_sentences_of_words(args.input_file, args.word_column, args.sentence_column,
+                                        args.document_column)
     reading_times = read_reading_times(args.reading_times, args.rt_column, args.word_column) if (
         args.reading_times) else None
     model, tokenizer, encoder_tokenizer = load_model(args.model_name_or_path, args.trust_remote_code,
                                                      args.encoder_name_or_path)
     scorer = SurprisalScorer(model, tokenizer, encoder_tokenizer, args.batch_size, args.device)
-    rows = scorer.score(sentences)
+    rows = scorer.score(sentences, args.context_sentences)
     write_tsv(rows, args.output_file)
     logger.info("%d sentences, %d words: wrote %s", len(sentences), len(rows), args.output_file)
     if reading_times is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from fusion_lstm_training.data import FusionDataCollator
+from fusion_lstm_training.data import FusionDataCollator, context_row, previous_sentences
 
 
 # Natural Stories: a sentence ends at a word ending in "." or "?", unless the word is a title (438 sentences)
@@ -24,11 +24,12 @@ TITLES = ("Mr.", "Mrs.", "Ms.", "Dr.", "St.", "Jr.", "Sr.", "Prof.")
 
 @dataclass
 class Sentence:
-    """One sentence of the input: its id, its words, and where it came from (for error messages)."""
+    """One sentence of the input: its id, its words, where it came from (for error messages) and its document."""
 
     id: str
     words: list[str]
     source: str
+    document: str | None = None
 
     @property
     def text(self) -> str:
@@ -52,11 +53,12 @@ class WordSurprisal:
     tokens: int
 
 
-def read_sentences_of_words(path: str, word_column: str = "word", sentence_column: str | None = None
-                            ) -> list[Sentence]:
-    """Sentences of a text file (one sentence a line, words split on whitespace) or of a TSV with a word column
-    (words in order; sentences by `sentence_column`, else ending at a word that ends in "." or "?" and is not a
-    title such as "Mr.")."""
+def read_sentences_of_words(path: str, word_column: str = "word", sentence_column: str | None = None,
+                            document_column: str | None = None) -> list[Sentence]:
+    """Sentences of a text file (one sentence a line, words split on whitespace; a blank line between documents) or
+    of a TSV with a word column (words in order; sentences by `sentence_column`, else ending at a word that ends in
+    "." or "?" and is not a title such as "Mr."; documents by `document_column`, a change of value ending the
+    sentence too)."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"Input file {path} does not exist.")
@@ -64,35 +66,47 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
     if not text.strip():
         raise ValueError(f"Input file {path} is empty.")
     if file.suffix.lower() not in (".tsv", ".tab"):
-        sentences = []
+        if document_column:
+            raise ValueError(f"{path} is a text file: its documents are separated by blank lines, not named by a "
+                             f"column ({document_column!r}); drop --document_column.")
+        sentences, document = [], 0
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                sentences.append(Sentence(str(len(sentences) + 1), line.split(), f"{path}:{number}"))
+                sentences.append(Sentence(str(len(sentences) + 1), line.split(), f"{path}:{number}", str(document)))
+            elif sentences and sentences[-1].document == str(document):
+                document += 1
         return sentences
     rows = list(csv.DictReader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
     columns = list(rows[0]) if rows else text.splitlines()[0].split("\t")
-    for column in filter(None, (word_column, sentence_column)):
-        if column not in columns:
-            raise ValueError(f"{path} has no column {column!r} (columns: {', '.join(columns)}); choose the word "
-                             "column with --word_column (and the sentence column with --sentence_column).")
+    for column, flag in ((word_column, "--word_column"), (sentence_column, "--sentence_column"),
+                         (document_column, "--document_column")):
+        if column and column not in columns:
+            raise ValueError(f"{path} has no column {column!r} (columns: {', '.join(columns)}); choose it with {flag}.")
     if not rows:
         raise ValueError(f"Input file {path} has a header but no rows.")
-    sentences, words, first_line, sentence_id = [], [], 2, None
+    sentences, words, first_line, sentence_id, document = [], [], 2, None, None
+
+    def close():
+        sentences.append(Sentence(sentence_id if sentence_column else str(len(sentences) + 1), words,
+                                  f"{path}:{first_line}", document))
+
     for number, row in enumerate(rows, 2):  # line 1 is the header
         word = (row[word_column] or "").strip()
         if not word or len(word.split()) != 1:
             raise ValueError(f"{path}:{number}: the {word_column!r} column must hold one word, got {word!r}.")
-        if sentence_column and words and row[sentence_column] != sentence_id:
-            sentences.append(Sentence(sentence_id, words, f"{path}:{first_line}"))
+        new_sentence = sentence_column and row[sentence_column] != sentence_id
+        new_document = document_column and row[document_column] != document
+        if words and (new_sentence or new_document):
+            close()
             words, first_line = [], number
-        sentence_id = row[sentence_column] if sentence_column else str(len(sentences) + 1)
+        sentence_id = row[sentence_column] if sentence_column else None
+        document = row[document_column] if document_column else None
         words.append(word)
         if not sentence_column and word.endswith(SENTENCE_END) and word not in TITLES:
-            sentences.append(Sentence(sentence_id, words, f"{path}:{first_line}"))
+            close()
             words, first_line = [], number + 1
     if words:
-        sentences.append(Sentence(sentence_id if sentence_column else str(len(sentences) + 1), words,
-                                  f"{path}:{first_line}"))
+        close()
     return sentences
 
 
@@ -152,23 +166,72 @@ class SurprisalScorer:
 
                 self.embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer)
 
-    def encode(self, sentence: Sentence) -> tuple[list[int], list[int], list[int]]:
-        """BOS + the sentence's tokens; the word of each token (after BOS); each token's end offset (BOS: 0)."""
+    @property
+    def fusion_context(self) -> int:
+        """How many previous sentences the model was trained with (0: sentence by sentence, or not a fusion model)."""
+        return getattr(self.model.config, "context_sentences", 0) if self.is_fusion_model else 0
+
+    @property
+    def is_fusion_model(self) -> bool:
+        return getattr(self.model.config, "model_type", None) == "fusion_lstm"
+
+    def check_context(self, context_sentences: int):
+        """A fusion model reads the context only as it was trained to; any other causal LM reads whatever it is
+        given."""
+        if not self.is_fusion_model or context_sentences == self.fusion_context:
+            return
+        if not self.fusion_context:
+            raise ValueError(f"This fusion model was trained sentence by sentence (context_sentences=0), so it cannot "
+                             f"read {context_sentences} previous sentences: score it without --context_sentences.")
+        raise ValueError(f"This fusion model was trained with context_sentences={self.fusion_context}: score it with "
+                         f"that many (its default), not {context_sentences}.")
+
+    def encode(self, sentence: Sentence, context: list[Sentence] = ()) -> "Encoded":
+        """The model's input for `sentence` after the `context` sentences (the previous sentences of its document):
+        BOS, the context, the sentence's tokens; the word of each scored token (the sentence's own); each token's end
+        offset in `text` (BOS: where the kept context starts) and how many context tokens come first."""
         encoded = self.tokenizer(sentence.text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = [tuple(o) for o in encoded["offset_mapping"]]
         ids = [self.tokenizer.bos_token_id, *encoded["input_ids"]]
-        if self.limit is not None and len(ids) > self.limit:
-            raise ValueError(f"{sentence.source}: the sentence has {len(ids)} tokens with BOS, more than the model "
-                             f"takes ({self.limit}); split it.")
-        return ids, align(sentence, offsets), [0, *(end for _, end in offsets)]
+        ends = [0, *(end for _, end in offsets)]
+        if not context:
+            result = Encoded(sentence, ids, align(sentence, offsets), ends, 0, sentence.text)
+        elif self.is_fusion_model:
+            # exactly as in training: each context sentence and EOS after BOS (fusion_lstm_training.data)
+            row = context_row(ids, [c.text for c in context], self.tokenizer, self.model.config.max_context_length,
+                              sentence.text, ends)
+            result = Encoded(sentence, row["input_ids"], align(sentence, offsets), row["offsets"],
+                             row["context_length"], row["text"])
+        else:
+            result = self.encode_after_text(sentence, " ".join(c.text for c in context))
+        if self.limit is not None and len(result.ids) > self.limit:
+            raise ValueError(f"{sentence.source}: the sentence has {len(result.ids)} tokens with BOS and its context, "
+                             f"more than the model takes ({self.limit}); split it, or use fewer --context_sentences.")
+        return result
+
+    def encode_after_text(self, sentence: Sentence, context_text: str) -> "Encoded":
+        """Any causal LM: BOS, then the context and the sentence tokenized as one text (so that the sentence's first
+        token is the one that follows a space, as inside a story); the sentence's tokens are those that start after
+        the context."""
+        text = f"{context_text} {sentence.text}"
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        shift = len(context_text) + 1
+        context_tokens = sum(1 for start, _ in encoded["offset_mapping"] if start < shift - 1)
+        own = [(max(start - shift, 0), end - shift) for start, end in encoded["offset_mapping"][context_tokens:]]
+        ids = [self.tokenizer.bos_token_id, *encoded["input_ids"]]
+        return Encoded(sentence, ids, align(sentence, own), [0, *(end for _, end in encoded["offset_mapping"])],
+                       context_tokens, text)
 
     @torch.inference_mode()
-    def token_surprisals(self, batch: list[tuple[Sentence, list[int], list[int]]]) -> list[torch.Tensor]:
-        """-log2 p(token_j | tokens < j) for the tokens after BOS of each sentence: (len(ids) - 1,) each."""
-        lengths = [len(ids) for _, ids, _ in batch]
-        features = [{"input_ids": ids} for _, ids, _ in batch]
+    def token_surprisals(self, batch: list["Encoded"]) -> list[torch.Tensor]:
+        """-log2 p(token_j | tokens < j) for each sentence's own tokens (after BOS and its context)."""
+        features = [{"input_ids": item.ids} for item in batch]
+        if self.fusion_context:
+            for feature, item in zip(features, batch):
+                feature["context_length"] = item.context_length
         if self.embedder is not None:
-            vectors = self.embedder({"text": [s.text for s, _, _ in batch], "offsets": [e for _, _, e in batch]})
+            vectors = self.embedder({"text": [item.text for item in batch], "offsets": [item.ends for item in batch],
+                                     "context_length": [item.context_length for item in batch]})
             for feature, v in zip(features, vectors["fusion_embeds"]):
                 feature["fusion_embeds"] = v
         # padded as in training: right, with the pad id, and zero vectors at padded positions
@@ -178,28 +241,52 @@ class SurprisalScorer:
         logits = self.model(**inputs).logits.float()
         logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1))
         bits = (-logprobs.squeeze(-1) / math.log(2)).cpu()
-        return [bits[row, : length - 1] for row, length in enumerate(lengths)]
+        return [bits[row, item.context_length : len(item.ids) - 1] for row, item in enumerate(batch)]
 
-    def score(self, sentences: list[Sentence], progress: bool = True) -> list[WordSurprisal]:
-        """One row per word of `sentences`, in order."""
-        encoded = [(s, *self.encode(s)) for s in sentences]  # every sentence is checked before any is scored
+    def score(self, sentences: list[Sentence], context_sentences: int | None = None,
+              progress: bool = True) -> list[WordSurprisal]:
+        """One row per word of `sentences`, in order. `context_sentences` K: each sentence is read after the K
+        sentences before it in its document (conditioned on, never scored; a document's first sentence scores as
+        without context). None: as a fusion model was trained (0 for other models)."""
+        context_sentences = self.fusion_context if context_sentences is None else context_sentences
+        self.check_context(context_sentences)
+        contexts = [[] for _ in sentences]
+        if context_sentences:
+            before = previous_sentences(list(range(len(sentences))), [s.document for s in sentences],
+                                        context_sentences)
+            contexts = [[sentences[k] for k in indices] for indices in before]
+        encoded = [self.encode(s, c) for s, c in zip(sentences, contexts)]  # every sentence checked before scoring
         # batches of similar length waste little padding; the rows go back to the input order below
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][1]))
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
         per_sentence = {}
         for start in tqdm(range(0, len(order), self.batch_size), desc="Surprisal", disable=not progress,
                           unit="batch"):
             chunk = order[start : start + self.batch_size]
-            batch = [(encoded[i][0], encoded[i][1], encoded[i][3]) for i in chunk]
-            for i, bits in zip(chunk, self.token_surprisals(batch)):
+            for i, bits in zip(chunk, self.token_surprisals([encoded[i] for i in chunk])):
                 per_sentence[i] = bits
         rows = []
-        for i, (sentence, _, owners, _) in enumerate(encoded):
+        for i, item in enumerate(encoded):
+            sentence = item.sentence
             totals, counts = [0.0] * len(sentence.words), [0] * len(sentence.words)
-            for owner, value in zip(owners, per_sentence[i].tolist()):
+            for owner, value in zip(item.owners, per_sentence[i].tolist()):
                 totals[owner] += value
                 counts[owner] += 1
             rows += [WordSurprisal(sentence.id, j, word, totals[j], counts[j]) for j, word in enumerate(sentence.words)]
         return rows
+
+
+@dataclass
+class Encoded:
+    """One sentence as the model reads it: ids (BOS, context, the sentence's tokens), the word of each of the
+    sentence's tokens, each token's end offset in `text` (for prefixes embedded from text), how many context tokens
+    follow BOS, and the text of context and sentence."""
+
+    sentence: Sentence
+    ids: list[int]
+    owners: list[int]
+    ends: list[int]
+    context_length: int
+    text: str
 
 
 def write_tsv(rows: list[WordSurprisal], path: str | Path):

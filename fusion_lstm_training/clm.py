@@ -94,6 +94,9 @@ class ModelArguments:
                                  "each context sentence and EOS, then the sentence); otherwise only the encoder reads "
                                  "them, per --fusion_context previous or document."}
     )
+    max_context_length: int = field(
+        default=128, metadata={"help": "With --context_sentences: at most this many context tokens, the most recent."}
+    )
     generation_prompt: str | None = field(
         default=None, metadata={"help": "After training, reload output_dir with AutoModelForCausalLM and continue this."}
     )
@@ -119,7 +122,7 @@ class ModelArguments:
         fields = {"fusion": self.fusion, "encoder_pooling": self.encoder_pooling, "fusion_context": self.fusion_context,
                   "fusion_context_fraction": self.fusion_context_fraction,
                   "fusion_dropout_mode": self.fusion_dropout_mode, "context_sentences": self.context_sentences,
-                  "context_as_tokens": self.context_as_tokens}
+                  "context_as_tokens": self.context_as_tokens, "max_context_length": self.max_context_length}
         config = FusionLSTMConfig(**fields)
         if self.config_overrides:
             known = {f.name for f in dataclass_fields(FusionLSTMConfig)}
@@ -179,9 +182,6 @@ class DataTrainingArguments:
                                      "a model without encoder, fed their vectors."}
     )
     fusion_vectors_size: int = field(default=1024, metadata={"help": "At most this many words for count and tfidf."})
-    max_context_length: int = field(
-        default=128, metadata={"help": "With --context_sentences: at most this many context tokens, the most recent."}
-    )
     eval_without_fusion: bool = field(
         default=False, metadata={"help": "Evaluate again with every e_j zeroed: eval_without_fusion_perplexity."}
     )
@@ -195,8 +195,6 @@ class DataTrainingArguments:
                 raise ValueError(f"{file}: unsupported extension; use one of {', '.join(TEXT_EXTENSIONS)}.")
             if not Path(file).is_file():
                 raise FileNotFoundError(f"Data file {file} does not exist.")
-        if self.max_context_length < 1:
-            raise ValueError(f"--max_context_length={self.max_context_length}: keep at least one context token.")
         if self.max_seq_length < 2:
             raise ValueError(f"--max_seq_length={self.max_seq_length}: a sample needs at least 2 tokens (BOS and one "
                              "token to predict).")
@@ -289,18 +287,19 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
         raise ValueError(f"--fusion_vectors={data_args.fusion_vectors} with --fusion none: the model fuses nothing.")
 
 
-def context_reading(model_args: ModelArguments) -> int:
-    """How many previous sentences of its document each sample carries: as a checkpoint to continue from was
-    trained (its config says), else as the arguments say; arguments that contradict the checkpoint are refused."""
+def context_reading(model_args: ModelArguments) -> tuple[int, int]:
+    """How many previous sentences of its document each sample carries, and at most how many of their tokens: as a
+    checkpoint to continue from was trained (its config says), else as the arguments say; arguments that contradict
+    the checkpoint are refused."""
     if not model_args.model_name_or_path:
-        return model_args.context_sentences
+        return model_args.context_sentences, model_args.max_context_length
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
     saved = (getattr(config, "context_sentences", 0), getattr(config, "context_as_tokens", False))
     asked = (model_args.context_sentences, model_args.context_as_tokens)
     if asked != (0, False) and asked != saved:
         raise ValueError(f"{model_args.model_name_or_path} was trained with context_sentences={saved[0]}, "
                          f"context_as_tokens={saved[1]}; drop --context_sentences/--context_as_tokens to use its own.")
-    return saved[0]
+    return saved[0], getattr(config, "max_context_length", 128)
 
 
 def load_model(model_args: ModelArguments, tokenizer, encoder_path: str, source=None) -> FusionLSTMForCausalLM:
@@ -369,7 +368,7 @@ def main(argv: list[str] | None = None):
     set_seed(training_args.seed)
 
     # Data: sentences, and with context the previous sentences of their documents (as the model reads them)
-    context_sentences = context_reading(model_args)
+    context_sentences, max_context_length = context_reading(model_args)
     raw = load_splits(
         context_sentences=context_sentences,
         train_file=data_args.train_file, validation_file=data_args.validation_file, test_file=data_args.test_file,
@@ -410,7 +409,7 @@ def main(argv: list[str] | None = None):
         }
     embedding_speed = None
     if context_sentences:  # the document's previous sentences go before each sentence, for the LSTM or the encoder
-        tokenized = {split: with_context_tokens(data, tokenizer, data_args.max_context_length, split)
+        tokenized = {split: with_context_tokens(data, tokenizer, max_context_length, split)
                      for split, data in tokenized.items()}
     if uses_fusion and data_args.precompute_fusion_embeddings:
         if source is None:

@@ -261,39 +261,44 @@ def tokenize_sentences(dataset: Dataset, tokenizer, max_seq_length: int, split: 
     return tokenized.remove_columns("truncated")
 
 
+def context_row(ids: list[int], context: list[str], tokenizer, max_context_length: int, text: str | None = None,
+                ends: list[int] | None = None) -> dict:
+    """One sample with its document's previous sentences put before it as tokens: BOS, each context sentence's
+    tokens and EOS, then the sentence's own tokens (`ids` is the sentence alone, BOS first). Returns `input_ids`,
+    `labels` (-100 on BOS and the context: the loss and the perplexity are over the sentence's own tokens, the same
+    tokens as without context) and `context_length` (the context's tokens, at most `max_context_length`, the most
+    recent). With the sentence's `text` and token `ends` (BOS ends at 0) also the `text` of the context and the
+    sentence joined by spaces and the `offsets` (ends) of every token in it, BOS ending where the kept context
+    starts."""
+    pieces = [s.strip() for s in context]
+    encoded = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True) if pieces else None
+    tokens, starts, token_ends, start = [], [], [], 0
+    for k, piece in enumerate(pieces):
+        tokens += [*encoded["input_ids"][k], tokenizer.eos_token_id]
+        starts += [start + a for a, _ in encoded["offset_mapping"][k]] + [start + len(piece)]
+        token_ends += [start + b for _, b in encoded["offset_mapping"][k]] + [start + len(piece)]
+        start += len(piece) + 1
+    keep = min(len(tokens), max_context_length)
+    tokens, starts, token_ends = tokens[len(tokens) - keep :], starts[len(starts) - keep :], token_ends[len(token_ends) - keep :]
+    row = {"input_ids": [ids[0], *tokens, *ids[1:]], "labels": [-100] * (1 + len(tokens)) + list(ids[1:]),
+           "context_length": len(tokens)}
+    if text is not None:
+        row["text"] = " ".join([*pieces, text])
+        row["offsets"] = [starts[0] if starts else start, *token_ends, *(start + end for end in ends[1:])]
+    return row
+
+
 def with_context_tokens(tokenized: Dataset, tokenizer, max_context_length: int, split: str) -> Dataset:
-    """Each sample's `context` sentences put before it as tokens: BOS, each context sentence's tokens and EOS, then
-    the sentence's own tokens and EOS; `context_length` says how many tokens the context took. `labels` ignore
-    (-100) BOS and the context, so the loss and the perplexity are over the sentence's own tokens, the same tokens as
-    without context. A context longer than `max_context_length` tokens keeps its most recent ones. Whether the LSTM
-    reads the context or only the encoder does is the model's config (`context_as_tokens`). Samples with `offsets`
-    (prefixes embedded from text) get the text of the context and the sentence joined by spaces, and the offsets of
-    every token in it (BOS ends where the kept context starts)."""
+    """Every sample as a `context_row`: its `context` sentences before it as tokens (with `text` and `offsets` for
+    samples that have them). Whether the LSTM reads the context or only the encoder does is the model's config
+    (`context_as_tokens`)."""
     with_offsets = "offsets" in tokenized.column_names
 
     def prepend(batch):
-        out = {"input_ids": [], "labels": [], "context_length": [], **({"text": [], "offsets": []} if with_offsets
-                                                                      else {})}
-        for i, (ids, sentences) in enumerate(zip(batch["input_ids"], batch["context"])):
-            pieces = [s.strip() for s in sentences]
-            encoded = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True) if pieces else None
-            context, starts, ends, start = [], [], [], 0
-            for k, piece in enumerate(pieces):
-                context += [*encoded["input_ids"][k], tokenizer.eos_token_id]
-                starts += [start + a for a, _ in encoded["offset_mapping"][k]] + [start + len(piece)]
-                ends += [start + b for _, b in encoded["offset_mapping"][k]] + [start + len(piece)]
-                start += len(piece) + 1
-            keep = min(len(context), max_context_length)
-            context, starts, ends = context[len(context) - keep :], starts[len(starts) - keep :], ends[len(ends) - keep :]
-            out["input_ids"].append([ids[0], *context, *ids[1:]])
-            out["labels"].append([-100] * (1 + len(context)) + ids[1:])
-            out["context_length"].append(len(context))
-            if with_offsets:
-                out["text"].append(" ".join([*pieces, batch["text"][i]]))
-                # BOS ends where the kept context begins; the sentence's own offsets shift by the context's text
-                out["offsets"].append([starts[0] if starts else start, *ends,
-                                       *(start + end for end in batch["offsets"][i][1:])])
-        return out
+        rows = [context_row(ids, context, tokenizer, max_context_length,
+                            batch["text"][i] if with_offsets else None, batch["offsets"][i] if with_offsets else None)
+                for i, (ids, context) in enumerate(zip(batch["input_ids"], batch["context"]))]
+        return {key: [row[key] for row in rows] for key in rows[0]}
 
     with_context = tokenized.map(prepend, batched=True, desc=f"Context tokens ({split})")
     tokens = with_context["context_length"]

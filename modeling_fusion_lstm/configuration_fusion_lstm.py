@@ -111,6 +111,7 @@ class FusionLSTMConfig(PreTrainedConfig):
     context_as_tokens (`bool`, defaults to `False`): the LSTM reads those sentences as tokens before the sentence:
         BOS, each context sentence and EOS, then the sentence (the context is conditioned on, never scored).
         Otherwise the context tokens are in the input for the encoder only (fusion_context `previous`, `document`).
+    max_context_length (`int`, defaults to 128): at most this many context tokens, the most recent.
     """
 
     model_type = "fusion_lstm"
@@ -134,6 +135,7 @@ class FusionLSTMConfig(PreTrainedConfig):
     fusion_projection: bool = True
     context_sentences: int = 0
     context_as_tokens: bool = False
+    max_context_length: int = 128
     initializer_range: float = 0.02
     use_cache: bool = True
     tie_word_embeddings: bool = False
@@ -179,6 +181,8 @@ class FusionLSTMConfig(PreTrainedConfig):
     def _check_context(self):
         if self.context_sentences < 0:
             raise ValueError(f"FusionLSTMConfig.context_sentences must be 0 or more, got {self.context_sentences}.")
+        if self.max_context_length < 1:
+            raise ValueError(f"FusionLSTMConfig.max_context_length must be at least 1, got {self.max_context_length}.")
         reads_document = self.fusion_context in DOCUMENT_CONTEXTS
         if reads_document and not self.context_sentences:
             raise ValueError(f"FusionLSTMConfig.fusion_context={self.fusion_context!r} embeds the previous sentences of "

@@ -276,8 +276,8 @@ def test_config_overrides_are_typed_by_the_config(run_clm_module):
                                               "freeze_encoder=false")
     assert arguments.config_fields() == {
         "fusion": "add", "encoder_pooling": "cls", "fusion_context": "prefix", "fusion_context_fraction": 0.5,
-        "fusion_dropout_mode": "vector", "context_sentences": 0, "context_as_tokens": False, "hidden_size": 256,
-        "dropout": 0.1, "freeze_encoder": False}
+        "fusion_dropout_mode": "vector", "context_sentences": 0, "context_as_tokens": False, "max_context_length": 128,
+        "hidden_size": 256, "dropout": 0.1, "freeze_encoder": False}
     assert run_clm_module.ModelArguments().config_fields()["fusion"] == "concat"
     with pytest.raises(ValueError, match="FusionLSTMConfig.dropout"):  # the values are checked by the config
         run_clm_module.ModelArguments(config_overrides="dropout=1.5")

@@ -214,3 +214,80 @@ def test_reading_times_must_list_the_same_words(tmp_path):
                                  predictors([w for w, _ in rts], [r.word_index for r in rows]),
                                  included([w for w, _ in rts], [r.word_index for r in rows]))
     assert delta["regression_words"] > 2000
+
+
+# ------------------------------------------------------------------------------------------- the story so far
+
+
+def by_hand_after(model, tokenizer, ids: list[int], scored_from: int, **inputs) -> list[float]:
+    """-log2 p of every token from position `scored_from` on, one forward pass over `ids`."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids]), **inputs).logits[0].double()
+    logprobs = torch.log_softmax(logits, -1)
+    return [-logprobs[j - 1, ids[j]].item() / math.log(2) for j in range(scored_from, len(ids))]
+
+
+STORY = "One day a fox came.\nIt was hungry.\nIt saw grapes.\n\nElsewhere it rained.\nThe end.\n"
+
+
+def test_documents_of_a_text_file_and_of_a_tsv_column(tmp_path):
+    story = tmp_path / "story.txt"
+    story.write_text(STORY)
+    assert [s.document for s in read_sentences_of_words(str(story))] == ["0", "0", "0", "1", "1"]
+    tsv = tmp_path / "story.tsv"
+    tsv.write_text("item\tword\n" + "".join(f"{item}\t{w}\n" for item, w in (
+        (1, "A"), (1, "fox."), (1, "It"), (1, "ate"), (2, "Rain"), (2, "fell."))))
+    sentences = read_sentences_of_words(str(tsv), document_column="item")
+    # a story's last words without a full stop still end its sentence: sentences never span stories
+    assert [(s.words, s.document) for s in sentences] == [(["A", "fox."], "1"), (["It", "ate"], "1"),
+                                                        (["Rain", "fell."], "2")]
+    with pytest.raises(ValueError, match="no column 'story'.*--document_column"):
+        read_sentences_of_words(str(tsv), document_column="story")
+
+
+def test_any_causal_lm_reads_the_previous_sentences_of_its_document(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = GPT2LMHeadModel(config).eval()
+    story = tmp_path / "story.txt"
+    story.write_text(STORY)
+    sentences = read_sentences_of_words(str(story))
+    scorer = SurprisalScorer(model, tokenizer, batch_size=3)
+    alone = scorer.score(sentences, progress=False)
+    rows = scorer.score(sentences, context_sentences=2, progress=False)
+    by_sentence = lambda rs, sid: [r.surprisal for r in rs if r.sentence == sid]  # noqa: E731
+    # a document's first sentence scores as without context; later ones read the two before them
+    assert by_sentence(rows, "1") == pytest.approx(by_sentence(alone, "1"), rel=1e-5)
+    assert by_sentence(rows, "4") == pytest.approx(by_sentence(alone, "4"), rel=1e-5)  # no context across stories
+    assert by_sentence(rows, "3") != pytest.approx(by_sentence(alone, "3"), rel=1e-3)
+    context = tokenizer("One day a fox came. It was hungry.", add_special_tokens=False)["input_ids"]
+    own = tokenizer("It saw grapes.", add_special_tokens=False)["input_ids"]
+    bits = by_hand_after(model, tokenizer, [tokenizer.bos_token_id, *context, *own], 1 + len(context))
+    words = [r for r in rows if r.sentence == "3"]
+    assert sum(r.surprisal for r in words) == pytest.approx(sum(bits), rel=1e-5)
+    assert [r.tokens for r in words] == [1, 1, 2]
+
+
+def test_a_fusion_model_reads_the_context_as_it_was_trained(tokenizer, tmp_path):
+    from modeling_fusion_lstm import FusionLSTMForCausalLM
+    from helpers import TINY
+
+    torch.manual_seed(0)
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", fusion_context="document",
+                                                          context_sentences=2, **TINY).eval()
+    story = tmp_path / "story.txt"
+    story.write_text(STORY)
+    sentences = read_sentences_of_words(str(story))
+    rows = SurprisalScorer(model, tokenizer, batch_size=2).score(sentences, progress=False)  # its own K = 2
+    eos = tokenizer.eos_token_id
+    context = [t for s in ("One day a fox came.", "It was hungry.")
+               for t in (*tokenizer(s, add_special_tokens=False)["input_ids"], eos)]
+    own = tokenizer("It saw grapes.", add_special_tokens=False)["input_ids"]
+    bits = by_hand_after(model, tokenizer, [tokenizer.bos_token_id, *context, *own], 1 + len(context),
+                         context_length=torch.tensor([len(context)]))
+    assert sum(r.surprisal for r in rows if r.sentence == "3") == pytest.approx(sum(bits), rel=1e-4)
+    with pytest.raises(ValueError, match="trained with context_sentences=2: score it with that many"):
+        SurprisalScorer(model, tokenizer).score(sentences, context_sentences=1, progress=False)
+    with pytest.raises(ValueError, match="trained sentence by sentence"):
+        SurprisalScorer(tiny_model("concat"), tokenizer).score(sentences, context_sentences=2, progress=False)
