@@ -15,7 +15,8 @@ one is complete:
                 "per_fusion": {fusion: arguments} for the runs of one fusion
     evaluate    run_clm.py evaluations of another experiment's models ("models": {"experiment", "where"}) on fixed
                 samples of other files ("files")
-    surprisal   run_surprisal.py on a reading-time corpus ("input_file") with another experiment's models
+    surprisal   run_surprisal.py on a reading-time corpus ("input_file", "document_column") with another experiment's
+                models
     similarity  the prefix-embedding similarity over the scale's validation sentences, one run per "each" item
 
 Adding an experiment of a known kind is one JSON file; adding a kind is one class and its entry in RUN_KINDS.
@@ -182,7 +183,10 @@ class SurprisalRuns:
             arguments = {"model_name_or_path": str(model_dir), "input_file": scale.setting["input_file"],
                          "reading_times": scale.setting["input_file"],
                          "batch_size": scale.setting.get("batch_size", 32),
-                         "output_file": str(scale.folder / "runs" / run_id / "surprisal.tsv")}
+                         "output_file": str(scale.folder / "runs" / run_id / "surprisal.tsv"),
+                         # the stories: each model reads as many previous sentences as it was trained with
+                         **({"document_column": scale.setting["document_column"]}
+                            if "document_column" in scale.setting else {})}
             runs.append(Run(run_id, values, arguments))
         return runs
 

@@ -535,6 +535,14 @@ def document_context_section(ctx: SectionContext) -> list[str]:
             *markdown_table(rows), ""]
 
 
+@section("document_reading_times")
+def document_reading_times_section(ctx: SectionContext) -> list[str]:
+    figure = ctx.figure("document_reading_times")
+    plot_reading_times(ctx.results, figure, ctx.scale)
+    return [*ctx.prose(words=f"{ctx.results[0]['metrics']['words']:,}"), *reading_times_lines(ctx.results), "",
+            f"![reading times with the story]({ctx.link(figure)})", ""]
+
+
 # Prose before the first section of a group
 GROUP_INTROS = {"probes": lambda paper: [f"**The paper's probes.** {paper['probes']['note']}", ""]}
 

@@ -368,3 +368,11 @@ def test_precision_replaces_the_configs_bf16_and_is_recorded(tmp_path):
     assert all(run.arguments["bf16"] and run.arguments["use_cpu"] for run in demo.runs)
     run = fp32.runs[0]
     assert record(fp32, run, {}, run.arguments, 1.0)["precision"] == "fp32"
+
+
+def test_reading_times_with_the_story_score_the_document_context_models(tmp_path):
+    trained = {run.id for run in load_experiment("document_context", "cpu", tmp_path).runs}
+    scored = load_experiment("document_reading_times", "cpu", tmp_path).runs
+    assert {run.id for run in scored} <= trained and {"none_seed0", "none_ctx2_seed0"} <= {run.id for run in scored}
+    assert all(run.arguments["document_column"] == "item" for run in scored)
+    assert all(Path(run.arguments["model_name_or_path"]).parent.parent.name == "document_context" for run in scored)
