@@ -198,8 +198,9 @@ class SurprisalScorer:
             result = Encoded(sentence, ids, align(sentence, offsets), ends, 0, sentence.text)
         elif self.is_fusion_model:
             # exactly as in training: each context sentence and EOS after BOS (fusion_lstm_training.data)
-            row = context_row(ids, [c.text for c in context], self.tokenizer, self.model.config.max_context_length,
-                              sentence.text, ends)
+            # (a config saved before max_context_length was recorded used the default, 128)
+            limit = getattr(self.model.config, "max_context_length", 128)
+            row = context_row(ids, [c.text for c in context], self.tokenizer, limit, sentence.text, ends)
             result = Encoded(sentence, row["input_ids"], align(sentence, offsets), row["offsets"],
                              row["context_length"], row["text"])
         else:
