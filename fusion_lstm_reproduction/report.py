@@ -299,17 +299,17 @@ def plot_changes(changes: dict[str, dict[str, float]], path: Path, title: str, p
     plt.close(fig)
 
 
-def reading_times_lines(results: list[dict]) -> list[str]:
+def reading_times_lines(results: list[dict], means: bool = True) -> list[str]:
     rows = [("model", "Pearson r", "Spearman ρ", "ΔLL (10⁻³ nats per word)", "surprisal coefficient (ms per bit)")]
     for result in sorted(results, key=lambda r: (list(FUSIONS).index(r["values"]["fusion"]), r["run"])):
         m = result["metrics"]
         rows.append((f"`{result['run']}`", f"{m['pearson_r']:.4f}", f"{m['spearman_rho']:.4f}",
                      f"{m['delta_log_likelihood'] * 1000:.2f}", f"{m['surprisal_coefficient_ms_per_bit']:.2f}"))
-    for metric, label in (("pearson_r", "Pearson r"), ("delta_log_likelihood", "ΔLL")):
-        means = {f: statistics.mean(v) for f, v in by_fusion(results, lambda r: r["metrics"][metric]).items()}
-        if len(means) > 1:
+    for metric, label in (("pearson_r", "Pearson r"), ("delta_log_likelihood", "ΔLL")) if means else ():
+        by = {f: statistics.mean(v) for f, v in by_fusion(results, lambda r: r["metrics"][metric]).items()}
+        if len(by) > 1:
             scale = 1000 if metric == "delta_log_likelihood" else 1
-            rows.append((f"mean {label}", ", ".join(f"`{f}` {v * scale:.4f}" for f, v in means.items()), "", "", ""))
+            rows.append((f"mean {label}", ", ".join(f"`{f}` {v * scale:.4f}" for f, v in by.items()), "", "", ""))
     return markdown_table(rows)
 
 
@@ -539,7 +539,8 @@ def document_context_section(ctx: SectionContext) -> list[str]:
 def document_reading_times_section(ctx: SectionContext) -> list[str]:
     figure = ctx.figure("document_reading_times")
     plot_reading_times(ctx.results, figure, ctx.scale)
-    return [*ctx.prose(words=f"{ctx.results[0]['metrics']['words']:,}"), *reading_times_lines(ctx.results), "",
+    # one seed each and runs that differ in more than the fusion: no means by fusion
+    return [*ctx.prose(words=f"{ctx.results[0]['metrics']['words']:,}"), *reading_times_lines(ctx.results, False), "",
             f"![reading times with the story]({ctx.link(figure)})", ""]
 
 
