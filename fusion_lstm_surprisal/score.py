@@ -3,6 +3,7 @@ run_surprisal.py (`main(argv)`), also run as `python -m fusion_lstm_surprisal.sc
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,29 @@ class SurprisalArguments:
         for name in ("input_file", "reading_times"):
             if getattr(self, name) and not Path(getattr(self, name)).is_file():
                 raise FileNotFoundError(f"--{name} {getattr(self, name)} does not exist.")
+        self.check_outputs()
+
+    def outputs(self) -> list[Path]:
+        """Every file this run writes: the TSV and, with reading times, its JSON and PNG."""
+        output = Path(self.output_file)
+        extra = [output.with_suffix(".reading_times.json"), output.with_suffix(".reading_times.png")]
+        return [output, *(extra if self.reading_times else [])]
+
+    def check_outputs(self):
+        """Before any work: no output writes over an input, and the output's folder exists (it is created) and can
+        be written, so that a long scoring never dies at its last step."""
+        inputs = {Path(p).resolve(): name for name, p in (("input_file", self.input_file),
+                                                          ("reading_times", self.reading_times)) if p}
+        for path in self.outputs():
+            if path.resolve() in inputs:
+                raise ValueError(f"--output_file {self.output_file} would write {path} over --{inputs[path.resolve()]}:"
+                                 " choose another output file.")
+            if path.is_dir():
+                raise IsADirectoryError(f"{path} is a folder: --output_file names the TSV to write.")
+        folder = Path(self.output_file).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"Cannot write into {folder} (--output_file): choose a folder you can write.")
 
 
 def load_model(model_name_or_path: str, trust_remote_code: bool = True, encoder_name_or_path: str | None = None):

@@ -291,3 +291,18 @@ def test_a_fusion_model_reads_the_context_as_it_was_trained(tokenizer, tmp_path)
         SurprisalScorer(model, tokenizer).score(sentences, context_sentences=1, progress=False)
     with pytest.raises(ValueError, match="trained sentence by sentence"):
         SurprisalScorer(tiny_model("concat"), tokenizer).score(sentences, context_sentences=2, progress=False)
+
+
+def test_outputs_never_write_over_inputs_and_their_folder_is_made_first(tiny_folder, tmp_path):
+    sentences = tmp_path / "in.txt"
+    sentences.write_text("The cat sat on the mat.\n")
+    with pytest.raises(ValueError, match="would write .*in.txt over --input_file"):
+        run_surprisal("--model_name_or_path", str(tiny_folder), "--input_file", str(sentences), "--output_file",
+                      str(sentences))
+    assert sentences.read_text() == "The cat sat on the mat.\n"
+    out = tmp_path / "new" / "deeper" / "out.tsv"  # a folder that does not exist yet
+    run_surprisal("--model_name_or_path", str(tiny_folder), "--input_file", str(sentences), "--output_file", str(out))
+    assert out.read_text().splitlines()[0].split("\t")[0] == "sentence"
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        run_surprisal("--model_name_or_path", str(tiny_folder), "--input_file", str(sentences), "--output_file",
+                      str(tmp_path / "new"))
