@@ -64,7 +64,8 @@ class ModelArguments:
     encoder_pooling: str = field(default="cls", metadata={"help": ", ".join(ENCODER_POOLING_CHOICES)})
     fusion_context: str = field(
         default="prefix", metadata={"help": "What the encoder reads at position j: prefix (tokens 0..j, causal), "
-                                    "sentence (the leaky probe), subr or subl (the sub-prefix feeders); see "
+                                    "sentence (the leaky probe), subr or subl (the sub-prefix feeders), previous or "
+                                    "document (the document's previous sentences, with --context_sentences); see "
                                     "PrefixContext in modeling_fusion_lstm.py"}
     )
     fusion_context_fraction: float = field(default=0.5, metadata={"help": "k of subr and subl, in [0, 1]"})
@@ -407,10 +408,10 @@ def main(argv: list[str] | None = None):
             for split, data in raw.items()
             if used[split]
         }
-    embedding_speed = None
-    if context_sentences:  # the document's previous sentences go before each sentence, for the LSTM or the encoder
-        tokenized = {split: with_context_tokens(data, tokenizer, max_context_length, split)
-                     for split, data in tokenized.items()}
+        if context_sentences:  # the document's previous sentences go before each sentence, for the LSTM or encoder
+            tokenized = {split: with_context_tokens(data, tokenizer, max_context_length, split)
+                         for split, data in tokenized.items()}
+    embedding_speed = None  # of the training sentences' precompute, when there is one
     if uses_fusion and data_args.precompute_fusion_embeddings:
         if source is None:
             model.prefix_encoder.to(training_args.device)

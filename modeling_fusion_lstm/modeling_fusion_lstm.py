@@ -145,17 +145,13 @@ class PrefixContext(NamedTuple):
         start = torch.ones_like(length)
         if self.mode == "sentence":
             return start, sentence_length.to(length.dtype)
-        if self.mode in ("prefix", "previous", "document") and context_length is not None:
-            # positions inside the context predict context tokens, which are never scored: an empty window
-            context = context_length.to(length.dtype)
-            inside = length <= context
+        if self.mode in ("prefix", "previous", "document"):
+            context = torch.zeros_like(length) if context_length is None else context_length.to(length.dtype)
             start, end = {"prefix": (start + context, length), "previous": (start, start + context),
                           "document": (start, length)}[self.mode]
+            # positions inside the context predict context tokens, which are never scored: an empty window
+            inside = length <= context
             return torch.where(inside, length, start), torch.where(inside, length, end)
-        if self.mode in ("prefix", "document"):
-            return start, length
-        if self.mode == "previous":
-            return start, start
         cut = (sentence_length.to(torch.float64) * self.fraction).floor().to(length.dtype)
         if self.mode == "subr":
             return start, torch.minimum(length, cut + 1)
@@ -195,6 +191,8 @@ if set(FUSION_FUNCTIONS) != set(FUSIONS):
         "FUSIONS (configuration_fusion_lstm.py) and FUSION_FUNCTIONS (modeling_fusion_lstm.py) name different "
         f"strategies: {sorted(set(FUSIONS) ^ set(FUSION_FUNCTIONS))}. Each strategy needs a row in both."
     )
+
+
 def token_id_problem(config: FusionLSTMConfig) -> str | None:
     """Why the encoder cannot read the LM's token ids (None: it can)."""
     if not config.encoder_reads_lm_ids:
@@ -351,8 +349,6 @@ class FusionLSTMPrefixEncoder(nn.Module):
                 "use encoder_pooling='cls' or 'mean'."
             )
         return pooled
-
-
 
 
 class FusionLSTMStage(nn.Module):
