@@ -39,7 +39,7 @@ from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
 from .bpe import train_bpe_tokenizer
 from .callbacks import FusionDropoutSchedule, parse_schedule
 from .data import TEXT_EXTENSIONS, FusionDataCollator, load_splits, tokenize_sentences, with_context_tokens
-from .embeddings import EmbeddingCache, PrefixEmbedder
+from .embeddings import PrefixEmbedder, embedding_cache
 from .metrics import LanguageModelMetrics, preprocess_logits_for_metrics
 from .vectors import (
     ENCODER_SOURCES, BagOfWordsVectors, ZeroVectors, check_source, load_source, shuffle_vectors,
@@ -65,8 +65,9 @@ class ModelArguments:
     fusion_context: str = field(
         default="prefix", metadata={"help": "What the encoder reads at position j: prefix (tokens 0..j, causal), "
                                     "sentence (the leaky probe), subr or subl (the sub-prefix feeders), previous or "
-                                    "document (the document's previous sentences, with --context_sentences); see "
-                                    "PrefixContext in modeling_fusion_lstm.py"}
+                                    "document (the document's previous sentences, with --context_sentences), "
+                                    "prefix+previous (both vectors side by side); see PrefixContext in "
+                                    "modeling_fusion_lstm.py"}
     )
     fusion_context_fraction: float = field(default=0.5, metadata={"help": "k of subr and subl, in [0, 1]"})
     config_overrides: str | None = field(
@@ -93,7 +94,7 @@ class ModelArguments:
     context_as_tokens: bool = field(
         default=False, metadata={"help": "The LSTM reads the context sentences as tokens before the sentence (BOS, "
                                  "each context sentence and EOS, then the sentence); otherwise only the encoder reads "
-                                 "them, per --fusion_context previous or document."}
+                                 "them, per --fusion_context previous, document or prefix+previous."}
     )
     max_context_length: int = field(
         default=128, metadata={"help": "With --context_sentences: at most this many context tokens, the most recent."}
@@ -408,6 +409,7 @@ def main(argv: list[str] | None = None):
             for split, data in raw.items()
             if used[split]
         }
+        sentence_level = dict(tokenized)  # what a source that never reads the context embeds
         if context_sentences:  # the document's previous sentences go before each sentence, for the LSTM or encoder
             tokenized = {split: with_context_tokens(data, tokenizer, max_context_length, split)
                          for split, data in tokenized.items()}
@@ -418,8 +420,9 @@ def main(argv: list[str] | None = None):
             # with --bf16 the encoder runs under bfloat16 autocast too (cached separately from float32 embeddings)
             autocast = torch.bfloat16 if training_args.bf16 else None
             source = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer, autocast)
-        cache = EmbeddingCache(source, data_args.embedding_cache_dir)
-        tokenized = {split: cache.attach(data, split) for split, data in tokenized.items()}
+        cache = embedding_cache(source, data_args.embedding_cache_dir)
+        tokenized = {split: cache.attach(data, split, sentence_level[split] if context_sentences else None)
+                     for split, data in tokenized.items()}
         if "train" in tokenized:
             # the encoder's cost: how fast the training sentences' prefixes were embedded (when they were)
             embedding_speed = cache.record("train")["sentences_per_second"]

@@ -43,17 +43,32 @@ class PrefixEmbedder:
     With the encoder's vocabulary (the default) the encoder reads the LM's token ids, exactly as inside the model.
     With another LM tokenizer (e.g. a trained BPE), pass the encoder's own `encoder_tokenizer`: e_j then embeds the
     text of the prefix's window (`PrefixContext.texts`), read from the sentence's text and token `offsets`.
+    `context` (default: the prefix encoder's) may be one part of the prefix encoder's context: the embedder then
+    gives just that part's vectors (see `parts`).
     """
 
-    def __init__(self, prefix_encoder, lm_tokenizer, encoder_tokenizer=None, autocast_dtype: torch.dtype | None = None):
+    def __init__(self, prefix_encoder, lm_tokenizer, encoder_tokenizer=None, autocast_dtype: torch.dtype | None = None,
+                 context=None):
         self.prefix_encoder = prefix_encoder
         self.lm_tokenizer = lm_tokenizer
         self.encoder_tokenizer = encoder_tokenizer
         self.autocast_dtype = autocast_dtype  # e.g. bfloat16: about twice as fast on CPUs with AVX512-BF16
+        self.context = context or prefix_encoder.context
 
     @property
     def width(self) -> int:
-        return self.prefix_encoder.width
+        return self.prefix_encoder.part_width * len(self.context.parts)
+
+    @property
+    def parts(self) -> list["PrefixEmbedder"]:
+        """One embedder per window of the context (fusion_context prefix+previous: two), each cached on its own."""
+        return [PrefixEmbedder(self.prefix_encoder, self.lm_tokenizer, self.encoder_tokenizer, self.autocast_dtype,
+                               part) for part in self.context.parts]
+
+    @property
+    def reads_document(self) -> bool:
+        """Whether a window reaches into the document's previous sentences (see EmbeddingCache.attach)."""
+        return any(part.reads_document for part in self.context.parts)
 
     @property
     def precision(self) -> str:
@@ -62,7 +77,7 @@ class PrefixEmbedder:
     def fingerprint(self) -> str:
         """Hash of what turns token ids into vectors: the prefix encoder (weights, config, pooling, context,
         truncation), the precision and the tokenizers."""
-        digest = hashlib.sha256(f"{self.precision}|{self.prefix_encoder.fingerprint()}".encode())
+        digest = hashlib.sha256(f"{self.precision}|{self.prefix_encoder.fingerprint(self.context)}".encode())
         for tokenizer in (self.lm_tokenizer, self.encoder_tokenizer):
             if tokenizer is not None:
                 digest.update(tokenizer.backend_tokenizer.to_str().encode())
@@ -70,6 +85,9 @@ class PrefixEmbedder:
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> dict:
+        if len(self.context.parts) > 1:
+            joined = zip(*(part(batch)["fusion_embeds"] for part in self.parts))
+            return {"fusion_embeds": [np.concatenate(vectors, axis=1) for vectors in joined]}
         device = next(self.prefix_encoder.parameters()).device
         with torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
@@ -84,11 +102,12 @@ class PrefixEmbedder:
     def _from_token_ids(self, input_ids: list[list[int]], context_length: list[int], device) -> list[torch.Tensor]:
         padded, mask = pad_right(input_ids, pad_id=0)
         context = torch.tensor(context_length, device=device) if any(context_length) else None
-        out = self.prefix_encoder(padded.to(device), mask.to(device), num_new=padded.shape[1], context_length=context)
+        out = self.prefix_encoder(padded.to(device), mask.to(device), num_new=padded.shape[1], context_length=context,
+                                  context=self.context)
         return [out[i, : len(ids)] for i, ids in enumerate(input_ids)]
 
     def _from_text(self, texts: list[str], offsets: list[list[int]], context_length: list[int]) -> list[torch.Tensor]:
-        context = self.prefix_encoder.context
+        context = self.context
         if context.is_whole_sentence:
             # one embedding of the whole sentence, repeated at every position
             pooled = self.prefix_encoder.embed_texts(texts, self.encoder_tokenizer)
@@ -148,14 +167,23 @@ class EmbeddingCache:
         keys = self.sentence_keys(dataset) if keys is None else keys
         return self.store / f"view-{hashlib.sha256(chr(10).join(keys).encode()).hexdigest()[:32]}.arrow"
 
-    def attach(self, dataset: Dataset, split: str) -> Dataset:
-        """`dataset` with a `fusion_embeds` column, embedding only the sentences the cache does not hold yet."""
+    def attach(self, dataset: Dataset, split: str, sentence_level: Dataset | None = None) -> Dataset:
+        """`dataset` with a `fusion_embeds` column, embedding only the sentences the cache does not hold yet.
+
+        `sentence_level`: for rows that carry their document's previous sentences (`context_length` tokens after
+        BOS), the same sentences without them, in the same order. A source whose windows never reach into the
+        context (`reads_document` False, e.g. the prefix) gives a row the vectors of its sentence-level sample, the
+        context's positions taking the empty window's (that of BOS): nothing is embedded twice for the context,
+        and sentence-level runs share the vectors."""
         keys = self.sentence_keys(dataset)
         view = self.view_path(dataset, keys)
         if view.exists():
             logger.info("%s: reusing cached embeddings %s", split, view)
+        elif sentence_level is not None and not getattr(self.embedder, "reads_document", True):
+            self.attach(sentence_level, split)
+            self._widen_view(self.views[split], dataset["context_length"], view)
         else:
-            self._build_view(dataset, split, keys, view)
+            self._build_view(dataset, split, keys, view, sentence_level)
         self.views[split] = view
         embeddings = Dataset.from_file(str(view))
         if len(embeddings) != len(dataset):
@@ -180,7 +208,27 @@ class EmbeddingCache:
             offset += len(part_keys)
         return index
 
-    def _build_view(self, dataset: Dataset, split: str, keys: list[str], view: Path):
+    def _widen_view(self, sentence_view: Path, context_lengths: list[int], view: Path):
+        """Writes `view` from the sentence-level view: each row's BOS vector repeated for its context's positions."""
+        state = PartialState()
+        if state.is_main_process:
+            source = Dataset.from_file(str(sentence_view)).with_format("numpy")
+            if len(source) != len(context_lengths):
+                raise ValueError(f"{sentence_view} has {len(source)} sentences for {len(context_lengths)} rows with "
+                                 "context: pass the same sentences, in the same order, as sentence_level.")
+
+            def widen(batch, indices):
+                return {"fusion_embeds": [vectors[[0] * (context_lengths[i] + 1) + list(range(1, len(vectors)))]
+                                          for vectors, i in zip(batch["fusion_embeds"], indices)]}
+
+            partial = view.with_suffix(".partial.arrow")
+            source.map(widen, with_indices=True, batched=True, features=source.features, cache_file_name=str(partial),
+                       new_fingerprint=view.stem, desc="Prefix embeddings with the context's positions")
+            os.replace(partial, view)
+            view.with_suffix(".json").write_text(sentence_view.with_suffix(".json").read_text())
+        state.wait_for_everyone()
+
+    def _build_view(self, dataset: Dataset, split: str, keys: list[str], view: Path, sentence_level=None):
         state = PartialState()
         self.store.mkdir(parents=True, exist_ok=True)
         known = self._index(self._parts())
@@ -260,3 +308,52 @@ def gather_max(value: float, state) -> float:
     from accelerate.utils import gather_object
 
     return max(gather_object([value]))
+
+
+class JoinedEmbeddingCache(EmbeddingCache):
+    """e_j made of several vectors side by side (fusion_context prefix+previous), each part's vectors in an
+    EmbeddingCache of their own (shared with the runs that fuse that part alone); the joined rows are a view in this
+    embedder's folder, built from the parts' views."""
+
+    def __init__(self, embedder: PrefixEmbedder, cache_dir: str | Path | None = None):
+        super().__init__(embedder, cache_dir)
+        self.parts = [EmbeddingCache(part, cache_dir) for part in embedder.parts]
+
+    def _joined_record(self, split: str) -> dict:
+        """The parts' records; sentences per second of the whole precompute (parts one after another) where each
+        part's is known."""
+        parts = [part.record(split) for part in self.parts]
+        speeds = [part["sentences_per_second"] for part in parts]
+        combined = 1 / sum(1 / speed for speed in speeds) if all(speeds) else None
+        return {"split": split, "sentences": parts[0]["sentences"], "parts": parts, "sentences_per_second": combined}
+
+    def _build_view(self, dataset: Dataset, split: str, keys: list[str], view: Path, sentence_level=None):
+        state = PartialState()
+        self.store.mkdir(parents=True, exist_ok=True)
+        for part in self.parts:
+            part.attach(dataset, split, sentence_level)
+        if state.is_main_process:
+            columns = [Dataset.from_file(str(part.views[split])).rename_column("fusion_embeds", f"part{i}")
+                       for i, part in enumerate(self.parts)]
+            joined = concatenate_datasets(columns, axis=1).with_format("numpy")
+            features = Features({"fusion_embeds": Array2D(shape=(None, self.embedder.width), dtype="float16")})
+
+            def join(batch):
+                return {"fusion_embeds": [np.concatenate(row, axis=1)
+                                          for row in zip(*(batch[c] for c in joined.column_names))]}
+
+            partial = view.with_suffix(".partial.arrow")
+            joined.map(join, batched=True, features=features, remove_columns=joined.column_names,
+                       cache_file_name=str(partial), new_fingerprint=view.stem, desc=f"Joining e_j's parts ({split})")
+            os.replace(partial, view)
+            self.views[split] = view
+            view.with_suffix(".json").write_text(json.dumps(self._joined_record(split), indent=2))
+        state.wait_for_everyone()
+
+
+def embedding_cache(source: VectorSource, cache_dir: str | Path | None = None) -> EmbeddingCache:
+    """The cache for `source`: one of its own, or one per part for a source of several (prefix+previous)."""
+    if len(getattr(source, "parts", ())) > 1:
+        return JoinedEmbeddingCache(source, cache_dir)
+    return EmbeddingCache(source, cache_dir)
+

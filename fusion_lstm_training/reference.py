@@ -5,41 +5,46 @@ the FUSIONS table and FUSION_FUNCTIONS, so that a mistake there cannot hide in b
 import torch
 
 
-def naive_context(config, ids: torch.Tensor, j: int, context_length: int = 0) -> torch.Tensor:
-    """The tokens whose embedding is e_j, per config.fusion_context: tokens 0..j (prefix); 0..min(j, c) (subr);
+def naive_context(config, ids: torch.Tensor, j: int, context_length: int = 0, mode: str | None = None) -> torch.Tensor:
+    """The tokens whose embedding is e_j, per `mode` (default config.fusion_context): tokens 0..j (prefix); 0..min(j, c) (subr);
     the first token ([CLS]) then c..j (subl), with c = int(k · |S|), |S| = len(ids). With the document's previous
     sentences as tokens 1..n (n = context_length): [CLS] and the sentence's tokens up to j (prefix), [CLS] and the
     previous sentences (previous), [CLS], the previous sentences and the sentence's tokens up to j (document); just
     [CLS] at a position inside the context (j < n)."""
-    n = context_length
+    n, mode = context_length, mode or config.fusion_context
     if n and j < n:  # a position inside the context: never scored, nothing read
         return ids[:1]
-    if config.fusion_context == "previous":
+    if mode == "previous":
         return ids[: n + 1]
-    if config.fusion_context == "document":
+    if mode == "document":
         return ids[: j + 1]
     if n:
         return torch.cat([ids[:1], ids[n + 1 : j + 1]])
     c = int(config.fusion_context_fraction * len(ids))
-    if config.fusion_context == "subr":
+    if mode == "subr":
         return ids[: min(j, c) + 1]
-    if config.fusion_context == "subl":
+    if mode == "subl":
         return torch.cat([ids[:1], ids[max(c, 1) : j + 1]])
     return ids[: j + 1]
 
 
 def naive_prefix_embedding(model, ids: torch.Tensor, j: int, context_length: int = 0) -> torch.Tensor:
     """e_j (width,) by one encoder call on the context of position j (tokens 0..j for fusion_context='prefix') +
-    [SEP] of the unpadded sequence `ids` (seq_len,), pooled as the model's config says."""
-    window = naive_context(model.config, ids, j, context_length)
-    row = torch.cat([window, torch.tensor([model.config.eos_token_id])]).unsqueeze(0)
-    out = model.prefix_encoder.encoder(input_ids=row, attention_mask=torch.ones_like(row))
-    pooling = model.config.encoder_pooling
-    if pooling == "cls":
-        return out.last_hidden_state[0, 0]
-    if pooling == "mean":
-        return out.last_hidden_state[0].mean(0)
-    return out.pooler_output[0]
+    [SEP] of the unpadded sequence `ids` (seq_len,), pooled as the model's config says; for 'prefix+previous', one
+    call for each, the two vectors one after the other."""
+    vectors = []
+    for mode in model.config.fusion_context.split("+"):
+        window = naive_context(model.config, ids, j, context_length, mode)
+        row = torch.cat([window, torch.tensor([model.config.eos_token_id])]).unsqueeze(0)
+        out = model.prefix_encoder.encoder(input_ids=row, attention_mask=torch.ones_like(row))
+        pooling = model.config.encoder_pooling
+        if pooling == "cls":
+            vectors.append(out.last_hidden_state[0, 0])
+        elif pooling == "mean":
+            vectors.append(out.last_hidden_state[0].mean(0))
+        else:
+            vectors.append(out.pooler_output[0])
+    return torch.cat(vectors)
 
 
 def naive_prefix_embeddings(model, sentences: list[list[int]]) -> list[torch.Tensor]:

@@ -59,14 +59,20 @@ FUSIONS: dict[str, FusionSpec] = {
 }
 FUSION_CHOICES = tuple(FUSIONS)
 # what the encoder reads at position j: PrefixContext in modeling_fusion_lstm.py is the one rule
-FUSION_CONTEXT_CHOICES = ("prefix", "sentence", "subr", "subl", "previous", "document")
+FUSION_CONTEXT_CHOICES = ("prefix", "sentence", "subr", "subl", "previous", "document", "prefix+previous")
 # the modes whose encoder reads the previous sentences of the document, and those that read only the sentence
-DOCUMENT_CONTEXTS = ("previous", "document")
+DOCUMENT_CONTEXTS = ("previous", "document", "prefix+previous")
 SENTENCE_PROBES = ("sentence", "subr", "subl")
 FUSION_DROPOUT_MODE_CHOICES = ("vector", "element")
 ENCODER_POOLING_CHOICES = ("cls", "mean", "pooler")
 # Width of BERT-base, the paper's encoder; used when there is neither an encoder nor an explicit width.
 PAPER_FUSION_EMBEDDING_SIZE = 768
+
+
+def context_parts(fusion_context: str) -> tuple[str, ...]:
+    """The single-window modes of a fusion_context: one, or several joined by "+" (e_j is then their vectors one
+    after another, each embedded, and cached, on its own)."""
+    return tuple(fusion_context.split("+"))
 
 
 @strict
@@ -94,16 +100,17 @@ class FusionLSTMConfig(PreTrainedConfig):
     fusion_context (`str`, defaults to `"prefix"`): what the encoder reads at position j, a mode of `PrefixContext`
         (modeling_fusion_lstm.py, where the rule lives): `prefix` (tokens 0..j of the sentence, causal), `sentence`
         (the paper's leaky probe), `subr` / `subl` (the paper's sub-prefix feeders, which read the sentence's length:
-        probes), `previous` (the previous sentences of the document, one vector per sentence) or `document` (the
-        previous sentences and tokens 0..j).
+        probes), `previous` (the previous sentences of the document, one vector per sentence), `document` (the
+        previous sentences and tokens 0..j in one encoder input) or `prefix+previous` (two vectors side by side,
+        [e_j of the prefix; e of the previous sentences]: e_j is twice the encoder's width).
     fusion_context_fraction (`float`, defaults to 0.5): k of the sub-prefix feeders, in [0, 1].
     encoder_pooling (`str`, defaults to `"cls"`): how the encoder's token states become e_j: `cls` (first
         token), `mean` (mean over the encoder input, [CLS] and [SEP] included) or `pooler` (the encoder's pooler).
     freeze_encoder (`bool`, defaults to `True`): keep the encoder frozen (no gradients, eval mode).
     encoder (`dict` or `PreTrainedConfig`, *optional*): the encoder's own config; absent for models that only
         take `fusion_embeds` (and for `fusion="none"`).
-    fusion_embedding_size (`int`, *optional*): width of e_j; taken from the encoder when there is one,
-        768 (BERT-base) otherwise.
+    fusion_embedding_size (`int`, *optional*): width of e_j; taken from the encoder when there is one (times the
+        number of vectors of fusion_context), 768 (BERT-base) otherwise.
     fusion_projection (`bool`, defaults to `True`): learn a linear map from e_j's width to `hidden_size` where a
         fusion needs equal widths (`add`, `multiply`, `init_*`) and they differ.
     context_sentences (`int`, defaults to 0): how many previous sentences of the same document each sentence was
@@ -205,12 +212,20 @@ class FusionLSTMConfig(PreTrainedConfig):
         followed by the sentence)."""
         return self.context_as_tokens
 
+    @property
+    def fusion_context_parts(self) -> tuple[str, ...]:
+        """The single-window modes whose vectors make e_j, one after another (one for every mode but a "+" join)."""
+        return context_parts(self.fusion_context)
+
     def _resolve_fusion_embedding_size(self):
         encoder_width = getattr(self.encoder, "hidden_size", None)
+        if encoder_width is not None:
+            encoder_width *= len(self.fusion_context_parts)
         if encoder_width is not None and self.fusion_embedding_size not in (None, encoder_width):
             raise ValueError(
-                f"FusionLSTMConfig: fusion_embedding_size={self.fusion_embedding_size} but the encoder's hidden_size "
-                f"is {encoder_width}; leave fusion_embedding_size unset to take it from the encoder."
+                f"FusionLSTMConfig: fusion_embedding_size={self.fusion_embedding_size} but the encoder gives vectors "
+                f"of width {encoder_width} (fusion_context={self.fusion_context!r}); leave fusion_embedding_size unset "
+                "to take it from the encoder."
             )
         if self.fusion_embedding_size is None:
             self.fusion_embedding_size = encoder_width or PAPER_FUSION_EMBEDDING_SIZE
@@ -265,4 +280,4 @@ def _check_choice(field: str, value, allowed: tuple[str, ...]):
         raise ValueError(f"FusionLSTMConfig.{field}={value!r} is not supported; allowed values: {', '.join(allowed)}.")
 
 
-__all__ = ["FUSIONS", "FusionLSTMConfig", "FusionSpec", "FusionStage"]
+__all__ = ["FUSIONS", "FusionLSTMConfig", "FusionSpec", "FusionStage", "context_parts"]

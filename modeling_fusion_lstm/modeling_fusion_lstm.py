@@ -16,7 +16,7 @@ from transformers.generation import GenerationMixin
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
-from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionStage
+from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionStage, context_parts
 
 
 # Encoder rows of similar length are batched together up to this many tokens (rows × padded width), which
@@ -107,6 +107,7 @@ class PrefixContext(NamedTuple):
         subl       tokens c..j: the first part dropped (an empty window embeds just the start and end tokens)
         previous   the previous sentences of the document: one vector for every position of the sentence
         document   the previous sentences of the document and tokens 0..j of the sentence
+        prefix+previous   two windows, prefix and previous, embedded apart: e_j is their two vectors side by side
 
     with c = int(fraction · |S|), |S| the sample's length in tokens (BOS and EOS included). The sub-prefix feeders
     read |S|, which a causal LM cannot know: probes, not models to generate with. The document's previous sentences
@@ -119,6 +120,17 @@ class PrefixContext(NamedTuple):
     @classmethod
     def of(cls, config: FusionLSTMConfig) -> "PrefixContext":
         return cls(config.fusion_context, config.fusion_context_fraction)
+
+    @property
+    def parts(self) -> tuple["PrefixContext", ...]:
+        """The single-window contexts whose vectors make e_j, one after another (just this one, but for a join)."""
+        return tuple(PrefixContext(mode, self.fraction) for mode in context_parts(self.mode))
+
+    @property
+    def reads_document(self) -> bool:
+        """Whether the window reaches into the document's previous sentences (otherwise it is the same with or
+        without them: a prefix's vectors are those of the sentence-level sample)."""
+        return self.mode not in ("prefix", "sentence", "subr", "subl")
 
     @property
     def is_whole_sentence(self) -> bool:
@@ -142,6 +154,7 @@ class PrefixContext(NamedTuple):
         each shaped like `length`, such that the encoder reads the first token and then tokens start..end-1;
         1 ≤ start ≤ end (start == end: an empty window). Positions inside the context (length ≤ context_length)
         predict context tokens, which are never scored: they get an empty window."""
+        self._check_single_window()
         start = torch.ones_like(length)
         if self.mode == "sentence":
             return start, sentence_length.to(length.dtype)
@@ -161,10 +174,16 @@ class PrefixContext(NamedTuple):
         """The text the encoder reads at each position of `text`, whose token j ends at character ends[j] (BOS ends
         at 0; the document's previous sentences, if any, are its first `context_length` tokens after BOS): the
         window of each position, as text."""
+        self._check_single_window()
         length = torch.arange(1, len(ends) + 1)
         starts, stops = self.windows(length, torch.full_like(length, len(ends)),
                                      torch.full_like(length, context_length))
         return [text[ends[start - 1] : ends[stop - 1]].strip() for start, stop in zip(starts.tolist(), stops.tolist())]
+
+    def _check_single_window(self):
+        if len(self.parts) > 1:
+            raise ValueError(f"fusion_context={self.mode!r} has one window per part: take the windows of each of "
+                             "its `parts`.")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -241,6 +260,11 @@ class FusionLSTMPrefixEncoder(nn.Module):
         """Width of e_j."""
         return self.config.fusion_embedding_size
 
+    @property
+    def part_width(self) -> int:
+        """Width of the vector of one window (e_j holds one per part of the context)."""
+        return self.width // len(self.context.parts)
+
     def train(self, mode: bool = True):
         # nn.Module.train reaches here from the model's train() and eval(), including the eval() that ends
         # from_pretrained, whose loading recreates the parameters with requires_grad=True
@@ -248,35 +272,43 @@ class FusionLSTMPrefixEncoder(nn.Module):
         self.encoder.requires_grad_(not frozen)
         return super().train(mode and not frozen)
 
-    def fingerprint(self) -> str:
-        """Hash of everything that turns token ids into e_j: the encoder's config and weights, the pooling, the
-        context and the truncation length. Reads every weight: compute it once per run."""
+    def fingerprint(self, context: PrefixContext | None = None) -> str:
+        """Hash of everything that turns token ids into e_j (or into the vectors of one part of the context): the
+        encoder's config and weights, the pooling, the context and the truncation length. Reads every weight:
+        compute it once per run."""
+        context = context or self.context
         digest = hashlib.sha256(json.dumps(self.config.encoder.to_dict(), sort_keys=True, default=str).encode())
         for name, tensor in sorted(self.encoder.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        digest.update(f"{self.config.encoder_pooling}|{self.context.key}|{self.max_length}".encode())
+        digest.update(f"{self.config.encoder_pooling}|{context.key}|{self.max_length}".encode())
         return digest.hexdigest()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_new: int,
-                context_length: torch.Tensor | None = None) -> torch.Tensor:
+                context_length: torch.Tensor | None = None, context: PrefixContext | None = None) -> torch.Tensor:
         """input_ids, attention_mask (batch, seq_len): the whole sequence so far; context_length (batch,): how many
         of its first tokens after BOS are the document's previous sentences (None: none). Returns
-        (batch, num_new, width): e_j for each of the last `num_new` positions (zeros at padded positions)."""
+        (batch, num_new, width): e_j for each of the last `num_new` positions (zeros at padded positions); with
+        `context`, one part of this module's context, just that part's vectors (batch, num_new, part_width)."""
         if self.token_id_problem:
             raise ValueError(self.token_id_problem)
+        parts = (context or self.context).parts
+        vectors = [self._embed_window(part, input_ids, attention_mask, num_new, context_length) for part in parts]
+        return vectors[0] if len(vectors) == 1 else torch.cat(vectors, dim=-1)
+
+    def _embed_window(self, context: PrefixContext, input_ids, attention_mask, num_new, context_length):
         compact = compact_rows(input_ids, attention_mask)
         end = self.config.eos_token_id
-        if self.context.is_whole_sentence:
+        if context.is_whole_sentence:
             # one row per sequence, the whole (real) sequence: the same e for every position
             batch_index = torch.arange(input_ids.shape[0], device=input_ids.device)
             pooled = self.embed_rows(compact, batch_index, attention_mask.sum(1), end)
             new_real = attention_mask[:, -num_new:].unsqueeze(-1).to(pooled.dtype)
             return pooled.unsqueeze(1) * new_real
         rows = PrefixRows.of(attention_mask, num_new)
-        context = None if context_length is None else context_length.to(rows.length.device)[rows.batch_index]
-        start, stop = self.context.windows(rows.length, attention_mask.sum(1)[rows.batch_index], context)
-        if not self.context.is_one_per_sentence:
+        lengths = None if context_length is None else context_length.to(rows.length.device)[rows.batch_index]
+        start, stop = context.windows(rows.length, attention_mask.sum(1)[rows.batch_index], lengths)
+        if not context.is_one_per_sentence:
             return rows.to_positions(self.embed_rows(compact, rows.batch_index, stop, end, start))
         # the same window at every position of a sentence: each distinct window is embedded once
         windows, inverse = torch.unique(torch.stack([rows.batch_index, start, stop]), dim=1, return_inverse=True)

@@ -11,7 +11,9 @@ from datasets import Dataset
 from fusion_lstm_training.data import (
     FusionDataCollator, load_splits, previous_sentences, read_documents, tokenize_sentences, with_context_tokens,
 )
-from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM
+from transformers import AutoConfig
+
+from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM, default_encoder_path
 from helpers import DATA, TINY, TINY_OVERRIDES, run_training, tiny_run_config
 
 DOCUMENTS = "\nOne a.\nOne b.\nOne c.\n\n\nTwo a.\n  \nThree a.\nThree b.\n"
@@ -146,6 +148,7 @@ def document_row(tokenizer, context: list[str], sentence: str) -> tuple[torch.Te
 
 
 MODES = [("concat", "previous", False), ("concat", "document", False), ("init_hc", "document", False),
+         ("concat", "prefix+previous", False), ("multiply", "prefix+previous", True),
          ("add", "previous", True), ("concat", "prefix", True)]
 
 
@@ -208,7 +211,7 @@ def test_previous_embeds_the_context_once_for_the_whole_sentence_and_no_context_
                                    sentence_level(input_ids=first[None]).logits)
 
 
-@pytest.mark.parametrize("mode", ["previous", "document"])
+@pytest.mark.parametrize("mode", ["previous", "document", "prefix+previous"])
 def test_generation_with_context_caches_as_it_recomputes(tokenizer, mode):
     model = context_model("concat", mode)
     ids, n = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town")
@@ -238,7 +241,7 @@ def test_the_text_windows_read_the_tokens_the_model_reads(tokenizer, mode):
             assert texts[j].replace(" ", "").lower() == expected.replace(" ", ""), (mode, j, texts[j], expected)  # uncased
 
 
-@pytest.mark.parametrize("mode, bpe", [("previous", False), ("document", True)])
+@pytest.mark.parametrize("mode, bpe", [("previous", False), ("document", True), ("prefix+previous", True)])
 def test_run_clm_fuses_the_documents_context(tmp_path, mode, bpe):
     lines = [s for s in (DATA / "train.txt").read_text().splitlines() if s.strip()][:60]
     documents = tmp_path / "documents.txt"
@@ -252,7 +255,8 @@ def test_run_clm_fuses_the_documents_context(tmp_path, mode, bpe):
     metrics = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert math.isfinite(metrics["eval_perplexity"]) and metrics["eval_perplexity"] > 1
     records = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("view-*.json")]
-    assert sorted(r["sentences"] for r in records) == [30, 60]
+    assert {r["sentences"] for r in records} == {30, 60}
+    assert metrics.get("train_embedding_sentences_per_second", 0) > 0
 
 
 def test_the_cache_keys_each_row_by_its_context_and_reuses_what_is_the_same(tokenizer, tmp_path):
@@ -282,3 +286,46 @@ def test_a_context_length_of_the_wrong_shape_is_refused(tokenizer):
     ids, n = document_row(tokenizer, ["The river rose."], "The town waited.")
     with pytest.raises(ValueError, match=r"context_length must have shape \(batch,\) = \(1,\)"):
         model(input_ids=ids[None], context_length=torch.tensor([[n]]))
+
+
+def test_prefix_and_previous_are_cached_apart_and_joined_as_the_model_computes_them(tokenizer, tmp_path):
+    from fusion_lstm_training.embeddings import PrefixEmbedder, embedding_cache
+
+    model = context_model("concat", "prefix+previous")
+    documents = [0, 0, 0, 1, 2, 2]
+    data = Dataset.from_dict({"text": SENTENCES, "document": documents,
+                              "context": previous_sentences(SENTENCES, documents, 2)})
+    sentence_level = tokenize_sentences(data, tokenizer, 32, "train", keep_offsets=False)
+    rows = with_context_tokens(sentence_level, tokenizer, max_context_length=64, split="train")
+    embedder = PrefixEmbedder(model.prefix_encoder, tokenizer)
+    prefix, previous = embedder.parts
+    # the runs that fused one part alone filled the parts' caches: the prefix from the sentence-level samples
+    embedding_cache(prefix, tmp_path).attach(sentence_level, "train")
+    embedding_cache(previous, tmp_path).attach(rows, "train")
+    cache = embedding_cache(embedder, tmp_path)
+    joined = cache.attach(rows, "train", sentence_level)
+    parts = cache.record("train")["parts"]
+    assert [p["embedded"] for p in parts] == [6, 6]  # as recorded when each part was built: nothing embedded now
+    assert not any(p.stat().st_size == 0 for p in tmp_path.rglob("*.arrow"))
+    assert len(list(tmp_path.rglob("part-*.arrow"))) == 2  # no part written for the joined vectors
+    width = model.prefix_encoder.part_width
+    for row in joined:
+        ids, n = torch.tensor(row["input_ids"]), row["context_length"]
+        with torch.no_grad():
+            expected = model.prefix_encoder(ids[None], torch.ones_like(ids)[None], len(ids), torch.tensor([n]))[0]
+        cached = torch.tensor(row["fusion_embeds"])
+        assert cached.shape == (len(ids), 2 * width)
+        torch.testing.assert_close(cached[n:], expected[n:], atol=2e-2, rtol=2e-2)  # float16 in the cache
+        assert torch.equal(cached[: n + 1, :width], cached[:1, :width].expand(n + 1, -1))  # the empty window's
+
+
+def test_prefix_and_previous_make_a_vector_of_twice_the_encoders_width():
+    encoder = AutoConfig.from_pretrained(default_encoder_path())
+    config = FusionLSTMConfig(fusion="concat", fusion_context="prefix+previous", context_sentences=3, encoder=encoder,
+                              hidden_size=32)
+    assert config.fusion_embedding_size == 2 * encoder.hidden_size and config.fused_size == 32 + 2 * encoder.hidden_size
+    assert FusionLSTMConfig(fusion="add", fusion_context="prefix+previous", context_sentences=1, encoder=encoder,
+                            hidden_size=32).needs_projection
+    with pytest.raises(ValueError, match=r"fusion_embedding_size=384 but the encoder gives vectors of width 768"):
+        FusionLSTMConfig(fusion="concat", fusion_context="prefix+previous", context_sentences=1, encoder=encoder,
+                         fusion_embedding_size=384)
