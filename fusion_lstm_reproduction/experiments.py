@@ -194,7 +194,8 @@ class SurprisalRuns:
         require_model(run)
         output_file = Path(run.arguments["output_file"])
         run_script("surprisal", run.arguments, output_file.parent, run.id)
-        metrics = json.loads(output_file.with_suffix(".reading_times.json").read_text())
+        # the run scores one model: its entry of the comparison
+        (metrics,) = json.loads(output_file.with_suffix(".reading_times.json").read_text())["models"].values()
         return {"metrics": metrics, "arguments": run.arguments}
 
     def is_complete(self, run: Run) -> bool:

@@ -457,9 +457,9 @@ def reading_times_section(ctx: SectionContext) -> list[str]:
     plot_reading_times(ctx.results, figure, ctx.scale)
     m = ctx.results[0]["metrics"]
     excluded = m["excluded_from_regression"]
-    prose = ctx.prose(words=f"{m['words']:,}", paper=ctx.spec["report"]["paper_finding"],
-                      first_words=excluded["first_word_of_sentence"], punctuated=excluded["with_punctuation"],
-                      regression_words=f"{m['regression_words']:,}")
+    first_words = excluded.get("first_words_of_sentence", excluded.get("first_word_of_sentence"))  # before spillover
+    prose = ctx.prose(words=f"{m['words']:,}", paper=ctx.spec["report"]["paper_finding"], first_words=first_words,
+                      punctuated=excluded["with_punctuation"], regression_words=f"{m['regression_words']:,}")
     return [*prose, *reading_times_lines(ctx.results), "", f"![reading times]({ctx.link(figure)})", ""]
 
 

@@ -3,11 +3,16 @@ and the field's standard measure, delta log-likelihood (ΔLL): the gain in log-l
 regression of reading time on surprisal over a baseline regression without it.
 
 Baseline predictors: word length in characters, log unigram frequency (wordfreq's Zipf scale), position in the
-sentence, and the same three for the previous word (spillover). The full model adds the surprisal of the word and of
-the previous word. Excluded from the regressions, and counted: the first word of each sentence (it has no previous
-word for the spillover predictors) and words with punctuation other than an inner apostrophe or hyphen (their
-reading times carry wrap-up effects at clause and sentence ends, and their frequency is not a word's frequency).
-Correlations use every word.
+sentence, and length and frequency of each of the `spillover` previous words (default 2, for self-paced reading). The
+full model adds the surprisal of the word and of those previous words. Excluded from the regressions, and counted:
+the first `spillover` words of each sentence (they lack previous words in the sentence) and words with punctuation
+other than an inner apostrophe or hyphen (their reading times carry wrap-up effects at clause and sentence ends, and
+their frequency is not a word's frequency). Correlations use every word.
+
+ΔLL is reported as the field does (Wilcox et al. 2020): held out, by 10-fold cross-validation over groups (the
+stories, or the sentences): both regressions are fitted on nine folds and the gain in Gaussian log-likelihood is
+measured on the words of the tenth; its 95 % interval is a bootstrap over the groups. The in-sample number (both
+fitted and measured on all words) stays beside it, for comparison with earlier results.
 """
 
 import csv
@@ -39,41 +44,104 @@ def read_reading_times(path: str, rt_column: str = "meanItemRT", word_column: st
     return out
 
 
-def predictors(words: list[str], word_indices: list[int]) -> dict[str, np.ndarray]:
+DEFAULT_SPILLOVER = 2
+FOLDS = 10
+BOOTSTRAP_SAMPLES = 1000
+
+
+def lagged(x: np.ndarray, lag: int) -> np.ndarray:
+    """x of the word `lag` words before (NaN for the first `lag` words)."""
+    return np.concatenate([np.full(lag, np.nan), x[: len(x) - lag]]) if lag else x
+
+
+def predictors(words: list[str], word_indices: list[int], spillover: int = DEFAULT_SPILLOVER) -> dict[str, np.ndarray]:
+    """The baseline regression's predictors (see the module's docstring), by name."""
     from wordfreq import zipf_frequency
 
     length = np.array([len(w) for w in words], dtype=float)
     frequency = np.array([zipf_frequency(w.strip(".,;:!?\"'()“”‘’").lower(), "en") for w in words])
-    position = np.array(word_indices, dtype=float)
-    previous = lambda x: np.concatenate([[np.nan], x[:-1]])  # noqa: E731
-    return {"length": length, "frequency": frequency, "position": position, "previous_length": previous(length),
-            "previous_frequency": previous(frequency)}
+    out = {"length": length, "frequency": frequency, "position": np.array(word_indices, dtype=float)}
+    for lag in range(1, spillover + 1):
+        out[f"length_{lag}_back"], out[f"frequency_{lag}_back"] = lagged(length, lag), lagged(frequency, lag)
+    return out
 
 
-def included(words: list[str], word_indices: list[int]) -> np.ndarray:
+def included(words: list[str], word_indices: list[int], spillover: int = DEFAULT_SPILLOVER) -> np.ndarray:
     """Words that enter the regressions (see the module's docstring)."""
-    return np.array([index > 0 and bool(PLAIN_WORD.match(word)) for word, index in zip(words, word_indices)])
+    return np.array([index >= max(spillover, 1) and bool(PLAIN_WORD.match(word))
+                     for word, index in zip(words, word_indices)])
 
 
-def delta_log_likelihood(rt: np.ndarray, surprisal: np.ndarray, base: dict[str, np.ndarray], keep: np.ndarray
-                         ) -> dict:
-    """ΔLL per word of OLS rt ~ baseline + surprisal + previous surprisal over OLS rt ~ baseline."""
+def design(surprisal: np.ndarray, base: dict[str, np.ndarray], keep: np.ndarray, spillover: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline's and the full regression's predictor matrices (constant first) over the kept words; the full
+    one ends with the surprisal of the word and of each previous word up to `spillover`."""
+    baseline = np.column_stack([np.ones(len(surprisal)), *(base[name] for name in sorted(base))])[keep]
+    lags = [lagged(surprisal, lag)[keep] for lag in range(spillover + 1)]
+    return baseline, np.column_stack([baseline, *lags])
+
+
+def gaussian_log_likelihood(y: np.ndarray, x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per-word log-likelihood of y under OLS fitted on (x_train, y_train), with its maximum-likelihood variance."""
+    coefficients, *_ = np.linalg.lstsq(x_train, y_train, rcond=None)
+    variance = np.mean((y_train - x_train @ coefficients) ** 2)
+    return -0.5 * np.log(2 * np.pi * variance) - (y - x @ coefficients) ** 2 / (2 * variance)
+
+
+def held_out_delta(y: np.ndarray, baseline: np.ndarray, full: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict:
+    """ΔLL per word on held-out words: groups dealt into FOLDS folds; both regressions fitted without a fold and
+    measured on it; a 95 % bootstrap interval over the groups."""
+    names = np.unique(groups)
+    folds = min(FOLDS, len(names))
+    if folds < 2:
+        raise ValueError(f"Held-out ΔLL needs at least 2 groups (stories or sentences) to hold out; got {len(names)}.")
+    rng = np.random.default_rng(seed)
+    fold_of = dict(zip(rng.permutation(names), np.arange(len(names)) % folds))
+    fold = np.array([fold_of[g] for g in groups])
+    delta = np.empty(len(y))
+    for k in range(folds):
+        test, train = fold == k, fold != k
+        delta[test] = (gaussian_log_likelihood(y[test], full[train], y[train], full[test])
+                       - gaussian_log_likelihood(y[test], baseline[train], y[train], baseline[test]))
+    # bootstrap over groups: the mean per-word gain of resampled groups
+    index = {name: np.flatnonzero(groups == name) for name in names}
+    sums = np.array([delta[index[n]].sum() for n in names])
+    counts = np.array([len(index[n]) for n in names])
+    draws = rng.integers(0, len(names), size=(BOOTSTRAP_SAMPLES, len(names)))
+    means = sums[draws].sum(1) / counts[draws].sum(1)
+    return {"delta_log_likelihood": float(delta.mean()), "interval_95": [float(np.percentile(means, 2.5)),
+                                                                         float(np.percentile(means, 97.5))],
+            "folds": folds, "groups": len(names)}
+
+
+def delta_log_likelihood(rt: np.ndarray, surprisal: np.ndarray, base: dict[str, np.ndarray], keep: np.ndarray,
+                         spillover: int = DEFAULT_SPILLOVER, groups: np.ndarray | None = None) -> dict:
+    """ΔLL per word of OLS rt ~ baseline + surprisal (of the word and `spillover` previous words) over OLS
+    rt ~ baseline: in-sample, and held out over `groups` (one label per word; None: in-sample only)."""
     import statsmodels.api as sm
 
-    previous_surprisal = np.concatenate([[np.nan], surprisal[:-1]])
-    baseline = np.column_stack([base[name] for name in sorted(base)])[keep]
-    full = np.column_stack([baseline, surprisal[keep], previous_surprisal[keep]])
+    baseline, full = design(surprisal, base, keep, spillover)
     y = rt[keep]
-    base_fit = sm.OLS(y, sm.add_constant(baseline)).fit()
-    full_fit = sm.OLS(y, sm.add_constant(full)).fit()
-    return {"delta_log_likelihood": (full_fit.llf - base_fit.llf) / len(y), "regression_words": int(len(y)),
-            "surprisal_coefficient_ms_per_bit": float(full_fit.params[-2]),
-            "surprisal_p_value": float(full_fit.pvalues[-2])}
+    if len(y) <= full.shape[1] + 1:
+        raise ValueError(f"The regression has {len(y)} words for {full.shape[1]} predictors: too few to fit; score "
+                         "more words.")
+    base_fit = sm.OLS(y, baseline).fit()
+    full_fit = sm.OLS(y, full).fit()
+    surprisal_column = baseline.shape[1]  # the word's own surprisal, after the baseline's columns
+    result = {"delta_log_likelihood": (full_fit.llf - base_fit.llf) / len(y), "regression_words": int(len(y)),
+              "spillover": spillover,
+              "surprisal_coefficient_ms_per_bit": float(full_fit.params[surprisal_column]),
+              "surprisal_p_value": float(full_fit.pvalues[surprisal_column])}
+    if groups is not None:
+        result["held_out"] = held_out_delta(y, baseline, full, np.asarray(groups)[keep])
+    return result
 
 
-def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], source: str = "reading times") -> dict:
+def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], source: str = "reading times",
+             spillover: int = DEFAULT_SPILLOVER, groups: list[str] | None = None) -> dict:
     """r, rho and ΔLL of one model's word surprisals (rows from SurprisalScorer.score, in the order of the
-    reading-time rows) against the reading times."""
+    reading-time rows) against the reading times; the held-out ΔLL over `groups` (one label per word, e.g. its
+    story; default: its sentence)."""
     from scipy import stats
 
     if len(surprisal_rows) != len(reading_times):
@@ -86,8 +154,9 @@ def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], sourc
     indices = [row.word_index for row in surprisal_rows]
     surprisal = np.array([row.surprisal for row in surprisal_rows])
     rt = np.array([value for _, value in reading_times])
-    keep = included(words, indices)
-    regression = delta_log_likelihood(rt, surprisal, predictors(words, indices), keep)
+    keep = included(words, indices, spillover)
+    groups = [row.sentence for row in surprisal_rows] if groups is None else groups
+    regression = delta_log_likelihood(rt, surprisal, predictors(words, indices, spillover), keep, spillover, groups)
     slope, intercept = np.polyfit(surprisal, rt, 1)
     return {
         "pearson_r": float(stats.pearsonr(surprisal, rt)[0]),
@@ -95,8 +164,8 @@ def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], sourc
         "binned": binned(surprisal, rt),
         "spearman_rho": float(stats.spearmanr(surprisal, rt)[0]),
         "words": len(words),
-        "excluded_from_regression": {"first_word_of_sentence": int(sum(i == 0 for i in indices)),
-                                     "with_punctuation": int(sum(i > 0 and not PLAIN_WORD.match(w)
+        "excluded_from_regression": {"first_words_of_sentence": int(sum(i < max(spillover, 1) for i in indices)),
+                                     "with_punctuation": int(sum(i >= max(spillover, 1) and not PLAIN_WORD.match(w)
                                                                  for w, i in zip(words, indices)))},
         **regression,
     }
@@ -127,9 +196,13 @@ def plot(results: dict[str, dict], surprisals: dict[str, np.ndarray], rt: np.nda
     scatter.set_ylabel("mean reading time (ms)")
     scatter.legend(fontsize="small", markerscale=4)
     names = list(results)
-    bars.bar(names, [results[n]["delta_log_likelihood"] * 1000 for n in names])
-    bars.set_ylabel("ΔLL per word (× 1000 nats)")
-    bars.set_title("gain over the baseline regression")
+    held_out = [results[n]["held_out"] for n in names]
+    values = np.array([h["delta_log_likelihood"] for h in held_out]) * 1000
+    intervals = np.array([h["interval_95"] for h in held_out]).T * 1000
+    bars.bar(names, values, yerr=np.abs(intervals - values), capsize=4)
+    bars.axhline(0, color="gray", linewidth=0.8)
+    bars.set_ylabel("held-out ΔLL per word (× 1000 nats)")
+    bars.set_title("gain over the baseline regression (95 % interval)")
     for label in bars.get_xticklabels():
         label.set_rotation(20)
     fig.tight_layout()

@@ -1,17 +1,24 @@
-"""Per-word surprisal from a causal LM, and optionally how well it predicts human reading times: the library part of
-run_surprisal.py (`main(argv)`), also run as `python -m fusion_lstm_surprisal.score`."""
+"""Per-word surprisal from one or several causal LMs, and optionally how well it predicts human reading times: the
+library part of run_surprisal.py (`main(argv)`), also run as `python -m fusion_lstm_surprisal.score`.
 
+One model writes --output_file; several write one TSV each, `<output>.<name>.tsv`, scored one after another (one
+model in memory at a time). With --reading_times, one JSON and one figure compare them all:
+`<output>.reading_times.json` holds {"models": {name: results}}.
+"""
+
+import gc
 import json
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
-from .reading_times import evaluate, plot, read_reading_times
+from .reading_times import DEFAULT_SPILLOVER, evaluate, plot, read_reading_times
 from .surprisal import SurprisalScorer, read_sentences_of_words, write_tsv
 
 
@@ -20,7 +27,7 @@ logger = logging.getLogger("run_surprisal")
 
 @dataclass
 class SurprisalArguments:
-    model_name_or_path: str = field(metadata={"help": "A causal LM: a folder or a Hub id."})
+    model_name_or_path: list[str] = field(metadata={"help": "One or more causal LMs: folders or Hub ids."})
     input_file: str = field(metadata={"help": "Sentences (.txt, one a line) or words (.tsv with a word column)."})
     output_file: str = field(metadata={"help": "The TSV to write: one row per input word."})
     word_column: str = field(default="word", metadata={"help": "The TSV's word column."})
@@ -29,9 +36,20 @@ class SurprisalArguments:
     document_column: str | None = field(default=None, metadata={"help": "The TSV's document column (Natural "
                                                                         "Stories: item); a text file separates "
                                                                         "documents by blank lines."})
-    context_sentences: int | None = field(default=None, metadata={
-        "help": "Read each sentence after the K sentences before it in its document (conditioned on, never scored). "
-                "Default: a fusion model's own (as it was trained), 0 for other models."})
+    context_sentences: str | None = field(default=None, metadata={
+        "help": "Read each sentence after the K sentences before it in its document (conditioned on, never scored); "
+                "'all': the document so far. Default: a fusion model's own (as it was trained), 0 for other models."})
+    stride: int | None = field(default=None, metadata={
+        "help": "A model with fewer positions than an input reads it in windows this many tokens apart, so every "
+                "token keeps at least window - stride tokens before it (default: half the window)."})
+    bow_correction: bool = field(default=False, metadata={
+        "help": "Add the leading-space correction (Pimentel & Meister 2024): the probability that the next token "
+                "begins a new word. For tokenizers with a space marker (byte-level BPE, SentencePiece)."})
+    spillover: int = field(default=DEFAULT_SPILLOVER, metadata={
+        "help": "How many previous words' surprisal, length and frequency enter the ΔLL regressions (2: self-paced "
+                "reading)."})
+    model_names: list[str] | None = field(default=None, metadata={
+        "help": "A name for each model, in the output files' names and the JSON (default: its folder's name)."})
     reading_times: str | None = field(default=None, metadata={"help": "A TSV of reading times, one row per input "
                                                                       "word (e.g. Natural Stories)."})
     rt_column: str = field(default="meanItemRT", metadata={"help": "The reading-time column."})
@@ -42,8 +60,13 @@ class SurprisalArguments:
     trust_remote_code: bool = field(default=True, metadata={"help": "Load a model's own code (fusion models)."})
 
     def __post_init__(self):
-        if self.context_sentences is not None and self.context_sentences < 0:
-            raise ValueError(f"--context_sentences must be 0 or more, got {self.context_sentences}.")
+        if self.context_sentences is not None and self.context_sentences != "all":
+            if not self.context_sentences.isdigit():
+                raise ValueError(f"--context_sentences must be a number ≥ 0 or 'all', got {self.context_sentences!r}.")
+            self.context_sentences = int(self.context_sentences)
+        if self.spillover < 0:
+            raise ValueError(f"--spillover must be 0 or more, got {self.spillover}.")
+        self.model_names = self.names()
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}.")
         for name in ("input_file", "reading_times"):
@@ -51,17 +74,42 @@ class SurprisalArguments:
                 raise FileNotFoundError(f"--{name} {getattr(self, name)} does not exist.")
         self.check_outputs()
 
+    def names(self) -> list[str]:
+        """Each model's name: given, or its folder's name (with its parent's where two would be the same)."""
+        if self.model_names is not None:
+            if len(self.model_names) != len(self.model_name_or_path) or len(set(self.model_names)) != len(
+                    self.model_names):
+                raise ValueError(f"--model_names needs one distinct name per model: {len(self.model_name_or_path)} "
+                                 f"models, names {self.model_names}.")
+            return self.model_names
+        for parts in (1, 2, None):
+            names = ["/".join(Path(m).parts[-parts:]) if parts else m for m in self.model_name_or_path]
+            if len(set(names)) == len(names):
+                return names
+        raise ValueError(f"--model_name_or_path names the same model twice: {self.model_name_or_path}.")
+
+    def tsv(self, name: str) -> Path:
+        """The TSV of the model called `name`."""
+        output = Path(self.output_file)
+        if len(self.model_name_or_path) == 1:
+            return output
+        return output.with_name(f"{output.stem}.{name.replace('/', '_')}{output.suffix or '.tsv'}")
+
     def outputs(self) -> list[Path]:
-        """Every file this run writes: the TSV and, with reading times, its JSON and PNG."""
+        """Every file this run writes: the TSVs and, with reading times, the JSON and PNG."""
         output = Path(self.output_file)
         extra = [output.with_suffix(".reading_times.json"), output.with_suffix(".reading_times.png")]
-        return [output, *(extra if self.reading_times else [])]
+        return [*(self.tsv(name) for name in self.model_names), *(extra if self.reading_times else [])]
 
     def check_outputs(self):
         """Before any work: no output writes over an input, and the output's folder exists (it is created) and can
         be written, so that a long scoring never dies at its last step."""
         inputs = {Path(p).resolve(): name for name, p in (("input_file", self.input_file),
                                                           ("reading_times", self.reading_times)) if p}
+        for model in self.model_name_or_path:
+            inputs.setdefault(Path(model).resolve(), "model_name_or_path")
+            if not Path(model).exists() and (model.startswith((".", "/", "~")) or model.count("/") != 1):
+                raise FileNotFoundError(f"--model_name_or_path {model}: folder not found (nor a Hub id, owner/name).")
         for path in self.outputs():
             if path.resolve() in inputs:
                 raise ValueError(f"--output_file {self.output_file} would write {path} over --{inputs[path.resolve()]}:"
@@ -86,6 +134,25 @@ def load_model(model_name_or_path: str, trust_remote_code: bool = True, encoder_
     return model, tokenizer, encoder_tokenizer
 
 
+def score_model(args: SurprisalArguments, path: str, name: str, sentences) -> tuple[list, dict]:
+    """One model's word rows, written to its TSV, and how it was scored (speed, windows)."""
+    model, tokenizer, encoder_tokenizer = load_model(path, args.trust_remote_code, args.encoder_name_or_path)
+    scorer = SurprisalScorer(model, tokenizer, encoder_tokenizer, args.batch_size, args.device, args.stride,
+                             args.bow_correction)
+    started = time.perf_counter()
+    rows = scorer.score(sentences, args.context_sentences)
+    seconds = time.perf_counter() - started
+    write_tsv(rows, args.tsv(name))
+    logger.info("%s: %d sentences, %d words in %.0f s (%.1f words/s): wrote %s", name, len(sentences), len(rows),
+                seconds, len(rows) / seconds, args.tsv(name))
+    info = {"model": path, "words_per_second": round(len(rows) / seconds, 1), "device": str(scorer.device),
+            "cut_context_tokens": scorer.cut_context_tokens, "bow_correction": args.bow_correction,
+            "context_sentences": scorer.fusion_context if args.context_sentences is None else args.context_sentences}
+    del model, scorer
+    gc.collect()
+    return rows, info
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     parser = HfArgumentParser(SurprisalArguments)
     (args,) = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
@@ -95,25 +162,27 @@ def main(argv: list[str] | None = None) -> dict | None:
                                         args.document_column)
     reading_times = read_reading_times(args.reading_times, args.rt_column, args.word_column) if (
         args.reading_times) else None
-    model, tokenizer, encoder_tokenizer = load_model(args.model_name_or_path, args.trust_remote_code,
-                                                     args.encoder_name_or_path)
-    scorer = SurprisalScorer(model, tokenizer, encoder_tokenizer, args.batch_size, args.device)
-    rows = scorer.score(sentences, args.context_sentences)
-    write_tsv(rows, args.output_file)
-    logger.info("%d sentences, %d words: wrote %s", len(sentences), len(rows), args.output_file)
+    # the held-out ΔLL holds out whole stories where the input names them, else whole sentences
+    groups = [s.document if args.document_column else s.id for s in sentences for _ in s.words]
+    results, surprisals = {}, {}
+    for path, name in zip(args.model_name_or_path, args.model_names):  # one model in memory at a time
+        rows, info = score_model(args, path, name, sentences)
+        if reading_times is not None:
+            results[name] = {**info, **evaluate(rows, reading_times, args.reading_times, args.spillover, groups)}
+            surprisals[name] = np.array([r.surprisal for r in rows])
+            held_out = results[name]["held_out"]
+            logger.info("%s: Pearson r %.3f, Spearman rho %.3f, ΔLL held out %.5f nats per word (95 %% interval "
+                        "%.5f to %.5f; in-sample %.5f; %d words in the regression)", name, results[name]["pearson_r"],
+                        results[name]["spearman_rho"], held_out["delta_log_likelihood"], *held_out["interval_95"],
+                        results[name]["delta_log_likelihood"], results[name]["regression_words"])
     if reading_times is None:
         return None
-    name = Path(args.model_name_or_path).name
-    result = {"model": args.model_name_or_path, "input_file": args.input_file,
-              **evaluate(rows, reading_times, args.reading_times)}
     output = Path(args.output_file)
-    output.with_suffix(".reading_times.json").write_text(json.dumps(result, indent=2))
-    plot({name: result}, {name: np.array([r.surprisal for r in rows])}, np.array([rt for _, rt in reading_times]),
-         output.with_suffix(".reading_times.png"))
-    logger.info("Pearson r %.3f, Spearman rho %.3f, ΔLL %.5f nats per word (%d words in the regression)",
-                result["pearson_r"], result["spearman_rho"], result["delta_log_likelihood"],
-                result["regression_words"])
-    return result
+    summary = {"input_file": args.input_file, "reading_times": args.reading_times, "spillover": args.spillover,
+               "held_out_groups": "document" if args.document_column else "sentence", "models": results}
+    output.with_suffix(".reading_times.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
+    plot(results, surprisals, np.array([rt for _, rt in reading_times]), output.with_suffix(".reading_times.png"))
+    return summary
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ becomes [UNK] or several tokens); a token that spans two words is an error that 
 """
 
 import csv
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,11 @@ import torch
 from tqdm.auto import tqdm
 
 from fusion_lstm_training.data import FusionDataCollator, context_row, previous_sentences
+
+from .word_boundary import word_start_ids
+
+
+logger = logging.getLogger(__name__)
 
 
 # Natural Stories: a sentence ends at a word ending in "." or "?", unless the word is a title (438 sentences)
@@ -51,6 +57,7 @@ class WordSurprisal:
     word: str
     surprisal: float  # bits
     tokens: int
+    bow_correction: float | None = None  # bits added by the leading-space correction (in surprisal), when it is on
 
 
 def read_sentences_of_words(path: str, word_column: str = "word", sentence_column: str | None = None,
@@ -141,11 +148,53 @@ def max_tokens(model) -> int | None:
     return None
 
 
+def sliding_windows(length: int, first: int, window: int | None, stride: int | None) -> list[tuple[int, int, int]]:
+    """The pieces that score tokens first..length-1 of a sequence of `length` tokens with a model of `window`
+    positions: (start, stop, first scored) of each, the model reading tokens start..stop-1. One piece when the
+    sequence fits; otherwise windows `stride` tokens apart (as Oh & Schuler's scripts and the transformers perplexity
+    guide), each scoring the tokens the one before did not reach: every token is scored once, with at least
+    window - stride tokens before it. Windows that would score nothing (all context) are skipped."""
+    if window is None or length <= window:
+        return [(0, length, first)]
+    pieces, scored, start = [], first, 0
+    while scored < length:
+        stop = min(start + window, length)
+        if stop > scored:
+            pieces.append((start, stop, scored))
+            scored = stop
+        start += stride
+    return pieces
+
+
+@dataclass
+class Piece:
+    """A part of one encoded sentence that the model reads in one row: tokens start..stop-1 of `item.ids`, scoring
+    tokens first..stop-1."""
+
+    item: int
+    start: int
+    stop: int
+    first: int
+
+
+@dataclass
+class TokenScores:
+    """For a piece's scored tokens: -log2 p(token | what the piece holds before it) and, with the leading-space
+    correction, -log2 B after each of them and before the first."""
+
+    bits: torch.Tensor
+    after: torch.Tensor | None = None
+    before: float | None = None
+
+
 class SurprisalScorer:
     """Scores sentences with `model` and its fast `tokenizer`. For a fusion model whose vocabulary is not its
-    encoder's (a BPE), `encoder_tokenizer` embeds each prefix from its text, as training did."""
+    encoder's (a BPE), `encoder_tokenizer` embeds each prefix from its text, as training did. A model with a limited
+    number of positions reads a longer input in sliding windows `stride` tokens apart (default: half its positions).
+    `bow_correction`: add the leading-space correction (word_boundary.py) to every word."""
 
-    def __init__(self, model, tokenizer, encoder_tokenizer=None, batch_size: int = 16, device: str | None = None):
+    def __init__(self, model, tokenizer, encoder_tokenizer=None, batch_size: int = 16, device: str | None = None,
+                 stride: int | None = None, bow_correction: bool = False):
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(f"The tokenizer of this model ({type(tokenizer).__name__}) is not a fast tokenizer, so "
                              "it has no character offsets to map tokens to words; load it with use_fast=True.")
@@ -155,7 +204,10 @@ class SurprisalScorer:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.limit = max_tokens(model)
+        self.window = max_tokens(model)
+        self.stride = self.check_stride(stride)
+        self.word_starts = word_start_ids(tokenizer) if bow_correction else None
+        self.cut_context_tokens = 0  # of the last score(): tokens read with fewer tokens before them than given
         self.embedder = None
         if getattr(model.config, "model_type", None) == "fusion_lstm" and model.config.uses_fusion:
             if not model.config.encoder_reads_lm_ids:
@@ -166,6 +218,17 @@ class SurprisalScorer:
 
                 self.embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer)
 
+    def check_stride(self, stride: int | None) -> int | None:
+        if self.window is None:
+            return None  # reads any length at once (an LSTM): no windows
+        if self.window < 2:
+            raise ValueError(f"The model takes {self.window} position(s): too few to score a token after another.")
+        stride = self.window // 2 if stride is None else stride
+        if not 1 <= stride < self.window:
+            raise ValueError(f"--stride must be at least 1 and less than the model's window ({self.window} "
+                             f"positions), so that every token keeps window - stride tokens before it; got {stride}.")
+        return stride
+
     @property
     def fusion_context(self) -> int:
         """How many previous sentences the model was trained with (0: sentence by sentence, or not a fusion model)."""
@@ -175,7 +238,7 @@ class SurprisalScorer:
     def is_fusion_model(self) -> bool:
         return getattr(self.model.config, "model_type", None) == "fusion_lstm"
 
-    def check_context(self, context_sentences: int):
+    def check_context(self, context_sentences: int | str):
         """A fusion model reads the context only as it was trained to; any other causal LM reads whatever it is
         given."""
         if not self.is_fusion_model or context_sentences == self.fusion_context:
@@ -195,20 +258,15 @@ class SurprisalScorer:
         ids = [self.tokenizer.bos_token_id, *encoded["input_ids"]]
         ends = [0, *(end for _, end in offsets)]
         if not context:
-            result = Encoded(sentence, ids, align(sentence, offsets), ends, 0, sentence.text)
-        elif self.is_fusion_model:
+            return Encoded(sentence, ids, align(sentence, offsets), ends, 0, sentence.text)
+        if self.is_fusion_model:
             # exactly as in training: each context sentence and EOS after BOS (fusion_lstm_training.data)
             # (a config saved before max_context_length was recorded used the default, 128)
             limit = getattr(self.model.config, "max_context_length", 128)
             row = context_row(ids, [c.text for c in context], self.tokenizer, limit, sentence.text, ends)
-            result = Encoded(sentence, row["input_ids"], align(sentence, offsets), row["offsets"],
-                             row["context_length"], row["text"])
-        else:
-            result = self.encode_after_text(sentence, " ".join(c.text for c in context))
-        if self.limit is not None and len(result.ids) > self.limit:
-            raise ValueError(f"{sentence.source}: the sentence has {len(result.ids)} tokens with BOS and its context, "
-                             f"more than the model takes ({self.limit}); split it, or use fewer --context_sentences.")
-        return result
+            return Encoded(sentence, row["input_ids"], align(sentence, offsets), row["offsets"],
+                           row["context_length"], row["text"])
+        return self.encode_after_text(sentence, " ".join(c.text for c in context))
 
     def encode_after_text(self, sentence: Sentence, context_text: str) -> "Encoded":
         """Any causal LM: BOS, then the context and the sentence tokenized as one text (so that the sentence's first
@@ -223,57 +281,104 @@ class SurprisalScorer:
         return Encoded(sentence, ids, align(sentence, own), [0, *(end for _, end in encoded["offset_mapping"])],
                        context_tokens, text)
 
+    def pieces(self, encoded: list["Encoded"]) -> list[Piece]:
+        """Every encoded sentence cut into the pieces the model reads (one, unless it is longer than the window)."""
+        return [Piece(i, *window) for i, item in enumerate(encoded)
+                for window in sliding_windows(len(item.ids), item.first_scored, self.window, self.stride)]
+
     @torch.inference_mode()
-    def token_surprisals(self, batch: list["Encoded"]) -> list[torch.Tensor]:
-        """-log2 p(token_j | tokens < j) for each sentence's own tokens (after BOS and its context)."""
-        features = [{"input_ids": item.ids} for item in batch]
-        if self.fusion_context:
-            for feature, item in zip(features, batch):
-                feature["context_length"] = item.context_length
+    def token_surprisals(self, encoded: list["Encoded"], pieces: list[Piece]) -> list[TokenScores]:
+        """For each piece (of the same or different sentences): the surprisal of its scored tokens."""
+        features = [{"input_ids": encoded[p.item].ids[p.start : p.stop]} for p in pieces]
+        if self.fusion_context:  # fusion models read whole sentences (no window): pieces are the encoded rows
+            for feature, piece in zip(features, pieces):
+                feature["context_length"] = encoded[piece.item].context_length
         if self.embedder is not None:
-            vectors = self.embedder({"text": [item.text for item in batch], "offsets": [item.ends for item in batch],
-                                     "context_length": [item.context_length for item in batch]})
+            items = [encoded[p.item] for p in pieces]
+            vectors = self.embedder({"text": [item.text for item in items], "offsets": [item.ends for item in items],
+                                     "context_length": [item.context_length for item in items]})
             for feature, v in zip(features, vectors["fusion_embeds"]):
                 feature["fusion_embeds"] = v
         # padded as in training: right, with the pad id, and zero vectors at padded positions
         padded = FusionDataCollator(pad_token_id=self.tokenizer.pad_token_id or 0)(features)
         inputs = {k: v.to(self.device) for k, v in padded.items() if k != "labels"}
         input_ids = inputs["input_ids"]
-        logits = self.model(**inputs).logits.float()
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1))
-        bits = (-logprobs.squeeze(-1) / math.log(2)).cpu()
-        return [bits[row, item.context_length : len(item.ids) - 1] for row, item in enumerate(batch)]
+        logprobs = torch.log_softmax(self.model(**inputs).logits.float(), dim=-1)
+        token_bits = (-logprobs[:, :-1].gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1) / math.log(2)).cpu()
+        # -log2 B after each position: the probability that the next token begins a word (or is EOS)
+        boundary = None
+        if self.word_starts is not None:
+            starts = self.word_starts.to(logprobs.device)
+            boundary = (-logprobs.index_select(-1, starts).logsumexp(-1) / math.log(2)).cpu()
+        scores = []
+        for row, piece in enumerate(pieces):
+            first, stop = piece.first - piece.start, piece.stop - piece.start  # in the row
+            score = TokenScores(token_bits[row, first - 1 : stop - 1])
+            if boundary is not None:
+                score.after, score.before = boundary[row, first:stop], float(boundary[row, first - 1])
+            scores.append(score)
+        return scores
 
-    def score(self, sentences: list[Sentence], context_sentences: int | None = None,
+    def score(self, sentences: list[Sentence], context_sentences: int | str | None = None,
               progress: bool = True) -> list[WordSurprisal]:
         """One row per word of `sentences`, in order. `context_sentences` K: each sentence is read after the K
-        sentences before it in its document (conditioned on, never scored; a document's first sentence scores as
-        without context). None: as a fusion model was trained (0 for other models)."""
+        sentences before it in its document ("all": the document so far), conditioned on, never scored; a document's
+        first sentence scores as without context. None: as a fusion model was trained (0 for other models)."""
         context_sentences = self.fusion_context if context_sentences is None else context_sentences
         self.check_context(context_sentences)
         contexts = [[] for _ in sentences]
         if context_sentences:
-            before = previous_sentences(list(range(len(sentences))), [s.document for s in sentences],
-                                        context_sentences)
+            count = len(sentences) if context_sentences == "all" else context_sentences
+            before = previous_sentences(list(range(len(sentences))), [s.document for s in sentences], count)
             contexts = [[sentences[k] for k in indices] for indices in before]
         encoded = [self.encode(s, c) for s, c in zip(sentences, contexts)]  # every sentence checked before scoring
-        # batches of similar length waste little padding; the rows go back to the input order below
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
-        per_sentence = {}
-        for start in tqdm(range(0, len(order), self.batch_size), desc="Surprisal", disable=not progress,
-                          unit="batch"):
-            chunk = order[start : start + self.batch_size]
-            for i, bits in zip(chunk, self.token_surprisals([encoded[i] for i in chunk])):
-                per_sentence[i] = bits
-        rows = []
-        for i, item in enumerate(encoded):
-            sentence = item.sentence
-            totals, counts = [0.0] * len(sentence.words), [0] * len(sentence.words)
-            for owner, value in zip(item.owners, per_sentence[i].tolist()):
-                totals[owner] += value
-                counts[owner] += 1
-            rows += [WordSurprisal(sentence.id, j, word, totals[j], counts[j]) for j, word in enumerate(sentence.words)]
-        return rows
+        pieces = self.pieces(encoded)
+        self.cut_context_tokens = sum(p.stop - p.first for p in pieces if p.start > 0)
+        if self.cut_context_tokens:
+            logger.info("%d of %d tokens were scored with a cut context (windows of %d tokens, %d apart: each kept at "
+                        "least %d tokens before it)", self.cut_context_tokens,
+                        sum(len(e.ids) - e.first_scored for e in encoded), self.window, self.stride,
+                        self.window - self.stride)
+        # batches of similar length waste little padding; the scores go back to their sentences below
+        order = sorted(range(len(pieces)), key=lambda i: pieces[i].stop - pieces[i].start)
+        left = [0] * len(encoded)  # pieces of each sentence not scored yet: its words count when the last is done
+        for piece in pieces:
+            left[piece.item] += 1
+        scores = [None] * len(pieces)
+        with tqdm(total=sum(len(s.words) for s in sentences), desc="Surprisal", unit="word",
+                  disable=not progress) as bar:
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                for i, score in zip(chunk, self.token_surprisals(encoded, [pieces[i] for i in chunk])):
+                    scores[i] = score
+                    left[pieces[i].item] -= 1
+                    bar.update(0 if left[pieces[i].item] else len(encoded[pieces[i].item].sentence.words))
+        per_sentence = [[] for _ in encoded]
+        for piece, score in zip(pieces, scores):  # pieces are in sentence order, and in order within a sentence
+            per_sentence[piece.item].append(score)
+        return [row for item, parts in zip(encoded, per_sentence) for row in self.words(item, parts)]
+
+    def words(self, item: "Encoded", parts: list[TokenScores]) -> list[WordSurprisal]:
+        """The sentence's word rows from its pieces' token scores: the sum over each word's tokens, plus the
+        leading-space correction when it is on."""
+        sentence = item.sentence
+        bits = torch.cat([part.bits for part in parts]).tolist()
+        totals, counts, last = [0.0] * len(sentence.words), [0] * len(sentence.words), [0] * len(sentence.words)
+        for token, (owner, value) in enumerate(zip(item.owners, bits)):
+            totals[owner] += value
+            counts[owner] += 1
+            last[owner] = token
+        corrections = [0.0] * len(sentence.words)
+        if self.word_starts is not None:
+            after = torch.cat([part.after for part in parts]).tolist()
+            starts = set(self.word_starts.tolist())
+            first_ids = [item.ids[item.first_scored + (last[w - 1] + 1 if w else 0)] for w in range(len(totals))]
+            for w in range(len(totals)):
+                before = (after[last[w - 1]] if w else parts[0].before) if first_ids[w] in starts else 0.0
+                corrections[w] = after[last[w]] - before
+        return [WordSurprisal(sentence.id, j, word, totals[j] + corrections[j], counts[j],
+                              corrections[j] if self.word_starts is not None else None)
+                for j, word in enumerate(sentence.words)]
 
 
 @dataclass
@@ -289,10 +394,18 @@ class Encoded:
     context_length: int
     text: str
 
+    @property
+    def first_scored(self) -> int:
+        """The index in `ids` of the sentence's first token."""
+        return 1 + self.context_length
+
 
 def write_tsv(rows: list[WordSurprisal], path: str | Path):
+    corrected = any(row.bow_correction is not None for row in rows)
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
-        writer.writerow(["sentence", "word_index", "word", "surprisal", "tokens"])
+        writer.writerow(["sentence", "word_index", "word", "surprisal", "tokens", *(["bow_correction"] if corrected
+                                                                                  else [])])
         for row in rows:
-            writer.writerow([row.sentence, row.word_index, row.word, f"{row.surprisal:.6f}", row.tokens])
+            extra = [f"{row.bow_correction:.6f}"] if corrected else []
+            writer.writerow([row.sentence, row.word_index, row.word, f"{row.surprisal:.6f}", row.tokens, *extra])

@@ -93,8 +93,9 @@ def test_natural_stories_rows_come_out_one_per_word_in_order(tiny_folder, tmp_pa
     assert all(float(r["surprisal"]) > 0 and int(r["tokens"]) >= 1 for r in written)
     first_sentence = [r for r in written if r["sentence"] == "1"]
     assert first_sentence[-1]["word"].endswith((".", "?")) and first_sentence[0]["word_index"] == "0"
-    saved = json.loads(out.with_suffix(".reading_times.json").read_text())
-    assert saved["words"] == 300 and -1 <= saved["pearson_r"] <= 1 and result["pearson_r"] == saved["pearson_r"]
+    saved = json.loads(out.with_suffix(".reading_times.json").read_text())["models"][tiny_folder.name]
+    assert saved["words"] == 300 and -1 <= saved["pearson_r"] <= 1
+    assert result["models"][tiny_folder.name]["pearson_r"] == saved["pearson_r"]
     assert out.with_suffix(".reading_times.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -113,12 +114,11 @@ def test_a_gpt2_style_model_with_our_tokenizer(tokenizer, tmp_path):
     assert [r["sentence"] for r in written] == ["1"] * 6 + ["2"] * 8  # the empty line is no sentence
     np.testing.assert_allclose([float(r["surprisal"]) for r in written[:6]],
                                by_hand(model, tokenizer, "The cat sat on the mat."), rtol=1e-4)
-    # longer than the model's 24 positions: refused, naming the line
+    # longer than the model's 24 positions: read in sliding windows (tests/test_surprisal_tools.py), every word scored
     (tmp_path / "long.txt").write_text("ok\n" + " ".join(["word"] * 30) + "\n")
-    with pytest.raises(ValueError, match=r"long.txt:2: .*31 tokens.*\(24\)"):
-        run_surprisal("--model_name_or_path", str(tmp_path / "gpt2"), "--input_file", str(tmp_path / "long.txt"),
-                      "--output_file", str(tmp_path / "x.tsv"))
-    assert not (tmp_path / "x.tsv").exists()
+    run_surprisal("--model_name_or_path", str(tmp_path / "gpt2"), "--input_file", str(tmp_path / "long.txt"),
+                  "--output_file", str(tmp_path / "x.tsv"))
+    assert len((tmp_path / "x.tsv").read_text().splitlines()) == 1 + 31
 
 
 # ------------------------------------------------------------------------------------------------------ bad input
@@ -170,15 +170,17 @@ def synthetic(seed: int, from_surprisal: bool) -> tuple[list[WordSurprisal], lis
     words = [line.split("\t")[2] for line in NATURAL_STORIES.read_text(encoding="utf-8").splitlines()[1:3001]]
     rng = np.random.default_rng(seed)
     surprisal = rng.gamma(2.0, 4.0, len(words))
-    indices, index = [], 0
+    indices, sentence_ids, index, sentence = [], [], 0, 1
     for word in words:
         indices.append(index)
+        sentence_ids.append(str(sentence))
         index = 0 if word.endswith((".", "?")) else index + 1
+        sentence += index == 0
     base = predictors(words, indices)
     rt = 300 + 6 * base["length"] - 8 * base["frequency"] + rng.normal(0, 40, len(words))
     if from_surprisal:
         rt = rt + 5 * surprisal
-    rows = [WordSurprisal("s", i, w, float(x), 1) for w, i, x in zip(words, indices, surprisal)]
+    rows = [WordSurprisal(s, i, w, float(x), 1) for s, w, i, x in zip(sentence_ids, words, indices, surprisal)]
     return rows, [(w, float(t)) for w, t in zip(words, rt)]
 
 
@@ -187,20 +189,40 @@ def test_delta_log_likelihood_finds_surprisal_that_drives_reading_times():
     result = evaluate(rows, rts)
     assert result["delta_log_likelihood"] > 0.05 and result["pearson_r"] > 0.3
     assert 4 < result["surprisal_coefficient_ms_per_bit"] < 6
+    held_out = result["held_out"]  # 10 folds of sentences: positive, and so is its whole interval
+    assert held_out["folds"] == 10 and held_out["delta_log_likelihood"] > 0.05 and held_out["interval_95"][0] > 0
     shuffled = [WordSurprisal(r.sentence, r.word_index, r.word, s, 1)
                 for r, s in zip(rows, random.Random(0).sample([r.surprisal for r in rows], len(rows)))]
-    assert abs(evaluate(shuffled, rts)["delta_log_likelihood"]) < 0.003
+    in_sample, held_out = evaluate(shuffled, rts)["delta_log_likelihood"], evaluate(shuffled, rts)["held_out"]
+    # in-sample, extra predictors always gain a little; held out, nothing: the interval holds 0
+    assert 0 <= in_sample < 0.003 and held_out["delta_log_likelihood"] < in_sample
+    assert held_out["interval_95"][0] < 0 < held_out["interval_95"][1]
     none_rows, none_rts = synthetic(1, from_surprisal=False)
-    assert abs(evaluate(none_rows, none_rts)["delta_log_likelihood"]) < 0.003
+    low, high = evaluate(none_rows, none_rts)["held_out"]["interval_95"]
+    assert low < 0 < high
+
+
+def test_spillover_enters_the_regression_and_needs_enough_words():
+    rows, rts = synthetic(0, from_surprisal=True)
+    previous = np.concatenate([[0.0], [r.surprisal for r in rows][:-1]])
+    lagged = [(w, t + 5 * p) for (w, t), p in zip(rts, previous)]  # the previous word's surprisal slows reading too
+    none, one = (evaluate(rows, lagged, spillover=k)["held_out"]["delta_log_likelihood"] for k in (0, 1))
+    assert one > none + 0.02
+    assert evaluate(rows, lagged, spillover=3)["regression_words"] < evaluate(rows, lagged, spillover=1)[
+        "regression_words"]
+    with pytest.raises(ValueError, match="too few to fit"):
+        evaluate(rows[:15], rts[:15], spillover=2)
 
 
 def test_regression_excludes_sentence_initial_and_punctuated_words():
-    keep = included(["The", "cat's", "well-known", "mat.", "Then", "(x)"], [0, 1, 2, 3, 0, 1])
+    keep = included(["The", "cat's", "well-known", "mat.", "Then", "(x)"], [0, 1, 2, 3, 0, 1], spillover=1)
     assert keep.tolist() == [False, True, True, False, False, False]
+    keep = included(["The", "cat's", "well-known", "mat.", "Then", "(x)"], [0, 1, 2, 3, 0, 1])  # spillover 2
+    assert keep.tolist() == [False, False, True, False, False, False]
     rows, rts = synthetic(0, from_surprisal=True)
     result = evaluate(rows, rts)
     excluded = result["excluded_from_regression"]
-    assert result["regression_words"] == result["words"] - excluded["first_word_of_sentence"] - excluded[
+    assert result["regression_words"] == result["words"] - excluded["first_words_of_sentence"] - excluded[
         "with_punctuation"]
 
 

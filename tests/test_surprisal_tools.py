@@ -1,0 +1,181 @@
+"""What a reading-time researcher needs beyond plain word surprisal: sliding windows for inputs longer than the
+model's positions, the whole story as context, the leading-space correction, held-out ΔLL with spillover and an
+interval, and several models in one command. Tiny GPT-2-style models with a byte-level BPE and few positions."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from fusion_lstm_surprisal.surprisal import Sentence, SurprisalScorer, read_sentences_of_words, sliding_windows
+from fusion_lstm_training.bpe import build_bpe_tokenizer
+from helpers import DATA, ROOT
+
+STORY = "One day a fox came by.\nIt was very hungry.\nIt saw some grapes on a vine.\n\nElsewhere it rained.\nThe end.\n"
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    lines = [s for s in (DATA / "train.txt").read_text().splitlines() if s.strip()][:400]
+    return build_bpe_tokenizer(lines + STORY.splitlines(), 300)
+
+
+def tiny_gpt2(tokenizer, positions: int) -> GPT2LMHeadModel:
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=positions, n_embd=32, n_layer=1, n_head=2,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    return GPT2LMHeadModel(config).eval()
+
+
+def log2_softmax(model, ids: list[int]) -> torch.Tensor:
+    """log2 p(· | ids) after the last of `ids`, by one forward pass over exactly `ids`."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, -1].double()
+    return torch.log_softmax(logits, -1) / math.log(2)
+
+
+# ------------------------------------------------------------------------------------------------ sliding windows
+
+
+def test_windows_score_every_token_once_with_at_least_window_minus_stride_before_it():
+    assert sliding_windows(6, 1, 8, 4) == [(0, 6, 1)]  # fits: one piece
+    assert sliding_windows(14, 1, 8, 4) == [(0, 8, 1), (4, 12, 8), (8, 14, 12)]
+    assert sliding_windows(30, 20, 8, 4) == [(16, 24, 20), (20, 28, 24), (24, 30, 28)]  # windows of context skipped
+    for length, first, window, stride in ((50, 1, 8, 3), (50, 17, 10, 5), (9, 1, 8, 7), (100, 60, 16, 1)):
+        pieces = sliding_windows(length, first, window, stride)
+        scored = [t for _, stop, begin in pieces for t in range(begin, stop)]
+        assert scored == list(range(first, length))
+        assert all(stop - start <= window and (start == 0 or begin - start >= window - stride)
+                   for start, stop, begin in pieces)
+
+
+def test_a_long_document_is_read_in_windows_and_a_short_one_is_unchanged(bpe):
+    model = tiny_gpt2(bpe, positions=8)
+    short = Sentence("1", "a fox".split(), "x:1")
+    long = Sentence("2", "It saw some grapes on a vine and it was very hungry".split(), "x:2")
+    scorer = SurprisalScorer(model, bpe, batch_size=3)  # stride 4
+    encoded = [scorer.encode(s) for s in (short, long)]
+    assert len(encoded[0].ids) <= 8 < len(encoded[1].ids)
+    pieces = scorer.pieces(encoded)
+    scores = scorer.token_surprisals(encoded, pieces)
+    bits = {p.item: [] for p in pieces}
+    for piece, score in zip(pieces, scores):
+        bits[piece.item] += score.bits.tolist()
+    # the short one: as one pass over BOS and the sentence
+    ids = encoded[0].ids
+    expected = [-log2_softmax(model, ids[:t])[ids[t]].item() for t in range(1, len(ids))]
+    np.testing.assert_allclose(bits[0], expected, rtol=1e-4)
+    # the long one: token 10 comes after the window that starts at token 4 (8 positions, 4 apart)
+    ids = encoded[1].ids
+    assert bits[1][10 - 1] == pytest.approx(-log2_softmax(model, ids[4:10])[ids[10]].item(), rel=1e-4)
+    assert bits[1][5 - 1] == pytest.approx(-log2_softmax(model, ids[:5])[ids[5]].item(), rel=1e-4)
+    rows = scorer.score([short, long], progress=False)
+    assert [r.word for r in rows] == short.words + long.words
+    assert scorer.cut_context_tokens == len(ids) - 8  # every token after the first window
+    with pytest.raises(ValueError, match="--stride must be at least 1 and less than the model's window \\(8"):
+        SurprisalScorer(model, bpe, stride=8)
+
+
+def test_the_whole_story_so_far_as_context(bpe, tmp_path):
+    model = tiny_gpt2(bpe, positions=256)
+    story = tmp_path / "story.txt"
+    story.write_text(STORY)
+    sentences = read_sentences_of_words(str(story))
+    scorer = SurprisalScorer(model, bpe, batch_size=2)
+    by_sentence = lambda rows, sid: [r.surprisal for r in rows if r.sentence == sid]  # noqa: E731
+    whole, two, alone = (scorer.score(sentences, context_sentences=k, progress=False) for k in ("all", 2, 0))
+    assert by_sentence(whole, "3") == pytest.approx(by_sentence(two, "3"), rel=1e-5)  # 2 sentences: all of them
+    assert by_sentence(whole, "1") == pytest.approx(by_sentence(alone, "1"), rel=1e-5)
+    assert by_sentence(whole, "4") == pytest.approx(by_sentence(alone, "4"), rel=1e-5)  # a new story
+    assert by_sentence(whole, "5") != pytest.approx(by_sentence(alone, "5"), rel=1e-3)
+
+
+# ------------------------------------------------------------------------------------- the leading-space correction
+
+
+def test_the_correction_adds_the_probability_that_the_next_token_begins_a_word(bpe):
+    model = tiny_gpt2(bpe, positions=64)
+    sentence = Sentence("1", "It saw some grapes.".split(), "x:1")
+    plain = SurprisalScorer(model, bpe).score([sentence], progress=False)
+    corrected = SurprisalScorer(model, bpe, bow_correction=True).score([sentence], progress=False)
+    ids = [bpe.bos_token_id, *bpe(sentence.text, add_special_tokens=False)["input_ids"]]
+    tokens = bpe.convert_ids_to_tokens(ids)
+    begins = torch.tensor([i for t, i in bpe.get_vocab().items() if t.startswith("Ġ")] + [bpe.eos_token_id])
+    word_ends = [t for t in range(1, len(ids)) if t + 1 == len(ids) or tokens[t + 1].startswith("Ġ")]
+    assert len(word_ends) == 4 and not tokens[1].startswith("Ġ")  # the first word begins without a space
+
+    def minus_log2_b(position: int) -> float:  # after token `position`
+        return -torch.logsumexp(log2_softmax(model, ids[: position + 1])[begins] * math.log(2), 0).item() / math.log(2)
+
+    for w, (p, c) in enumerate(zip(plain, corrected)):
+        before = minus_log2_b(word_ends[w - 1]) if w else 0.0  # B before the first word: 1
+        expected = p.surprisal + minus_log2_b(word_ends[w]) - before
+        assert c.surprisal == pytest.approx(expected, rel=1e-4, abs=1e-4)
+        assert c.bow_correction == pytest.approx(c.surprisal - p.surprisal, abs=1e-4)
+
+
+def test_the_correction_is_refused_for_wordpiece(tokenizer):
+    with pytest.raises(ValueError, match=r"space marker .*WordPiece.*Drop --bow_correction"):
+        SurprisalScorer(tiny_gpt2(tokenizer, positions=16), tokenizer, bow_correction=True)
+
+
+# ---------------------------------------------------------------------------------- several models in one command
+
+
+NATURAL_STORIES = ROOT.parent / "shared" / "data" / "natural_stories" / "word_reading_times.tsv"
+
+
+def run_surprisal(*flags):
+    from fusion_lstm_surprisal.score import main
+
+    return main([str(f) for f in flags])
+
+
+def test_several_models_in_one_command_with_the_story_and_the_correction(bpe, tmp_path):
+    lines = NATURAL_STORIES.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    item = header.index("item")
+    stories = [lines[0]]  # the start of three stories
+    for story in ("1", "2", "3"):
+        stories += [line for line in lines[1:] if line.split("\t")[item] == story][:150]
+    sample = tmp_path / "stories.tsv"
+    sample.write_text("\n".join(stories) + "\n", encoding="utf-8")
+    folders = []
+    for positions in (16, 32):
+        folder = tmp_path / "models" / f"gpt2-{positions}"
+        tiny_gpt2(bpe, positions).save_pretrained(folder)
+        bpe.save_pretrained(folder)
+        folders.append(folder)
+    out = tmp_path / "new" / "ns.tsv"  # the folder is made
+    summary = run_surprisal("--model_name_or_path", *folders, "--input_file", sample, "--output_file", out,
+                            "--reading_times", sample, "--document_column", "item", "--context_sentences", "all",
+                            "--bow_correction", "--stride", "6")
+    assert set(summary["models"]) == {"gpt2-16", "gpt2-32"} and summary["held_out_groups"] == "document"
+    for name, result in summary["models"].items():
+        rows = list(csv.DictReader((tmp_path / "new" / f"ns.{name}.tsv").open(encoding="utf-8"), delimiter="\t",
+                                   quoting=csv.QUOTE_NONE))
+        assert [r["word"] for r in rows] == [line.split("\t")[header.index("word")] for line in stories[1:]]
+        assert "bow_correction" in rows[0] and result["cut_context_tokens"] > 0 and result["words_per_second"] > 0
+        assert result["held_out"]["folds"] == 3 and len(result["held_out"]["interval_95"]) == 2
+    saved = json.loads(out.with_suffix(".reading_times.json").read_text())
+    assert saved["models"]["gpt2-16"]["pearson_r"] == summary["models"]["gpt2-16"]["pearson_r"]
+    assert out.with_suffix(".reading_times.png").read_bytes().startswith(b"\x89PNG")
+    assert not out.exists()  # several models: one TSV each, none under the plain name
+
+
+def test_bad_arguments_are_named_before_any_model_loads(tmp_path):
+    sentences = tmp_path / "in.txt"
+    sentences.write_text("The cat sat.\n")
+    flags = ("--input_file", sentences, "--output_file", tmp_path / "o.tsv")
+    with pytest.raises(ValueError, match="--context_sentences must be a number ≥ 0 or 'all', got 'many'"):
+        run_surprisal("--model_name_or_path", tmp_path, *flags, "--context_sentences", "many")
+    with pytest.raises(FileNotFoundError, match="--model_name_or_path ./nowhere/model: folder not found"):
+        run_surprisal("--model_name_or_path", "./nowhere/model", *flags)
+    with pytest.raises(ValueError, match="--model_names needs one distinct name per model"):
+        run_surprisal("--model_name_or_path", tmp_path, tmp_path / "x", *flags, "--model_names", "a")
+    with pytest.raises(ValueError, match="--spillover must be 0 or more"):
+        run_surprisal("--model_name_or_path", tmp_path, *flags, "--spillover", "-1")
