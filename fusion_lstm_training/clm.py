@@ -269,6 +269,9 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
     if resume and not Path(resume).is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {resume} is not a folder (a checkpoint-N of output_dir).")
     output_dir = Path(training_args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"--output_dir {output_dir} is a file: the run writes a folder there; choose another "
+                              "path (files you gave are never written over).")
     if training_args.do_train and not resume and not data_args.overwrite_output_dir and output_dir.is_dir() and any(
         output_dir.iterdir()
     ):
@@ -283,6 +286,8 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
     if data_args.fusion_vectors != "encoder" and not data_args.precompute_fusion_embeddings:
         raise ValueError(f"--fusion_vectors={data_args.fusion_vectors} is fed through the embedding cache: keep "
                          "--precompute_fusion_embeddings on.")
+    if model_args.fusion_dropout_schedule and not model_args.fuses and not model_args.model_name_or_path:
+        raise ValueError("--fusion_dropout_schedule drops e_j, but --fusion none fuses nothing.")
     if data_args.eval_without_fusion and not model_args.fuses and not model_args.model_name_or_path:
         raise ValueError("--eval_without_fusion zeroes e_j, but --fusion none fuses nothing.")
     if data_args.fusion_vectors != "encoder" and not model_args.fuses and not model_args.model_name_or_path:

@@ -56,19 +56,29 @@ class PrefixEmbedder:
         self.context = context or prefix_encoder.context
 
     @property
+    def windows(self) -> tuple:
+        """The single-window contexts of this embedder's context (a model saved before contexts of several windows
+        has one, and a prefix encoder without `part_width` or a `context` argument)."""
+        return getattr(self.context, "parts", (self.context,))
+
+    @property
     def width(self) -> int:
-        return self.prefix_encoder.part_width * len(self.context.parts)
+        return getattr(self.prefix_encoder, "part_width", self.prefix_encoder.width) * len(self.windows)
 
     @property
     def parts(self) -> list["PrefixEmbedder"]:
         """One embedder per window of the context (fusion_context prefix+previous: two), each cached on its own."""
         return [PrefixEmbedder(self.prefix_encoder, self.lm_tokenizer, self.encoder_tokenizer, self.autocast_dtype,
-                               part) for part in self.context.parts]
+                               part) for part in self.windows]
 
     @property
     def reads_document(self) -> bool:
         """Whether a window reaches into the document's previous sentences (see EmbeddingCache.attach)."""
-        return any(part.reads_document for part in self.context.parts)
+        return any(getattr(part, "reads_document", True) for part in self.windows)
+
+    def _context_argument(self) -> dict:
+        """How the prefix encoder is told which window to embed: nothing for its own context."""
+        return {} if self.context is self.prefix_encoder.context else {"context": self.context}
 
     @property
     def precision(self) -> str:
@@ -77,7 +87,8 @@ class PrefixEmbedder:
     def fingerprint(self) -> str:
         """Hash of what turns token ids into vectors: the prefix encoder (weights, config, pooling, context,
         truncation), the precision and the tokenizers."""
-        digest = hashlib.sha256(f"{self.precision}|{self.prefix_encoder.fingerprint(self.context)}".encode())
+        encoder = self.prefix_encoder.fingerprint(**self._context_argument())
+        digest = hashlib.sha256(f"{self.precision}|{encoder}".encode())
         for tokenizer in (self.lm_tokenizer, self.encoder_tokenizer):
             if tokenizer is not None:
                 digest.update(tokenizer.backend_tokenizer.to_str().encode())
@@ -85,7 +96,7 @@ class PrefixEmbedder:
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> dict:
-        if len(self.context.parts) > 1:
+        if len(self.windows) > 1:
             joined = zip(*(part(batch)["fusion_embeds"] for part in self.parts))
             return {"fusion_embeds": [np.concatenate(vectors, axis=1) for vectors in joined]}
         device = next(self.prefix_encoder.parameters()).device
@@ -103,7 +114,7 @@ class PrefixEmbedder:
         padded, mask = pad_right(input_ids, pad_id=0)
         context = torch.tensor(context_length, device=device) if any(context_length) else None
         out = self.prefix_encoder(padded.to(device), mask.to(device), num_new=padded.shape[1], context_length=context,
-                                  context=self.context)
+                                  **self._context_argument())
         return [out[i, : len(ids)] for i, ids in enumerate(input_ids)]
 
     def _from_text(self, texts: list[str], offsets: list[list[int]], context_length: list[int]) -> list[torch.Tensor]:

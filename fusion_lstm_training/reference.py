@@ -6,11 +6,11 @@ import torch
 
 
 def naive_context(config, ids: torch.Tensor, j: int, context_length: int = 0, mode: str | None = None) -> torch.Tensor:
-    """The tokens whose embedding is e_j, per `mode` (default config.fusion_context): tokens 0..j (prefix); 0..min(j, c) (subr);
-    the first token ([CLS]) then c..j (subl), with c = int(k · |S|), |S| = len(ids). With the document's previous
-    sentences as tokens 1..n (n = context_length): [CLS] and the sentence's tokens up to j (prefix), [CLS] and the
-    previous sentences (previous), [CLS], the previous sentences and the sentence's tokens up to j (document); just
-    [CLS] at a position inside the context (j < n)."""
+    """The tokens whose embedding is e_j, per `mode` (default config.fusion_context): tokens 0..j (prefix);
+    0..min(j, c) (subr); the first token ([CLS]) then c..j (subl), with c = int(k · |S|), |S| = len(ids). With the
+    document's previous sentences as tokens 1..n (n = context_length): [CLS] and the sentence's tokens up to j
+    (prefix), [CLS] and the previous sentences (previous), [CLS], the previous sentences and the sentence's tokens up
+    to j (document); just [CLS] at a position inside the context (j < n)."""
     n, mode = context_length, mode or config.fusion_context
     if n and j < n:  # a position inside the context: never scored, nothing read
         return ids[:1]

@@ -325,6 +325,8 @@ def test_json_config_becomes_flags_that_later_flags_override(run_clm_module, mon
     (["--fusion_vectors", "zeros", "--precompute_fusion_embeddings", "false"], ValueError, "precompute"),
     (["--fusion", "none", "--fusion_vectors", "tfidf"], ValueError, "fusion none"),
     (["--fusion", "none", "--eval_without_fusion", "true"], ValueError, "eval_without_fusion"),
+    (["--fusion", "none", "--fusion_dropout_schedule", "0to1"], ValueError, "fusion_dropout_schedule"),
+    (["--output_dir", "data/wikitext2/train.txt"], FileExistsError, "--output_dir data/wikitext2/train.txt is a file"),
 ])
 def test_bad_arguments_fail_while_parsing(run_clm_module, monkeypatch, flags, exception, names):
     monkeypatch.chdir(ROOT)

@@ -179,6 +179,38 @@ def test_report_builds_the_readme_section_and_figures_from_results_jsons(tmp_pat
     assert all((results / "figures" / f).read_bytes().startswith(b"\x89PNG") for f in figures)
 
 
+def reading_fixture(fusion: str, seed: int, delta: float, words_per_second: float) -> dict:
+    result = fixture_result("reading_times", fusion, 0.0, seed=seed)
+    result["metrics"] = {"pearson_r": 0.3, "spearman_rho": 0.4, "delta_log_likelihood": delta + 0.001,
+                         "surprisal_coefficient_ms_per_bit": 2.0, "words": 1000, "regression_words": 700,
+                         "excluded_from_regression": {"first_words_of_sentence": 200, "with_punctuation": 100},
+                         "binned": [{"surprisal": 1.0, "rt": 300.0, "words": 500},
+                                    {"surprisal": 9.0, "rt": 340.0, "words": 500}],
+                         "linear_fit": {"intercept_ms": 295.0, "ms_per_bit": 5.0}, "spillover": 2,
+                         "held_out": {"delta_log_likelihood": delta, "interval_95": [delta - 0.002, delta + 0.002],
+                                      "folds": 10, "groups": 10},
+                         "words_per_second": words_per_second}
+    return result
+
+
+def test_report_of_reading_times_shows_the_held_out_delta_and_the_scoring_speed(tmp_path):
+    results = tmp_path / "results"
+    write_results(results, [fixture_result("fusion_table", "none", 100.0, seed=0),
+                            fixture_result("fusion_table", "concat", 90.0, seed=0),
+                            reading_fixture("none", 0, 0.010, 1000.0), reading_fixture("none", 1, 0.012, 1200.0),
+                            reading_fixture("concat", 0, 0.011, 30.0)])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n{START}\n{END}\n")
+    write_report(results, readme, results / "figures")
+    rows = {line.split("|")[1].strip(): line for line in readme.read_text().splitlines() if line.startswith("| `")}
+    assert "10.00 [8.00, 12.00] | 11.00 |" in rows["`none_0`"] and "11.00 [9.00, 13.00]" in rows["`concat_0`"]
+    assert (results / "figures" / "reading_times_cpu.png").read_bytes().startswith(b"\x89PNG")
+    front = tmp_path / "FRONT.md"
+    front.write_text(f"# Front\n{HEADLINE_START}\n{HEADLINE_END}\n")
+    write_headline(results, front, results / "figures", readme)
+    assert "`none` 1,100 words/s, `concat` 30 words/s" in front.read_text()
+
+
 def test_report_of_the_probes(tmp_path):
     results = tmp_path / "results"
     probe = lambda experiment, run, ppl, **values: {**fixture_result(experiment, "concat", ppl, **values),  # noqa
