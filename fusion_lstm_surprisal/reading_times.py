@@ -16,6 +16,7 @@ fitted and measured on all words) stays beside it, for comparison with earlier r
 """
 
 import csv
+import math
 import re
 from pathlib import Path
 
@@ -35,12 +36,20 @@ def read_reading_times(path: str, rt_column: str = "meanItemRT", word_column: st
         if column not in rows[0]:
             raise ValueError(f"{path} has no column {column!r} (columns: {', '.join(rows[0])}); choose it with "
                              "--rt_column / --word_column.")
+    header = [name for name in rows[0] if name is not None]
     out = []
     for number, row in enumerate(rows, 2):
+        if None in row or None in row.values():
+            raise ValueError(f"{path}:{number}: the row's fields do not match the header's {len(header)} (a missing "
+                             "or an extra tab).")
         try:
-            out.append((row[word_column], float(row[rt_column])))
+            value = float(row[rt_column])
         except ValueError:
             raise ValueError(f"{path}:{number}: {rt_column}={row[rt_column]!r} is not a number.") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{path}:{number}: {rt_column}={row[rt_column]!r} is not a reading time (a finite number "
+                             "≥ 0): fix or remove the row.")
+        out.append((row[word_column], value))
     return out
 
 

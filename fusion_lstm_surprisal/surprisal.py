@@ -69,7 +69,13 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"Input file {path} does not exist.")
-    text = file.read_text(encoding="utf-8")
+    data = file.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text ({error.reason} at byte {error.start}); convert the file to "
+                         "UTF-8.") from None
     if not text.strip():
         raise ValueError(f"Input file {path} is empty.")
     if file.suffix.lower() not in (".tsv", ".tab"):
@@ -97,7 +103,10 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
         sentences.append(Sentence(sentence_id if sentence_column else str(len(sentences) + 1), words,
                                   f"{path}:{first_line}", document))
 
+    seen = set()  # sentence ids already closed: an id may not come back (two sentences would share its label)
     for number, row in enumerate(rows, 2):  # line 1 is the header
+        if None in row:
+            raise ValueError(f"{path}:{number}: the row has more fields than the header (a tab inside a field?).")
         word = (row[word_column] or "").strip()
         if not word or len(word.split()) != 1:
             raise ValueError(f"{path}:{number}: the {word_column!r} column must hold one word, got {word!r}.")
@@ -105,7 +114,11 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
         new_document = document_column and row[document_column] != document
         if words and (new_sentence or new_document):
             close()
+            seen.add(sentence_id)
             words, first_line = [], number
+        if sentence_column and row[sentence_column] in seen:
+            raise ValueError(f"{path}:{number}: sentence {row[sentence_column]!r} comes back after other sentences; "
+                             f"the rows of a sentence must be together (sort the file by {sentence_column!r}).")
         sentence_id = row[sentence_column] if sentence_column else None
         document = row[document_column] if document_column else None
         words.append(word)
@@ -403,7 +416,8 @@ class Encoded:
 def write_tsv(rows: list[WordSurprisal], path: str | Path):
     corrected = any(row.bow_correction is not None for row in rows)
     with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
+        # words hold no whitespace, so no field needs quoting or escaping: every word is written exactly as given
+        writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n")
         writer.writerow(["sentence", "word_index", "word", "surprisal", "tokens", *(["bow_correction"] if corrected
                                                                                   else [])])
         for row in rows:

@@ -6,8 +6,13 @@
 
 Implemented: create repo, preupload, LFS batch/upload/verify, commit (ndjson), validate-yaml, whoami, repo info by
 revision, tree listing, resolve (GET/HEAD, ranges) and the error codes huggingface_hub reads (X-Error-Code
-RepoNotFound, RevisionNotFound, EntryNotFound). Binds 127.0.0.1 unless told otherwise; with --token, writes need
-`Authorization: Bearer <token>` (LFS uploads carry a one-time capability in their URL instead).
+RepoNotFound, RevisionNotFound, EntryNotFound). Binds 127.0.0.1 unless told otherwise; with --token, writes and
+reads of private repositories need `Authorization: Bearer <token>` (LFS uploads carry a one-time capability in their
+URL instead; a private repository is "not found" without the token, as on the Hub).
+
+Scope: the offline path of one user on one machine (loopback), not a public service. It still keeps request text
+out of response headers, closes connections that stay silent for 30 s, serves at most 64 at once, and streams files
+from disk.
 """
 
 import argparse
@@ -43,6 +48,8 @@ PREFIX_TO_TYPE = {"datasets": "dataset", "spaces": "space"}
 TYPE_TO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 MAX_JSON_BODY = 8 * 1024**2  # JSON and ndjson requests are read into memory: at most this much
 MAX_UPLOAD = 64 * 1024**3  # one LFS object, streamed to disk
+REQUEST_TIMEOUT = 30.0  # seconds a connection may stay silent
+MAX_CONNECTIONS = 64  # open at once: a single user's tools need a handful
 READ_CHUNK = 1024**2
 STORE_STATUS = {InvalidInput: 400, NotFound: 404, Forbidden: 403, Conflict: 412, MissingContent: 422}
 
@@ -68,6 +75,16 @@ def malformed(what: str):
     except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as error:
         detail = f"missing {error}" if isinstance(error, KeyError) else str(error)
         raise HubError(400, f"Malformed {what}: {detail}") from None
+
+
+def header_safe(text: str) -> str:
+    """`text` with every character that is not printable ASCII (CR and LF above all) replaced by "?": request text
+    must never end a header line or start a new one."""
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
+
+
+def has_control_characters(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def byte_range(header: str, size: int) -> tuple[int, int] | None:
@@ -110,14 +127,37 @@ def lfs_info(entry: dict, oid_key: str) -> dict:
 
 
 class LocalHub(ThreadingHTTPServer):
+    """One thread per connection, at most `max_connections` at once (more are answered 503 and closed); a connection
+    idle, or a request body stalled, for `timeout` seconds is closed (a stalled body is answered 408)."""
+
     daemon_threads = True
 
-    def __init__(self, address, store: HubStore, token: str | None = None):
+    def __init__(self, address, store: HubStore, token: str | None = None, timeout: float = REQUEST_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS):
         super().__init__(address, HubRequestHandler)
         self.store = store
         self.token = token
+        self.request_timeout = timeout
+        self.slots = threading.BoundedSemaphore(max_connections)
         self.upload_grants: dict[str, str] = {}  # capability → sha256 it may upload
         self.grants_lock = threading.Lock()
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+                                b"Connection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     @property
     def endpoint(self) -> str:
@@ -129,6 +169,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: LocalHub
 
+    @property
+    def timeout(self) -> float:
+        """Seconds a read of the connection may wait (StreamRequestHandler sets it on the socket)."""
+        return self.server.request_timeout
+
     # ------------------------------------------------------------------------------------------------ plumbing
 
     def log_message(self, fmt, *args):
@@ -137,7 +182,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _segments(self) -> tuple[list[str], dict]:
         url = urlsplit(self.path)
         # split before unquoting: a revision such as refs%2Fpr%2F1 is one segment
-        return [unquote(s) for s in url.path.split("/")[1:]], parse_qs(url.query)
+        segments = [unquote(s) for s in url.path.split("/")[1:]]
+        if any(has_control_characters(s) for s in segments):
+            raise HubError(400, "Control characters (CR, LF, ...) are not allowed in repository names, revisions or "
+                                "paths")
+        return segments, parse_qs(url.query)
 
     def _has_body(self) -> bool:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -186,12 +235,15 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _body(self, limit: int = MAX_JSON_BODY) -> bytes:
         return b"".join(self._body_chunks(limit))
 
-    def _json_body(self):
+    def _json_body(self) -> dict:
         body = self._body()
         try:
-            return json.loads(body or b"{}")
+            payload = json.loads(body or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise HubError(400, f"Invalid JSON body: {error}") from None
+        if not isinstance(payload, dict):
+            raise HubError(400, f"The JSON body must be an object, got a {type(payload).__name__}")
+        return payload
 
     @property
     def endpoint(self) -> str:
@@ -217,7 +269,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), headers=headers)
 
     def _send_error(self, error: HubError, head=False):
-        headers = {"X-Error-Message": error.message.encode("ascii", "replace").decode(), **error.headers}
+        headers = {"X-Error-Message": header_safe(error.message), **error.headers}
         if error.code:
             headers["X-Error-Code"] = error.code
         if self._has_body() and not self._body_read:
@@ -226,13 +278,18 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         self._send(error.status, json.dumps({"error": error.message}).encode(), headers=headers, head=head)
 
-    def _require_write_access(self):
+    def _has_token(self) -> bool:
         token = self.server.token
-        if token is None:
-            return
-        given = self.headers.get("Authorization", "")
-        if not secrets.compare_digest(given, f"Bearer {token}"):
+        return token is None or secrets.compare_digest(self.headers.get("Authorization", ""), f"Bearer {token}")
+
+    def _require_write_access(self):
+        if not self._has_token():
             raise HubError(401, "Invalid or missing token: this server needs `Authorization: Bearer <token>` to write")
+
+    def _require_read_access(self, repo: RepoId):
+        """A private repository is read with the token only; without it, it does not exist (as on the Hub)."""
+        if self.server.store.is_private(repo) and not self._has_token():
+            raise HubError(404, f"Repository {repo.id} not found", "RepoNotFound")
 
     def _dispatch(self, method: str):
         head = method == "HEAD"
@@ -250,6 +307,12 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self._send_error(error, head=head)
         except StoreError as error:
             self._send_error(HubError.from_store(error), head=head)
+        except ConnectionError as error:  # the client went away (or a blob shrank): nothing left to answer
+            logger.info("%s %s: connection ended early (%s)", method, self.path, error)
+            self.close_connection = True
+        except TimeoutError:
+            self.close_connection = True
+            self._send_error(HubError(408, f"The request was not received within {self.timeout} s"), head=head)
         except Exception as error:  # noqa: BLE001 - report, don't kill the server
             logger.exception("internal error on %s %s", method, self.path)
             self._send_error(HubError(500, f"Internal error: {error}"), head=head)
@@ -316,7 +379,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         payload = self._json_body()
         repo = RepoId(payload.get("type") or "model", payload.get("organization") or "local", payload.get("name", ""))
         url = f"{self.endpoint}/{TYPE_TO_PREFIX[repo.repo_type]}{repo.id}"
-        if self.server.store.create(repo):
+        # huggingface_hub 2.x sends "visibility"; older clients "private"
+        private = payload.get("visibility") == "private" or bool(payload.get("private"))
+        if self.server.store.create(repo, private=private):
             self._send_json({"url": url, "name": repo.id, "id": repo.id})
         else:
             self._send_json({"url": url, "name": repo.id, "error": "You already created this repo"}, status=409)
@@ -422,6 +487,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def repo_info(self, t, q):
         repo = t.repo
+        self._require_read_access(repo)
         commit = self.server.store.resolve(repo, t.revision)
         date = datetime.fromtimestamp(commit["date"], tz=timezone.utc).isoformat().replace("+00:00", "Z")
         siblings = [
@@ -430,7 +496,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             for path, e in commit["files"].items()
         ]
         self._send_json({"id": repo.id, "modelId": repo.id, "author": repo.namespace, "sha": commit["id"],
-                         "lastModified": date, "createdAt": date, "private": False, "disabled": False,
+                         "lastModified": date, "createdAt": date,
+                         "private": self.server.store.is_private(repo), "disabled": False,
                          "gated": False, "tags": [], "downloads": 0, "likes": 0, "siblings": siblings})
 
     def tree(self, t, q):
@@ -439,6 +506,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if folder:
             check_repo_path(folder)
         recursive = (q.get("recursive") or ["false"])[0].lower() == "true"
+        self._require_read_access(repo)
         files = self.server.store.resolve(repo, revision)["files"]
         prefix = folder + "/" if folder else ""
         entries, folders = [], set()
@@ -463,25 +531,37 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def resolve(self, t, q):
         head = self.command == "HEAD"
+        self._require_read_access(t.repo)
         commit, entry = self.server.store.file_entry(t.repo, t.revision, t.path)
         headers = {"X-Repo-Commit": commit["id"], "Accept-Ranges": "bytes", "ETag": f'"{entry["git_oid"]}"'}
         if entry["lfs"]:
             headers.update({"X-Linked-Etag": f'"{entry["sha256"]}"', "X-Linked-Size": str(entry["size"])})
-        content = b"" if head else self.server.store.read_blob(entry["sha256"])
-        status, body = 200, content
-        requested = None if head else byte_range(self.headers.get("Range", ""), len(content))
+        size = entry["size"]
+        path = self.server.store.blob_file(entry["sha256"])
+        requested = None if head else byte_range(self.headers.get("Range", ""), size)
+        start, end = requested if requested is not None else (0, size - 1)
         if requested is not None:
-            start, end = requested
-            status, body = 206, content[start : end + 1]
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
-        # HEAD answers with the full size, as GET would
-        self._send(status, body, content_type="application/octet-stream", headers=headers, head=head,
-                   length=entry["size"] if head else None)
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        # the headers first (HEAD answers with the full size, as GET would), then the bytes, streamed from disk
+        self._send(206 if requested else 200, content_type="application/octet-stream", headers=headers, head=True,
+                   length=end - start + 1)
+        if head:
+            return
+        with path.open("rb") as blob:
+            blob.seek(start)
+            remaining = end - start + 1
+            while remaining > 0:
+                piece = blob.read(min(READ_CHUNK, remaining))
+                if not piece:
+                    raise ConnectionAbortedError(f"{path} is shorter than its recorded size")
+                self.wfile.write(piece)
+                remaining -= len(piece)
 
 
-def serve(root: str, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> LocalHub:
-    """A server bound to (host, port) (port 0: a free one); call serve_forever() on it, or run it in a thread."""
-    return LocalHub((host, port), HubStore(root), token=token)
+def serve(root: str, host: str = "127.0.0.1", port: int = 0, token: str | None = None, **limits) -> LocalHub:
+    """A server bound to (host, port) (port 0: a free one); call serve_forever() on it, or run it in a thread.
+    `limits`: LocalHub's timeout and max_connections."""
+    return LocalHub((host, port), HubStore(root), token=token, **limits)
 
 
 def main():
@@ -489,7 +569,8 @@ def main():
     parser.add_argument("--root", required=True, help="folder that holds the repositories (created if missing)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--token", default=None, help="refuse writes without `Authorization: Bearer TOKEN`")
+    parser.add_argument("--token", default=None, help="writes, and reads of private repositories, need "
+                        "`Authorization: Bearer TOKEN` (other reads do not)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     server = serve(args.root, args.host, args.port, args.token)

@@ -160,23 +160,33 @@ class HubStore:
                 os.unlink(tmp)
 
     def read_blob(self, sha256: str) -> bytes:
+        return self.blob_file(sha256).read_bytes()
+
+    def blob_file(self, sha256: str) -> Path:
+        """The file that holds a blob, to stream from (checked: inside the store, no symbolic link)."""
         path = self.blob_path(sha256)
         if not path.exists():
             raise NotFound(f"Blob {sha256} is missing from the store", "EntryNotFound")
-        return self._inside(path).read_bytes()
+        return self._inside(path)
 
     # ------------------------------------------------------------------------------------------------------ repos
 
     def exists(self, repo: RepoId) -> bool:
         return (self._repo_dir(repo) / "refs.json").exists()
 
-    def create(self, repo: RepoId) -> bool:
+    def create(self, repo: RepoId, private: bool = False) -> bool:
         """Creates an empty repository with one initial commit on main; False if it already existed."""
         with self._lock:
             if self.exists(repo):
                 return False
+            self._write_atomic(self._repo_dir(repo) / "settings.json", json.dumps({"private": private}).encode())
             self._commit_locked(repo, "main", {}, "initial commit", "")
             return True
+
+    def is_private(self, repo: RepoId) -> bool:
+        """Whether the repository was created private (one created before this was recorded is public)."""
+        path = self._repo_dir(repo) / "settings.json"
+        return path.exists() and bool(json.loads(self._inside(path).read_text()).get("private"))
 
     def refs(self, repo: RepoId) -> dict[str, str]:
         path = self._repo_dir(repo) / "refs.json"

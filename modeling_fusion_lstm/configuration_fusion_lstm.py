@@ -163,6 +163,11 @@ class FusionLSTMConfig(PreTrainedConfig):
         for field in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "projection_size"):
             if getattr(self, field) < 1:
                 raise ValueError(f"FusionLSTMConfig.{field} must be a positive integer, got {getattr(self, field)}.")
+        if self.fusion_embedding_size is not None and self.fusion_embedding_size < 1:
+            raise ValueError(f"FusionLSTMConfig.fusion_embedding_size must be a positive integer (or unset, to take the "
+                             f"encoder's), got {self.fusion_embedding_size}.")
+        if self.initializer_range < 0:
+            raise ValueError(f"FusionLSTMConfig.initializer_range must be 0 or more, got {self.initializer_range}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"FusionLSTMConfig.dropout must be in [0, 1), got {self.dropout}.")
         if not 0.0 <= self.fusion_dropout <= 1.0:

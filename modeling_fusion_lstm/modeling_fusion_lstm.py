@@ -853,6 +853,9 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
                 raise ValueError("fusion='none' uses no prefix embeddings: do not pass fusion_embeds to this model.")
             return None
         batch, num_new = inputs.new_mask.shape
+        if fusion_embeds is not None and not isinstance(fusion_embeds, torch.Tensor):
+            raise TypeError(f"fusion_embeds must be a torch.Tensor of shape (batch, seq_len, fusion_embedding_size), got "
+                            f"a {type(fusion_embeds).__name__}.")
         if fusion_embeds is not None:
             expected = (batch, num_new, self.config.fusion_embedding_size)
             if fusion_embeds.dim() != 3 or tuple(fusion_embeds.shape) != expected:
@@ -979,6 +982,15 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
         )
         return output if return_dict else output.to_tuple()
+
+    def generate(self, *args, **kwargs):
+        if self.config.uses_fusion and self.prefix_encoder is None:
+            raise ValueError(
+                f"generate() needs e_j of every new token, and this model (fusion={self.config.fusion!r}) has no encoder "
+                "to compute them: build it with FusionLSTMForCausalLM.from_encoder_pretrained(encoder_path), or decode "
+                "step by step, calling the model with `fusion_embeds` for each new position and `state`."
+            )
+        return super().generate(*args, **kwargs)
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
         # non-standard cache name, carried like RWKV's

@@ -359,3 +359,109 @@ def test_the_store_raises_its_own_errors(tmp_path):
         store.put_blob(b"abc", expected_sha256="0" * 64)
     assert issubclass(NotFound, StoreError) and not hasattr(NotFound("x"), "status")
     assert not list((tmp_path / "blobs").iterdir())  # a refused upload leaves nothing behind
+
+
+# ------------------------------------------------------------------------------------------------ hardening, round 2
+
+
+def raw_exchange(server, data: bytes, timeout=10) -> bytes:
+    """Sends `data` on a new connection and reads until the server closes it."""
+    import socket
+
+    with socket.create_connection(server.server_address[:2], timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def test_request_text_never_reaches_a_header_and_control_characters_get_400(guarded):
+    answer = raw_exchange(guarded, b"GET /carol/box/resolve/main/x%0D%0ASet-Cookie:%20evil=1%0D%0A%0D%0AHTTP/1.1%20200"
+                                   b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head = answer.split(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 400") and b"Set-Cookie" not in head
+    assert answer.count(b"HTTP/1.1 ") == 1  # no second, forged response
+    status, headers, _ = request(guarded, "GET", "/carol/box/resolve/main/missing%E2%9C%93.txt")
+    assert status == 404 and all(32 <= ord(c) < 127 for c in headers["X-Error-Message"])
+
+
+def test_private_repositories_are_stored_reported_and_hidden_without_the_token(guarded):
+    owner = HfApi(endpoint=guarded.endpoint, token="SECRET")
+    owner.create_repo("carol/secret", private=True)
+    lines = [{"key": "header", "value": {"summary": "add"}},
+             {"key": "file", "value": {"path": "plan.txt", "content": "Y2xhc3NpZmllZA==", "encoding": "base64"}}]
+    assert request(guarded, "POST", "/api/models/carol/secret/commit/main", "\n".join(map(json.dumps, lines)).encode(),
+                   {"Authorization": "Bearer SECRET"})[0] == 200
+    assert owner.model_info("carol/secret").private is True
+    assert HfApi(endpoint=guarded.endpoint).model_info("carol/box").private is False
+    for path in ("/api/models/carol/secret", "/api/models/carol/secret/tree/main",
+                 "/carol/secret/resolve/main/plan.txt"):
+        status, headers, _ = request(guarded, "GET", path)
+        assert status == 404 and headers["X-Error-Code"] == "RepoNotFound", path
+    status, _, body = request(guarded, "GET", "/carol/secret/resolve/main/plan.txt",
+                              headers={"Authorization": "Bearer SECRET"})
+    assert status == 200 and body == b"classified"
+
+
+def test_silent_connections_and_stalled_bodies_time_out_and_connections_are_capped(tmp_path):
+    import socket
+
+    server = serve(str(tmp_path), port=0, timeout=2, max_connections=2)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # a body shorter than its Content-Length: answered 408 when the wait runs out, then closed
+        answer = raw_exchange(server, b"POST /api/validate-yaml HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        assert answer.startswith(b"HTTP/1.1 408")
+        # two silent connections fill the server; a third is turned away; once they time out, it serves again
+        idle = [socket.create_connection(server.server_address[:2], timeout=10) for _ in range(2)]
+        try:
+            for sock in idle:
+                sock.sendall(b"G")  # accepted and in a handler thread, which waits for the rest
+            pause = threading.Event()
+            for _ in range(100):  # until the server has taken both (a busy machine may take a moment)
+                if server.slots._value == 0:
+                    break
+                pause.wait(0.01)
+            assert raw_exchange(server, b"GET /api/whoami-v2 HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 503")
+            assert all(sock.recv(1024) == b"" for sock in idle)  # closed by the server after 2 s of silence
+        finally:
+            for sock in idle:
+                sock.close()
+        assert request(server, "GET", "/api/whoami-v2")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_json_list_gets_400_and_an_early_disconnect_no_traceback(guarded, caplog):
+    status, _, body = request(guarded, "POST", "/api/repos/create", b'["carol", "list"]',
+                              {"Authorization": "Bearer SECRET"})
+    assert status == 400 and "must be an object" in json.loads(body)["error"]
+    import socket
+
+    with caplog.at_level("INFO", logger="hub.server"):
+        with socket.create_connection(guarded.server_address[:2], timeout=10) as sock:
+            sock.sendall(b"GET /carol/box/resolve/main/hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert request(guarded, "GET", "/api/models/carol/box")[0] == 200
+    assert not any(record.exc_info for record in caplog.records)
+
+
+def test_a_range_of_a_large_file_is_streamed_from_disk(guarded, tmp_path):
+    import tracemalloc
+
+    from hub.store import RepoId
+
+    content = bytes(range(256)) * (32 * 1024**2 // 256)  # 32 MiB, committed to the store as an LFS file would be
+    sha256 = guarded.store.put_blob(content)
+    guarded.store.commit(RepoId("model", "carol", "box"), "main", {"big.bin": {"sha256": sha256, "size": len(content),
+                                                                              "lfs": True}}, [], "big", "")
+    del content
+    tracemalloc.start()
+    try:
+        status, _, body = request(guarded, "GET", "/carol/box/resolve/main/big.bin", headers={"Range": "bytes=1000-1003"})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert status == 206 and body == bytes([1000 % 256, 1001 % 256, 1002 % 256, 1003 % 256])
+    assert peak < 8 * 1024**2  # the server thread did not read the 32 MiB into memory

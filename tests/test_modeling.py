@@ -353,6 +353,17 @@ def test_fusion_without_encoder_or_embeds_says_what_to_pass():
     model = FusionLSTMForCausalLM(FusionLSTMConfig(vocab_size=40, **TINY))
     with pytest.raises(ValueError, match="has no encoder: pass `fusion_embeds`"):
         model(input_ids=torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"generate\(\) needs e_j of every new token.*no encoder"):
+        model.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=2)
+    with pytest.raises(TypeError, match="fusion_embeds must be a torch.Tensor .* got a list"):
+        model(input_ids=torch.zeros(1, 3, dtype=torch.long), fusion_embeds=[[0.0] * 768] * 3)
+
+
+@pytest.mark.parametrize("field, value", [("fusion_embedding_size", 0), ("fusion_embedding_size", -4),
+                                          ("initializer_range", -0.1)])
+def test_sizes_and_ranges_out_of_bounds_name_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"FusionLSTMConfig.{field} must be"):
+        FusionLSTMConfig(**{field: value})
 
 
 @pytest.mark.parametrize("bad_id", [-1, 30522, 99999])

@@ -13,13 +13,16 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from fusion_lstm_surprisal.reading_times import delta_log_likelihood, evaluate, included, predictors
+from fusion_lstm_surprisal.reading_times import (
+    delta_log_likelihood, evaluate, included, predictors, read_reading_times,
+)
 from fusion_lstm_surprisal.surprisal import (
     Sentence,
     SurprisalScorer,
     WordSurprisal,
     align,
     read_sentences_of_words,
+    write_tsv,
 )
 from helpers import ROOT, tiny_model
 
@@ -148,6 +151,32 @@ def test_bad_inputs_are_named(tmp_path, tokenizer, encoder_path):
         SurprisalScorer(tiny_model("none"), slow)
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         read_sentences_of_words(str(tmp_path / "nope.txt"))
+    (tmp_path / "latin1.txt").write_bytes("Fine.\nCaf\xe9 au lait.\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.txt:2: not UTF-8 text"):
+        read_sentences_of_words(str(tmp_path / "latin1.txt"))
+    (tmp_path / "tabs.tsv").write_text("sent\tword\na\tHello\na\tthe\tre\n")
+    with pytest.raises(ValueError, match="tabs.tsv:3: the row has more fields than the header"):
+        read_sentences_of_words(str(tmp_path / "tabs.tsv"), sentence_column="sent")
+    (tmp_path / "apart.tsv").write_text("sent\tword\na\tHello\nb\tthere\na\tagain\n")
+    with pytest.raises(ValueError, match="apart.tsv:4: sentence 'a' comes back after other sentences"):
+        read_sentences_of_words(str(tmp_path / "apart.tsv"), sentence_column="sent")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-3", ""])
+def test_reading_times_that_are_not_reading_times_are_refused_naming_the_line(tmp_path, value):
+    path = tmp_path / "rt.tsv"
+    path.write_text(f"word\tmeanItemRT\nThe\t300\ncat\t{value}\n")
+    with pytest.raises(ValueError, match="rt.tsv:3: meanItemRT="):
+        read_reading_times(str(path))
+
+
+def test_the_output_tsv_gives_back_every_word_exactly(tmp_path):
+    words = ['"quoted', "back\\slash", "it's", "«x»", "a,b"]
+    rows = [WordSurprisal("1", i, w, 1.5, 1) for i, w in enumerate(words)]
+    write_tsv(rows, tmp_path / "out.tsv")
+    read = list(csv.DictReader((tmp_path / "out.tsv").open(encoding="utf-8"), delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert [r["word"] for r in read] == words
+    assert [s.words for s in read_sentences_of_words(str(tmp_path / "out.tsv"), sentence_column="sentence")] == [words]
 
 
 def test_natural_stories_has_438_sentences():
