@@ -16,7 +16,7 @@ from accelerate import PartialState
 from datasets import Array2D, Dataset, Features, Value, concatenate_datasets
 
 from .data import pad_right
-from .vectors import VectorSource
+from .vectors import VectorSource, checked_vectors
 
 
 logger = logging.getLogger(__name__)
@@ -285,7 +285,8 @@ class EmbeddingCache:
         started = time.perf_counter()
         if len(shard):
             shard.map(
-                lambda batch: {"sentence_key": batch["sentence_key"], **self.embedder(batch)},
+                lambda batch: {"sentence_key": batch["sentence_key"],
+                               "fusion_embeds": checked_vectors(self.embedder, batch, self.embedder(batch))},
                 batched=True,
                 batch_size=SENTENCES_PER_MAP_BATCH,
                 remove_columns=shard.column_names,

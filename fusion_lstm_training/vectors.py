@@ -47,6 +47,37 @@ def check_vector_source(source, name: str):
         missing = [a for a in ("width", "fingerprint", "__call__") if not hasattr(source, a)]
         raise TypeError(f"{name} is a {type(source).__name__}, which lacks {missing}: a vector source needs width, "
                         "fingerprint() and __call__(batch) (see VectorSource in fusion_lstm_training/vectors.py).")
+    if not isinstance(source.width, int) or source.width < 1:
+        raise ValueError(f"{name} is a {type(source).__name__} of width {source.width!r}: the width must be a "
+                         "positive integer.")
+
+
+FLOAT16_MAX = 65504.0  # the cache stores float16
+
+
+def checked_vectors(source: VectorSource, batch: dict, output) -> list[np.ndarray]:
+    """The vectors a source returned for `batch`, checked before anything is written: a `fusion_embeds` list with
+    one (len(ids), width) array per sentence, finite and within float16's range. The error names the source."""
+    name = f"The vector source {type(source).__name__}"
+    if not isinstance(output, dict) or "fusion_embeds" not in output:
+        raise ValueError(f"{name} returned {type(output).__name__} without a 'fusion_embeds' key: return "
+                         "{'fusion_embeds': [array (len(ids), width) per sentence]}.")
+    vectors = output["fusion_embeds"]
+    if len(vectors) != len(batch["input_ids"]):
+        raise ValueError(f"{name} returned {len(vectors)} arrays for {len(batch['input_ids'])} sentences.")
+    checked = []
+    for ids, array in zip(batch["input_ids"], vectors):
+        array = np.asarray(array, dtype=np.float32)
+        if array.shape != (len(ids), source.width):
+            raise ValueError(f"{name} returned vectors of shape {array.shape} for a sentence of {len(ids)} tokens: "
+                             f"expected ({len(ids)}, {source.width}), one row per token (BOS included).")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} returned NaN or infinite values: a model trained on them learns nothing.")
+        if np.abs(array).max(initial=0.0) > FLOAT16_MAX:
+            raise ValueError(f"{name} returned values up to {np.abs(array).max():.3g}, beyond float16's "
+                             f"{FLOAT16_MAX:.0f}, which the cache stores: scale them down.")
+        checked.append(array.astype(np.float16))
+    return checked
 
 
 logger = logging.getLogger(__name__)
@@ -117,7 +148,11 @@ class BagOfWordsVectors:
 
 def load_source(name: str, tokenizer, train_texts: list[str]) -> VectorSource:
     """A user's source, `module:attr`, called as attr(tokenizer=…, train_texts=…)."""
-    source = source_factory(name)(tokenizer=tokenizer, train_texts=train_texts)
+    factory = source_factory(name)
+    if not callable(factory):
+        raise TypeError(f"--fusion_vectors={name!r} names a {type(factory).__name__}, not a factory: it must be "
+                        "callable as attr(tokenizer=…, train_texts=…) and return a vector source.")
+    source = factory(tokenizer=tokenizer, train_texts=train_texts)
     check_vector_source(source, f"--fusion_vectors={name!r} returned an object that")
     return source
 

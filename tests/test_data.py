@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -371,3 +372,50 @@ def test_bag_of_words_vectors_describe_each_prefix(tokenizer):
     assert vectors[2][column["sat"]] == 0  # "the cat": sat comes later
     tfidf = BagOfWordsVectors("tfidf", ["the cat sat", "the dog sat on the mat"], max_features=5)
     assert tfidf.fingerprint() != source.fingerprint()
+
+
+class FaultySource:
+    """A vector source that returns what `fault` says, for every batch."""
+
+    width = 3
+
+    def __init__(self, fault: str):
+        self.fault = fault
+
+    def fingerprint(self) -> str:
+        return f"faulty-{self.fault}"
+
+    def __call__(self, batch):
+        rows = [np.ones((len(ids), self.width), dtype=np.float32) for ids in batch["input_ids"]]
+        if self.fault == "short":
+            rows = [r[:-1] for r in rows]
+        elif self.fault == "nan":
+            rows[0][0, 0] = np.nan
+        elif self.fault == "huge":
+            rows[0][0, 0] = 1e6
+        elif self.fault == "key":
+            return {"vectors": rows}
+        return {"fusion_embeds": rows}
+
+
+@pytest.mark.parametrize("fault, message", [("short", r"shape \(4, 3\) for a sentence of 5 tokens"),
+                                            ("nan", "NaN or infinite"), ("huge", "beyond float16"),
+                                            ("key", "without a 'fusion_embeds' key")])
+def test_a_sources_vectors_are_checked_before_anything_is_written(tmp_path, fault, message):
+    from fusion_lstm_training.embeddings import EmbeddingCache
+
+    data = Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5], [1, 2, 3]], "text": ["a b c d", "a b"]})
+    with pytest.raises(ValueError, match=f"The vector source FaultySource .*{message}"):
+        EmbeddingCache(FaultySource(fault), tmp_path).attach(data, "train")
+    assert not list(tmp_path.rglob("*.arrow"))
+
+
+def test_a_source_of_no_width_or_a_factory_that_is_no_function_is_refused(tmp_path):
+    from fusion_lstm_training.vectors import check_vector_source, load_source
+
+    source = FaultySource("none")
+    source.width = 0
+    with pytest.raises(ValueError, match="width 0: the width must be a positive integer"):
+        check_vector_source(source, "mine")
+    with pytest.raises(TypeError, match="names a str, not a factory"):
+        load_source("string:ascii_letters", None, [])
