@@ -40,6 +40,8 @@ def naive_prefix_embedding(model, ids: torch.Tensor, j: int, context_length: int
         pooling = model.config.encoder_pooling
         if pooling == "cls":
             vectors.append(out.last_hidden_state[0, 0])
+        elif pooling == "last":
+            vectors.append(out.last_hidden_state[0, -1])
         elif pooling == "mean":
             vectors.append(out.last_hidden_state[0].mean(0))
         else:

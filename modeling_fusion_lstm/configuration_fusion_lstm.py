@@ -64,9 +64,21 @@ FUSION_CONTEXT_CHOICES = ("prefix", "sentence", "subr", "subl", "previous", "doc
 DOCUMENT_CONTEXTS = ("previous", "document", "prefix+previous")
 SENTENCE_PROBES = ("sentence", "subr", "subl")
 FUSION_DROPOUT_MODE_CHOICES = ("vector", "element")
-ENCODER_POOLING_CHOICES = ("cls", "mean", "pooler")
+ENCODER_POOLING_CHOICES = ("cls", "mean", "pooler", "last")
 # Width of BERT-base, the paper's encoder; used when there is neither an encoder nor an explicit width.
 PAPER_FUSION_EMBEDDING_SIZE = 768
+
+
+def encoder_is_causal(encoder_config) -> bool:
+    """Whether the encoder is a decoder-only model (GPT-2, Llama, …): a causal LM without a masked-LM head, whose
+    first token sees only itself."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = getattr(encoder_config, "model_type", None)
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def context_parts(fusion_context: str) -> tuple[str, ...]:
@@ -105,7 +117,8 @@ class FusionLSTMConfig(PreTrainedConfig):
         [e_j of the prefix; e of the previous sentences]: e_j is twice the encoder's width).
     fusion_context_fraction (`float`, defaults to 0.5): k of the sub-prefix feeders, in [0, 1].
     encoder_pooling (`str`, defaults to `"cls"`): how the encoder's token states become e_j: `cls` (first
-        token), `mean` (mean over the encoder input, [CLS] and [SEP] included) or `pooler` (the encoder's pooler).
+        token), `mean` (mean over the encoder input, [CLS] and [SEP] included), `pooler` (the encoder's pooler) or
+        `last` (the last token's: for causal-LM encoders such as GPT-2, whose last token alone has read the prefix).
     freeze_encoder (`bool`, defaults to `True`): keep the encoder frozen (no gradients, eval mode).
     encoder (`dict` or `PreTrainedConfig`, *optional*): the encoder's own config; absent for models that only
         take `fusion_embeds` (and for `fusion="none"`).
@@ -175,6 +188,12 @@ class FusionLSTMConfig(PreTrainedConfig):
         self._check_context()
         super().__post_init__(**kwargs)
         self._resolve_fusion_embedding_size()
+        if self.encoder is not None and self.encoder_pooling == "cls" and encoder_is_causal(self.encoder):
+            raise ValueError(
+                f"FusionLSTMConfig: the encoder ({self.encoder.model_type}) is a causal LM, whose first token sees only "
+                "itself, so encoder_pooling='cls' would give every prefix the same vector: use encoder_pooling='last' "
+                "(the state of the prefix's last token, which has read all of it) or 'mean'."
+            )
         if self.is_embedding_only and not self.fusion_projection:
             raise ValueError("FusionLSTMConfig: fusion='embedding_only' reads e_j through its MLP's first layer, "
                              "the fusion projection: set fusion_projection=True.")

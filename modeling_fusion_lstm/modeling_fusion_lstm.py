@@ -371,6 +371,9 @@ class FusionLSTMPrefixEncoder(nn.Module):
     def pool(self, outputs, mask: torch.Tensor) -> torch.Tensor:
         if self.config.encoder_pooling == "cls":
             return outputs.last_hidden_state[:, 0]
+        if self.config.encoder_pooling == "last":  # the end token, which a causal encoder reads after the prefix
+            last = mask.sum(1) - 1
+            return outputs.last_hidden_state[torch.arange(len(last), device=last.device), last]
         if self.config.encoder_pooling == "mean":
             weights = mask.unsqueeze(-1).to(outputs.last_hidden_state.dtype)
             return (outputs.last_hidden_state * weights).sum(1) / weights.sum(1)

@@ -402,3 +402,24 @@ def test_probe_options_are_checked():
         FusionLSTMConfig(fusion_context="subl", fusion_context_fraction=1.5)
     with pytest.raises(ValueError, match="embedding_only.*fusion_projection=True"):
         FusionLSTMConfig(fusion="embedding_only", fusion_projection=False)
+
+
+def test_a_causal_lm_encoder_is_refused_with_cls_pooling_and_its_last_token_pools_the_prefix(tmp_path, tokenizer):
+    from transformers import GPT2Config, GPT2Model
+
+    from fusion_lstm_training.reference import naive_prefix_embedding
+
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=30522, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(
+        tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")  # the LM reads the encoder's vocabulary
+    with pytest.raises(ValueError, match="is a causal LM, whose first token sees only itself.*encoder_pooling='last'"):
+        FusionLSTMForCausalLM.from_encoder_pretrained(str(tmp_path / "gpt2"), fusion="concat", **TINY)
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(str(tmp_path / "gpt2"), fusion="concat",
+                                                          encoder_pooling="last", **TINY).eval()
+    ids = torch.tensor([101, 2023, 2003, 1037, 3231, 102])
+    with torch.no_grad():
+        e = model(input_ids=ids[None]).fusion_embeds[0]
+        expected = torch.stack([naive_prefix_embedding(model, ids, j) for j in range(len(ids))])
+    torch.testing.assert_close(e, expected, atol=1e-5, rtol=1e-5)
+    assert all(not torch.allclose(e[j], e[j + 1]) for j in range(len(ids) - 1))  # every prefix its own vector
