@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
+from fusion_lstm_training.data import check_local_folder
+
 from .reading_times import DEFAULT_SPILLOVER, evaluate, plot, read_reading_times
 from .surprisal import SurprisalScorer, read_sentences_of_words, write_tsv
 
@@ -108,8 +110,8 @@ class SurprisalArguments:
                                                           ("reading_times", self.reading_times)) if p}
         for model in self.model_name_or_path:
             inputs.setdefault(Path(model).resolve(), "model_name_or_path")
-            if not Path(model).exists() and (model.startswith((".", "/", "~")) or model.count("/") != 1):
-                raise FileNotFoundError(f"--model_name_or_path {model}: folder not found (nor a Hub id, owner/name).")
+            check_local_folder(model, "model_name_or_path")
+        check_local_folder(self.encoder_name_or_path, "encoder_name_or_path")
         for path in self.outputs():
             if path.resolve() in inputs:
                 raise ValueError(f"--output_file {self.output_file} would write {path} over --{inputs[path.resolve()]}:"

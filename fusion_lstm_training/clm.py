@@ -38,7 +38,9 @@ from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
 
 from .bpe import train_bpe_tokenizer
 from .callbacks import FusionDropoutSchedule, parse_schedule
-from .data import TEXT_EXTENSIONS, FusionDataCollator, load_splits, tokenize_sentences, with_context_tokens
+from .data import (
+    TEXT_EXTENSIONS, FusionDataCollator, check_local_folder, load_splits, tokenize_sentences, with_context_tokens,
+)
 from .embeddings import PrefixEmbedder, embedding_cache
 from .metrics import LanguageModelMetrics, preprocess_logits_for_metrics
 from .vectors import (
@@ -104,6 +106,8 @@ class ModelArguments:
     )
 
     def __post_init__(self):
+        for flag in ("model_name_or_path", "encoder_name_or_path", "tokenizer_name"):
+            check_local_folder(getattr(self, flag), flag)
         # a new model's fields are checked by its config itself: one set of checks, each naming its field (a
         # checkpoint brings its own config)
         if not self.model_name_or_path:
@@ -135,7 +139,11 @@ class ModelArguments:
                     raise ValueError(f"--config_overrides: {item!r} is not 'field=value' with a FusionLSTMConfig "
                                      "field.")
                 names.append(name.strip())
-            config.update_from_string(self.config_overrides)
+            try:
+                config.update_from_string(self.config_overrides)
+            except ValueError as error:  # transformers names the value, not the field: say both
+                raise ValueError(f"--config_overrides {self.config_overrides!r}: {error} (each field takes a value of "
+                                 "its type: hidden_size=256, dropout=0.1, tie_word_embeddings=true).") from None
             fields.update({name: getattr(config, name) for name in names})
             FusionLSTMConfig(**fields)  # the overridden values checked together with the rest
         return fields

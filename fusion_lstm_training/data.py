@@ -343,3 +343,10 @@ class FusionDataCollator:
                 fusion_embeds[i, : len(vectors)] = vectors
             out["fusion_embeds"] = fusion_embeds
         return out
+
+
+def check_local_folder(path: str | None, flag: str):
+    """A path that names a local folder (it starts with . / ~ or has more than one /) must exist: otherwise the Hub
+    client's "Repo id must be in the form …" would be all the user sees."""
+    if path and not Path(path).expanduser().exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+        raise FileNotFoundError(f"--{flag} {path}: folder not found (a Hub id is owner/name).")

@@ -328,6 +328,10 @@ def test_json_config_becomes_flags_that_later_flags_override(run_clm_module, mon
     (["--fusion", "none", "--eval_without_fusion", "true"], ValueError, "eval_without_fusion"),
     (["--fusion", "none", "--fusion_dropout_schedule", "0to1"], ValueError, "fusion_dropout_schedule"),
     (["--output_dir", "data/wikitext2/train.txt"], FileExistsError, "--output_dir data/wikitext2/train.txt is a file"),
+    (["--config_overrides", "hidden_size=abc"], ValueError, "--config_overrides 'hidden_size=abc'"),
+    (["--encoder_name_or_path", "./no/such/encoder"], FileNotFoundError, "--encoder_name_or_path ./no/such/encoder: "
+                                                                         "folder not found"),
+    (["--model_name_or_path", "/no/such/model"], FileNotFoundError, "--model_name_or_path /no/such/model: folder"),
 ])
 def test_bad_arguments_fail_while_parsing(run_clm_module, monkeypatch, flags, exception, names):
     monkeypatch.chdir(ROOT)
