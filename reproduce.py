@@ -14,6 +14,7 @@ command continues a killed sweep. `--smoke_test` runs every run for two steps on
 """
 
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,13 @@ def main(argv: list[str] | None = None):
     if argv and not argv[0].startswith("-"):
         argv = ["--experiment", *argv]  # the experiment may come first, without its flag
     (args,) = parser.parse_args_into_dataclasses(args=argv)
+    # the experiments name their data relative to the repository: work from there, whatever the current folder, with
+    # the paths given on the command line taken as given
+    args.results_dir, args.results_doc, args.readme = (str(Path(p).resolve()) for p in (
+        args.results_dir, args.results_doc, args.readme))
+    if args.experiment and Path(args.experiment).is_file():
+        args.experiment = str(Path(args.experiment).resolve())
+    os.chdir(ROOT)
     logging.basicConfig(format="%(asctime)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
 
     results_dir = Path(args.results_dir) / ("smoke" if args.smoke_test else "")

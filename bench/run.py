@@ -325,14 +325,33 @@ def bench_memory(quick: bool) -> dict:
     return result
 
 
+SECTIONS = ("train", "embed", "generate", "memory")
+
+
+def check_output(parser, output: Path):
+    """The results file must be JSON, and an existing one must parse (a partial rerun merges into it); its folder is
+    created."""
+    if output.suffix != ".json" or output.is_dir():
+        parser.error(f"--output {output}: the results are a .json file.")
+    if output.exists():
+        try:
+            json.loads(output.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            parser.error(f"--output {output} exists and is not valid JSON ({error}): move it away or choose another "
+                         "file.")
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sections", nargs="+", default=["train", "embed", "generate", "memory"])
-    parser.add_argument("--output", default=None)
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--output", default=None, help="a .json file (default: bench/results/{quick,full}.json)")
     parser.add_argument("--precision", default="both", choices=("both", *PRECISIONS),
                         help="train and embed in fp32 and bf16 (both), one of them, or the one auto picks here")
     args = parser.parse_args()
+    output = Path(args.output or ROOT / "bench" / "results" / f"{'quick' if args.quick else 'full'}.json")
+    check_output(parser, output)  # before minutes of benchmarking, not after
     torch.manual_seed(0)
     started = time.perf_counter()
     precisions = ("fp32", "bf16") if args.precision == "both" else (choose_precision(args.precision),)
@@ -345,8 +364,6 @@ def main():
     results["meta"] = {"quick": args.quick, "seconds": seconds, "precisions": precisions, "date": time.strftime("%Y-%m-%d"),
                        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
                        "device": "cpu"}
-    output = Path(args.output or ROOT / "bench" / "results" / f"{'quick' if args.quick else 'full'}.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
     if output.exists() and set(args.sections) != set(sections):
         # a partial rerun replaces its sections and keeps the others, each with the meta of its own run
         previous = json.loads(output.read_text())

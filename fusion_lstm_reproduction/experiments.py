@@ -39,7 +39,7 @@ from typing import Protocol
 from transformers.trainer_utils import get_last_checkpoint
 
 from fusion_lstm_training.bpe import build_bpe_tokenizer
-from fusion_lstm_training.data import read_sentences
+from fusion_lstm_training.data import read_json_object, read_sentences
 from fusion_lstm_training.precision import precision_arguments
 
 from .tables import change, plain_table
@@ -47,6 +47,8 @@ from .tables import change, plain_table
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = ROOT / "configuration" / "experiments"
+# what every results JSON holds (the report and the runner read them)
+RESULT_FIELDS = ("experiment", "scale", "run", "values", "metrics")
 # files of the experiments folder that are not experiments
 NOT_EXPERIMENTS = ("scales", "paper")
 SCALES = ("cpu", "gpu")
@@ -172,9 +174,12 @@ class EvaluateRuns(TrainRuns):
         return True
 
 
+SMOKE_TEST_WORDS = 300  # --smoke_test scores the first words of a reading-time corpus
+
+
 class SurprisalRuns:
-    """run_surprisal.py with another experiment's models on a reading-time corpus; the training overrides of
-    --smoke_test do not apply."""
+    """run_surprisal.py with another experiment's models on a reading-time corpus; under --smoke_test, on its first
+    SMOKE_TEST_WORDS words."""
 
     def runs(self, scale: Scale) -> list[Run]:
         runs = []
@@ -193,7 +198,14 @@ class SurprisalRuns:
     def execute(self, run: Run, overrides: dict | None) -> dict:
         require_model(run)
         output_file = Path(run.arguments["output_file"])
-        run_script("surprisal", run.arguments, output_file.parent, run.id)
+        arguments = dict(run.arguments)
+        if overrides:  # a smoke test: the corpus's first rows, the same file for the words and their times
+            lines = Path(arguments["input_file"]).read_text(encoding="utf-8").splitlines()[: SMOKE_TEST_WORDS + 1]
+            sample = output_file.parent / "smoke-input.tsv"
+            sample.parent.mkdir(parents=True, exist_ok=True)
+            sample.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            arguments.update(input_file=str(sample), reading_times=str(sample))
+        run_script("surprisal", arguments, output_file.parent, run.id)
         # the run scores one model: its entry of the comparison
         (metrics,) = json.loads(output_file.with_suffix(".reading_times.json").read_text())["models"].values()
         return {"metrics": metrics, "arguments": run.arguments}
@@ -221,7 +233,11 @@ class SimilarityRuns:
     def execute(self, run: Run, overrides: dict | None) -> dict:
         from .similarity import prefix_similarity
 
-        return {"metrics": prefix_similarity(**run.arguments), "arguments": run.arguments}
+        arguments = dict(run.arguments)
+        if overrides:  # a smoke test: as few sentences as the training runs evaluate
+            arguments["max_eval_samples"] = min(arguments.get("max_eval_samples") or overrides["max_eval_samples"],
+                                                overrides["max_eval_samples"])
+        return {"metrics": prefix_similarity(**arguments), "arguments": arguments}
 
     def is_complete(self, run: Run) -> bool:
         return True
@@ -269,7 +285,7 @@ def experiment_file(name: str) -> Path:
 
 
 def load_spec(name: str) -> dict:
-    return json.loads(experiment_file(name).read_text(encoding="utf-8"))
+    return read_json_object(experiment_file(name), "experiment", fields=("scales",))
 
 
 def load_experiment(name: str, scale: str, results_dir: Path, precision: str | None = None) -> Experiment:
@@ -282,7 +298,7 @@ def load_experiment(name: str, scale: str, results_dir: Path, precision: str | N
         raise ValueError(f"Experiment {name} has kind {kind!r}; the kinds are: {', '.join(RUN_KINDS)}.")
     if scale not in spec.get("scales", {}):
         raise ValueError(f"Experiment {name} has no scale {scale!r}; it has: {', '.join(spec.get('scales', {}))}.")
-    scales = json.loads((Path(spec.get("scales_file", EXPERIMENTS_DIR / "scales.json"))).read_text(encoding="utf-8"))
+    scales = read_json_object(spec.get("scales_file", EXPERIMENTS_DIR / "scales.json"), "scales file")
     setting = spec["scales"][scale]
     # the BPE all runs of the scale share, unless the experiment says "tokenizer": null (the encoder's vocabulary)
     tokenizer = setting["tokenizer"] if "tokenizer" in setting else scales[scale].get("tokenizer")
@@ -451,7 +467,7 @@ def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: di
         path = result_path(results_dir, experiment, run)
         if path.exists() and experiment.run_kind.is_complete(run):
             progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: done before, skipped")
-            results.append(json.loads(path.read_text()))
+            results.append(read_json_object(path, "results file", RESULT_FIELDS))
             continue
         progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: running ({run.values})")
         result = execute(experiment, run, results_dir, overrides)

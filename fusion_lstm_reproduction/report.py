@@ -21,7 +21,9 @@ import numpy as np
 
 from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig
 
-from .experiments import EXPERIMENTS_DIR, RUN_KINDS, load_spec
+from fusion_lstm_training.data import read_json_object
+
+from .experiments import EXPERIMENTS_DIR, RESULT_FIELDS, RUN_KINDS, load_spec
 from .similarity import similarity_rows
 from .tables import change, markdown_table
 
@@ -41,9 +43,10 @@ def load_results(results_dir: Path) -> dict[tuple[str, str], list[dict]]:
     found = defaultdict(list)
     for scale in SCALE_ORDER:
         for path in sorted(Path(results_dir).glob(f"{scale}/*/*.json")):
-            result = json.loads(path.read_text())
-            if "experiment" in result and "run" in result:  # not the shared tokenizer's files
-                found[(result["scale"], result["experiment"])].append(result)
+            if path.parent.name.startswith("tokenizer-"):  # the shared tokenizer's files
+                continue
+            result = read_json_object(path, "results file", RESULT_FIELDS)
+            found[(result["scale"], result["experiment"])].append(result)
     return found
 
 

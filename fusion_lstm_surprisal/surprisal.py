@@ -21,6 +21,8 @@ from .word_boundary import word_start_ids
 
 
 logger = logging.getLogger(__name__)
+# a model without a window reads a sentence at once: its logits alone take tokens × vocabulary × 4 bytes
+MAX_UNWINDOWED_TOKENS = 4096
 
 
 # Natural Stories: a sentence ends at a word ending in "." or "?", unless the word is a title (438 sentences)
@@ -265,7 +267,16 @@ class SurprisalScorer:
     def encode(self, sentence: Sentence, context: list[Sentence] = ()) -> "Encoded":
         """The model's input for `sentence` after the `context` sentences (the previous sentences of its document):
         BOS, the context, the sentence's tokens; the word of each scored token (the sentence's own); each token's end
-        offset in `text` (BOS: where the kept context starts) and how many context tokens come first."""
+        offset in `text` (BOS: where the kept context starts) and how many context tokens come first. A model that
+        reads a sentence at once (no window) takes at most MAX_UNWINDOWED_TOKENS."""
+        encoded = self._encode(sentence, context)
+        if self.window is None and len(encoded.ids) > MAX_UNWINDOWED_TOKENS:
+            raise ValueError(f"{sentence.source}: the sentence has {len(encoded.ids):,} tokens with BOS and its "
+                             f"context; this model reads a sentence at once, and holds its logits for every token, so "
+                             f"it takes at most {MAX_UNWINDOWED_TOKENS:,}: split the line into sentences.")
+        return encoded
+
+    def _encode(self, sentence: Sentence, context: list[Sentence]) -> "Encoded":
         encoded = self.tokenizer(sentence.text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = [tuple(o) for o in encoded["offset_mapping"]]
         ids = [self.tokenizer.bos_token_id, *encoded["input_ids"]]

@@ -39,7 +39,8 @@ from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
 from .bpe import train_bpe_tokenizer
 from .callbacks import FusionDropoutSchedule, parse_schedule
 from .data import (
-    TEXT_EXTENSIONS, FusionDataCollator, check_local_folder, load_splits, tokenize_sentences, with_context_tokens,
+    TEXT_EXTENSIONS, FusionDataCollator, check_local_folder, load_splits, read_json_object, tokenize_sentences,
+    with_context_tokens,
 )
 from .embeddings import PrefixEmbedder, embedding_cache
 from .metrics import LanguageModelMetrics, preprocess_logits_for_metrics
@@ -241,7 +242,7 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith(".json"):
-        argv = json_to_flags(json.loads(Path(argv[0]).read_text(encoding="utf-8"))) + argv[1:]
+        argv = json_to_flags(read_json_object(argv[0], "training configuration")) + argv[1:]
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and not torch.cuda.is_available() and "--use_cpu" not in argv:
         argv += ["--use_cpu", "true"]

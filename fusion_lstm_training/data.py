@@ -350,3 +350,20 @@ def check_local_folder(path: str | None, flag: str):
     client's "Repo id must be in the form …" would be all the user sees."""
     if path and not Path(path).expanduser().exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
         raise FileNotFoundError(f"--{flag} {path}: folder not found (a Hub id is owner/name).")
+
+
+def read_json_object(path: str | Path, what: str, fields: tuple[str, ...] = ()) -> dict:
+    """The JSON object in `path` (`what` it is, for the message): a file that does not parse, is no object or lacks
+    one of `fields` is refused, naming the file."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: the {what} is not valid JSON ({error}); a cut-short file? Restore or remove it.") \
+            from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: the {what} must be a JSON object {{...}}, got a {type(value).__name__}.")
+    missing = [name for name in fields if name not in value]
+    if missing:
+        raise ValueError(f"{path}: the {what} lacks {', '.join(missing)}.")
+    return value
+

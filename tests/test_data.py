@@ -295,6 +295,13 @@ def parse(run_clm_module, *flags):
         sys.argv = argv
 
 
+def test_a_cut_short_json_config_is_named(run_clm_module, monkeypatch, tmp_path):
+    (tmp_path / "train.json").write_text('{"fusion": "concat", "do_tr')
+    monkeypatch.setattr("sys.argv", ["run_clm.py", str(tmp_path / "train.json")])
+    with pytest.raises(ValueError, match="train.json: the training configuration is not valid JSON"):
+        run_clm_module.parse_arguments()
+
+
 def test_json_config_becomes_flags_that_later_flags_override(run_clm_module, monkeypatch):
     flags = run_clm_module.json_to_flags({"fusion": "add", "do_eval": True, "report_to": ["none"], "test_file": None})
     assert flags == ["--fusion", "add", "--do_eval", "true", "--report_to", "none"]

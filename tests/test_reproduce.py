@@ -408,3 +408,45 @@ def test_reading_times_with_the_story_score_the_document_context_models(tmp_path
     assert {run.id for run in scored} <= trained and {"none_seed0", "none_ctx2_seed0"} <= {run.id for run in scored}
     assert all(run.arguments["document_column"] == "item" for run in scored)
     assert all(Path(run.arguments["model_name_or_path"]).parent.parent.name == "document_context" for run in scored)
+
+
+def test_broken_json_files_are_named(tmp_path):
+    from fusion_lstm_reproduction.report import load_results
+
+    broken = tmp_path / "results" / "cpu" / "demo" / "none.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text('{"experiment": "demo", "sca')
+    with pytest.raises(ValueError, match=r"none.json: the results file is not valid JSON"):
+        load_results(tmp_path / "results")
+    broken.write_text('{"experiment": "demo"}')
+    with pytest.raises(ValueError, match=r"none.json: the results file lacks scale, run, values, metrics"):
+        load_results(tmp_path / "results")
+    listed = tmp_path / "mine.json"
+    listed.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"mine.json: the experiment must be a JSON object"):
+        load_experiment(str(listed), "cpu", tmp_path)
+
+
+def test_reproduce_works_from_any_folder_and_a_smoke_test_shrinks_a_probe(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run([sys.executable, str(ROOT / "reproduce.py"), "prefix_similarity", "--scale", "cpu",
+                             "--smoke_test", "--results_dir", "results"], cwd=elsewhere, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = json.loads((elsewhere / "results" / "smoke" / "cpu" / "prefix_similarity" / "cls.json").read_text())
+    assert saved["arguments"]["max_eval_samples"] == 16 and saved["metrics"]["sentences"] == 16
+
+
+def test_a_smoke_test_scores_only_the_first_words_of_a_reading_time_corpus(tmp_path, tokenizer):
+    from fusion_lstm_reproduction.experiments import RUN_KINDS, SMOKE_TEST, SMOKE_TEST_WORDS, Run
+    from helpers import tiny_model
+
+    tiny_model("none").save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    corpus = str(ROOT.parent / "shared" / "data" / "natural_stories" / "word_reading_times.tsv")
+    run = Run("none_seed0", {"fusion": "none"}, {"model_name_or_path": str(tmp_path / "model"), "input_file": corpus,
+                                                 "reading_times": corpus, "batch_size": 32,
+                                                 "output_file": str(tmp_path / "runs" / "none_seed0" / "s.tsv")})
+    result = RUN_KINDS["surprisal"].execute(run, SMOKE_TEST)
+    assert result["metrics"]["words"] == SMOKE_TEST_WORDS

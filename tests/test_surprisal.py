@@ -357,3 +357,10 @@ def test_outputs_never_write_over_inputs_and_their_folder_is_made_first(tiny_fol
     with pytest.raises(IsADirectoryError, match="is a folder"):
         run_surprisal("--model_name_or_path", str(tiny_folder), "--input_file", str(sentences), "--output_file",
                       str(tmp_path / "new"))
+
+
+def test_a_line_too_long_to_read_at_once_is_refused_naming_it(tokenizer, tmp_path):
+    (tmp_path / "long.txt").write_text("Fine.\n" + " ".join(["word"] * 5000) + "\n")
+    sentences = read_sentences_of_words(str(tmp_path / "long.txt"))
+    with pytest.raises(ValueError, match=r"long.txt:2: the sentence has 5,001 tokens .* at most 4,096"):
+        SurprisalScorer(tiny_model("none"), tokenizer).score(sentences, progress=False)
