@@ -229,6 +229,11 @@ class SurprisalScorer:
                 if encoder_tokenizer is None:
                     raise ValueError("This fusion model's vocabulary is not its encoder's: pass the encoder's "
                                      "tokenizer (--encoder_name_or_path) to embed the prefixes from text.")
+                encoder_vocabulary = getattr(model.config.encoder, "vocab_size", None)
+                if encoder_vocabulary is not None and len(encoder_tokenizer) > encoder_vocabulary:
+                    raise ValueError(f"The encoder tokenizer ({type(encoder_tokenizer).__name__}, {len(encoder_tokenizer)} "
+                                     f"tokens) is not this model's encoder's ({encoder_vocabulary} tokens): pass the "
+                                     "encoder the model was trained with as --encoder_name_or_path.")
                 from fusion_lstm_training.embeddings import PrefixEmbedder
 
                 self.embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer)

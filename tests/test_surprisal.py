@@ -364,3 +364,12 @@ def test_a_line_too_long_to_read_at_once_is_refused_naming_it(tokenizer, tmp_pat
     sentences = read_sentences_of_words(str(tmp_path / "long.txt"))
     with pytest.raises(ValueError, match=r"long.txt:2: the sentence has 5,001 tokens .* at most 4,096"):
         SurprisalScorer(tiny_model("none"), tokenizer).score(sentences, progress=False)
+
+
+def test_an_encoder_tokenizer_that_is_not_the_encoders_is_refused(tokenizer, encoder_path):
+    from transformers import AutoTokenizer
+
+    bigger = AutoTokenizer.from_pretrained(encoder_path)
+    bigger.add_tokens([f"extra{i}" for i in range(40)])
+    with pytest.raises(ValueError, match=r"encoder tokenizer .*30562 tokens.*\(30522 tokens\)"):
+        SurprisalScorer(tiny_model("concat", vocab_size=300), tokenizer, bigger)
