@@ -64,7 +64,8 @@ class SurprisalArguments:
     def __post_init__(self):
         if self.context_sentences is not None and self.context_sentences != "all":
             if not self.context_sentences.isdigit():
-                raise ValueError(f"--context_sentences must be a number ≥ 0 or 'all', got {self.context_sentences!r}.")
+                raise ValueError(f"--context_sentences must be a number ≥ 0 or 'all', got "
+                                 f"{self.context_sentences!r}.")
             self.context_sentences = int(self.context_sentences)
         if self.spillover < 0:
             raise ValueError(f"--spillover must be 0 or more, got {self.spillover}.")

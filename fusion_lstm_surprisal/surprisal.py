@@ -231,8 +231,8 @@ class SurprisalScorer:
                                      "tokenizer (--encoder_name_or_path) to embed the prefixes from text.")
                 encoder_vocabulary = getattr(model.config.encoder, "vocab_size", None)
                 if encoder_vocabulary is not None and len(encoder_tokenizer) > encoder_vocabulary:
-                    raise ValueError(f"The encoder tokenizer ({type(encoder_tokenizer).__name__}, {len(encoder_tokenizer)} "
-                                     f"tokens) is not this model's encoder's ({encoder_vocabulary} tokens): pass the "
+                    raise ValueError(f"The encoder tokenizer ({type(encoder_tokenizer).__name__}, "
+                                     f"{len(encoder_tokenizer)} tokens) is not this model's encoder's ({encoder_vocabulary} tokens): pass the "
                                      "encoder the model was trained with as --encoder_name_or_path.")
                 from fusion_lstm_training.embeddings import PrefixEmbedder
 

@@ -459,7 +459,8 @@ def test_a_range_of_a_large_file_is_streamed_from_disk(guarded, tmp_path):
     del content
     tracemalloc.start()
     try:
-        status, _, body = request(guarded, "GET", "/carol/box/resolve/main/big.bin", headers={"Range": "bytes=1000-1003"})
+        status, _, body = request(guarded, "GET", "/carol/box/resolve/main/big.bin",
+                                  headers={"Range": "bytes=1000-1003"})
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
