@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from fusion_lstm_training.data import FusionDataCollator, context_row, previous_sentences
+from fusion_lstm_training.data import FusionDataCollator, context_row, previous_sentences, read_text_file
 
 from .word_boundary import word_start_ids
 
@@ -69,15 +69,7 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
     "." or "?" and is not a title such as "Mr."; documents by `document_column`, a change of value ending the
     sentence too)."""
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"Input file {path} does not exist.")
-    data = file.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text ({error.reason} at byte {error.start}); convert the file to "
-                         "UTF-8.") from None
+    text = read_text_file(path, "Input file")
     if not text.strip():
         raise ValueError(f"Input file {path} is empty.")
     if file.suffix.lower() not in (".tsv", ".tab"):

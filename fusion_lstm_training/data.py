@@ -21,19 +21,26 @@ WIKITEXT_HEADING = re.compile(r"^\s*=.*=\s*$")
 TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
 
+def read_text_file(path: str | Path, what: str) -> str:
+    """The UTF-8 text of `path`; a missing file or one that is not UTF-8 is refused, naming the file and the line."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist.")
+    raw = file.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text ({error.reason} at byte {error.start}); convert the file to "
+                         "UTF-8.") from None
+
+
 def read_sentences(path: str, column: str = "text") -> list[str]:
     """Sentences of a data file (text: one per line; json/jsonl/csv: a `text` column), checked on the way:
     a missing or empty file, a file that is not UTF-8 (with the line), or json/csv without `text` raise.
     `column`: another column of a json/csv file, read the same way (e.g. `document`)."""
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"Data file {path} does not exist.")
-    raw = file.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise ValueError(f"{path} is not UTF-8: invalid byte at line {line} (byte offset {error.start}).") from None
+    text = read_text_file(path, "Data file")
     kind = TEXT_EXTENSIONS.get(file.suffix.lower())
     if kind is None:
         raise ValueError(f"{path}: unsupported extension {file.suffix!r}; use one of {', '.join(TEXT_EXTENSIONS)}.")

@@ -33,7 +33,7 @@ def test_missing_and_empty_files_are_named(tmp_path):
 def test_non_utf8_file_is_refused_with_its_line(tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("first line\nsecond line\ncaf\u00e9 au lait\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8: invalid byte at line 3"):
+    with pytest.raises(ValueError, match=r"latin1.txt:3: not UTF-8 text"):
         read_sentences(str(bad))
 
 
