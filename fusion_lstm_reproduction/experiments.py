@@ -214,9 +214,16 @@ class SurprisalRuns:
         return True
 
     def summary(self, results: list[dict]) -> list[str]:
-        return plain_table([("run", "Pearson r", "Spearman rho", "ΔLL (nats/word)")] + [
+        def held_out(metrics: dict) -> str:
+            if "held_out" not in metrics:
+                return "—"
+            low, high = metrics["held_out"]["interval_95"]
+            return f"{metrics['held_out']['delta_log_likelihood']:.5f} [{low:.5f}, {high:.5f}]"
+
+        header = ("run", "Pearson r", "Spearman rho", "ΔLL held out (nats/word) [95 %]", "ΔLL in-sample")
+        return plain_table([header] + [
             (r["run"], f"{r['metrics']['pearson_r']:.4f}", f"{r['metrics']['spearman_rho']:.4f}",
-             f"{r['metrics']['delta_log_likelihood']:.5f}") for r in results])
+             held_out(r["metrics"]), f"{r['metrics']['delta_log_likelihood']:.5f}") for r in results])
 
 
 class SimilarityRuns:
