@@ -9,6 +9,7 @@ model in memory at a time). With --reading_times, one JSON and one figure compar
 import gc
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -137,6 +138,17 @@ def load_model(model_name_or_path: str, trust_remote_code: bool = True, encoder_
     return model, tokenizer, encoder_tokenizer
 
 
+def finite_or_null(value):
+    """`value` with every NaN or infinite float, however deep, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
 def score_model(args: SurprisalArguments, path: str, name: str, sentences) -> tuple[list, dict]:
     """One model's word rows, written to its TSV, and how it was scored (speed, windows)."""
     model, tokenizer, encoder_tokenizer = load_model(path, args.trust_remote_code, args.encoder_name_or_path)
@@ -183,7 +195,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     output = Path(args.output_file)
     summary = {"input_file": args.input_file, "reading_times": args.reading_times, "spillover": args.spillover,
                "held_out_groups": "document" if args.document_column else "sentence", "models": results}
-    output.with_suffix(".reading_times.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
+    # a statistic that is not a number (e.g. r of a model whose surprisal never varies) is null: the file stays JSON
+    output.with_suffix(".reading_times.json").write_text(json.dumps(finite_or_null(summary), indent=2,
+                                                                    allow_nan=False))
     plot(results, surprisals, np.array([rt for _, rt in reading_times]), output.with_suffix(".reading_times.png"))
     return summary
 

@@ -373,3 +373,11 @@ def test_an_encoder_tokenizer_that_is_not_the_encoders_is_refused(tokenizer, enc
     bigger.add_tokens([f"extra{i}" for i in range(40)])
     with pytest.raises(ValueError, match=r"encoder tokenizer .*30562 tokens.*\(30522 tokens\)"):
         SurprisalScorer(tiny_model("concat", vocab_size=300), tokenizer, bigger)
+
+
+def test_a_statistic_that_is_not_a_number_is_written_as_null():
+    from fusion_lstm_surprisal.score import finite_or_null
+
+    summary = {"models": {"flat": {"pearson_r": float("nan"), "held_out": {"interval_95": [float("-inf"), 0.1]}}}}
+    text = json.dumps(finite_or_null(summary), allow_nan=False)
+    assert json.loads(text) == {"models": {"flat": {"pearson_r": None, "held_out": {"interval_95": [None, 0.1]}}}}
