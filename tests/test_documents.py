@@ -329,3 +329,12 @@ def test_prefix_and_previous_make_a_vector_of_twice_the_encoders_width():
     with pytest.raises(ValueError, match=r"fusion_embedding_size=384 but the encoder gives vectors of width 768"):
         FusionLSTMConfig(fusion="concat", fusion_context="prefix+previous", context_sentences=1, encoder=encoder,
                          fusion_embedding_size=384)
+
+
+def test_the_model_card_says_what_context_a_model_reads(tmp_path):
+    from hub.card import build_model_card
+
+    model = context_model("concat", "prefix+previous")
+    text = build_model_card(model, "me/doc", tmp_path, {}).text
+    assert "(384-d, `cls` pooling" in text and "`prefix+previous`" in text
+    assert "after the previous 2 sentence(s) of its document (pass `context_length`" in text
