@@ -358,7 +358,6 @@ class JoinedEmbeddingCache(EmbeddingCache):
             joined.map(join, batched=True, features=features, remove_columns=joined.column_names,
                        cache_file_name=str(partial), new_fingerprint=view.stem, desc=f"Joining e_j's parts ({split})")
             os.replace(partial, view)
-            self.views[split] = view
             view.with_suffix(".json").write_text(json.dumps(self._joined_record(split), indent=2))
         state.wait_for_everyone()
 

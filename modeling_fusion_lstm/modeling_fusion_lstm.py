@@ -16,7 +16,7 @@ from transformers.generation import GenerationMixin
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
-from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionStage, context_parts
+from .configuration_fusion_lstm import DOCUMENT_CONTEXTS, FUSIONS, FusionLSTMConfig, FusionStage, context_parts
 
 
 # Encoder rows of similar length are batched together up to this many tokens (rows × padded width), which
@@ -130,7 +130,7 @@ class PrefixContext(NamedTuple):
     def reads_document(self) -> bool:
         """Whether the window reaches into the document's previous sentences (otherwise it is the same with or
         without them: a prefix's vectors are those of the sentence-level sample)."""
-        return self.mode not in ("prefix", "sentence", "subr", "subl")
+        return self.mode in DOCUMENT_CONTEXTS
 
     @property
     def is_whole_sentence(self) -> bool:
@@ -292,16 +292,17 @@ class FusionLSTMPrefixEncoder(nn.Module):
         `context`, one part of this module's context, just that part's vectors (batch, num_new, part_width)."""
         if self.token_id_problem:
             raise ValueError(self.token_id_problem)
+        compact = compact_rows(input_ids, attention_mask)  # shared by the windows of every part
         parts = (context or self.context).parts
-        vectors = [self._embed_window(part, input_ids, attention_mask, num_new, context_length) for part in parts]
+        vectors = [self._embed_window(part, compact, attention_mask, num_new, context_length) for part in parts]
         return vectors[0] if len(vectors) == 1 else torch.cat(vectors, dim=-1)
 
-    def _embed_window(self, context: PrefixContext, input_ids, attention_mask, num_new, context_length):
-        compact = compact_rows(input_ids, attention_mask)
+    def _embed_window(self, context: PrefixContext, compact, attention_mask, num_new, context_length):
+        """The vectors of one window per position; `compact` holds the real tokens of each row, left-aligned."""
         end = self.config.eos_token_id
         if context.is_whole_sentence:
             # one row per sequence, the whole (real) sequence: the same e for every position
-            batch_index = torch.arange(input_ids.shape[0], device=input_ids.device)
+            batch_index = torch.arange(compact.shape[0], device=compact.device)
             pooled = self.embed_rows(compact, batch_index, attention_mask.sum(1), end)
             new_real = attention_mask[:, -num_new:].unsqueeze(-1).to(pooled.dtype)
             return pooled.unsqueeze(1) * new_real
