@@ -38,6 +38,7 @@ from typing import Protocol
 
 from transformers.trainer_utils import get_last_checkpoint
 
+from fusion_lstm_surprisal.reading_times import held_out_text
 from fusion_lstm_training.bpe import build_bpe_tokenizer
 from fusion_lstm_training.data import read_json_object, read_sentences
 from fusion_lstm_training.precision import precision_arguments
@@ -214,16 +215,10 @@ class SurprisalRuns:
         return True
 
     def summary(self, results: list[dict]) -> list[str]:
-        def held_out(metrics: dict) -> str:
-            if "held_out" not in metrics:
-                return "—"
-            low, high = metrics["held_out"]["interval_95"]
-            return f"{metrics['held_out']['delta_log_likelihood']:.5f} [{low:.5f}, {high:.5f}]"
-
         header = ("run", "Pearson r", "Spearman rho", "ΔLL held out (nats/word) [95 %]", "ΔLL in-sample")
         return plain_table([header] + [
             (r["run"], f"{r['metrics']['pearson_r']:.4f}", f"{r['metrics']['spearman_rho']:.4f}",
-             held_out(r["metrics"]), f"{r['metrics']['delta_log_likelihood']:.5f}") for r in results])
+             held_out_text(r["metrics"]), f"{r['metrics']['delta_log_likelihood']:.5f}") for r in results])
 
 
 class SimilarityRuns:

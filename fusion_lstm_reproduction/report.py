@@ -17,11 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig
-
+from fusion_lstm_surprisal.reading_times import draw_delta_bars, held_out_text
 from fusion_lstm_training.data import read_json_object
+from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig
 
 from .experiments import EXPERIMENTS_DIR, RESULT_FIELDS, RUN_KINDS, load_spec
 from .similarity import similarity_rows
@@ -304,21 +302,13 @@ def plot_changes(changes: dict[str, dict[str, float]], path: Path, title: str, p
     plt.close(fig)
 
 
-def held_out_cell(metrics: dict) -> str:
-    """Held-out ΔLL and its 95 % interval, in 10⁻³ nats per word (— for results made before it was measured)."""
-    held_out = metrics.get("held_out")
-    if held_out is None:
-        return "—"
-    low, high = held_out["interval_95"]
-    return f"{held_out['delta_log_likelihood'] * 1000:.2f} [{low * 1000:.2f}, {high * 1000:.2f}]"
-
-
 def reading_times_lines(results: list[dict], means: bool = True) -> list[str]:
     rows = [("model", "Pearson r", "Spearman ρ", "ΔLL held out [95 % interval]", "ΔLL in-sample",
              "surprisal coefficient (ms per bit)")]
     for result in sorted(results, key=lambda r: (list(FUSIONS).index(r["values"]["fusion"]), r["run"])):
         m = result["metrics"]
-        rows.append((f"`{result['run']}`", f"{m['pearson_r']:.4f}", f"{m['spearman_rho']:.4f}", held_out_cell(m),
+        rows.append((f"`{result['run']}`", f"{m['pearson_r']:.4f}", f"{m['spearman_rho']:.4f}",
+                     held_out_text(m, scale=1000, digits=2),
                      f"{m['delta_log_likelihood'] * 1000:.2f}", f"{m['surprisal_coefficient_ms_per_bit']:.2f}"))
     for metric, label in (("pearson_r", "Pearson r"), ("delta_log_likelihood", "ΔLL in-sample")) if means else ():
         by = {f: statistics.mean(v) for f, v in by_fusion(results, lambda r: r["metrics"][metric]).items()}
@@ -348,16 +338,7 @@ def plot_reading_times(results: list[dict], path: Path, scale: str):
     scatter.set_title(f"Natural Stories ({scale} scale)")
     scatter.legend(fontsize="small")
     names = [r["run"] for r in results]
-    held_out = [r["metrics"].get("held_out") for r in results]
-    if all(held_out):
-        values = np.array([h["delta_log_likelihood"] for h in held_out]) * 1000
-        errors = np.abs(np.array([h["interval_95"] for h in held_out]).T * 1000 - values)
-        bars.bar(names, values, yerr=errors, capsize=3)
-        bars.set_ylabel("held-out ΔLL (10⁻³ nats per word), 95 % interval")
-    else:  # results made before the held-out ΔLL
-        bars.bar(names, [r["metrics"]["delta_log_likelihood"] * 1000 for r in results])
-        bars.set_ylabel("in-sample ΔLL (10⁻³ nats per word)")
-    bars.axhline(0, color="gray", linewidth=0.8)
+    draw_delta_bars(bars, names, [r["metrics"] for r in results])
     bars.set_title("gain of surprisal over the baseline regression")
     bars.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()

@@ -75,9 +75,15 @@ def predictors(words: list[str], word_indices: list[int], spillover: int = DEFAU
     return out
 
 
+def leading_words(spillover: int) -> int:
+    """How many words at the start of each sentence the regressions leave out: those without `spillover` previous
+    words in the sentence (at least the first, which has no previous word)."""
+    return max(spillover, 1)
+
+
 def included(words: list[str], word_indices: list[int], spillover: int = DEFAULT_SPILLOVER) -> np.ndarray:
     """Words that enter the regressions (see the module's docstring)."""
-    return np.array([index >= max(spillover, 1) and bool(PLAIN_WORD.match(word))
+    return np.array([index >= leading_words(spillover) and bool(PLAIN_WORD.match(word))
                      for word, index in zip(words, word_indices)])
 
 
@@ -146,6 +152,16 @@ def delta_log_likelihood(rt: np.ndarray, surprisal: np.ndarray, base: dict[str, 
     return result
 
 
+def check_same_words(words: list[str], reading_times: list[tuple[str, float]], source: str = "reading times"):
+    """The scored words must be the reading-time rows' words, in order (checked before scoring, and again after)."""
+    if len(words) != len(reading_times):
+        raise ValueError(f"{len(words)} words have surprisals but {source} has {len(reading_times)} rows: the "
+                         "surprisal input must be the reading-time file itself (or list the same words).")
+    for number, (scored, (word, _)) in enumerate(zip(words, reading_times), 2):
+        if scored != word:
+            raise ValueError(f"{source}:{number}: the word is {word!r} but the surprisal row says {scored!r}.")
+
+
 def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], source: str = "reading times",
              spillover: int = DEFAULT_SPILLOVER, groups: list[str] | None = None) -> dict:
     """r, rho and ΔLL of one model's word surprisals (rows from SurprisalScorer.score, in the order of the
@@ -153,17 +169,13 @@ def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], sourc
     story; default: its sentence)."""
     from scipy import stats
 
-    if len(surprisal_rows) != len(reading_times):
-        raise ValueError(f"{len(surprisal_rows)} words have surprisals but {source} has {len(reading_times)} rows: "
-                         "the surprisal input must be the reading-time file itself (or list the same words).")
-    for number, (row, (word, _)) in enumerate(zip(surprisal_rows, reading_times), 2):
-        if row.word != word:
-            raise ValueError(f"{source}:{number}: the word is {word!r} but the surprisal row says {row.word!r}.")
     words = [row.word for row in surprisal_rows]
+    check_same_words(words, reading_times, source)
     indices = [row.word_index for row in surprisal_rows]
     surprisal = np.array([row.surprisal for row in surprisal_rows])
     rt = np.array([value for _, value in reading_times])
     keep = included(words, indices, spillover)
+    leading = leading_words(spillover)
     groups = [row.sentence for row in surprisal_rows] if groups is None else groups
     regression = delta_log_likelihood(rt, surprisal, predictors(words, indices, spillover), keep, spillover, groups)
     slope, intercept = np.polyfit(surprisal, rt, 1)
@@ -173,8 +185,8 @@ def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], sourc
         "binned": binned(surprisal, rt),
         "spearman_rho": float(stats.spearmanr(surprisal, rt)[0]),
         "words": len(words),
-        "excluded_from_regression": {"first_words_of_sentence": int(sum(i < max(spillover, 1) for i in indices)),
-                                     "with_punctuation": int(sum(i >= max(spillover, 1) and not PLAIN_WORD.match(w)
+        "excluded_from_regression": {"first_words_of_sentence": int(sum(i < leading for i in indices)),
+                                     "with_punctuation": int(sum(i >= leading and not PLAIN_WORD.match(w)
                                                                  for w, i in zip(words, indices)))},
         **regression,
     }
@@ -204,16 +216,34 @@ def plot(results: dict[str, dict], surprisals: dict[str, np.ndarray], rt: np.nda
     scatter.set_xlabel("word surprisal (bits)")
     scatter.set_ylabel("mean reading time (ms)")
     scatter.legend(fontsize="small", markerscale=4)
-    names = list(results)
-    held_out = [results[n]["held_out"] for n in names]
-    values = np.array([h["delta_log_likelihood"] for h in held_out]) * 1000
-    intervals = np.array([h["interval_95"] for h in held_out]).T * 1000
-    bars.bar(names, values, yerr=np.abs(intervals - values), capsize=4)
-    bars.axhline(0, color="gray", linewidth=0.8)
-    bars.set_ylabel("held-out ΔLL per word (× 1000 nats)")
-    bars.set_title("gain over the baseline regression (95 % interval)")
+    draw_delta_bars(bars, list(results), list(results.values()))
+    bars.set_title("gain over the baseline regression")
     for label in bars.get_xticklabels():
         label.set_rotation(20)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def held_out_text(metrics: dict, scale: float = 1.0, digits: int = 5) -> str:
+    """The held-out ΔLL and its 95 % interval, times `scale` (— for results made before it was measured)."""
+    held_out = metrics.get("held_out")
+    if held_out is None:
+        return "—"
+    value, (low, high) = held_out["delta_log_likelihood"], held_out["interval_95"]
+    return f"{value * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+
+
+def draw_delta_bars(axes, names: list[str], metrics: list[dict]):
+    """A bar of ΔLL per model in 10⁻³ nats per word: held out with its 95 % interval, or in-sample for results made
+    before the held-out ΔLL was measured."""
+    held_out = [m.get("held_out") for m in metrics]
+    if all(held_out):
+        values = np.array([h["delta_log_likelihood"] for h in held_out]) * 1000
+        errors = np.abs(np.array([h["interval_95"] for h in held_out]).T * 1000 - values)
+        axes.bar(names, values, yerr=errors, capsize=3)
+        axes.set_ylabel("held-out ΔLL (10⁻³ nats per word), 95 % interval")
+    else:
+        axes.bar(names, [m["delta_log_likelihood"] * 1000 for m in metrics])
+        axes.set_ylabel("in-sample ΔLL (10⁻³ nats per word)")
+    axes.axhline(0, color="gray", linewidth=0.8)

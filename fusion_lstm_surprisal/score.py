@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
 from fusion_lstm_training.data import check_local_folder
 
-from .reading_times import DEFAULT_SPILLOVER, evaluate, plot, read_reading_times
+from .reading_times import DEFAULT_SPILLOVER, check_same_words, evaluate, plot, read_reading_times
 from .surprisal import SurprisalScorer, read_sentences_of_words, write_tsv
 
 
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                                         args.document_column)
     reading_times = read_reading_times(args.reading_times, args.rt_column, args.word_column) if (
         args.reading_times) else None
+    if reading_times is not None:  # before any model is scored
+        check_same_words([w for s in sentences for w in s.words], reading_times, args.reading_times)
     # the held-out ΔLL holds out whole stories where the input names them, else whole sentences
     groups = [s.document if args.document_column else s.id for s in sentences for _ in s.words]
     results, surprisals = {}, {}

@@ -214,6 +214,7 @@ class SurprisalScorer:
         self.window = max_tokens(model)
         self.stride = self.check_stride(stride)
         self.word_starts = word_start_ids(tokenizer) if bow_correction else None
+        self.word_start_set = set(self.word_starts.tolist()) if bow_correction else set()
         self.cut_context_tokens = 0  # of the last score(): tokens read with fewer tokens before them than given
         self.embedder = None
         if getattr(model.config, "model_type", None) == "fusion_lstm" and model.config.uses_fusion:
@@ -224,8 +225,9 @@ class SurprisalScorer:
                 encoder_vocabulary = getattr(model.config.encoder, "vocab_size", None)
                 if encoder_vocabulary is not None and len(encoder_tokenizer) > encoder_vocabulary:
                     raise ValueError(f"The encoder tokenizer ({type(encoder_tokenizer).__name__}, "
-                                     f"{len(encoder_tokenizer)} tokens) is not this model's encoder's ({encoder_vocabulary} tokens): pass the "
-                                     "encoder the model was trained with as --encoder_name_or_path.")
+                                     f"{len(encoder_tokenizer)} tokens) is not this model's encoder's "
+                                     f"({encoder_vocabulary} tokens): pass the encoder the model was trained with as "
+                                     "--encoder_name_or_path.")
                 from fusion_lstm_training.embeddings import PrefixEmbedder
 
                 self.embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer)
@@ -392,10 +394,10 @@ class SurprisalScorer:
         corrections = [0.0] * len(sentence.words)
         if self.word_starts is not None:
             after = torch.cat([part.after for part in parts]).tolist()
-            starts = set(self.word_starts.tolist())
             first_ids = [item.ids[item.first_scored + (last[w - 1] + 1 if w else 0)] for w in range(len(totals))]
             for w in range(len(totals)):
-                before = (after[last[w - 1]] if w else parts[0].before) if first_ids[w] in starts else 0.0
+                begins = first_ids[w] in self.word_start_set
+                before = (after[last[w - 1]] if w else parts[0].before) if begins else 0.0
                 corrections[w] = after[last[w]] - before
         return [WordSurprisal(sentence.id, j, word, totals[j] + corrections[j], counts[j],
                               corrections[j] if self.word_starts is not None else None)

@@ -179,3 +179,7 @@ def test_bad_arguments_are_named_before_any_model_loads(tmp_path):
         run_surprisal("--model_name_or_path", tmp_path, tmp_path / "x", *flags, "--model_names", "a")
     with pytest.raises(ValueError, match="--spillover must be 0 or more"):
         run_surprisal("--model_name_or_path", tmp_path, *flags, "--spillover", "-1")
+    (tmp_path / "rt.tsv").write_text("word\tmeanItemRT\nThe\t300\ndog\t310\nsat.\t320\n")
+    # the empty folder is no model: the mismatch is found before any model is loaded
+    with pytest.raises(ValueError, match="rt.tsv:3: the word is 'dog' but the surprisal row says 'cat'"):
+        run_surprisal("--model_name_or_path", tmp_path, *flags, "--reading_times", tmp_path / "rt.tsv")
