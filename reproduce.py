@@ -42,6 +42,11 @@ class ReproduceArguments:
     precision: str = field(default="auto", metadata={"help": "fp32, bf16, or auto: bf16 on a GPU or where a short "
                                                              "measurement finds it faster on this CPU, fp32 elsewhere. "
                                                              "Replaces the experiment configs' bf16."})
+    data_dir: str | None = field(default=None, metadata={"help": "Read the experiments' data (../shared/data in their "
+                                                                 "configs) from this folder instead, e.g. a copy "
+                                                                 "carried to another machine."})
+    encoder_name_or_path: str | None = field(default=None, metadata={"help": "The encoder folder of every new model "
+                                                                             "(default: the packaged MiniLM)."})
     smoke_test: bool = field(default=False, metadata={"help": "Two steps per run on a few sentences, into "
                                                               "<results_dir>/smoke: checks a configuration."})
     results_doc: str = field(default=str(ROOT / "docs" / "reproducing.md"),
@@ -56,6 +61,9 @@ class ReproduceArguments:
             raise ValueError(f"--precision {self.precision!r}: use one of {', '.join(PRECISIONS)}.")
         if self.experiment != "report":
             experiment_file(self.experiment)  # an unknown experiment fails here, naming the known ones
+        for flag in ("data_dir", "encoder_name_or_path"):
+            if getattr(self, flag) and not Path(getattr(self, flag)).is_dir():
+                raise FileNotFoundError(f"--{flag} {getattr(self, flag)}: no such folder.")
 
 
 def main(argv: list[str] | None = None):
@@ -68,6 +76,8 @@ def main(argv: list[str] | None = None):
     # the paths given on the command line taken as given
     args.results_dir, args.results_doc, args.readme = (str(Path(p).resolve()) for p in (
         args.results_dir, args.results_doc, args.readme))
+    args.data_dir, args.encoder_name_or_path = (p and str(Path(p).resolve()) for p in (
+        args.data_dir, args.encoder_name_or_path))
     if args.experiment and Path(args.experiment).is_file():
         args.experiment = str(Path(args.experiment).resolve())
     os.chdir(ROOT)
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None):
     overrides = {**SMOKE_TEST, "use_cpu": not torch.cuda.is_available()} if args.smoke_test else None
     precision = choose_precision(args.precision)
     results = run_experiment(args.experiment, args.scale, results_dir, overrides, progress=logger.info,
-                             precision=precision)
+                             precision=precision, data_dir=args.data_dir, encoder=args.encoder_name_or_path)
     logger.info("%s (%s scale): %d runs have results in %s", args.experiment, args.scale, len(results),
                 results_dir / args.scale)
     print("\n".join(summary(args.experiment, results)))

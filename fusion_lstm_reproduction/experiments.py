@@ -22,6 +22,7 @@ one is complete:
 Adding an experiment of a known kind is one JSON file; adding a kind is one class and its entry in RUN_KINDS.
 """
 
+import contextlib
 import itertools
 import json
 import logging
@@ -29,6 +30,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -53,6 +55,8 @@ RESULT_FIELDS = ("experiment", "scale", "run", "values", "metrics")
 # files of the experiments folder that are not experiments
 NOT_EXPERIMENTS = ("scales", "paper")
 SCALES = ("cpu", "gpu")
+# where the experiment configs read the shared data from (relative to the repository); --data_dir reads it elsewhere
+SHARED_DATA = "../shared/data"
 # --smoke_test: every run for two steps on a few sentences, to check a configuration without its cost
 SMOKE_TEST = {"max_steps": 2, "max_train_samples": 32, "max_eval_samples": 16, "eval_strategy": "no",
               "save_strategy": "no", "load_best_model_at_end": False, "per_device_train_batch_size": 8,
@@ -94,9 +98,9 @@ class RunKind(Protocol):
 
     def runs(self, scale: Scale) -> list[Run]: ...
 
-    def execute(self, run: Run, overrides: dict | None) -> dict:
+    def execute(self, run: Run, overrides: dict | None, **limits) -> dict:
         """Runs `run` and returns what its results JSON holds besides the bookkeeping: {"metrics", "arguments",
-        …}."""
+        …}; `limits` (run_script's timeout and log) are what the kind honours of them."""
 
     def is_complete(self, run: Run) -> bool: ...
 
@@ -117,14 +121,15 @@ class TrainRuns:
             runs.append(Run(run_id, values, arguments))
         return runs
 
-    def execute(self, run: Run, overrides: dict | None) -> dict:
+    def execute(self, run: Run, overrides: dict | None, **limits) -> dict:
+        """`limits`: run_script's timeout and log."""
         arguments = {**run.arguments, **(overrides or {})}
         output_dir = Path(arguments["output_dir"])
         if arguments.get("do_train"):
             # a killed run resumes from its last checkpoint; one that never reached a checkpoint starts over
             checkpoint = last_complete_checkpoint(output_dir)
             arguments.update({"resume_from_checkpoint": checkpoint} if checkpoint else {"overwrite_output_dir": True})
-        run_script("clm", arguments, output_dir, run.id)
+        run_script("clm", arguments, output_dir, run.id, **limits)
         return collect(output_dir, arguments)
 
     def is_complete(self, run: Run) -> bool:
@@ -290,9 +295,11 @@ def load_spec(name: str) -> dict:
     return read_json_object(experiment_file(name), "experiment", fields=("scales",))
 
 
-def load_experiment(name: str, scale: str, results_dir: Path, precision: str | None = None) -> Experiment:
+def load_experiment(name: str, scale: str, results_dir: Path, precision: str | None = None,
+                    data_dir: str | Path | None = None, encoder: str | None = None) -> Experiment:
     """The experiment's runs at `scale`; `precision` (fp32 or bf16) replaces the configs' own for every run that
-    reads run_clm arguments."""
+    reads run_clm arguments; `data_dir` is read wherever the configs name SHARED_DATA (a copy of the data on another
+    machine); `encoder` (a folder) is the encoder of every new model instead of the packaged MiniLM."""
     spec = load_spec(name)
     name = experiment_file(name).stem
     kind = spec.get("kind", "train")
@@ -301,14 +308,29 @@ def load_experiment(name: str, scale: str, results_dir: Path, precision: str | N
     if scale not in spec.get("scales", {}):
         raise ValueError(f"Experiment {name} has no scale {scale!r}; it has: {', '.join(spec.get('scales', {}))}.")
     scales = read_json_object(spec.get("scales_file", EXPERIMENTS_DIR / "scales.json"), "scales file")
-    setting = spec["scales"][scale]
+    setting = relocated(spec["scales"][scale], data_dir)
     # the BPE all runs of the scale share, unless the experiment says "tokenizer": null (the encoder's vocabulary)
-    tokenizer = setting["tokenizer"] if "tokenizer" in setting else scales[scale].get("tokenizer")
-    base = {**scales[scale]["run"], **setting.get("run", {}), **(precision_arguments(precision) if precision else {})}
+    tokenizer = setting["tokenizer"] if "tokenizer" in setting else relocated(scales[scale].get("tokenizer"), data_dir)
+    base = {**relocated(scales[scale]["run"], data_dir), **setting.get("run", {}),
+            **(precision_arguments(precision) if precision else {}),
+            **({"encoder_name_or_path": str(encoder)} if encoder else {})}
     where = Scale(scale, setting, base, tokenizer, results_dir / scale / name, results_dir / scale)
     experiment = Experiment(name, scale, spec.get("description", ""), kind, spec)
     experiment.runs = experiment.run_kind.runs(where)
     return experiment
+
+
+def relocated(value, data_dir: str | Path | None):
+    """`value` (a config: dicts, lists, strings) with every path under SHARED_DATA read from `data_dir` instead."""
+    if data_dir is None:
+        return value
+    if isinstance(value, dict):
+        return {k: relocated(v, data_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relocated(v, data_dir) for v in value]
+    if isinstance(value, str) and (value == SHARED_DATA or value.startswith(SHARED_DATA + "/")):
+        return str(Path(data_dir) / value[len(SHARED_DATA) + 1:])
+    return value
 
 
 def expand(setting: dict) -> list[dict]:
@@ -391,8 +413,14 @@ def last_complete_checkpoint(output_dir: Path) -> str | None:
 ENTRY_POINTS = {"clm": "fusion_lstm_training.clm", "surprisal": "fusion_lstm_surprisal.score"}
 
 
-def run_script(script: str, arguments: dict, output_dir: Path, run_id: str):
-    """Runs a script on `arguments` (saved as output_dir/arguments.json) in its own process."""
+class RunTimeout(RuntimeError):
+    """A run stopped because it ran past its time."""
+
+
+def run_script(script: str, arguments: dict, output_dir: Path, run_id: str, timeout: float | None = None,
+               log: Path | None = None):
+    """Runs a script on `arguments` (saved as output_dir/arguments.json) in its own process; one still running after
+    `timeout` seconds is stopped (RunTimeout); `log`: a file for its output instead of the terminal."""
     output_dir.mkdir(parents=True, exist_ok=True)
     config_file = output_dir / "arguments.json"
     config_file.write_text(json.dumps(arguments, indent=2))
@@ -401,9 +429,20 @@ def run_script(script: str, arguments: dict, output_dir: Path, run_id: str):
     else:
         flags = [item for k, v in arguments.items() for item in (f"--{k}", str(v))]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    process = subprocess.run([sys.executable, "-m", ENTRY_POINTS[script], *flags], cwd=ROOT, env=env)
-    if process.returncode != 0:
-        raise RuntimeError(f"run {run_id} failed (exit {process.returncode}); its arguments are in {config_file}. "
+    with open(log, "w", encoding="utf-8") if log else contextlib.nullcontext() as output:
+        # its own process group, so that a stop reaches whatever the script started
+        process = subprocess.Popen([sys.executable, "-m", ENTRY_POINTS[script], *flags], cwd=ROOT, env=env,
+                                   stdout=output, stderr=subprocess.STDOUT if output else None,
+                                   start_new_session=timeout is not None)
+        try:
+            returncode = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise RunTimeout(f"run {run_id} was stopped after {timeout:.0f} s, unfinished.") from None
+    if returncode != 0:
+        where = f"; its output is in {log}" if log else ""
+        raise RuntimeError(f"run {run_id} failed (exit {returncode}); its arguments are in {config_file}{where}. "
                            "Rerun the same command to retry it; finished runs are kept.")
 
 
@@ -424,10 +463,11 @@ def result_path(results_dir: Path, experiment: Experiment, run: Run) -> Path:
     return results_dir / experiment.scale / experiment.name / f"{run.id}.json"
 
 
-def execute(experiment: Experiment, run: Run, results_dir: Path, overrides: dict | None = None) -> dict:
-    """Runs `run` as its kind does and writes its results JSON."""
+def execute(experiment: Experiment, run: Run, results_dir: Path, overrides: dict | None = None, **limits) -> dict:
+    """Runs `run` as its kind does and writes its results JSON; `limits` (a train run's timeout and log) go to
+    run_script."""
     started = time.time()
-    outcome = experiment.run_kind.execute(run, overrides)
+    outcome = experiment.run_kind.execute(run, overrides, **limits)
     return write_result(results_dir, experiment, run, record(experiment, run, seconds=time.time() - started,
                                                              **outcome))
 
@@ -460,10 +500,11 @@ def gpu_name() -> str | None:
 
 
 def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: dict | None = None,
-                   progress=print, precision: str | None = None) -> list[dict]:
+                   progress=print, precision: str | None = None, data_dir: str | Path | None = None,
+                   encoder: str | None = None) -> list[dict]:
     """Every run of the experiment that has no results JSON yet; returns all its results, old and new."""
     results_dir = Path(results_dir)
-    experiment = load_experiment(name, scale, results_dir, precision)
+    experiment = load_experiment(name, scale, results_dir, precision, data_dir, encoder)
     results = []
     for number, run in enumerate(experiment.runs, 1):
         path = result_path(results_dir, experiment, run)

@@ -196,6 +196,10 @@ class DataTrainingArguments:
     eval_without_fusion: bool = field(
         default=False, metadata={"help": "Evaluate again with every e_j zeroed: eval_without_fusion_perplexity."}
     )
+    embed_only: bool = field(
+        default=False, metadata={"help": "Precompute the e_j cache of the splits the run would use, then stop before "
+                                 "training (e.g. once on a GPU, before several runs that share it train in parallel)."}
+    )
 
     def __post_init__(self):
         files = [f for f in (self.train_file, self.validation_file, self.test_file) if f]
@@ -297,6 +301,9 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
                          "--precompute_fusion_embeddings on.")
     if model_args.fusion_dropout_schedule and not model_args.fuses and not model_args.model_name_or_path:
         raise ValueError("--fusion_dropout_schedule drops e_j, but --fusion none fuses nothing.")
+    if data_args.embed_only and (not model_args.fuses or not data_args.precompute_fusion_embeddings):
+        raise ValueError("--embed_only precomputes the e_j cache: it needs a fusing model (--fusion other than none) "
+                         "and --precompute_fusion_embeddings on.")
     if data_args.eval_without_fusion and not model_args.fuses and not model_args.model_name_or_path:
         raise ValueError("--eval_without_fusion zeroes e_j, but --fusion none fuses nothing.")
     if data_args.fusion_vectors != "encoder" and not model_args.fuses and not model_args.model_name_or_path:
@@ -440,6 +447,9 @@ def main(argv: list[str] | None = None):
         if "train" in tokenized:
             # the encoder's cost: how fast the training sentences' prefixes were embedded (when they were)
             embedding_speed = cache.record("train")["sentences_per_second"]
+        if data_args.embed_only:
+            logger.info("--embed_only: the e_j cache of %s is complete; nothing is trained", ", ".join(tokenized))
+            return
         if data_args.fusion_vectors == "shuffled":
             tokenized = {split: shuffle_vectors(data, training_args.seed, split) for split, data in tokenized.items()}
     tokenized = {

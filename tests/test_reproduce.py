@@ -311,7 +311,7 @@ def test_a_gpu_scale_run_takes_a_few_steps_here(tmp_path, monkeypatch):
     run = next(r for r in experiment.runs if r.values["fusion"] == "concat")
     run.arguments["embedding_cache_dir"] = str(tmp_path / "embedding-cache")
     result = execute(experiment, run, tmp_path, overrides={**SMOKE_TEST, "use_cpu": True})
-    assert result["metrics"]["eval_perplexity"] > 1 and result["arguments"]["max_seq_length"] == 128
+    assert result["metrics"]["eval_perplexity"] > 1 and result["arguments"]["max_seq_length"] == 64
     assert (tmp_path / "gpu" / "fusion_table" / f"{run.id}.json").exists()
 
 

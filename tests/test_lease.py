@@ -1,0 +1,143 @@
+"""The GPU lease prepared here: the carry (what travels, its size), the runs on whatever device there is (a smoke
+test on CPU), the packed results and their report."""
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+from transformers.utils.versions import require_version
+
+from fusion_lstm_reproduction.experiments import ROOT, SHARED_DATA, load_experiment, relocated
+from fusion_lstm_reproduction.lease import (
+    DATA_ARCHIVE, MIB, Clock, Lease, build_carry, data_files, embedding_group, lease_tasks, load_lease, run_lease,
+    unpack,
+)
+from fusion_lstm_reproduction.report import write_report
+
+
+DATA = ROOT / SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def carry(tmp_path_factory):
+    """The lease's carry without its wheels (pip download needs the registry; the wheel list is checked apart)."""
+    folder = tmp_path_factory.mktemp("lease") / ".carry"
+    build_carry(folder, download_wheels=False)
+    return folder
+
+
+def test_the_carry_holds_the_encoder_in_float16_and_the_data_the_runs_read(carry):
+    lease = load_lease()
+    manifest = json.loads((carry / "manifest.json").read_text())
+    encoder = AutoModel.from_pretrained(carry / "encoder")
+    assert next(encoder.parameters()).dtype == torch.float16
+    assert AutoConfig.from_pretrained(carry / "encoder").hidden_size == 384
+    # every data file any run of the lease reads is in the archive, byte for byte
+    with tarfile.open(carry / DATA_ARCHIVE) as archive:
+        names = sorted(archive.getnames())
+        assert names == manifest["data"] == data_files(lease)
+        assert archive.extractfile("wikipedia/train.txt").read() == (DATA / "wikipedia" / "train.txt").read_bytes()
+    read = set()
+    for name in lease.experiments:
+        for run in load_experiment(name, lease.scale, carry.parent / "results").runs:
+            read |= {v for k, v in run.arguments.items() if k.endswith("_file") and v}
+    assert {str(Path(SHARED_DATA) / n) for n in names} == read
+    # the carry's size, with what travels anyway, stays under the device's limit
+    assert manifest["carry_bytes"] + manifest["tree_bytes"] <= lease.carry_limit_mib * MIB
+
+
+def test_a_carry_over_the_limit_is_refused_naming_the_sizes(tmp_path):
+    small = Lease(**{**json.loads((ROOT / "configuration" / "gpu_lease.json").read_text()), "carry_limit_mib": 10})
+    with pytest.raises(ValueError, match=r"over the device's 10 MiB \(wheels .* encoder 4\d\.\d MiB"):
+        build_carry(tmp_path / "carry", small, download_wheels=False)
+
+
+def test_the_carried_wheels_meet_the_project_requirements():
+    """The pinned wheels are exact versions that pyproject's ranges admit (the device's own packages are older)."""
+    import tomllib
+
+    pins = dict(spec.split("==") for spec in load_lease().wheels)
+    requirements = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for requirement in requirements:
+        name = requirement.split(">")[0].split("<")[0].split("=")[0]
+        if name in pins:
+            # require_version checks an installed version; check the pin against the same range by hand
+            from packaging.specifiers import SpecifierSet
+
+            assert pins[name] in SpecifierSet(requirement[len(name):]), requirement
+    assert {"transformers", "datasets", "evaluate"} <= set(pins)
+    require_version("packaging")
+
+
+def test_data_paths_are_read_from_another_folder(tmp_path):
+    config = {"train_file": f"{SHARED_DATA}/wikipedia/train.txt", "files": [{"file": f"{SHARED_DATA}/ptb/test.txt"}],
+              "other": "../shared/database/x", "n": 3}
+    moved = relocated(config, tmp_path)
+    assert moved == {"train_file": str(tmp_path / "wikipedia" / "train.txt"),
+                     "files": [{"file": str(tmp_path / "ptb" / "test.txt")}], "other": "../shared/database/x", "n": 3}
+    assert relocated(config, None) is config
+
+
+def test_runs_that_read_the_same_vectors_share_one_cache(tmp_path):
+    experiment = load_experiment("fusion_table", "gpu", tmp_path)
+    groups = {run.id: embedding_group(run.arguments) for run in experiment.runs}
+    assert groups["none_seed0"] is None and groups["none_seed1"] is None
+    assert len({groups[r] for r in groups if not r.startswith("none")}) == 1  # every fusion: the prefix's e_j
+    context = load_experiment("document_context", "gpu", tmp_path)
+    keys = {run.id: embedding_group(run.arguments) for run in context.runs}
+    assert keys["concat_previous_ctx3_seed0"] == keys["concat_previous_ctx3_seed1"] != keys["concat_seed0"]
+    assert len({k for k in keys.values() if k}) == 5  # prefix, previous 1 and 3, document 2, prefix+previous 3
+    # a cache joined from two windows is embedded after the caches of its parts, which it reads
+    tasks = lease_tasks([(e, r) for e in (experiment, context) for r in e.runs], tmp_path, None, Clock(60),
+                        {"embed": {}, "runs": {}})
+    names = {task.key: task.name for task in tasks}
+    joined = next(t for t in tasks if t.key.startswith("embed") and "prefix+previous" in t.name)
+    assert sorted(names[n] for n in joined.needs) == ["document_context/concat_previous_ctx3_seed0",
+                                                      "document_context/concat_seed0"]
+    # the runs the lease starts first are runs of the lease
+    runs = {f"{e.name}/{r.id}" for e in (experiment, context) for r in e.runs}
+    assert set(load_lease().first) <= runs
+
+
+def test_the_lease_runs_on_cpu_as_a_smoke_test_and_packs_what_report_reads(carry, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))  # a cache of its own: embeds here
+    runs = ["fusion_table/none_seed0", "document_context/concat_previous_ctx1_seed0"]
+    out = tmp_path / "out"
+    summary = run_lease(carry=carry, out=out, smoke_test=True, only=runs, workers=2, results_dir=tmp_path / "results")
+    assert {k: v["status"] for k, v in summary["runs"].items()} == {run: "done" for run in runs}
+    # the one fusing run's e_j were embedded once, before it trained
+    assert list(summary["embed"]) == ["document_context/concat_previous_ctx1_seed0"]
+    assert summary["embed"]["document_context/concat_previous_ctx1_seed0"]["status"] == "done"
+    assert json.loads((out / "lease.json").read_text())["runs"] == summary["runs"]
+    smoke = tmp_path / "results" / "smoke"
+    result = json.loads((smoke / "gpu" / "document_context" / "concat_previous_ctx1_seed0.json").read_text())
+    assert result["arguments"]["encoder_name_or_path"] == str(carry / "encoder")
+    assert result["arguments"]["train_file"] == str(carry / "data" / "documents" / "train.txt")
+    # the archive unpacks into a results folder that report turns into the gpu scale's sections
+    unpacked = tmp_path / "unpacked"
+    assert sorted(unpack(out / "lease.tar.gz", unpacked)) == ["gpu/document_context/concat_previous_ctx1_seed0.json",
+                                                              "gpu/fusion_table/none_seed0.json"]
+    assert (unpacked / "gpu" / "fusion_table" / "runs" / "none_seed0" / "log.txt").is_file()
+    doc = tmp_path / "reproducing.md"
+    doc.write_text("# R\n\n<!-- results:start -->\n<!-- results:end -->\n")
+    write_report(unpacked, doc, tmp_path / "figures")
+    assert "### Fusion variants (gpu scale)" in doc.read_text()
+
+
+def test_an_archive_that_reaches_outside_the_results_folder_is_refused(tmp_path):
+    archive = tmp_path / "bad.tar.gz"
+    (tmp_path / "x.json").write_text("{}")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "x.json", arcname="../x.json")
+    with pytest.raises(ValueError, match="not a file inside the results folder"):
+        unpack(archive, tmp_path / "results")
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_a_lease_without_its_carry_says_how_to_build_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python gpu_lease.py carry"):
+        run_lease(carry=tmp_path / "none", smoke_test=True, results_dir=tmp_path)
