@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None):
                                                                 "results/smoke.")
     run.add_argument("--only", nargs="+", default=None, help="Just these runs, as experiment/run_id.")
     run.add_argument("--workers", type=int, default=None, help="Trainings at a time (default: the lease's).")
+    run.add_argument("--deadline", type=float, default=None, help="Seconds for all runs (default: the lease's); "
+                                                                    "what is unfinished then is stopped.")
     run.add_argument("--results_dir", default=str(ROOT / "results"), help="Where results JSONs and runs go.")
     unpack = commands.add_parser("unpack", help="Unpack a lease's results into results/.")
     unpack.add_argument("archive")
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None):
         lease.build_carry(args.carry, data_dir=args.data_dir)
     elif args.command == "run":
         summary = lease.run_lease(carry=args.carry, out=args.out, smoke_test=args.smoke_test, only=args.only,
-                                  workers=args.workers, results_dir=args.results_dir)
+                                  workers=args.workers, results_dir=args.results_dir,
+                                  deadline=args.deadline)
         failed = [key for key, r in summary["runs"].items() if r.get("status") not in ("done", "done before")]
         if failed:
             print(f"{len(failed)} runs did not finish: {', '.join(failed)}")

@@ -9,6 +9,7 @@ Prints a table per section and writes bench/results/{quick,full}.json. Sections:
   embed     prefix-embedding precompute vs one encoder call per prefix; the cached second run
   generate  cached generate() vs a full forward pass per new token, at 16, 64 and 256 new tokens
   memory    peak memory of training on 1k vs 10k sentences with memory-mapped float16 embeddings
+  loader    reading and collating a batch's fusion_embeds from the Arrow cache: as Python lists vs as arrays
 """
 
 import argparse
@@ -325,7 +326,43 @@ def bench_memory(quick: bool) -> dict:
     return result
 
 
-SECTIONS = ("train", "embed", "generate", "memory")
+# ---------------------------------------------------------------------------------------------------------- loader
+
+
+def bench_loader(quick: bool) -> dict:
+    """What the Trainer's data loader pays per batch to read fusion_embeds from the Arrow cache and collate them: as
+    Python lists (the datasets default) vs as arrays (run_clm's format), on batches of the bench's size."""
+    import numpy as np
+    from datasets import Array2D, Dataset, Features, Sequence, Value
+
+    rng = np.random.default_rng(0)
+    rows, length = BATCH * 8, 30  # a typical Wikipedia sentence in the 8192 BPE
+    features = Features({"input_ids": Sequence(Value("int64")),
+                         "fusion_embeds": Array2D(shape=(None, FUSION_WIDTH), dtype="float16")})
+    data = Dataset.from_dict({"input_ids": [list(range(length))] * rows,
+                              "fusion_embeds": [rng.standard_normal((length, FUSION_WIDTH), dtype=np.float32)
+                                                .astype(np.float16) for _ in range(rows)]}, features=features)
+    arrays = data.with_format("numpy", columns=["fusion_embeds"], output_all_columns=True)
+    collate = FusionDataCollator(pad_token_id=0)
+
+    def batches(dataset):
+        def run():
+            started = time.perf_counter()
+            for start in range(0, rows, BATCH):
+                collate(dataset.__getitems__(list(range(start, start + BATCH))))
+            return (time.perf_counter() - started) / (rows // BATCH)
+        return run
+
+    times = interleaved({"lists": batches(data), "arrays": batches(arrays)}, rounds=3 if quick else 10)
+    ms = {name: 1000 * min(values) for name, values in times.items()}
+    print_table(f"Reading and collating a batch of fusion_embeds ({BATCH} sentences × {length} tokens × "
+                f"{FUSION_WIDTH}, float16 in the cache)", ["read as", "ms per batch", "vs lists"],
+                [[name, f"{value:.1f}", f"{ms['lists'] / value:.1f}×"] for name, value in ms.items()])
+    return {"ms_per_batch": ms, "speedup": ms["lists"] / ms["arrays"], "batch": BATCH, "tokens": length,
+            "width": FUSION_WIDTH}
+
+
+SECTIONS = ("train", "embed", "generate", "memory", "loader")
 
 
 def check_output(parser, output: Path):
@@ -358,7 +395,7 @@ def main():
     print(f"precision {args.precision}: measuring {', '.join(precisions)}")
     sections = {"train": lambda quick: bench_train(quick, precisions),
                 "embed": lambda quick: bench_embed(quick, precisions), "generate": bench_generate,
-                "memory": bench_memory}
+                "memory": bench_memory, "loader": bench_loader}
     results = {name: sections[name](args.quick) for name in args.sections}
     seconds = time.perf_counter() - started
     results["meta"] = {"quick": args.quick, "seconds": seconds, "precisions": precisions, "date": time.strftime("%Y-%m-%d"),

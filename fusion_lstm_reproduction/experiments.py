@@ -417,6 +417,17 @@ class RunTimeout(RuntimeError):
     """A run stopped because it ran past its time."""
 
 
+# the scripts running with a timeout, each in its own process group (stop_running ends them)
+RUNNING: set[subprocess.Popen] = set()
+
+
+def stop_running():
+    """Ends every script started with a timeout that is still running, with whatever it started."""
+    for process in list(RUNNING):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def run_script(script: str, arguments: dict, output_dir: Path, run_id: str, timeout: float | None = None,
                log: Path | None = None):
     """Runs a script on `arguments` (saved as output_dir/arguments.json) in its own process; one still running after
@@ -434,12 +445,16 @@ def run_script(script: str, arguments: dict, output_dir: Path, run_id: str, time
         process = subprocess.Popen([sys.executable, "-m", ENTRY_POINTS[script], *flags], cwd=ROOT, env=env,
                                    stdout=output, stderr=subprocess.STDOUT if output else None,
                                    start_new_session=timeout is not None)
+        if timeout is not None:
+            RUNNING.add(process)
         try:
             returncode = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             raise RunTimeout(f"run {run_id} was stopped after {timeout:.0f} s, unfinished.") from None
+        finally:
+            RUNNING.discard(process)
     if returncode != 0:
         where = f"; its output is in {log}" if log else ""
         raise RuntimeError(f"run {run_id} failed (exit {returncode}); its arguments are in {config_file}{where}. "

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -32,7 +33,7 @@ from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
 
 from .experiments import (
     EXPERIMENTS_DIR, RESULT_FIELDS, ROOT, SHARED_DATA, SMOKE_TEST, RunTimeout, execute, load_experiment, load_spec,
-    result_path, run_script,
+    result_path, run_script, stop_running,
 )
 
 
@@ -67,6 +68,8 @@ class Lease:
     device_python: str
     wheels: list[str]  # name==version of each package the device lacks or has too old
     wheel_platforms: list[str]
+    skip: list[str] = field(default_factory=list)  # "experiment/run_id" left out of the lease (too slow for it)
+    skip_why: str = ""
     about: str = ""
 
 
@@ -198,11 +201,11 @@ class Clock:
 
 def run_lease(lease: Lease | None = None, carry: str | Path = CARRY, out: str | Path | None = None,
               smoke_test: bool = False, only: list[str] | None = None, workers: int | None = None,
-              results_dir: str | Path | None = None) -> dict:
+              results_dir: str | Path | None = None, deadline: float | None = None) -> dict:
     """Every run of the lease's experiments that has no results JSON yet, inside the lease's deadline (see the
     module's text); `only`: just these "experiment/run_id"; `smoke_test`: two steps per run on a few sentences, into
-    <results_dir>/smoke, on whatever device there is. Returns the summary, also written to <out>/lease.json beside
-    <out>/lease.tar.gz."""
+    <results_dir>/smoke, on whatever device there is; `deadline`: seconds instead of the lease's (what is left of a
+    session's device time). Returns the summary, also written to <out>/lease.json beside <out>/lease.tar.gz."""
     import torch
 
     from .experiments import gpu_name
@@ -211,21 +214,24 @@ def run_lease(lease: Lease | None = None, carry: str | Path = CARRY, out: str | 
     carry = Path(carry)
     if not (carry / "manifest.json").is_file():
         raise FileNotFoundError(f"{carry} holds no carry (manifest.json): build it with `python gpu_lease.py carry`.")
-    clock = Clock(lease.deadline_seconds)
-    if not (carry / "data").is_dir():
-        with tarfile.open(carry / DATA_ARCHIVE, "r:xz") as archive:
-            archive.extractall(carry / "data", filter="data")
+    clock = Clock(deadline or lease.deadline_seconds)
     cuda = torch.cuda.is_available()
     results_dir = Path(results_dir or ROOT / "results") / ("smoke" if smoke_test else "")
+    # unpacked beside the results, not into the carry: the carry travels again with the next device call
+    data_dir = results_dir / lease.scale / "lease-data"
+    if not data_dir.is_dir():
+        with tarfile.open(carry / DATA_ARCHIVE, "r:xz") as archive:
+            archive.extractall(data_dir, filter="data")
     out = Path(out or results_dir / lease.scale)
     out.mkdir(parents=True, exist_ok=True)
     overrides = {**SMOKE_TEST, "use_cpu": not cuda} if smoke_test else None
     precision = "bf16" if cuda else "fp32"  # bf16 autocast is fast on a GPU; on a CPU it may not be (precision.py)
-    experiments = {name: load_experiment(name, lease.scale, results_dir, precision, carry / "data",
-                                         str(carry / "encoder")) for name in lease.experiments}
+    experiments = {name: load_experiment(name, lease.scale, results_dir, precision, data_dir, str(carry / "encoder"))
+                   for name in lease.experiments}
     runs = [(experiment, run) for experiment in experiments.values() for run in experiment.runs
-            if only is None or f"{experiment.name}/{run.id}" in only]
-    if only is not None and len(runs) != len(only):
+            if (only is None or f"{experiment.name}/{run.id}" in only)
+            and f"{experiment.name}/{run.id}" not in lease.skip]
+    if only is not None and len(runs) != len(set(only) - set(lease.skip)):
         known = [f"{e.name}/{r.id}" for e in experiments.values() for r in e.runs]
         raise ValueError(f"Unknown runs {sorted(set(only) - set(known))}; the lease's runs are: {', '.join(known)}.")
     order = {key: i for i, key in enumerate(lease.first)}
@@ -234,18 +240,26 @@ def run_lease(lease: Lease | None = None, carry: str | Path = CARRY, out: str | 
     # each training process gets its share of the cores
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     summary = {"gpu": gpu_name(), "scale": lease.scale, "smoke_test": smoke_test, "workers": workers,
-               "deadline_seconds": lease.deadline_seconds, "versions": versions(), "embed": {}, "runs": {}}
+               "deadline_seconds": deadline or lease.deadline_seconds, "versions": versions(), "embed": {}, "runs": {}}
     logger.info("lease: %d runs of %s at %s scale on %s, %d at a time, %d s", len(runs), ", ".join(experiments),
-                lease.scale, summary["gpu"] or "CPU", workers, lease.deadline_seconds)
+                lease.scale, summary["gpu"] or "CPU", workers, summary["deadline_seconds"])
 
     todo = [(e, r) for e, r in runs if not (result_path(results_dir, e, r).exists() and e.run_kind.is_complete(r))]
     summary["runs"].update({f"{e.name}/{r.id}": {"status": "done before"} for e, r in runs if (e, r) not in todo})
+    summary["runs"].update({key: {"status": "skipped: the lease's skip list"} for key in lease.skip
+                            if only is None or key in only})
+    previous = signal.signal(signal.SIGTERM, interrupt)  # `timeout` and a machine going back send SIGTERM
     try:
-        schedule(lease_tasks(todo, results_dir, overrides, clock, summary), workers)
+        schedule(lease_tasks(todo, results_dir, overrides, clock, summary), workers, clock)
     finally:  # whatever finished comes back
+        signal.signal(signal.SIGTERM, previous)
         summary["seconds"] = round(clock.elapsed(), 1)
         pack(summary, results_dir, lease, out)
     return summary
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def versions() -> dict:
@@ -302,39 +316,56 @@ def part_arguments(arguments: dict, part) -> dict:
     return alone
 
 
-def schedule(tasks: list[Task], workers: int):
+def schedule(tasks: list[Task], workers: int, clock: Clock):
     """Runs the tasks `workers` at a time, each as soon as a worker is free and the tasks it needs are done, in the
-    given order otherwise; a task whose need failed does not run."""
+    given order otherwise; a task whose need failed does not run. Interrupted, it ends the tasks running and starts
+    no other."""
     pending, running, done = list(tasks), {}, set()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        while pending or running:
-            for task in list(pending):
-                failed = [need for need in task.needs if need not in done and need not in {t.key for t in pending}
-                          and need not in {t.key for t in running.values()}]
-                if failed:
-                    task.record[task.name] = {"status": f"not run: {', '.join(failed)} did not finish"}
-                    pending.remove(task)
-            for task in [t for t in pending if all(need in done for need in t.needs)]:
-                if len(running) >= workers:
-                    break
+        try:
+            loop(pool, pending, running, done, workers)
+        except KeyboardInterrupt:  # or SIGTERM (run_lease): the runs end now, and what finished is packed
+            clock.end = time.monotonic()  # a task about to start its process finds no time left
+            stop_running()
+            for task in running.values():
+                task.record[task.name] = {"status": "stopped: the lease was interrupted"}
+            for task in pending:
+                task.record[task.name] = {"status": "not started: the lease was interrupted"}
+            raise
+
+
+def loop(pool, pending: list[Task], running: dict, done: set, workers: int):
+    """schedule's loop: start what may start, wait for one to finish, record it."""
+    while pending or running:
+        for task in list(pending):
+            failed = [need for need in task.needs if need not in done and need not in {t.key for t in pending}
+                      and need not in {t.key for t in running.values()}]
+            if failed:
+                task.record[task.name] = {"status": f"not run: {', '.join(failed)} did not finish"}
                 pending.remove(task)
-                running[pool.submit(task.work)] = task
-            if not running:
+        for task in [t for t in pending if all(need in done for need in t.needs)]:
+            if len(running) >= workers:
                 break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                task = running.pop(future)
-                try:
-                    task.record[task.name] = future.result()
-                except Exception as error:  # a bug of the lease itself: recorded, and the other tasks go on
-                    task.record[task.name] = {"status": f"{type(error).__name__}: {error}"}
-                if task.record[task.name]["status"] == "done":
-                    done.add(task.key)
+            pending.remove(task)
+            running[pool.submit(task.work)] = task
+        if not running:
+            break
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            task = running.pop(future)
+            try:
+                task.record[task.name] = future.result()
+            except Exception as error:  # a bug of the lease itself: recorded, and the other tasks go on
+                task.record[task.name] = {"status": f"{type(error).__name__}: {error}"}
+            if task.record[task.name]["status"] == "done":
+                done.add(task.key)
 
 
 def embed_run(experiment, run, arguments: dict, clock: Clock) -> dict:
     """run_clm --embed_only with a run's arguments: the run's e_j cache, nothing trained."""
     output_dir = Path(arguments["output_dir"]).parent / f"embed-{run.id}"
+    if clock.left() < 1:
+        return {"status": "not started: no time left"}
     started = time.monotonic()
     try:
         run_script("clm", {**arguments, "embed_only": True, "output_dir": str(output_dir), "overwrite_output_dir": True},

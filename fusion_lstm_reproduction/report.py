@@ -611,13 +611,20 @@ def write_report(results_dir: Path, document: Path, figures_dir: Path) -> str:
 
 
 def build_headline(results_dir: Path, figures_dir: Path, readme_dir: Path, details: str) -> str:
-    """The README's short results table: each fusion variant of the largest scale's fusion_table beside the paper's
-    change, and the figure that `build_section` drew for it; `details` links the full results."""
+    """The README's short results table: each fusion variant of the largest scale whose fusion_table compares a
+    fusion with none, beside the paper's change, and the figure that `build_section` drew for it; `details` links
+    the full results."""
     paper = json.loads((EXPERIMENTS_DIR / "paper.json").read_text())
     found = load_results(results_dir)
-    scale = next((s for s in reversed(SCALE_ORDER) if found.get((s, "fusion_table"))), None)
+
+    def compares(results: list[dict]) -> bool:
+        fusions = {r["values"].get("fusion") for r in results}
+        return "none" in fusions and len(fusions) > 1
+
+    scale = next((s for s in reversed(SCALE_ORDER) if compares(found.get((s, "fusion_table"), []))), None)
     if scale is None:
-        raise ValueError(f"{results_dir} holds no fusion_table results: run python reproduce.py fusion_table first.")
+        raise ValueError(f"{results_dir} holds no fusion_table results that compare a fusion with none: run python "
+                         "reproduce.py fusion_table first.")
     best = {f: statistics.mean(v) for f, v in
             by_fusion(found[(scale, "fusion_table")], lambda r: r["best_eval_perplexity"]).items()}
     theirs = {f: standard_perplexity(v) for f, v in paper["fusion_table"].items()}

@@ -456,6 +456,10 @@ def main(argv: list[str] | None = None):
         split: data.remove_columns([c for c in ("text", "offsets", "document", "context") if c in data.column_names])
         for split, data in tokenized.items()
     }
+    # e_j come out of the cache as arrays: decoded into Python lists they made the data loader the bottleneck on a GPU
+    # (bench/run.py --sections loader)
+    tokenized = {split: data.with_format("numpy", columns=["fusion_embeds"], output_all_columns=True)
+                 if "fusion_embeds" in data.column_names else data for split, data in tokenized.items()}
 
     callbacks = []
     if model_args.fusion_dropout_schedule:

@@ -2,6 +2,10 @@
 test on CPU), the packed results and their report."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -116,7 +120,8 @@ def test_the_lease_runs_on_cpu_as_a_smoke_test_and_packs_what_report_reads(carry
     smoke = tmp_path / "results" / "smoke"
     result = json.loads((smoke / "gpu" / "document_context" / "concat_previous_ctx1_seed0.json").read_text())
     assert result["arguments"]["encoder_name_or_path"] == str(carry / "encoder")
-    assert result["arguments"]["train_file"] == str(carry / "data" / "documents" / "train.txt")
+    assert result["arguments"]["train_file"] == str(smoke / "gpu" / "lease-data" / "documents" / "train.txt")
+    assert not (carry / "data").exists()  # the carry stays as built: it travels again
     # the archive unpacks into a results folder that report turns into the gpu scale's sections
     unpacked = tmp_path / "unpacked"
     assert sorted(unpack(out / "lease.tar.gz", unpacked)) == ["gpu/document_context/concat_previous_ctx1_seed0.json",
@@ -141,3 +146,23 @@ def test_an_archive_that_reaches_outside_the_results_folder_is_refused(tmp_path)
 def test_a_lease_without_its_carry_says_how_to_build_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="python gpu_lease.py carry"):
         run_lease(carry=tmp_path / "none", smoke_test=True, results_dir=tmp_path)
+
+
+def test_a_lease_stopped_by_sigterm_packs_what_finished(carry, tmp_path):
+    """`timeout` and a machine going back send SIGTERM: the running runs end and the finished ones come back."""
+    command = [sys.executable, str(ROOT / "gpu_lease.py"), "run", "--smoke_test", "--carry", str(carry), "--workers",
+               "1", "--results_dir", str(tmp_path / "results"), "--out", str(tmp_path / "out"), "--only",
+               "fusion_table/none_seed0", "fusion_table/none_seed1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env) as process:
+        for line in process.stderr:  # the first run finishes, the second starts: then the signal
+            if "lease: fusion_table/none_seed0:" in line:
+                process.send_signal(signal.SIGTERM)
+                break
+        process.stderr.read()
+    summary = json.loads((tmp_path / "out" / "lease.json").read_text())
+    assert summary["runs"]["fusion_table/none_seed0"]["status"] == "done"
+    assert summary["runs"]["fusion_table/none_seed1"]["status"] in ("stopped: the lease was interrupted",
+                                                                     "not started: the lease was interrupted")
+    with tarfile.open(tmp_path / "out" / "lease.tar.gz") as archive:
+        assert "gpu/fusion_table/none_seed0.json" in archive.getnames()
