@@ -22,14 +22,21 @@ from pathlib import Path
 
 import numpy as np
 
+from fusion_lstm_training.data import read_text_file
+
 
 PLAIN_WORD = re.compile(r"^[A-Za-z0-9]+(?:['’-][A-Za-z0-9]+)*$")
 
 
+# no word is read for longer than this, in any unit a reading-time file uses (100 s in milliseconds)
+MAX_READING_TIME = 1e5
+
+
 def read_reading_times(path: str, rt_column: str = "meanItemRT", word_column: str = "word") -> list[tuple[str, float]]:
-    """(word, reading time) per row of a TSV, in order."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    """(word, reading time) per row of a TSV, in order. Reading times that cannot be regressed on are refused: not a
+    number, negative, above MAX_READING_TIME, or all the same."""
+    rows = list(csv.DictReader(read_text_file(path, "Reading-time file").splitlines(), delimiter="\t",
+                               quoting=csv.QUOTE_NONE))
     if not rows:
         raise ValueError(f"Reading-time file {path} has no rows.")
     for column in (rt_column, word_column):
@@ -49,7 +56,13 @@ def read_reading_times(path: str, rt_column: str = "meanItemRT", word_column: st
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{path}:{number}: {rt_column}={row[rt_column]!r} is not a reading time (a finite number "
                              "≥ 0): fix or remove the row.")
+        if value > MAX_READING_TIME:
+            raise ValueError(f"{path}:{number}: {rt_column}={row[rt_column]!r} is above {MAX_READING_TIME:.0e}, no "
+                             "plausible reading time of a word (in milliseconds or seconds): fix or remove the row.")
         out.append((row[word_column], value))
+    if len({value for _, value in out}) == 1:
+        raise ValueError(f"{path}: every {rt_column} is {out[0][1]:g}: reading times without variance give no "
+                         "statistic to publish (choose the reading-time column with --rt_column).")
     return out
 
 

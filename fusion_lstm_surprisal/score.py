@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ class SurprisalArguments:
 
     def __post_init__(self):
         if self.context_sentences is not None and self.context_sentences != "all":
-            if not self.context_sentences.isdigit():
+            if not re.fullmatch(r"[0-9]+", self.context_sentences):  # not isdigit: "²" is a digit int() refuses
                 raise ValueError(f"--context_sentences must be a number ≥ 0 or 'all', got "
                                  f"{self.context_sentences!r}.")
             self.context_sentences = int(self.context_sentences)
@@ -99,11 +100,13 @@ class SurprisalArguments:
             return output
         return output.with_name(f"{output.stem}.{name.replace('/', '_')}{output.suffix or '.tsv'}")
 
-    def outputs(self) -> list[Path]:
-        """Every file this run writes: the TSVs and, with reading times, the JSON and PNG."""
+    def outputs(self) -> dict[str, Path]:
+        """Every file this run writes, by what it is: the TSVs and, with reading times, the JSON and PNG."""
         output = Path(self.output_file)
-        extra = [output.with_suffix(".reading_times.json"), output.with_suffix(".reading_times.png")]
-        return [*(self.tsv(name) for name in self.model_names), *(extra if self.reading_times else [])]
+        extra = {"the reading-time summary": output.with_suffix(".reading_times.json"),
+                 "the reading-time figure": output.with_suffix(".reading_times.png")}
+        return {**{f"the TSV of model {name!r}": self.tsv(name) for name in self.model_names},
+                **(extra if self.reading_times else {})}
 
     def check_outputs(self):
         """Before any work: no output writes over an input, and the output's folder exists (it is created) and can
@@ -114,10 +117,20 @@ class SurprisalArguments:
             inputs.setdefault(Path(model).resolve(), "model_name_or_path")
             check_local_folder(model, "model_name_or_path")
         check_local_folder(self.encoder_name_or_path, "encoder_name_or_path")
-        for path in self.outputs():
-            if path.resolve() in inputs:
-                raise ValueError(f"--output_file {self.output_file} would write {path} over --{inputs[path.resolve()]}:"
-                                 " choose another output file.")
+        if self.encoder_name_or_path:
+            inputs.setdefault(Path(self.encoder_name_or_path).resolve(), "encoder_name_or_path")
+        written = {}
+        for label, path in self.outputs().items():
+            resolved = path.resolve()
+            # an input, or a file inside an input folder (a model's config.json)
+            reached = next((i for i in inputs if i == resolved or (i.is_dir() and i in resolved.parents)), None)
+            if reached is not None:
+                raise ValueError(f"--output_file {self.output_file} would write {path} over or inside "
+                                 f"--{inputs[reached]} {reached}: choose an output outside every input.")
+            if resolved in written:
+                raise ValueError(f"{written[resolved]} and {label} would both be {path}: give the models --model_names "
+                                 "that differ in more than '/' and '_', and none named reading_times.")
+            written[resolved] = label
             if path.is_dir():
                 raise IsADirectoryError(f"{path} is a folder: --output_file names the TSV to write.")
         folder = Path(self.output_file).parent
@@ -149,11 +162,30 @@ def finite_or_null(value):
     return value
 
 
+# columns that likely name a TSV's documents (Natural Stories: item)
+LIKELY_DOCUMENT_COLUMNS = ("item", "story", "story_id", "document", "document_id", "doc", "doc_id", "text_id",
+                           "article")
+
+
+def warn_without_documents(args: SurprisalArguments, context_sentences):
+    """A context read from a TSV without --document_column runs across its documents: said, with a likely column."""
+    if not context_sentences or args.document_column or Path(args.input_file).suffix.lower() not in (".tsv", ".tab"):
+        return
+    with open(args.input_file, encoding="utf-8-sig") as handle:
+        columns = handle.readline().rstrip("\n").split("\t")
+    likely = [c for c in columns if c.lower() in LIKELY_DOCUMENT_COLUMNS]
+    hint = f"; is it {likely[0]!r}? pass --document_column {likely[0]}" if likely else ""
+    logger.warning("each sentence is read after %s previous sentences, but no --document_column says where a "
+                   "document ends: the whole TSV is read as one document, a story's first sentence after the one "
+                   "before it%s", context_sentences, hint)
+
+
 def score_model(args: SurprisalArguments, path: str, name: str, sentences) -> tuple[list, dict]:
     """One model's word rows, written to its TSV, and how it was scored (speed, windows)."""
     model, tokenizer, encoder_tokenizer = load_model(path, args.trust_remote_code, args.encoder_name_or_path)
     scorer = SurprisalScorer(model, tokenizer, encoder_tokenizer, args.batch_size, args.device, args.stride,
                              args.bow_correction)
+    warn_without_documents(args, scorer.fusion_context if args.context_sentences is None else args.context_sentences)
     started = time.perf_counter()
     rows = scorer.score(sentences, args.context_sentences)
     seconds = time.perf_counter() - started

@@ -97,7 +97,9 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
         sentences.append(Sentence(sentence_id if sentence_column else str(len(sentences) + 1), words,
                                   f"{path}:{first_line}", document))
 
-    seen = set()  # sentence ids already closed: an id may not come back (two sentences would share its label)
+    # sentences already closed, as (document, sentence id): one may not come back (two would share its label); ids may
+    # restart in each document
+    seen = set()
     for number, row in enumerate(rows, 2):  # line 1 is the header
         if None in row:
             raise ValueError(f"{path}:{number}: the row has more fields than the header (a tab inside a field?).")
@@ -108,11 +110,13 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
         new_document = document_column and row[document_column] != document
         if words and (new_sentence or new_document):
             close()
-            seen.add(sentence_id)
+            seen.add((document, sentence_id))
             words, first_line = [], number
-        if sentence_column and row[sentence_column] in seen:
-            raise ValueError(f"{path}:{number}: sentence {row[sentence_column]!r} comes back after other sentences; "
-                             f"the rows of a sentence must be together (sort the file by {sentence_column!r}).")
+        if sentence_column and (row[document_column] if document_column else None, row[sentence_column]) in seen:
+            within = f" of document {row[document_column]!r}" if document_column else ""
+            raise ValueError(f"{path}:{number}: sentence {row[sentence_column]!r}{within} comes back after other "
+                             f"sentences; the rows of a sentence must be together (sort the file by "
+                             f"{sentence_column!r}).")
         sentence_id = row[sentence_column] if sentence_column else None
         document = row[document_column] if document_column else None
         words.append(word)

@@ -22,13 +22,15 @@ TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "
 
 
 def read_text_file(path: str | Path, what: str) -> str:
-    """The UTF-8 text of `path`; a missing file or one that is not UTF-8 is refused, naming the file and the line."""
+    """The UTF-8 text of `path` (without a byte-order mark); a missing file or one that is not UTF-8 is refused, naming
+    the file and the line."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist.")
     raw = file.read_bytes()
     try:
-        return raw.decode("utf-8")
+        # a byte-order mark (as Excel writes UTF-8) is not part of the text: it would stick to the first column's name
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise ValueError(f"{path}:{line}: not UTF-8 text ({error.reason} at byte {error.start}); convert the file to "

@@ -19,10 +19,12 @@ import argparse
 import base64
 import binascii
 import hashlib
+import io
 import json
 import logging
 import secrets
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import NamedTuple
@@ -49,6 +51,7 @@ TYPE_TO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 MAX_JSON_BODY = 8 * 1024**2  # JSON and ndjson requests are read into memory: at most this much
 MAX_UPLOAD = 64 * 1024**3  # one LFS object, streamed to disk
 REQUEST_TIMEOUT = 30.0  # seconds a connection may stay silent
+REQUEST_DEADLINE = 300.0  # seconds from a request's first byte to its last (headers and body): no slow drip holds a slot
 MAX_CONNECTIONS = 64  # open at once: a single user's tools need a handful
 READ_CHUNK = 1024**2
 STORE_STATUS = {InvalidInput: 400, NotFound: 404, Forbidden: 403, Conflict: 412, MissingContent: 422}
@@ -85,6 +88,37 @@ def header_safe(text: str) -> str:
 
 def has_control_characters(text: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def escape_control_characters(text: str) -> str:
+    """`text` with every control character written as \\xNN: request text in a log line cannot repaint a terminal."""
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in text)
+
+
+class DeadlineReader(io.RawIOBase):
+    """A connection's reads for a handler: each waits at most the handler's silence timeout, and none past the
+    current request's deadline (REQUEST_DEADLINE after its first byte); past it, TimeoutError."""
+
+    def __init__(self, connection, handler: "HubRequestHandler"):
+        self.connection = connection
+        self.handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        ends = self.handler.request_ends
+        if ends is not None:
+            left = ends - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the request was not complete within {self.handler.server.request_deadline} s")
+            self.connection.settimeout(min(self.handler.timeout, left))
+        else:
+            self.connection.settimeout(self.handler.timeout)
+        received = self.connection.recv_into(buffer)
+        if ends is None and received:
+            self.handler.request_ends = time.monotonic() + self.handler.server.request_deadline
+        return received
 
 
 def byte_range(header: str, size: int) -> tuple[int, int] | None:
@@ -128,16 +162,18 @@ def lfs_info(entry: dict, oid_key: str) -> dict:
 
 class LocalHub(ThreadingHTTPServer):
     """One thread per connection, at most `max_connections` at once (more are answered 503 and closed); a connection
-    idle, or a request body stalled, for `timeout` seconds is closed (a stalled body is answered 408)."""
+    idle, or a request body stalled, for `timeout` seconds is closed (a stalled body is answered 408), and so is one
+    whose request (headers and body) is not complete `request_deadline` seconds after its first byte."""
 
     daemon_threads = True
 
     def __init__(self, address, store: HubStore, token: str | None = None, timeout: float = REQUEST_TIMEOUT,
-                 max_connections: int = MAX_CONNECTIONS):
+                 max_connections: int = MAX_CONNECTIONS, request_deadline: float = REQUEST_DEADLINE):
         super().__init__(address, HubRequestHandler)
         self.store = store
         self.token = token
         self.request_timeout = timeout
+        self.request_deadline = request_deadline
         self.slots = threading.BoundedSemaphore(max_connections)
         self.upload_grants: dict[str, str] = {}  # capability → sha256 it may upload
         self.grants_lock = threading.Lock()
@@ -176,8 +212,18 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------------------------------------ plumbing
 
+    def setup(self):
+        super().setup()
+        self.request_ends = None  # the current request's deadline, from its first byte (DeadlineReader)
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self))
+
+    def handle_one_request(self):
+        self.request_ends = None
+        super().handle_one_request()
+
     def log_message(self, fmt, *args):
-        logger.info("%s %s", self.address_string(), fmt % args)
+        # http.server's own log_message escapes control characters; this replacement must too
+        logger.info("%s %s", self.address_string(), escape_control_characters(fmt % args))
 
     def _segments(self) -> tuple[list[str], dict]:
         url = urlsplit(self.path)
@@ -280,7 +326,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def _has_token(self) -> bool:
         token = self.server.token
-        return token is None or secrets.compare_digest(self.headers.get("Authorization", ""), f"Bearer {token}")
+        # as bytes: compare_digest refuses a str with a character beyond ASCII (a header may hold any byte)
+        given = self.headers.get("Authorization", "").encode("latin-1", "replace")
+        return token is None or secrets.compare_digest(given, f"Bearer {token}".encode())
 
     def _require_write_access(self):
         if not self._has_token():
@@ -560,7 +608,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
 def serve(root: str, host: str = "127.0.0.1", port: int = 0, token: str | None = None, **limits) -> LocalHub:
     """A server bound to (host, port) (port 0: a free one); call serve_forever() on it, or run it in a thread.
-    `limits`: LocalHub's timeout and max_connections."""
+    `limits`: LocalHub's timeout, max_connections and request_deadline."""
     return LocalHub((host, port), HubStore(root), token=token, **limits)
 
 

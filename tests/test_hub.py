@@ -472,3 +472,48 @@ def test_a_range_of_a_large_file_is_streamed_from_disk(guarded, tmp_path):
         tracemalloc.stop()
     assert status == 206 and body == bytes([1000 % 256, 1001 % 256, 1002 % 256, 1003 % 256])
     assert peak < 8 * 1024**2  # the server thread did not read the 32 MiB into memory
+
+
+# ------------------------------------------------------------------------------------------------ hardening, round 3
+
+
+def test_a_request_dripped_byte_by_byte_is_cut_at_its_deadline(tmp_path):
+    """A client that sends one header byte at a time, never silent for the silence timeout, is still cut off when
+    the whole request is not in by its deadline: it cannot hold a slot for ever."""
+    import select
+    import socket
+
+    server = serve(str(tmp_path), port=0, timeout=5, request_deadline=1.5)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    request_text = b"GET /api/whoami-v2 HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+            sent = 0
+            for byte in request_text:  # one byte every 0.25 s: never 5 s of silence
+                sock.sendall(bytes([byte]))
+                sent += 1
+                readable, _, _ = select.select([sock], [], [], 0.25)
+                if readable and sock.recv(1024) == b"":
+                    break
+            # closed by the server long before the request was complete (it would take 50 s)
+            assert sent < len(request_text) // 2
+        assert request(server, "GET", "/api/whoami-v2")[0] == 200  # and a normal request is served
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_control_characters_of_a_request_reach_the_log_escaped(guarded, caplog):
+    with caplog.at_level("INFO", logger="hub.server"):
+        raw_exchange(guarded, b"GET /\x1b[2J\x1b[31mred\x07 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "\\x1b[2J" in logged and "\x1b" not in logged and "\x07" not in logged
+
+
+def test_an_authorization_header_beyond_ascii_gets_401_not_500(guarded):
+    answer = raw_exchange(guarded, b"POST /api/repos/create HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer S\xe9CRET\r\n"
+                                   b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.1 401")
+    answer = raw_exchange(guarded, b"GET /api/models/carol/box HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n"
+                                   b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200")

@@ -347,7 +347,7 @@ def test_a_fusion_model_reads_the_context_as_it_was_trained(tokenizer, tmp_path)
 def test_outputs_never_write_over_inputs_and_their_folder_is_made_first(tiny_folder, tmp_path):
     sentences = tmp_path / "in.txt"
     sentences.write_text("The cat sat on the mat.\n")
-    with pytest.raises(ValueError, match="would write .*in.txt over --input_file"):
+    with pytest.raises(ValueError, match="would write .*in.txt over or inside --input_file"):
         run_surprisal("--model_name_or_path", str(tiny_folder), "--input_file", str(sentences), "--output_file",
                       str(sentences))
     assert sentences.read_text() == "The cat sat on the mat.\n"
@@ -357,6 +357,69 @@ def test_outputs_never_write_over_inputs_and_their_folder_is_made_first(tiny_fol
     with pytest.raises(IsADirectoryError, match="is a folder"):
         run_surprisal("--model_name_or_path", str(tiny_folder), "--input_file", str(sentences), "--output_file",
                       str(tmp_path / "new"))
+
+
+def test_an_output_inside_an_input_folder_or_two_outputs_of_one_path_are_refused(tiny_folder, tmp_path):
+    sentences = tmp_path / "in.txt"
+    sentences.write_text("The cat sat on the mat.\n")
+    config = (tiny_folder / "config.json").read_bytes()
+    with pytest.raises(ValueError, match="over or inside --model_name_or_path"):
+        run_surprisal("--model_name_or_path", str(tiny_folder), "--input_file", str(sentences), "--output_file",
+                      str(tiny_folder / "config.json"))
+    assert (tiny_folder / "config.json").read_bytes() == config
+    with pytest.raises(ValueError, match="over or inside --encoder_name_or_path"):
+        run_surprisal("--model_name_or_path", str(tiny_folder), "--input_file", str(sentences), "--encoder_name_or_path",
+                      str(tmp_path), "--output_file", str(tmp_path / "out.tsv"))
+    with pytest.raises(ValueError, match="the TSV of model 'x/y' and the TSV of model 'x_y' would both be"):
+        run_surprisal("--model_name_or_path", str(tiny_folder), str(tiny_folder), "--model_names", "x/y", "x_y",
+                      "--input_file", str(sentences), "--output_file", str(tmp_path / "out.tsv"))
+    rt = tmp_path / "rt.tsv"
+    rt.write_text("word\tmeanItemRT\nThe\t300\n")
+    with pytest.raises(ValueError, match="the TSV of model 'reading_times' and the reading-time summary"):
+        run_surprisal("--model_name_or_path", str(tiny_folder), str(tiny_folder), "--model_names", "reading_times",
+                      "other", "--input_file", str(rt), "--reading_times", str(rt), "--output_file",
+                      str(tmp_path / "out.json"))
+    assert not list(tmp_path.glob("out*"))
+
+
+@pytest.mark.parametrize("value", ["²", "١", "-1", "1.5"])
+def test_context_sentences_that_are_not_a_count_are_refused(value, tiny_folder, tmp_path):
+    with pytest.raises(ValueError, match="--context_sentences must be a number"):
+        run_surprisal("--model_name_or_path", str(tiny_folder), "--input_file", str(NATURAL_STORIES),
+                      "--context_sentences", value, "--output_file", str(tmp_path / "out.tsv"))
+
+
+def test_reading_times_without_variance_or_beyond_any_plausible_range_are_refused(tmp_path):
+    flat = tmp_path / "flat.tsv"
+    flat.write_text("word\tmeanItemRT\nThe\t300\ncat\t300\nsat\t300\n")
+    with pytest.raises(ValueError, match="every meanItemRT is 300: reading times without variance"):
+        read_reading_times(str(flat))
+    huge = tmp_path / "huge.tsv"
+    huge.write_text("word\tmeanItemRT\nThe\t300\ncat\t1e300\n")
+    with pytest.raises(ValueError, match="huge.tsv:3: meanItemRT='1e300' is above 1e\\+05"):
+        read_reading_times(str(huge))
+
+
+def test_a_reading_time_file_with_a_bom_is_read_and_one_not_in_utf8_is_named(tmp_path):
+    bom = tmp_path / "excel.tsv"
+    bom.write_bytes("item\tword\tmeanItemRT\n1\tThe\t300\n1\tcaf\u00e9\t310\n".encode("utf-8-sig"))
+    assert read_reading_times(str(bom)) == [("The", 300.0), ("caf\u00e9", 310.0)]
+    assert [s.document for s in read_sentences_of_words(str(bom), document_column="item")] == ["1"]
+    latin = tmp_path / "latin.tsv"
+    latin.write_bytes("word\tmeanItemRT\nThe\t300\ncaf\u00e9\t310\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin.tsv:3: not UTF-8 text"):
+        read_reading_times(str(latin))
+
+
+def test_sentence_ids_may_restart_in_each_document(tmp_path):
+    path = tmp_path / "stories.tsv"
+    path.write_text("item\tsent\tword\n1\t1\tOne\n1\t2\tTwo\n2\t1\tThree\n2\t2\tFour\n2\t1\tBack\n")
+    with pytest.raises(ValueError, match="stories.tsv:6: sentence '1' of document '2' comes back"):
+        read_sentences_of_words(str(path), sentence_column="sent", document_column="item")
+    path.write_text("item\tsent\tword\n1\t1\tOne\n1\t2\tTwo\n2\t1\tThree\n2\t2\tFour\n")
+    sentences = read_sentences_of_words(str(path), sentence_column="sent", document_column="item")
+    assert [(s.document, s.id, s.words) for s in sentences] == [("1", "1", ["One"]), ("1", "2", ["Two"]),
+                                                                ("2", "1", ["Three"]), ("2", "2", ["Four"])]
 
 
 def test_a_line_too_long_to_read_at_once_is_refused_naming_it(tokenizer, tmp_path):

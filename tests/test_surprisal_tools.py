@@ -167,6 +167,23 @@ def test_several_models_in_one_command_with_the_story_and_the_correction(bpe, tm
     assert not out.exists()  # several models: one TSV each, none under the plain name
 
 
+def test_a_context_without_document_boundaries_is_logged_with_a_likely_column(bpe, tmp_path, caplog):
+    tiny_folder = tmp_path / "gpt2"
+    tiny_gpt2(bpe, 64).save_pretrained(tiny_folder)
+    bpe.save_pretrained(tiny_folder)
+    story = tmp_path / "story.tsv"
+    story.write_text("item\tzone\tword\n1\t1\tOne.\n1\t2\tTwo.\n2\t1\tThree.\n")
+    with caplog.at_level("WARNING", logger="run_surprisal"):
+        run_surprisal("--model_name_or_path", str(tiny_folder), "--input_file", str(story), "--context_sentences", "1",
+                      "--output_file", str(tmp_path / "out.tsv"))
+    assert any("--document_column item" in record.getMessage() for record in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="run_surprisal"):
+        run_surprisal("--model_name_or_path", str(tiny_folder), "--input_file", str(story), "--context_sentences", "1",
+                      "--document_column", "item", "--output_file", str(tmp_path / "out.tsv"))
+    assert not [record for record in caplog.records if "--document_column" in record.getMessage()]
+
+
 def test_bad_arguments_are_named_before_any_model_loads(tmp_path):
     sentences = tmp_path / "in.txt"
     sentences.write_text("The cat sat.\n")
