@@ -21,11 +21,15 @@ surprisal is p(the word's tokens | context).
 import torch
 
 
+SPACE_MARKERS = ("Ġ", "▁")  # byte-level BPE, SentencePiece
+
+
 def space_marker(tokenizer) -> str | None:
-    """The character that a word-initial token's text starts with (None: the tokenizer marks no spaces)."""
-    ids = tokenizer("a b", add_special_tokens=False)["input_ids"]
-    last = tokenizer.convert_ids_to_tokens(ids[-1:])[0]
-    return last[0] if len(ids) >= 2 and last and last[0] in ("Ġ", "▁") else None
+    """The character that a word-initial token's text starts with (None: the tokenizer marks no spaces): the first
+    token of the second word of "a b" starts with it, whether the vocabulary has merged "Ġb" or keeps "Ġ" apart (a
+    small byte-level BPE)."""
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("a b", add_special_tokens=False)["input_ids"])
+    return next((marker for marker in SPACE_MARKERS if len(tokens) >= 2 and tokens[1].startswith(marker)), None)
 
 
 def word_start_ids(tokenizer) -> torch.Tensor:

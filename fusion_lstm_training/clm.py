@@ -44,6 +44,7 @@ from .data import (
 )
 from .embeddings import PrefixEmbedder, embedding_cache
 from .metrics import LanguageModelMetrics, preprocess_logits_for_metrics
+from .precision import check_cpu_bf16
 from .vectors import (
     ENCODER_SOURCES, BagOfWordsVectors, ZeroVectors, check_source, load_source, shuffle_vectors,
 )
@@ -139,6 +140,9 @@ class ModelArguments:
                 if not sep or name.strip() not in known:
                     raise ValueError(f"--config_overrides: {item!r} is not 'field=value' with a FusionLSTMConfig "
                                      "field.")
+                if name.strip() in fields:  # the data pipeline reads the flag: an override would only reach the config
+                    raise ValueError(f"--config_overrides {item!r}: {name.strip()} has its own flag, which the data "
+                                     f"pipeline reads too; set it with --{name.strip()}.")
                 names.append(name.strip())
             try:
                 config.update_from_string(self.config_overrides)
@@ -389,6 +393,8 @@ def main(argv: list[str] | None = None):
         training_args.device,
     )
     set_seed(training_args.seed)
+    if training_args.bf16 and training_args.device.type == "cpu":
+        check_cpu_bf16()  # before any work: without native bfloat16 it is slow, and fusion none crashes in oneDNN
 
     # Data: sentences, and with context the previous sentences of their documents (as the model reads them)
     context_sentences, max_context_length = context_reading(model_args)

@@ -86,6 +86,11 @@ def _json_texts(path: str, text: str, whole_file: bool, column: str = "text") ->
         if isinstance(data, dict) and isinstance(data.get("text"), list):  # {"text": [...]}
             if not isinstance(data.get(column), list):
                 raise ValueError(f"{path} has no `{column}` list beside its `text` list.")
+            uneven = {k: len(v) for k, v in data.items() if isinstance(v, list) and len(v) != len(data["text"])}
+            if uneven:  # zipped, the longer lists would lose their tail without a word
+                raise ValueError(f"{path}: the `text` list has {len(data['text'])} items but "
+                                 f"{', '.join(f'`{k}` has {n}' for k, n in uneven.items())}: the lists of a columnar "
+                                 "file must be of one length.")
             return [_record_text(path, f"{column}[{i}]", {column: t}, column) for i, t in enumerate(data[column])]
         if isinstance(data, dict):  # one record
             return [_record_text(path, "the record", data, column)]

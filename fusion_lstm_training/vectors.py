@@ -14,6 +14,7 @@ its fingerprint, and run_clm.py feeds them to the model as `fusion_embeds`.
 
 import hashlib
 import importlib
+import inspect
 import logging
 from collections import defaultdict
 from typing import Protocol, runtime_checkable
@@ -86,13 +87,31 @@ BUILT_IN_SOURCES = ("encoder", "zeros", "shuffled", "count", "tfidf")
 ENCODER_SOURCES = ("encoder", "shuffled")
 
 
+FACTORY_KEYWORDS = ("tokenizer", "train_texts")  # what a user's factory is called with, by keyword
+
+
 def check_source(name: str):
-    """A built-in source, or a `module:attr` that imports (before any work is done)."""
+    """A built-in source, or a `module:attr` that imports and takes FACTORY_KEYWORDS (before any work is done)."""
     if name not in BUILT_IN_SOURCES and ":" not in name:
         raise ValueError(f"--fusion_vectors={name!r}: use one of {', '.join(BUILT_IN_SOURCES)} or your own "
                          "source as module:attr (see fusion_lstm_training/vectors.py).")
     if ":" in name:
-        source_factory(name)
+        check_factory(name, source_factory(name))
+
+
+def check_factory(name: str, factory):
+    """A user's factory must be callable as factory(tokenizer=…, train_texts=…): checked on its signature."""
+    if not callable(factory):
+        raise TypeError(f"--fusion_vectors={name!r} names a {type(factory).__name__}, not a factory: it must be "
+                        "callable as attr(tokenizer=…, train_texts=…) and return a vector source.")
+    try:
+        inspect.signature(factory).bind(**dict.fromkeys(FACTORY_KEYWORDS))
+    except TypeError as error:
+        raise TypeError(f"--fusion_vectors={name!r}: the factory is called by keyword as attr(tokenizer=…, "
+                        f"train_texts=…), which its signature {inspect.signature(factory)} does not take ({error}); "
+                        "name its parameters tokenizer and train_texts.") from None
+    except ValueError:  # a callable without a readable signature (a builtin): checked when it is called
+        pass
 
 
 def source_factory(name: str):
@@ -149,9 +168,7 @@ class BagOfWordsVectors:
 def load_source(name: str, tokenizer, train_texts: list[str]) -> VectorSource:
     """A user's source, `module:attr`, called as attr(tokenizer=…, train_texts=…)."""
     factory = source_factory(name)
-    if not callable(factory):
-        raise TypeError(f"--fusion_vectors={name!r} names a {type(factory).__name__}, not a factory: it must be "
-                        "callable as attr(tokenizer=…, train_texts=…) and return a vector source.")
+    check_factory(name, factory)
     source = factory(tokenizer=tokenizer, train_texts=train_texts)
     check_vector_source(source, f"--fusion_vectors={name!r} returned an object that")
     return source

@@ -96,6 +96,18 @@ class PrefixRows(NamedTuple):
         return out
 
 
+def encoder_text_ends(tokenizer) -> tuple[int, int]:
+    """The ids an encoder's window of text starts and ends with: [CLS] and [SEP] for a BERT-like encoder, else its
+    BOS and EOS (a GPT-2 encoder: <|endoftext|> both); a tokenizer with neither is refused, naming it."""
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if start is None or end is None:
+        raise ValueError(f"The encoder's tokenizer ({type(tokenizer).__name__}, {tokenizer.name_or_path}) declares no "
+                         "start token (cls or bos) or no end token (sep or eos), which each window of text is read "
+                         "between: use an encoder whose tokenizer declares them, or set them on its tokenizer.")
+    return start, end
+
+
 class PrefixContext(NamedTuple):
     """What the encoder reads at position j: the one rule of `fusion_context`, used by the in-model encoder (token
     ids), the precompute from text (an LM tokenizer other than the encoder's), the count/tfidf vector sources and
@@ -320,15 +332,15 @@ class FusionLSTMPrefixEncoder(nn.Module):
         """e for each text (a prefix given as text, e.g. when the LM's tokenizer is not the encoder's), tokenized by
         the encoder's own `tokenizer`: [CLS] + its tokens + [SEP], truncated as the token-id path truncates.
         Returns (len(texts), width)."""
+        start, end = encoder_text_ends(tokenizer)
         encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        rows = [[tokenizer.cls_token_id, *ids] for ids in encoded]
+        rows = [[start, *ids] for ids in encoded]
         lengths = torch.tensor([len(row) for row in rows])
         matrix = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
         for i, row in enumerate(rows):
             matrix[i, : len(row)] = torch.tensor(row)
         device = next(self.encoder.parameters()).device
-        return self.embed_rows(matrix.to(device), torch.arange(len(rows), device=device), lengths.to(device),
-                               tokenizer.sep_token_id)
+        return self.embed_rows(matrix.to(device), torch.arange(len(rows), device=device), lengths.to(device), end)
 
     def embed_rows(self, compact, batch_index, lengths, end_token_id: int, starts=None) -> torch.Tensor:
         """Embed row r = compact[b, 0] + compact[b, starts[r]:lengths[r]] + end token (b = batch_index[r]; starts

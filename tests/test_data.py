@@ -70,6 +70,14 @@ def test_json_files_of_every_shape_are_read(tmp_path):
         assert read_sentences(str(tmp_path / name)) == ["One.", "Two."], name
 
 
+def test_a_columnar_json_file_with_lists_of_different_lengths_is_refused(tmp_path):
+    path = tmp_path / "columns.json"
+    path.write_text(json.dumps({"text": ["One.", "Two.", "Three."], "document": [0, 0]}))
+    for column in ("text", "document"):
+        with pytest.raises(ValueError, match=r"columns.json: the `text` list has 3 items but `document` has 2"):
+            read_sentences(str(path), column)
+
+
 # ---------------------------------------------------------------------------------------------- sentence samples
 
 
@@ -336,6 +344,11 @@ def test_json_config_becomes_flags_that_later_flags_override(run_clm_module, mon
     (["--fusion", "none", "--fusion_dropout_schedule", "0to1"], ValueError, "fusion_dropout_schedule"),
     (["--output_dir", "data/wikitext2/train.txt"], FileExistsError, "--output_dir data/wikitext2/train.txt is a file"),
     (["--config_overrides", "hidden_size=abc"], ValueError, "--config_overrides 'hidden_size=abc'"),
+    # a field with its own flag, which the data pipeline reads too: the override would reach only the saved config
+    (["--config_overrides", "context_sentences=2,context_as_tokens=true"], ValueError, "set it with "
+                                                                                        "--context_sentences"),
+    (["--config_overrides", "hidden_size=32,max_context_length=8"], ValueError, "set it with --max_context_length"),
+    (["--config_overrides", "fusion=none"], ValueError, "set it with --fusion"),
     (["--encoder_name_or_path", "./no/such/encoder"], FileNotFoundError, "--encoder_name_or_path ./no/such/encoder: "
                                                                          "folder not found"),
     (["--model_name_or_path", "/no/such/model"], FileNotFoundError, "--model_name_or_path /no/such/model: folder"),
@@ -430,3 +443,17 @@ def test_a_source_of_no_width_or_a_factory_that_is_no_function_is_refused(tmp_pa
         check_vector_source(source, "mine")
     with pytest.raises(TypeError, match="names a str, not a factory"):
         load_source("string:ascii_letters", None, [])
+
+
+def test_a_factory_that_does_not_take_the_keywords_is_refused_when_it_is_named(tmp_path, monkeypatch):
+    """Checked on its signature as the arguments are parsed, not 20 s into the run when it is called."""
+    from fusion_lstm_training.vectors import check_source
+
+    (tmp_path / "my_vectors.py").write_text("def build(tok, texts):\n    raise AssertionError('never called')\n\n"
+                                            "def fine(tokenizer, train_texts, extra=1):\n    pass\n\n"
+                                            "def loose(**kwargs):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TypeError, match=r"called by keyword as attr\(tokenizer=…, train_texts=…\).*\(tok, texts\)"):
+        check_source("my_vectors:build")
+    check_source("my_vectors:fine")
+    check_source("my_vectors:loose")

@@ -423,3 +423,30 @@ def test_a_causal_lm_encoder_is_refused_with_cls_pooling_and_its_last_token_pool
         expected = torch.stack([naive_prefix_embedding(model, ids, j) for j in range(len(ids))])
     torch.testing.assert_close(e, expected, atol=1e-5, rtol=1e-5)
     assert all(not torch.allclose(e[j], e[j + 1]) for j in range(len(ids) - 1))  # every prefix its own vector
+
+
+def test_a_gpt2_encoder_reads_text_windows_between_its_bos_and_eos(tmp_path):
+    """The text path (an LM with a BPE of its own) with an encoder whose tokenizer has no [CLS]/[SEP]: its BOS and EOS
+    start and end each window; a tokenizer with neither is refused, naming it."""
+    import copy
+
+    from transformers import GPT2Config, GPT2Model
+
+    from fusion_lstm_training.bpe import build_bpe_tokenizer
+    from helpers import DATA
+
+    lines = [s for s in (DATA / "train.txt").read_text().splitlines() if s.strip()][:200]
+    bpe = build_bpe_tokenizer(lines, 300)
+    assert bpe.cls_token_id is None and bpe.bos_token_id is not None and bpe.eos_token_id is not None
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=len(bpe), n_positions=64, n_embd=16, n_layer=1, n_head=2)).save_pretrained(
+        tmp_path / "gpt2")
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(str(tmp_path / "gpt2"), fusion="concat",
+                                                          encoder_pooling="last", vocab_size=len(bpe), **TINY).eval()
+    with torch.no_grad():
+        vectors = model.prefix_encoder.embed_texts(["It was", "It"], bpe)
+    assert vectors.shape == (2, 16) and torch.isfinite(vectors).all() and not torch.allclose(vectors[0], vectors[1])
+    bare = copy.deepcopy(bpe)
+    bare.bos_token = bare.eos_token = None
+    with pytest.raises(ValueError, match="declares no start token .cls or bos. or no end token"):
+        model.prefix_encoder.embed_texts(["It was"], bare)

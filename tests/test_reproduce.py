@@ -310,7 +310,8 @@ def test_a_gpu_scale_run_takes_a_few_steps_here(tmp_path, monkeypatch):
     experiment = load_experiment("fusion_table", "gpu", tmp_path)
     run = next(r for r in experiment.runs if r.values["fusion"] == "concat")
     run.arguments["embedding_cache_dir"] = str(tmp_path / "embedding-cache")
-    result = execute(experiment, run, tmp_path, overrides={**SMOKE_TEST, "use_cpu": True})
+    # fp32: bf16 is refused on a CPU without native bfloat16, and CI's CPU may be one
+    result = execute(experiment, run, tmp_path, overrides={**SMOKE_TEST, "use_cpu": True, "bf16": False})
     assert result["metrics"]["eval_perplexity"] > 1 and result["arguments"]["max_seq_length"] == 64
     assert (tmp_path / "gpu" / "fusion_table" / f"{run.id}.json").exists()
 
@@ -382,6 +383,18 @@ def test_the_probe_experiments(tmp_path):
     similarity = load_experiment("prefix_similarity", "cpu", tmp_path).runs
     assert [r.values["encoder_pooling"] for r in similarity] == ["cls", "mean"]
     assert similarity[0].arguments["tokenizer_name"].endswith("tokenizer-bpe8192")
+
+
+def test_bf16_on_a_cpu_without_native_bfloat16_is_refused_naming_the_fix():
+    from fusion_lstm_training.precision import check_cpu_bf16, cpu_has_native_bf16
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+    amx = "flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"
+    assert cpu_has_native_bf16(avx2) is False and cpu_has_native_bf16(amx) is True
+    assert cpu_has_native_bf16("model name: Apple M2\n") is None  # no flags to read: not refused
+    with pytest.raises(ValueError, match="no native bfloat16.*--bf16 false"):
+        check_cpu_bf16(avx2)
+    check_cpu_bf16(amx)
 
 
 def test_precision_replaces_the_configs_bf16_and_is_recorded(tmp_path):

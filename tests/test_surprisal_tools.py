@@ -118,6 +118,20 @@ def test_the_correction_adds_the_probability_that_the_next_token_begins_a_word(b
         assert c.bow_correction == pytest.approx(c.surprisal - p.surprisal, abs=1e-4)
 
 
+def test_the_space_marker_of_a_small_byte_level_bpe_is_found(bpe):
+    """At 262 tokens this project's BPE keeps "Ġ" apart from the word after it ("a b" → a, Ġ, b): still a marker."""
+    from fusion_lstm_surprisal.word_boundary import space_marker, word_start_ids
+
+    lines = [s for s in (DATA / "train.txt").read_text().splitlines() if s.strip()][:300]
+    small = build_bpe_tokenizer(lines, 262)
+    assert small.convert_ids_to_tokens(small("a b", add_special_tokens=False)["input_ids"]) == ["a", "Ġ", "b"]
+    assert space_marker(small) == "Ġ" and space_marker(bpe) == "Ġ"
+    assert small.convert_tokens_to_ids("Ġ") in word_start_ids(small).tolist()
+    rows = SurprisalScorer(tiny_gpt2(small, 64), small, bow_correction=True).score(
+        [Sentence("1", "It saw some grapes.".split(), "x:1")], progress=False)
+    assert len(rows) == 4 and all(r.bow_correction is not None for r in rows)
+
+
 def test_the_correction_is_refused_for_wordpiece(tokenizer):
     with pytest.raises(ValueError, match=r"space marker .*WordPiece.*Drop --bow_correction"):
         SurprisalScorer(tiny_gpt2(tokenizer, positions=16), tokenizer, bow_correction=True)
