@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from fusion_lstm_training.data import FusionDataCollator, context_row, previous_sentences, read_text_file
+from fusion_lstm_training.data import (
+    FusionDataCollator, context_row, known_ends, previous_sentences, read_text_file,
+)
 
 from .word_boundary import word_start_ids
 
@@ -283,7 +285,7 @@ class SurprisalScorer:
         encoded = self.tokenizer(sentence.text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = [tuple(o) for o in encoded["offset_mapping"]]
         ids = [self.tokenizer.bos_token_id, *encoded["input_ids"]]
-        ends = [0, *(end for _, end in offsets)]
+        ends = [0, *known_ends(offsets)]
         if not context:
             return Encoded(sentence, ids, align(sentence, offsets), ends, 0, sentence.text)
         if self.is_fusion_model:
@@ -305,7 +307,7 @@ class SurprisalScorer:
         context_tokens = sum(1 for start, _ in encoded["offset_mapping"] if start < shift - 1)
         own = [(max(start - shift, 0), end - shift) for start, end in encoded["offset_mapping"][context_tokens:]]
         ids = [self.tokenizer.bos_token_id, *encoded["input_ids"]]
-        return Encoded(sentence, ids, align(sentence, own), [0, *(end for _, end in encoded["offset_mapping"])],
+        return Encoded(sentence, ids, align(sentence, own), [0, *known_ends(encoded["offset_mapping"])],
                        context_tokens, text)
 
     def pieces(self, encoded: list["Encoded"]) -> list[Piece]:

@@ -239,6 +239,15 @@ def _dataset_splits(dataset_name: str, config_name: str | None, split_sentences:
     return splits
 
 
+def known_ends(offsets) -> list[int]:
+    """For each token's (start, end) characters, where the text that tokens up to it determine ends: its end, or,
+    where the next token starts before that end (a byte-level BPE splits a rare character into several byte tokens,
+    each given the whole character), where the next token starts: a window cut there never holds a character whose
+    last byte comes later (the text path's prefixes, PrefixContext.texts)."""
+    offsets = [tuple(o) for o in offsets]
+    return [min(end, offsets[k + 1][0]) if k + 1 < len(offsets) else end for k, (_, end) in enumerate(offsets)]
+
+
 def tokenize_sentences(dataset: Dataset, tokenizer, max_seq_length: int, split: str, keep_offsets: bool) -> Dataset:
     """Each non-empty sentence → BOS … EOS ids (the LM tokenizer adds BOS, EOS is appended here), truncated to
     `max_seq_length` (keeping BOS, dropping EOS). Empty lines are skipped; both are counted in the log."""
@@ -261,7 +270,7 @@ def tokenize_sentences(dataset: Dataset, tokenizer, max_seq_length: int, split: 
             out["input_ids"].append(ids[:max_seq_length])
             out["truncated"].append(len(ids) > max_seq_length)
             if keep_offsets:
-                ends = [end for _, end in encoded["offset_mapping"][i]] + [len(text)]
+                ends = known_ends(encoded["offset_mapping"][i]) + [len(text)]
                 out["offsets"].append(ends[:max_seq_length])
         return out
 
@@ -290,7 +299,7 @@ def context_row(ids: list[int], context: list[str], tokenizer, max_context_lengt
     for k, piece in enumerate(pieces):
         tokens += [*encoded["input_ids"][k], tokenizer.eos_token_id]
         starts += [start + a for a, _ in encoded["offset_mapping"][k]] + [start + len(piece)]
-        token_ends += [start + b for _, b in encoded["offset_mapping"][k]] + [start + len(piece)]
+        token_ends += [start + b for b in known_ends(encoded["offset_mapping"][k])] + [start + len(piece)]
         start += len(piece) + 1
     keep = min(len(tokens), max_context_length)
     tokens, starts, token_ends = tokens[len(tokens) - keep :], starts[len(starts) - keep :], token_ends[len(token_ends) - keep :]

@@ -92,6 +92,10 @@ class PrefixEmbedder:
         for tokenizer in (self.lm_tokenizer, self.encoder_tokenizer):
             if tokenizer is not None:
                 digest.update(tokenizer.backend_tokenizer.to_str().encode())
+        if self.encoder_tokenizer is not None:
+            # text windows end where the tokens so far complete a character (data.known_ends); vectors cached before
+            # this rule could hold a character split over byte tokens one token early
+            digest.update(b"|windows end at complete characters")
         return digest.hexdigest()
 
     @torch.inference_mode()
