@@ -327,8 +327,13 @@ def schedule(tasks: list[Task], workers: int, clock: Clock):
         except KeyboardInterrupt:  # or SIGTERM (run_lease): the runs end now, and what finished is packed
             clock.end = time.monotonic()  # a task about to start its process finds no time left
             stop_running()
-            for task in running.values():
-                task.record[task.name] = {"status": "stopped: the lease was interrupted"}
+            for future, task in running.items():  # each returns at once, its process ended (or it had finished)
+                try:
+                    outcome = future.result()
+                except Exception:  # noqa: BLE001 - stopped either way
+                    outcome = {}
+                done = outcome.get("status") == "done"
+                task.record[task.name] = outcome if done else {"status": "stopped: the lease was interrupted"}
             for task in pending:
                 task.record[task.name] = {"status": "not started: the lease was interrupted"}
             raise
@@ -352,13 +357,14 @@ def loop(pool, pending: list[Task], running: dict, done: set, workers: int):
             break
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in finished:
-            task = running.pop(future)
+            task = running[future]  # left in `running` until recorded: an interruption in between still records it
             try:
                 task.record[task.name] = future.result()
             except Exception as error:  # a bug of the lease itself: recorded, and the other tasks go on
                 task.record[task.name] = {"status": f"{type(error).__name__}: {error}"}
             if task.record[task.name]["status"] == "done":
                 done.add(task.key)
+            del running[future]
 
 
 def embed_run(experiment, run, arguments: dict, clock: Clock) -> dict:

@@ -201,7 +201,9 @@ def test_a_context_without_document_boundaries_is_logged_with_a_likely_column(bp
 def test_bad_arguments_are_named_before_any_model_loads(tmp_path):
     sentences = tmp_path / "in.txt"
     sentences.write_text("The cat sat.\n")
-    flags = ("--input_file", sentences, "--output_file", tmp_path / "o.tsv")
+    flags = ("--input_file", sentences, "--output_file", tmp_path / "out" / "o.tsv")
+    tmp_path = tmp_path / "model"  # an empty folder: no model (and no output may go inside it)
+    tmp_path.mkdir()
     with pytest.raises(ValueError, match="--context_sentences must be a number ≥ 0 or 'all', got 'many'"):
         run_surprisal("--model_name_or_path", tmp_path, *flags, "--context_sentences", "many")
     with pytest.raises(FileNotFoundError, match="--model_name_or_path ./nowhere/model: folder not found"):
