@@ -25,7 +25,7 @@ from transformers import HfArgumentParser
 from fusion_lstm_reproduction.experiments import (
     SCALES, SMOKE_TEST, experiment_file, experiment_names, run_experiment, summary,
 )
-from fusion_lstm_reproduction.report import write_headline, write_report
+from fusion_lstm_reproduction.report import write_reports
 from fusion_lstm_training.precision import PRECISIONS, choose_precision
 
 
@@ -49,10 +49,12 @@ class ReproduceArguments:
                                                                              "(default: the packaged MiniLM)."})
     smoke_test: bool = field(default=False, metadata={"help": "Two steps per run on a few sentences, into "
                                                               "<results_dir>/smoke: checks a configuration."})
-    results_doc: str = field(default=str(ROOT / "docs" / "reproducing.md"),
-                             metadata={"help": "The document whose results section `report` writes."})
-    readme: str = field(default=str(ROOT / "README.md"), metadata={"help": "The README whose headline table "
-                                                                           "`report` writes."})
+    results_doc: str | None = field(default=None, metadata={
+        "help": "The document whose results section `report` writes (default: docs/reproducing.md for the "
+                "repository's results/, else <results_dir>/report.md, created if missing)."})
+    readme: str | None = field(default=None, metadata={
+        "help": "The README whose headline table `report` writes (default: README.md for the repository's results/, "
+                "else none: another results folder never rewrites the repository's pages)."})
 
     def __post_init__(self):
         if self.scale not in SCALES:
@@ -74,8 +76,11 @@ def main(argv: list[str] | None = None):
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     # the experiments name their data relative to the repository: work from there, whatever the current folder, with
     # the paths given on the command line taken as given
-    args.results_dir, args.results_doc, args.readme = (str(Path(p).resolve()) for p in (
-        args.results_dir, args.results_doc, args.readme))
+    args.results_dir = str(Path(args.results_dir).resolve())
+    ours = Path(args.results_dir) == ROOT / "results"
+    args.results_doc = str(Path(args.results_doc).resolve()) if args.results_doc else str(
+        ROOT / "docs" / "reproducing.md" if ours else Path(args.results_dir) / "report.md")
+    args.readme = str(Path(args.readme).resolve()) if args.readme else (str(ROOT / "README.md") if ours else None)
     args.data_dir, args.encoder_name_or_path = (p and str(Path(p).resolve()) for p in (
         args.data_dir, args.encoder_name_or_path))
     if args.experiment and Path(args.experiment).is_file():
@@ -86,10 +91,8 @@ def main(argv: list[str] | None = None):
     results_dir = Path(args.results_dir) / ("smoke" if args.smoke_test else "")
     if args.experiment == "report":
         figures = results_dir / "figures"
-        write_report(results_dir, Path(args.results_doc), figures)
-        write_headline(results_dir, Path(args.readme), figures, Path(args.results_doc))
-        logger.info("wrote the results of %s, the headline of %s and the figures in %s", args.results_doc, args.readme,
-                    figures)
+        written = write_reports(results_dir, Path(args.results_doc), args.readme and Path(args.readme), figures)
+        logger.info("wrote %s and the figures in %s", " and ".join(map(str, written)), figures)
         return
     # on a machine without CUDA (a gpu-scale check on a laptop) bf16 needs use_cpu
     overrides = {**SMOKE_TEST, "use_cpu": not torch.cuda.is_available()} if args.smoke_test else None

@@ -8,6 +8,7 @@ results is left out.
 """
 
 import json
+import logging
 import math
 import os
 import re
@@ -28,6 +29,7 @@ from .tables import change, markdown_table
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
+logger = logging.getLogger(__name__)
 SCALE_ORDER = ("cpu", "gpu")
 
 
@@ -623,7 +625,7 @@ def build_headline(results_dir: Path, figures_dir: Path, readme_dir: Path, detai
 
     scale = next((s for s in reversed(SCALE_ORDER) if compares(found.get((s, "fusion_table"), []))), None)
     if scale is None:
-        raise ValueError(f"{results_dir} holds no fusion_table results that compare a fusion with none: run python "
+        raise NoHeadline(f"{results_dir} holds no fusion_table results that compare a fusion with none: run python "
                          "reproduce.py fusion_table first.")
     best = {f: statistics.mean(v) for f, v in
             by_fusion(found[(scale, "fusion_table")], lambda r: r["best_eval_perplexity"]).items()}
@@ -658,9 +660,43 @@ def scoring_speed(results: list[dict]) -> list[str]:
             "prefix, which dominates its time.", ""]
 
 
-def write_headline(results_dir: Path, readme: Path, figures_dir: Path, document: Path) -> str:
+class NoHeadline(ValueError):
+    """The results hold no fusion_table that compares a fusion with none: there is no headline to write."""
+
+
+def headline_text(results_dir: Path, readme: Path, figures_dir: Path, document: Path) -> str:
     readme_dir = Path(readme).resolve().parent
     details = Path(os.path.relpath(Path(document).resolve(), readme_dir)).as_posix()
-    headline = build_headline(Path(results_dir).resolve(), Path(figures_dir).resolve(), readme_dir, details)
+    return build_headline(Path(results_dir).resolve(), Path(figures_dir).resolve(), readme_dir, details)
+
+
+def write_headline(results_dir: Path, readme: Path, figures_dir: Path, document: Path) -> str:
+    headline = headline_text(results_dir, readme, figures_dir, document)
     replace_between(readme, HEADLINE_START, HEADLINE_END, headline)
     return headline
+
+
+def write_reports(results_dir: Path, document: Path, readme: Path | None, figures_dir: Path) -> list[Path]:
+    """The results section of `document` and, where the results compare fusions in a fusion_table and `readme` is
+    given, the headline of `readme`: both checked and built before either is written, so a refusal leaves both files
+    as they were. A document that does not exist yet is created. Returns the files written."""
+    document = Path(document)
+    if not document.exists():
+        document.parent.mkdir(parents=True, exist_ok=True)
+        document.write_text(f"# Results\n\n{START}\n{END}\n", encoding="utf-8")
+    targets = [(document, START, END)] + ([(Path(readme), HEADLINE_START, HEADLINE_END)] if readme else [])
+    for path, start, end in targets:
+        text = path.read_text(encoding="utf-8")
+        if start not in text or end not in text:
+            raise ValueError(f"{path} has no generated section: add the lines {start} and {end} where it goes.")
+    section = build_section(Path(results_dir).resolve(), Path(figures_dir).resolve(), document.resolve().parent)
+    headline = None
+    if readme:
+        try:
+            headline = headline_text(results_dir, readme, figures_dir, document)
+        except NoHeadline as reason:
+            logger.warning("%s keeps its headline: %s", readme, reason)
+    replace_between(document, START, END, section)
+    if headline is not None:
+        replace_between(readme, HEADLINE_START, HEADLINE_END, headline)
+    return [document] + ([Path(readme)] if headline is not None else [])

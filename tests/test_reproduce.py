@@ -359,6 +359,30 @@ def test_report_refuses_to_replace_the_section_without_results(tmp_path):
     assert readme.read_text() == f"{START}\nkept\n{END}\n"
 
 
+def test_a_report_of_another_results_folder_goes_beside_it_and_never_rewrites_the_repository_pages(tmp_path):
+    import reproduce
+
+    pages = {path: path.read_bytes() for path in (ROOT / "README.md", ROOT / "docs" / "reproducing.md")}
+    mine = tmp_path / "mine"
+    demo = [{**fixture_result("demo", f, p, seed=0), "wall_seconds": 60.0} for f, p in (("none", 100.0), ("concat", 90.0))]
+    write_results(mine, demo)
+    reproduce.main(["report", "--results_dir", str(mine)])
+    assert "(cpu scale)" in (mine / "report.md").read_text()  # what the folder holds, beside it
+    assert all(path.read_bytes() == content for path, content in pages.items())
+    # pages named explicitly: without a fusion_table there is no headline, and the README stays as it was
+    doc, readme = tmp_path / "doc.md", tmp_path / "README.md"
+    doc.write_text(f"# Doc\n{START}\nold\n{END}\n")
+    readme.write_text(f"# Readme\n{HEADLINE_START}\nkept\n{HEADLINE_END}\n")
+    reproduce.main(["report", "--results_dir", str(mine), "--results_doc", str(doc), "--readme", str(readme)])
+    assert "\nold\n" not in doc.read_text() and readme.read_text().count("kept") == 1
+    # a README without its markers is refused before the document is written
+    doc.write_text(f"# Doc\n{START}\nold\n{END}\n")
+    readme.write_text("# Readme without markers\n")
+    with pytest.raises(ValueError, match="README.md has no generated section"):
+        reproduce.main(["report", "--results_dir", str(mine), "--results_doc", str(doc), "--readme", str(readme)])
+    assert "\nold\n" in doc.read_text()
+
+
 def test_unknown_experiment_and_scale_are_refused(tmp_path):
     with pytest.raises(ValueError, match="fusion_table"):
         load_experiment("fusion_tabel", "cpu", tmp_path)
