@@ -23,7 +23,7 @@ import torch
 from transformers import HfArgumentParser
 
 from fusion_lstm_reproduction.experiments import (
-    SCALES, SMOKE_TEST, experiment_file, experiment_names, run_experiment, summary,
+    SCALES, SMOKE_TEST, experiment_names, load_spec, run_experiment, summary,
 )
 from fusion_lstm_reproduction.report import write_reports
 from fusion_lstm_training.precision import PRECISIONS, choose_precision
@@ -62,7 +62,12 @@ class ReproduceArguments:
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision {self.precision!r}: use one of {', '.join(PRECISIONS)}.")
         if self.experiment != "report":
-            experiment_file(self.experiment)  # an unknown experiment fails here, naming the known ones
+            # an unknown, cut-short or scale-less experiment fails here, before the precision is measured (minutes
+            # on a CPU where bf16 is slow)
+            scales = load_spec(self.experiment)["scales"]
+            if self.scale not in scales:
+                raise ValueError(f"Experiment {self.experiment} has no scale {self.scale!r}; it has: "
+                                 f"{', '.join(scales)}.")
         for flag in ("data_dir", "encoder_name_or_path"):
             if getattr(self, flag) and not Path(getattr(self, flag)).is_dir():
                 raise FileNotFoundError(f"--{flag} {getattr(self, flag)}: no such folder.")

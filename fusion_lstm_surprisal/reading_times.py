@@ -116,13 +116,19 @@ def gaussian_log_likelihood(y: np.ndarray, x_train: np.ndarray, y_train: np.ndar
     return -0.5 * np.log(2 * np.pi * variance) - (y - x @ coefficients) ** 2 / (2 * variance)
 
 
+def check_groups(groups) -> np.ndarray:
+    """The distinct groups (stories or sentences) of the held-out ΔLL: at least 2 to hold one out."""
+    names = np.unique(np.asarray(groups))
+    if len(names) < 2:
+        raise ValueError(f"Held-out ΔLL needs at least 2 groups (stories or sentences) to hold out; got {len(names)}.")
+    return names
+
+
 def held_out_delta(y: np.ndarray, baseline: np.ndarray, full: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict:
     """ΔLL per word on held-out words: groups dealt into FOLDS folds; both regressions fitted without a fold and
     measured on it; a 95 % bootstrap interval over the groups."""
-    names = np.unique(groups)
+    names = check_groups(groups)
     folds = min(FOLDS, len(names))
-    if folds < 2:
-        raise ValueError(f"Held-out ΔLL needs at least 2 groups (stories or sentences) to hold out; got {len(names)}.")
     rng = np.random.default_rng(seed)
     fold_of = dict(zip(rng.permutation(names), np.arange(len(names)) % folds))
     fold = np.array([fold_of[g] for g in groups])

@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
 from fusion_lstm_training.data import check_local_folder
 
-from .reading_times import DEFAULT_SPILLOVER, check_same_words, evaluate, plot, read_reading_times
-from .surprisal import SurprisalScorer, read_sentences_of_words, write_tsv
+from .reading_times import DEFAULT_SPILLOVER, check_groups, check_same_words, evaluate, plot, read_reading_times
+from .surprisal import (
+    SurprisalScorer, check_context, check_stride, max_tokens, read_sentences_of_words, write_tsv,
+)
+from .word_boundary import word_start_ids
 
 
 logger = logging.getLogger("run_surprisal")
@@ -139,6 +142,21 @@ class SurprisalArguments:
             raise PermissionError(f"Cannot write into {folder} (--output_file): choose a folder you can write.")
 
 
+def preflight(args: SurprisalArguments):
+    """What can be checked of every model without its weights (its config and tokenizer), before the first is scored:
+    the model exists, can read the context asked for, takes the stride, and has a space marker for the correction."""
+    for path, name in zip(args.model_name_or_path, args.model_names):
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=args.trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=args.trust_remote_code)
+            check_context(config, args.context_sentences)
+            check_stride(max_tokens(config), args.stride)
+            if args.bow_correction:
+                word_start_ids(tokenizer)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"Model {name!r} ({path}): {error}") from None
+
+
 def load_model(model_name_or_path: str, trust_remote_code: bool = True, encoder_name_or_path: str | None = None):
     """The model, its tokenizer and, for a fusion model, its encoder's tokenizer (used only with a BPE)."""
     model = AutoModelForCausalLM.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
@@ -209,10 +227,12 @@ def main(argv: list[str] | None = None) -> dict | None:
                                         args.document_column)
     reading_times = read_reading_times(args.reading_times, args.rt_column, args.word_column) if (
         args.reading_times) else None
-    if reading_times is not None:  # before any model is scored
-        check_same_words([w for s in sentences for w in s.words], reading_times, args.reading_times)
     # the held-out ΔLL holds out whole stories where the input names them, else whole sentences
     groups = [s.document if args.document_column else s.id for s in sentences for _ in s.words]
+    if reading_times is not None:  # before any model is scored
+        check_same_words([w for s in sentences for w in s.words], reading_times, args.reading_times)
+        check_groups(groups)
+    preflight(args)
     results, surprisals = {}, {}
     for path, name in zip(args.model_name_or_path, args.model_names):  # one model in memory at a time
         rows, info = score_model(args, path, name, sentences)

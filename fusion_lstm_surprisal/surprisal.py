@@ -152,13 +152,45 @@ def align(sentence: Sentence, offsets: list[tuple[int, int]]) -> list[int]:
     return owners
 
 
-def max_tokens(model) -> int | None:
-    """How many tokens the model can take at once (None: no limit, e.g. an LSTM)."""
+def max_tokens(config) -> int | None:
+    """How many tokens a model of this config can take at once (None: no limit, e.g. an LSTM)."""
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(model.config, name, None)
-        if isinstance(value, int) and model.config.model_type != "fusion_lstm":
+        value = getattr(config, name, None)
+        if isinstance(value, int) and config.model_type != "fusion_lstm":
             return value
     return None
+
+
+def check_stride(window: int | None, stride: int | None) -> int | None:
+    """The stride of a model of `window` positions: as given, or half the window (None: it reads any length)."""
+    if window is None:
+        return None  # reads any length at once (an LSTM): no windows
+    if window < 2:
+        raise ValueError(f"The model takes {window} position(s): too few to score a token after another.")
+    stride = window // 2 if stride is None else stride
+    if not 1 <= stride < window:
+        raise ValueError(f"--stride must be at least 1 and less than the model's window ({window} positions), so "
+                         f"that every token keeps window - stride tokens before it; got {stride}.")
+    return stride
+
+
+def trained_context(config) -> int:
+    """How many previous sentences a model of this config was trained with (0: sentence by sentence, or not a
+    fusion model)."""
+    return getattr(config, "context_sentences", 0) if getattr(config, "model_type", None) == "fusion_lstm" else 0
+
+
+def check_context(config, context_sentences: int | str | None):
+    """A fusion model reads the context only as it was trained to (None: as trained); any other causal LM reads
+    whatever it is given."""
+    trained = trained_context(config)
+    if getattr(config, "model_type", None) != "fusion_lstm" or context_sentences in (None, trained):
+        return
+    if not trained:
+        raise ValueError(f"This fusion model was trained sentence by sentence (context_sentences=0), so it cannot "
+                         f"read {context_sentences} previous sentences: score it without --context_sentences.")
+    raise ValueError(f"This fusion model was trained with context_sentences={trained}: score it with that many (its "
+                     f"default), not {context_sentences}.")
 
 
 def sliding_windows(length: int, first: int, window: int | None, stride: int | None) -> list[tuple[int, int, int]]:
@@ -217,8 +249,8 @@ class SurprisalScorer:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.window = max_tokens(model)
-        self.stride = self.check_stride(stride)
+        self.window = max_tokens(model.config)
+        self.stride = check_stride(self.window, stride)
         self.word_starts = word_start_ids(tokenizer) if bow_correction else None
         self.word_start_set = set(self.word_starts.tolist()) if bow_correction else set()
         self.cut_context_tokens = 0  # of the last score(): tokens read with fewer tokens before them than given
@@ -238,36 +270,17 @@ class SurprisalScorer:
 
                 self.embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer)
 
-    def check_stride(self, stride: int | None) -> int | None:
-        if self.window is None:
-            return None  # reads any length at once (an LSTM): no windows
-        if self.window < 2:
-            raise ValueError(f"The model takes {self.window} position(s): too few to score a token after another.")
-        stride = self.window // 2 if stride is None else stride
-        if not 1 <= stride < self.window:
-            raise ValueError(f"--stride must be at least 1 and less than the model's window ({self.window} "
-                             f"positions), so that every token keeps window - stride tokens before it; got {stride}.")
-        return stride
-
     @property
     def fusion_context(self) -> int:
         """How many previous sentences the model was trained with (0: sentence by sentence, or not a fusion model)."""
-        return getattr(self.model.config, "context_sentences", 0) if self.is_fusion_model else 0
+        return trained_context(self.model.config)
 
     @property
     def is_fusion_model(self) -> bool:
         return getattr(self.model.config, "model_type", None) == "fusion_lstm"
 
     def check_context(self, context_sentences: int | str):
-        """A fusion model reads the context only as it was trained to; any other causal LM reads whatever it is
-        given."""
-        if not self.is_fusion_model or context_sentences == self.fusion_context:
-            return
-        if not self.fusion_context:
-            raise ValueError(f"This fusion model was trained sentence by sentence (context_sentences=0), so it cannot "
-                             f"read {context_sentences} previous sentences: score it without --context_sentences.")
-        raise ValueError(f"This fusion model was trained with context_sentences={self.fusion_context}: score it with "
-                         f"that many (its default), not {context_sentences}.")
+        check_context(self.model.config, context_sentences)
 
     def encode(self, sentence: Sentence, context: list[Sentence] = ()) -> "Encoded":
         """The model's input for `sentence` after the `context` sentences (the previous sentences of its document):

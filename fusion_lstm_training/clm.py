@@ -305,6 +305,10 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
                          "--precompute_fusion_embeddings on.")
     if model_args.fusion_dropout_schedule and not model_args.fuses and not model_args.model_name_or_path:
         raise ValueError("--fusion_dropout_schedule drops e_j, but --fusion none fuses nothing.")
+    if training_args.push_to_hub:  # the repo id and the token, before hours of training
+        from hub.push import check_push
+
+        check_push(training_args.hub_model_id or Path(training_args.output_dir).name, training_args.hub_token)
     if data_args.embed_only and (not model_args.fuses or not data_args.precompute_fusion_embeddings):
         raise ValueError("--embed_only precomputes the e_j cache: it needs a fusing model (--fusion other than none) "
                          "and --precompute_fusion_embeddings on.")

@@ -517,3 +517,15 @@ def test_an_authorization_header_beyond_ascii_gets_401_not_500(guarded):
     answer = raw_exchange(guarded, b"GET /api/models/carol/box HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n"
                                    b"Connection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200")
+
+
+def test_a_bad_repo_id_or_token_for_push_to_hub_is_refused_before_training(guarded, tmp_path):
+    import re
+
+    for hub_model_id, token, message in (("alice/bad id!", "SECRET", r"'alice/bad id!' is not a repository id"),
+                                         ("alice/tiny", "WRONG", r"refuses the token \(HTTP 401\)")):
+        out = tmp_path / hub_model_id.replace("/", "_").replace(" ", "_")
+        config = tiny_run_config(out, tmp_path / "cache", push_to_hub=True, hub_model_id=hub_model_id)
+        result = run_training(config, tmp_path, check=False, env={**hub_env(guarded), "HF_TOKEN": token})
+        assert result.returncode != 0 and re.search(message, result.log), result.log[-2000:]
+        assert "Prefix embeddings" not in result.log and not (out / "config.json").exists()  # nothing was trained

@@ -464,6 +464,21 @@ def test_broken_json_files_are_named(tmp_path):
         load_experiment(str(listed), "cpu", tmp_path)
 
 
+def test_a_broken_experiment_is_refused_before_the_precision_is_measured(tmp_path, monkeypatch):
+    import reproduce
+
+    def measured(precision):
+        raise AssertionError("the precision was measured before the experiment was read")
+
+    monkeypatch.setattr(reproduce, "choose_precision", measured)
+    cut = tmp_path / "cut.json"
+    cut.write_text('{"kind": "train", "scales": {"cpu": ')
+    with pytest.raises(ValueError, match="cut.json: the experiment is not valid JSON"):
+        reproduce.main([str(cut), "--results_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="Experiment demo has no scale 'gpu'; it has: cpu"):
+        reproduce.main(["demo", "--scale", "gpu", "--results_dir", str(tmp_path)])
+
+
 def test_reproduce_works_from_any_folder_and_a_smoke_test_shrinks_a_probe(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

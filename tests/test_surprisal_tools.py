@@ -198,6 +198,38 @@ def test_a_context_without_document_boundaries_is_logged_with_a_likely_column(bp
     assert not [record for record in caplog.records if "--document_column" in record.getMessage()]
 
 
+def test_every_models_preconditions_are_checked_before_the_first_is_scored(bpe, tokenizer, tmp_path):
+    """A second model's refusal (the correction with WordPiece, a context it was not trained with, a stride its window
+    cannot take, a missing model) comes before the first model is scored and written."""
+    from helpers import tiny_model
+
+    gpt2, fusion = tmp_path / "gpt2", tmp_path / "fusion"
+    tiny_gpt2(bpe, 16).save_pretrained(gpt2)
+    bpe.save_pretrained(gpt2)
+    tiny_model("concat").save_pretrained(fusion)
+    tokenizer.save_pretrained(fusion)
+    story = tmp_path / "story.txt"
+    story.write_text(STORY)
+    out = tmp_path / "out" / "s.tsv"
+    for second, flags, message in (
+            (fusion, ["--bow_correction"], "Model 'fusion' .*space marker"),
+            (fusion, ["--context_sentences", "1"], "Model 'fusion' .*trained sentence by sentence"),
+            (gpt2, ["--stride", "40"], "Model 'second/gpt2' .*--stride must be at least 1 and less than the model's"),
+            (tmp_path / "empty", [], "Model 'empty' .*")):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        first = gpt2 if second != gpt2 else tmp_path / "first" / "gpt2"
+        if second == gpt2:  # the stride fits neither: the same model twice under two names
+            first.parent.mkdir(exist_ok=True)
+            tiny_gpt2(bpe, 64).save_pretrained(first)
+            bpe.save_pretrained(first)
+            second = tmp_path / "second" / "gpt2"
+            tiny_gpt2(bpe, 16).save_pretrained(second)
+            bpe.save_pretrained(second)
+        with pytest.raises(ValueError, match=message):
+            run_surprisal("--model_name_or_path", first, second, "--input_file", story, "--output_file", out, *flags)
+        assert not list((tmp_path / "out").glob("*.tsv"))  # the first model was not scored
+
+
 def test_bad_arguments_are_named_before_any_model_loads(tmp_path):
     sentences = tmp_path / "in.txt"
     sentences.write_text("The cat sat.\n")
