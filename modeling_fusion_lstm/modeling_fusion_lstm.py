@@ -811,9 +811,8 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         """Checks the inputs and joins the state's history (ids and mask) to the new tokens; marks the tokens that
         the LSTM reads."""
         inputs = self._join_history(input_ids, attention_mask, inputs_embeds, state)
-        if context_length is not None and tuple(context_length.shape) != (inputs.new_mask.shape[0],):
-            raise ValueError(f"context_length must have shape (batch,) = ({inputs.new_mask.shape[0]},), got "
-                             f"{tuple(context_length.shape)}.")
+        if context_length is not None:
+            self._check_context_length(context_length, inputs, whole=state is None or inputs.has_history)
         if context_length is None or self.config.lstm_reads_context:
             return inputs._replace(lstm_mask=inputs.attention_mask, context_length=context_length)
         if state is not None and not inputs.has_history:
@@ -821,6 +820,20 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
             return inputs._replace(lstm_mask=inputs.attention_mask, context_length=context_length)
         return inputs._replace(lstm_mask=without_context(inputs.attention_mask, context_length),
                                context_length=context_length, hides_context=True)
+
+    @staticmethod
+    def _check_context_length(context_length: torch.Tensor, inputs: SequenceSoFar, whole: bool):
+        """(batch,) counts of context tokens after BOS, each within its row's tokens (`whole`: the row holds the
+        whole sequence, so its length bounds the context)."""
+        batch = inputs.new_mask.shape[0]
+        if tuple(context_length.shape) != (batch,):
+            raise ValueError(f"context_length must have shape (batch,) = ({batch},), got {tuple(context_length.shape)}.")
+        if batch and int(context_length.min()) < 0:
+            raise ValueError(f"context_length counts tokens: it cannot be negative, got {context_length.tolist()}.")
+        tokens_after_bos = inputs.attention_mask.sum(1) - 1
+        if whole and bool((context_length > tokens_after_bos.to(context_length.device)).any()):
+            raise ValueError(f"context_length {context_length.tolist()} is longer than the rows' tokens after BOS "
+                             f"{tokens_after_bos.tolist()}: the context is the first tokens after BOS of each row.")
 
     def _join_history(self, input_ids, attention_mask, inputs_embeds, state) -> SequenceSoFar:
         if (input_ids is None) == (inputs_embeds is None):

@@ -281,11 +281,18 @@ def test_the_cache_keys_each_row_by_its_context_and_reuses_what_is_the_same(toke
     assert first["context_length"] == 0 and first["input_ids"] == rows(0 + 1)[3]["input_ids"]
 
 
-def test_a_context_length_of_the_wrong_shape_is_refused(tokenizer):
+def test_a_context_length_of_the_wrong_shape_or_value_is_refused(tokenizer):
     model = context_model("concat", "document")
     ids, n = document_row(tokenizer, ["The river rose."], "The town waited.")
     with pytest.raises(ValueError, match=r"context_length must have shape \(batch,\) = \(1,\)"):
         model(input_ids=ids[None], context_length=torch.tensor([[n]]))
+    with pytest.raises(ValueError, match=r"cannot be negative, got \[-1\]"):
+        model(input_ids=ids[None], context_length=torch.tensor([-1]))
+    with pytest.raises(ValueError, match=rf"context_length \[{len(ids)}\] is longer than the rows' tokens after BOS"):
+        model(input_ids=ids[None], context_length=torch.tensor([len(ids)]))
+    with pytest.raises(ValueError, match="is longer than the rows' tokens after BOS"):
+        model.generate(input_ids=ids[None], context_length=torch.tensor([len(ids)]), max_new_tokens=2)
+    model(input_ids=ids[None], context_length=torch.tensor([len(ids) - 1]))  # all of it context: allowed
 
 
 def test_prefix_and_previous_are_cached_apart_and_joined_as_the_model_computes_them(tokenizer, tmp_path):
