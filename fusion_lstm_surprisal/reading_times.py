@@ -116,6 +116,21 @@ def gaussian_log_likelihood(y: np.ndarray, x_train: np.ndarray, y_train: np.ndar
     return -0.5 * np.log(2 * np.pi * variance) - (y - x @ coefficients) ** 2 / (2 * variance)
 
 
+def check_regression_words(words: int, predictors: int):
+    if words <= predictors + 1:
+        raise ValueError(f"The regression has {words} words for {predictors} predictors: too few to fit; score more "
+                         "words (or use a smaller --spillover).")
+
+
+def check_regression(words: list[str], word_indices: list[int], groups, spillover: int = DEFAULT_SPILLOVER):
+    """Before any scoring: the regressions will have enough words for their predictors, and the held-out ΔLL at
+    least 2 groups."""
+    keep = included(words, word_indices, spillover)
+    predictors_count = 1 + len(predictors(words, word_indices, spillover)) + spillover + 1  # constant, baseline, lags
+    check_regression_words(int(np.sum(keep)), predictors_count)
+    check_groups(groups)
+
+
 def check_groups(groups) -> np.ndarray:
     """The distinct groups (stories or sentences) of the held-out ΔLL: at least 2 to hold one out."""
     names = np.unique(np.asarray(groups))
@@ -156,9 +171,7 @@ def delta_log_likelihood(rt: np.ndarray, surprisal: np.ndarray, base: dict[str, 
 
     baseline, full = design(surprisal, base, keep, spillover)
     y = rt[keep]
-    if len(y) <= full.shape[1] + 1:
-        raise ValueError(f"The regression has {len(y)} words for {full.shape[1]} predictors: too few to fit; score "
-                         "more words.")
+    check_regression_words(len(y), full.shape[1])
     base_fit = sm.OLS(y, baseline).fit()
     full_fit = sm.OLS(y, full).fit()
     surprisal_column = baseline.shape[1]  # the word's own surprisal, after the baseline's columns

@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgu
 
 from fusion_lstm_training.data import check_local_folder
 
-from .reading_times import DEFAULT_SPILLOVER, check_groups, check_same_words, evaluate, plot, read_reading_times
+from .reading_times import DEFAULT_SPILLOVER, check_regression, check_same_words, evaluate, plot, read_reading_times
 from .surprisal import (
     SurprisalScorer, check_context, check_stride, max_tokens, read_sentences_of_words, write_tsv,
 )
@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     groups = [s.document if args.document_column else s.id for s in sentences for _ in s.words]
     if reading_times is not None:  # before any model is scored
         check_same_words([w for s in sentences for w in s.words], reading_times, args.reading_times)
-        check_groups(groups)
+        check_regression([w for s in sentences for w in s.words], [i for s in sentences for i in range(len(s.words))],
+                         groups, args.spillover)
     preflight(args)
     results, surprisals = {}, {}
     for path, name in zip(args.model_name_or_path, args.model_names):  # one model in memory at a time

@@ -230,6 +230,23 @@ def test_every_models_preconditions_are_checked_before_the_first_is_scored(bpe, 
         assert not list((tmp_path / "out").glob("*.tsv"))  # the first model was not scored
 
 
+def test_reading_times_too_few_for_the_regression_are_refused_before_scoring(bpe, tmp_path):
+    gpt2 = tmp_path / "gpt2"
+    tiny_gpt2(bpe, 16).save_pretrained(gpt2)
+    bpe.save_pretrained(gpt2)
+    rt = tmp_path / "rt.tsv"
+    rows = [("1", w, 300 + 7 * i) for i, w in enumerate("One day a fox came by. It was very hungry.".split())]
+    rt.write_text("item\tword\tmeanItemRT\n" + "".join(f"{d}\t{w}\t{t}\n" for d, w, t in rows))
+    out = tmp_path / "out" / "s.tsv"
+    with pytest.raises(ValueError, match=r"The regression has \d+ words for \d+ predictors: too few to fit"):
+        run_surprisal("--model_name_or_path", gpt2, "--input_file", rt, "--reading_times", rt, "--output_file", out)
+    rt.write_text("item\tword\tmeanItemRT\n" + "".join(f"{d}\t{w}\t{t + k}\n" for k in range(6) for d, w, t in rows))
+    with pytest.raises(ValueError, match="Held-out ΔLL needs at least 2 groups .* got 1"):  # one story
+        run_surprisal("--model_name_or_path", gpt2, "--input_file", rt, "--reading_times", rt, "--output_file", out,
+                      "--document_column", "item")
+    assert not out.exists()  # nothing was scored
+
+
 def test_bad_arguments_are_named_before_any_model_loads(tmp_path):
     sentences = tmp_path / "in.txt"
     sentences.write_text("The cat sat.\n")
