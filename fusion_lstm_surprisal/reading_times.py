@@ -160,7 +160,24 @@ def held_out_delta(y: np.ndarray, baseline: np.ndarray, full: np.ndarray, groups
     means = sums[draws].sum(1) / counts[draws].sum(1)
     return {"delta_log_likelihood": float(delta.mean()), "interval_95": [float(np.percentile(means, 2.5)),
                                                                          float(np.percentile(means, 97.5))],
-            "folds": folds, "groups": len(names)}
+            "folds": folds, "groups": len(names), "p_value": sign_flip_p_value(sums, rng)}
+
+
+SIGN_FLIP_DRAWS = 10_000  # random sign flips where there are too many groups to take every one
+
+
+def sign_flip_p_value(gains: np.ndarray, rng: np.random.Generator) -> float:
+    """One-sided p-value that surprisal adds to the baseline: each held-out group's summed ΔLL keeps or flips its sign
+    (every one of the 2^groups flips up to 16 groups, else SIGN_FLIP_DRAWS random ones); p is the share of flipped
+    totals at least the observed total. A useless predictor loses a little on held-out words (about k/2n nats a
+    word for k extra predictors), so its p stays large rather than reading that loss as an effect either way."""
+    observed = gains.sum()
+    if len(gains) <= 16:
+        signs = 1 - 2 * ((np.arange(2 ** len(gains))[:, None] >> np.arange(len(gains))) & 1)
+    else:
+        signs = rng.choice([-1, 1], size=(SIGN_FLIP_DRAWS, len(gains)))
+    totals = signs @ gains
+    return float(np.mean(totals >= observed - 1e-12 * abs(observed)))
 
 
 def delta_log_likelihood(rt: np.ndarray, surprisal: np.ndarray, base: dict[str, np.ndarray], keep: np.ndarray,
@@ -263,7 +280,8 @@ def held_out_text(metrics: dict, scale: float = 1.0, digits: int = 5) -> str:
     if held_out is None:
         return "—"
     value, (low, high) = held_out["delta_log_likelihood"], held_out["interval_95"]
-    return f"{value * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+    p_value = f", p = {held_out['p_value']:.3g}" if held_out.get("p_value") is not None else ""
+    return f"{value * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]{p_value}"
 
 
 def draw_delta_bars(axes, names: list[str], metrics: list[dict]):
@@ -273,8 +291,12 @@ def draw_delta_bars(axes, names: list[str], metrics: list[dict]):
     if all(held_out):
         values = np.array([h["delta_log_likelihood"] for h in held_out]) * 1000
         errors = np.abs(np.array([h["interval_95"] for h in held_out]).T * 1000 - values)
-        axes.bar(names, values, yerr=errors, capsize=3)
+        bars = axes.bar(names, values, yerr=errors, capsize=3)
         axes.set_ylabel("held-out ΔLL (10⁻³ nats per word), 95 % interval")
+        for bar, h in zip(bars, held_out):  # the sign-flip test of "surprisal adds to the baseline"
+            if h.get("p_value") is not None:
+                axes.annotate(f"p={h['p_value']:.2g}", (bar.get_x() + bar.get_width() / 2, 0), ha="center",
+                              va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
     else:
         axes.bar(names, [m["delta_log_likelihood"] * 1000 for m in metrics])
         axes.set_ylabel("in-sample ΔLL (10⁻³ nats per word)")

@@ -15,6 +15,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from fusion_lstm_training.data import check_local_folder
 
 from .reading_times import DEFAULT_SPILLOVER, check_regression, check_same_words, evaluate, plot, read_reading_times
 from .surprisal import (
-    SurprisalScorer, check_context, check_stride, max_tokens, read_sentences_of_words, write_tsv,
+    SurprisalScorer, WordSurprisal, check_context, check_stride, max_tokens, read_sentences_of_words, write_tsv,
 )
 from .word_boundary import word_start_ids
 
@@ -34,9 +35,13 @@ logger = logging.getLogger("run_surprisal")
 
 @dataclass
 class SurprisalArguments:
-    model_name_or_path: list[str] = field(metadata={"help": "One or more causal LMs: folders or Hub ids."})
     input_file: str = field(metadata={"help": "Sentences (.txt, one a line) or words (.tsv with a word column)."})
     output_file: str = field(metadata={"help": "The TSV to write: one row per input word."})
+    model_name_or_path: list[str] = field(default_factory=list, metadata={
+        "help": "One or more causal LMs: folders or Hub ids."})
+    surprisal_column: list[str] = field(default_factory=list, metadata={
+        "help": "Columns of the input TSV that already hold each word's surprisal (from another tool or a hosted "
+                "model), fitted against --reading_times like a model's, with no model loaded; named by the column."})
     word_column: str = field(default="word", metadata={"help": "The TSV's word column."})
     sentence_column: str | None = field(default=None, metadata={"help": "The TSV's sentence id column (default: "
                                                                         "sentences end at '.' or '?')."})
@@ -74,7 +79,15 @@ class SurprisalArguments:
             self.context_sentences = int(self.context_sentences)
         if self.spillover < 0:
             raise ValueError(f"--spillover must be 0 or more, got {self.spillover}.")
+        if not self.model_name_or_path and not self.surprisal_column:
+            raise ValueError("Nothing to score: pass --model_name_or_path and/or --surprisal_column.")
+        if self.surprisal_column and not self.reading_times:
+            raise ValueError("--surprisal_column is fitted against reading times: pass --reading_times.")
         self.model_names = self.names()
+        if set(self.model_names) & set(self.surprisal_column):
+            raise ValueError(f"A model and a surprisal column share the name(s) "
+                             f"{sorted(set(self.model_names) & set(self.surprisal_column))}: give the model "
+                             "--model_names.")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}.")
         for name in ("input_file", "reading_times"):
@@ -185,6 +198,28 @@ LIKELY_DOCUMENT_COLUMNS = ("item", "story", "story_id", "document", "document_id
                            "article")
 
 
+def surprisal_from_column(sentences, column: str, path: str) -> list[WordSurprisal]:
+    """Each word's surprisal from a column of the input TSV (bits, as another tool wrote them): a number ≥ 0 for every
+    word, else refused naming the row."""
+    if not sentences or sentences[0].fields is None:
+        raise ValueError(f"--surprisal_column {column}: {path} is not a TSV with columns.")
+    if column not in sentences[0].fields[0]:
+        raise ValueError(f"{path} has no column {column!r} (columns: {', '.join(sentences[0].fields[0])}).")
+    rows, number = [], 1
+    for sentence in sentences:
+        for index, (word, fields) in enumerate(zip(sentence.words, sentence.fields)):
+            number += 1
+            try:
+                value = float(fields[column])
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{path}:{number}: {column}={fields[column]!r} is not a surprisal (a finite number "
+                                 "≥ 0, in bits).")
+            rows.append(WordSurprisal(sentence.id, index, word, value, 0))
+    return rows
+
+
 def warn_without_documents(args: SurprisalArguments, context_sentences):
     """A context read from a TSV without --document_column runs across its documents: said, with a likely column."""
     if not context_sentences or args.document_column or Path(args.input_file).suffix.lower() not in (".tsv", ".tab"):
@@ -207,7 +242,7 @@ def score_model(args: SurprisalArguments, path: str, name: str, sentences) -> tu
     started = time.perf_counter()
     rows = scorer.score(sentences, args.context_sentences)
     seconds = time.perf_counter() - started
-    write_tsv(rows, args.tsv(name))
+    write_tsv(rows, args.tsv(name), sentences)
     logger.info("%s: %d sentences, %d words in %.0f s (%.1f words/s): wrote %s", name, len(sentences), len(rows),
                 seconds, len(rows) / seconds, args.tsv(name))
     info = {"model": path, "words_per_second": round(len(rows) / seconds, 1), "device": str(scorer.device),
@@ -225,6 +260,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     sentences = read_sentences_of_words(args.input_file, args.word_column, args.sentence_column,
                                         args.document_column)
+    given = {column: surprisal_from_column(sentences, column, args.input_file) for column in args.surprisal_column}
     reading_times = read_reading_times(args.reading_times, args.rt_column, args.word_column) if (
         args.reading_times) else None
     # the held-out ΔLL holds out whole stories where the input names them, else whole sentences
@@ -235,8 +271,12 @@ def main(argv: list[str] | None = None) -> dict | None:
                          groups, args.spillover)
     preflight(args)
     results, surprisals = {}, {}
-    for path, name in zip(args.model_name_or_path, args.model_names):  # one model in memory at a time
-        rows, info = score_model(args, path, name, sentences)
+    scored = [(name, partial(score_model, args, path, name, sentences))
+              for path, name in zip(args.model_name_or_path, args.model_names)]
+    scored += [(column, lambda rows=rows, column=column: (rows, {"surprisal_column": column}))
+               for column, rows in given.items()]
+    for name, score in scored:  # one model in memory at a time
+        rows, info = score()
         if reading_times is not None:
             results[name] = {**info, **evaluate(rows, reading_times, args.reading_times, args.spillover, groups)}
             surprisals[name] = np.array([r.surprisal for r in rows])

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fusion_lstm_training.data import (
-    FusionDataCollator, context_row, known_ends, previous_sentences, read_text_file,
+    FusionDataCollator, context_row, ends_sentence, known_ends, previous_sentences, read_text_file,
 )
 
 from .word_boundary import word_start_ids
@@ -28,8 +28,6 @@ MAX_UNWINDOWED_TOKENS = 4096
 
 
 # Natural Stories: a sentence ends at a word ending in "." or "?", unless the word is a title (438 sentences)
-SENTENCE_END = (".", "?")
-TITLES = ("Mr.", "Mrs.", "Ms.", "Dr.", "St.", "Jr.", "Sr.", "Prof.")
 
 
 @dataclass
@@ -40,6 +38,7 @@ class Sentence:
     words: list[str]
     source: str
     document: str | None = None
+    fields: list[dict] | None = None  # a TSV's row of each word, every column as read (written back beside surprisal)
 
     @property
     def text(self) -> str:
@@ -67,9 +66,9 @@ class WordSurprisal:
 def read_sentences_of_words(path: str, word_column: str = "word", sentence_column: str | None = None,
                             document_column: str | None = None) -> list[Sentence]:
     """Sentences of a text file (one sentence a line, words split on whitespace; a blank line between documents) or
-    of a TSV with a word column (words in order; sentences by `sentence_column`, else ending at a word that ends in
-    "." or "?" and is not a title such as "Mr."; documents by `document_column`, a change of value ending the
-    sentence too)."""
+    of a TSV with a word column (words in order; sentences by `sentence_column`, else where data.ends_sentence says:
+    after a word ending in . ! or ? and any closing quotes, not a title such as "Mr." or an initial, unless the next
+    word starts in lower case; documents by `document_column`, a change of value ending the sentence too)."""
     file = Path(path)
     text = read_text_file(path, "Input file")
     if not text.strip():
@@ -93,11 +92,15 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
             raise ValueError(f"{path} has no column {column!r} (columns: {', '.join(columns)}); choose it with {flag}.")
     if not rows:
         raise ValueError(f"Input file {path} has a header but no rows.")
-    sentences, words, first_line, sentence_id, document = [], [], 2, None, None
+    sentences, words, fields, first_line, sentence_id, document = [], [], [], 2, None, None
+    # the next row's word, where it is in the same document: whether a sentence ends is data.ends_sentence's rule
+    following = [rows[k + 1][word_column] if k + 1 < len(rows) and (
+        not document_column or rows[k + 1][document_column] == rows[k][document_column]) else None
+        for k in range(len(rows))]
 
     def close():
         sentences.append(Sentence(sentence_id if sentence_column else str(len(sentences) + 1), words,
-                                  f"{path}:{first_line}", document))
+                                  f"{path}:{first_line}", document, fields))
 
     # sentences already closed, as (document, sentence id): one may not come back (two would share its label); ids may
     # restart in each document
@@ -113,7 +116,7 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
         if words and (new_sentence or new_document):
             close()
             seen.add((document, sentence_id))
-            words, first_line = [], number
+            words, fields, first_line = [], [], number
         if sentence_column and (row[document_column] if document_column else None, row[sentence_column]) in seen:
             within = f" of document {row[document_column]!r}" if document_column else ""
             raise ValueError(f"{path}:{number}: sentence {row[sentence_column]!r}{within} comes back after other "
@@ -122,11 +125,14 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
         sentence_id = row[sentence_column] if sentence_column else None
         document = row[document_column] if document_column else None
         words.append(word)
-        if not sentence_column and word.endswith(SENTENCE_END) and word not in TITLES:
+        fields.append(row)
+        if not sentence_column and ends_sentence(word, (following[number - 2] or "").strip() or None):
             close()
-            words, first_line = [], number + 1
+            words, fields, first_line = [], [], number + 1
     if words:
         close()
+    logger.info("%s: %d sentences in %d documents", path, len(sentences),
+                len({s.document for s in sentences}) if document_column else 1)
     return sentences
 
 
@@ -181,16 +187,18 @@ def trained_context(config) -> int:
 
 
 def check_context(config, context_sentences: int | str | None):
-    """A fusion model reads the context only as it was trained to (None: as trained); any other causal LM reads
-    whatever it is given."""
+    """A fusion model trained with K previous sentences reads any K' ≤ K (None: K; fewer is what it saw at the start
+    of every document, and 0 is the same model without the story); any other causal LM reads whatever it is given."""
     trained = trained_context(config)
-    if getattr(config, "model_type", None) != "fusion_lstm" or context_sentences in (None, trained):
+    if getattr(config, "model_type", None) != "fusion_lstm" or context_sentences is None:
+        return
+    if context_sentences != "all" and context_sentences <= trained:
         return
     if not trained:
         raise ValueError(f"This fusion model was trained sentence by sentence (context_sentences=0), so it cannot "
                          f"read {context_sentences} previous sentences: score it without --context_sentences.")
-    raise ValueError(f"This fusion model was trained with context_sentences={trained}: score it with that many (its "
-                     f"default), not {context_sentences}.")
+    raise ValueError(f"This fusion model was trained with context_sentences={trained}: it reads at most that many "
+                     f"previous sentences, not {context_sentences} (--context_sentences 0 to {trained}).")
 
 
 def sliding_windows(length: int, first: int, window: int | None, stride: int | None) -> list[tuple[int, int, int]]:
@@ -442,13 +450,20 @@ class Encoded:
         return 1 + self.context_length
 
 
-def write_tsv(rows: list[WordSurprisal], path: str | Path):
+def write_tsv(rows: list[WordSurprisal], path: str | Path, sentences: list[Sentence] | None = None):
+    """One line per word: a TSV input's own columns first (every field as read), then sentence, word_index, (word, for
+    a text input), surprisal, tokens and, with the correction, bow_correction; a scored column whose name the input
+    has is written as model_<name> (the input's columns keep their names)."""
     corrected = any(row.bow_correction is not None for row in rows)
+    inputs = [f for s in sentences for f in s.fields] if sentences and sentences[0].fields is not None else None
+    columns = list(inputs[0]) if inputs else []
+    scored = ["sentence", "word_index", *([] if inputs else ["word"]), "surprisal", "tokens",
+              *(["bow_correction"] if corrected else [])]
     with open(path, "w", encoding="utf-8", newline="") as handle:
-        # words hold no whitespace, so no field needs quoting or escaping: every word is written exactly as given
+        # words and a TSV's fields hold no tab or newline, so none needs quoting or escaping: each is written as given
         writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n")
-        writer.writerow(["sentence", "word_index", "word", "surprisal", "tokens", *(["bow_correction"] if corrected
-                                                                                  else [])])
-        for row in rows:
+        writer.writerow([*columns, *(f"model_{c}" if c in columns else c for c in scored)])
+        for k, row in enumerate(rows):
             extra = [f"{row.bow_correction:.6f}"] if corrected else []
-            writer.writerow([row.sentence, row.word_index, row.word, f"{row.surprisal:.6f}", row.tokens, *extra])
+            writer.writerow([*(inputs[k][c] for c in columns), row.sentence, row.word_index,
+                             *([] if inputs else [row.word]), f"{row.surprisal:.6f}", row.tokens, *extra])

@@ -11,12 +11,13 @@ from datasets import Dataset, DatasetDict, load_dataset
 
 
 logger = logging.getLogger(__name__)
-# a sentence ends at . ! or ? followed by space and an upper-case letter, digit or opening quote/bracket, unless
-# the dot ends an initial (J. R. R.) or a title (Mr. Dr. …)
-ABBREVIATIONS = ("Mr", "Ms", "Dr", "St", "Jr", "Sr", "vs", "Mrs", "Prof", "Gen", "Col", "Lt", "No")
-SENTENCE_BOUNDARY = re.compile(
-    r"(?<!\b[A-Z]\.)" + "".join(rf"(?<!\b{a}\.)" for a in ABBREVIATIONS) + r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])"
-)
+# Where a sentence ends, one rule for text (split_into_sentences) and for words in order (run_surprisal's TSVs): after
+# a word that ends in . ! or ? and any closing quotes or brackets, unless the word is a title (Mr.) or an initial (J.),
+# and unless the next word starts in lower case (the quotation goes on: 'What?' she asked.)
+TITLES = ("Mr", "Ms", "Dr", "St", "Jr", "Sr", "vs", "Mrs", "Prof", "Gen", "Col", "Lt", "No")
+CLOSING = "\"'\u201d\u2019)]"
+SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
+SENTENCE_START = re.compile(r"[\"'\u201c\u2018(\[]*[A-Z0-9]")
 WIKITEXT_HEADING = re.compile(r"^\s*=.*=\s*$")
 TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
@@ -155,12 +156,30 @@ def previous_sentences(sentences: list[str], documents: list[int], count: int) -
     return contexts
 
 
+def ends_sentence(word: str, next_word: str | None = None) -> bool:
+    """Whether a sentence ends after `word` (see SENTENCE_END; `next_word`: the word after it, None at the end)."""
+    if not SENTENCE_END.search(word):
+        return False
+    stem = word.rstrip(CLOSING)[:-1]
+    if stem in TITLES or re.fullmatch(r"[A-Z]", stem):
+        return False
+    return next_word is None or bool(SENTENCE_START.match(next_word))
+
+
 def split_into_sentences(paragraphs: list[str]) -> list[str]:
-    """Paragraphs (e.g. WikiText-103 lines) → sentences; headings (`= Title =`) and empty lines are dropped."""
+    """Paragraphs (e.g. WikiText-103 lines) → sentences (words joined by single spaces), cut where ends_sentence
+    says; headings (`= Title =`) and empty lines are dropped."""
     sentences = []
     for paragraph in paragraphs:
-        if paragraph.strip() and not WIKITEXT_HEADING.match(paragraph):
-            sentences.extend(s.strip() for s in SENTENCE_BOUNDARY.split(paragraph.strip()) if s.strip())
+        if not paragraph.strip() or WIKITEXT_HEADING.match(paragraph):
+            continue
+        words, start = paragraph.split(), 0
+        for k, word in enumerate(words):
+            if ends_sentence(word, words[k + 1] if k + 1 < len(words) else None):
+                sentences.append(" ".join(words[start: k + 1]))
+                start = k + 1
+        if start < len(words):
+            sentences.append(" ".join(words[start:]))
     return sentences
 
 

@@ -283,10 +283,12 @@ def test_paragraphs_are_split_into_sentences_without_headings():
     from fusion_lstm_training.data import split_into_sentences
 
     paragraphs = [" = Valkyria Chronicles = ", "", " The game was released in 2011. It sold well! Did it? Yes.",
-                  " = = Reception = = ", "Mr. Smith arrived in 1990 . 2 more came."]
+                  " = = Reception = = ", "Mr. Smith arrived in 1990 . 2 more came.",
+                  "'Who are you?' she asked. 'The hedge-king!' Then J. R. R. Tolkien wrote (on paper.) It ended."]
     assert split_into_sentences(paragraphs) == [
         "The game was released in 2011.", "It sold well!", "Did it?", "Yes.",
         "Mr. Smith arrived in 1990 .", "2 more came.",
+        "'Who are you?' she asked.", "'The hedge-king!'", "Then J. R. R. Tolkien wrote (on paper.)", "It ended.",
     ]
 
 

@@ -247,6 +247,42 @@ def test_reading_times_too_few_for_the_regression_are_refused_before_scoring(bpe
     assert not out.exists()  # nothing was scored
 
 
+def test_a_surprisal_column_is_fitted_against_reading_times_with_no_model_and_beside_models(bpe, tmp_path):
+    """Bring your own surprisal: a column of the input (here reading-time-driven numbers and noise) takes the same
+    regression and test as a model's; mixed with a model in one command, one JSON compares them."""
+    lines = NATURAL_STORIES.read_text(encoding="utf-8").splitlines()
+    header, rows = lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
+    rt = header.index("meanItemRT")
+    rng = np.random.default_rng(0)
+    mine = tmp_path / "ns-with-surprisal.tsv"
+    mine.write_text("\t".join([*header, "good", "noise"]) + "\n" + "".join(
+        "\t".join([*r, f"{(float(r[rt]) - 250) / 20 + rng.normal(0, 1) + 10:.4f}", f"{rng.gamma(2, 4):.4f}"]) + "\n"
+        for r in rows), encoding="utf-8")
+    out = tmp_path / "out" / "ns.tsv"
+    summary = run_surprisal("--surprisal_column", "good", "noise", "--input_file", mine, "--reading_times", mine,
+                            "--document_column", "item", "--output_file", out)
+    good, noise = summary["models"]["good"], summary["models"]["noise"]
+    assert good["held_out"]["p_value"] < 0.01 and good["held_out"]["delta_log_likelihood"] > 0.05
+    assert noise["held_out"]["p_value"] > 0.05 and good["surprisal_column"] == "good"
+    assert json.loads(out.with_suffix(".reading_times.json").read_text())["models"].keys() == {"good", "noise"}
+    assert not out.exists()  # no model, no TSV: the input holds the surprisals
+    gpt2 = tmp_path / "gpt2"
+    tiny_gpt2(bpe, 64).save_pretrained(gpt2)
+    bpe.save_pretrained(gpt2)
+    sample = tmp_path / "sample.tsv"  # the first 400 words of three stories, to keep the model's scoring short
+    sample.write_text("\n".join(mine.read_text(encoding="utf-8").splitlines()[:401]) + "\n", encoding="utf-8")
+    both = run_surprisal("--model_name_or_path", gpt2, "--surprisal_column", "good", "--input_file", sample,
+                         "--reading_times", sample, "--output_file", tmp_path / "both" / "ns.tsv")
+    assert set(both["models"]) == {"gpt2", "good"}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("word\tmeanItemRT\tmine\nThe\t300\t2.5\ncat\t310\tn/a\n")
+    with pytest.raises(ValueError, match=r"bad.tsv:3: mine='n/a' is not a surprisal"):
+        run_surprisal("--surprisal_column", "mine", "--input_file", bad, "--reading_times", bad, "--output_file",
+                      tmp_path / "bad-out.tsv")
+    with pytest.raises(ValueError, match="--surprisal_column is fitted against reading times"):
+        run_surprisal("--surprisal_column", "mine", "--input_file", bad, "--output_file", tmp_path / "x.tsv")
+
+
 def test_bad_arguments_are_named_before_any_model_loads(tmp_path):
     sentences = tmp_path / "in.txt"
     sentences.write_text("The cat sat.\n")
