@@ -76,16 +76,46 @@ def lagged(x: np.ndarray, lag: int) -> np.ndarray:
     return np.concatenate([np.full(lag, np.nan), x[: len(x) - lag]]) if lag else x
 
 
-def predictors(words: list[str], word_indices: list[int], spillover: int = DEFAULT_SPILLOVER) -> dict[str, np.ndarray]:
-    """The baseline regression's predictors (see the module's docstring), by name."""
+def length_and_frequency(words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each word's length in characters and log unigram frequency (wordfreq's Zipf scale, punctuation stripped)."""
     from wordfreq import zipf_frequency
 
     length = np.array([len(w) for w in words], dtype=float)
     frequency = np.array([zipf_frequency(w.strip(".,;:!?\"'()“”‘’").lower(), "en") for w in words])
+    return length, frequency
+
+
+def simple_baseline(words: list[str], word_indices: list[int], spillover: int) -> dict[str, np.ndarray]:
+    """Length, frequency and position of the word; length and frequency of each spillover word."""
+    length, frequency = length_and_frequency(words)
     out = {"length": length, "frequency": frequency, "position": np.array(word_indices, dtype=float)}
     for lag in range(1, spillover + 1):
         out[f"length_{lag}_back"], out[f"frequency_{lag}_back"] = lagged(length, lag), lagged(frequency, lag)
     return out
+
+
+def interactions_baseline(words: list[str], word_indices: list[int], spillover: int) -> dict[str, np.ndarray]:
+    """As Wilcox et al. (2020) and Pimentel & Meister (2024): length, frequency and length × frequency of the word and
+    of each spillover word; no position."""
+    length, frequency = length_and_frequency(words)
+    out = {}
+    for lag in range(spillover + 1):
+        suffix = f"_{lag}_back" if lag else ""
+        out[f"length{suffix}"], out[f"frequency{suffix}"] = lagged(length, lag), lagged(frequency, lag)
+        out[f"length_x_frequency{suffix}"] = lagged(length * frequency, lag)
+    return out
+
+
+# The baseline regressions a surprisal is tested against (--baseline): name → its predictors
+BASELINES = {"simple": simple_baseline, "interactions": interactions_baseline}
+
+
+def predictors(words: list[str], word_indices: list[int], spillover: int = DEFAULT_SPILLOVER,
+               baseline: str = "simple") -> dict[str, np.ndarray]:
+    """The baseline regression's predictors (see the module's docstring and BASELINES), by name."""
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline {baseline!r}: use one of {', '.join(BASELINES)}.")
+    return BASELINES[baseline](words, word_indices, spillover)
 
 
 def leading_words(spillover: int) -> int:
@@ -122,11 +152,13 @@ def check_regression_words(words: int, predictors: int):
                          "words (or use a smaller --spillover).")
 
 
-def check_regression(words: list[str], word_indices: list[int], groups, spillover: int = DEFAULT_SPILLOVER):
+def check_regression(words: list[str], word_indices: list[int], groups, spillover: int = DEFAULT_SPILLOVER,
+                     baseline: str = "simple", entropy: bool = False):
     """Before any scoring: the regressions will have enough words for their predictors, and the held-out ΔLL at
     least 2 groups."""
     keep = included(words, word_indices, spillover)
-    predictors_count = 1 + len(predictors(words, word_indices, spillover)) + spillover + 1  # constant, baseline, lags
+    # constant, baseline, surprisal lags (and entropy)
+    predictors_count = 1 + len(predictors(words, word_indices, spillover, baseline)) + spillover + 1 + entropy
     check_regression_words(int(np.sum(keep)), predictors_count)
     check_groups(groups)
 
@@ -181,23 +213,34 @@ def sign_flip_p_value(gains: np.ndarray, rng: np.random.Generator) -> float:
 
 
 def delta_log_likelihood(rt: np.ndarray, surprisal: np.ndarray, base: dict[str, np.ndarray], keep: np.ndarray,
-                         spillover: int = DEFAULT_SPILLOVER, groups: np.ndarray | None = None) -> dict:
+                         spillover: int = DEFAULT_SPILLOVER, groups: np.ndarray | None = None,
+                         entropy: np.ndarray | None = None) -> dict:
     """ΔLL per word of OLS rt ~ baseline + surprisal (of the word and `spillover` previous words) over OLS
-    rt ~ baseline: in-sample, and held out over `groups` (one label per word; None: in-sample only)."""
+    rt ~ baseline: in-sample, and held out over `groups` (one label per word; None: in-sample only). With `entropy`
+    (of the next-word distribution before each word), also what it adds to the full regression: `entropy`."""
     import statsmodels.api as sm
 
     baseline, full = design(surprisal, base, keep, spillover)
     y = rt[keep]
-    check_regression_words(len(y), full.shape[1])
+    check_regression_words(len(y), full.shape[1] + (entropy is not None))
     base_fit = sm.OLS(y, baseline).fit()
     full_fit = sm.OLS(y, full).fit()
-    surprisal_column = baseline.shape[1]  # the word's own surprisal, after the baseline's columns
+    lags = slice(baseline.shape[1], full.shape[1])  # the word's surprisal, then each spillover word's
     result = {"delta_log_likelihood": (full_fit.llf - base_fit.llf) / len(y), "regression_words": int(len(y)),
               "spillover": spillover,
-              "surprisal_coefficient_ms_per_bit": float(full_fit.params[surprisal_column]),
-              "surprisal_p_value": float(full_fit.pvalues[surprisal_column])}
+              "surprisal_coefficient_ms_per_bit": float(full_fit.params[baseline.shape[1]]),
+              "surprisal_p_value": float(full_fit.pvalues[baseline.shape[1]]),
+              "surprisal_coefficients_ms_per_bit": [float(v) for v in full_fit.params[lags]],
+              "surprisal_p_values": [float(v) for v in full_fit.pvalues[lags]]}
     if groups is not None:
         result["held_out"] = held_out_delta(y, baseline, full, np.asarray(groups)[keep])
+    if entropy is not None:
+        with_entropy = np.column_stack([full, entropy[keep]])
+        fit = sm.OLS(y, with_entropy).fit()
+        result["entropy"] = {"delta_log_likelihood": (fit.llf - full_fit.llf) / len(y),
+                             "coefficient_ms_per_bit": float(fit.params[-1]), "p_value": float(fit.pvalues[-1])}
+        if groups is not None:
+            result["entropy"]["held_out"] = held_out_delta(y, full, with_entropy, np.asarray(groups)[keep])
     return result
 
 
@@ -212,10 +255,11 @@ def check_same_words(words: list[str], reading_times: list[tuple[str, float]], s
 
 
 def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], source: str = "reading times",
-             spillover: int = DEFAULT_SPILLOVER, groups: list[str] | None = None) -> dict:
+             spillover: int = DEFAULT_SPILLOVER, groups: list[str] | None = None, baseline: str = "simple") -> dict:
     """r, rho and ΔLL of one model's word surprisals (rows from SurprisalScorer.score, in the order of the
-    reading-time rows) against the reading times; the held-out ΔLL over `groups` (one label per word, e.g. its
-    story; default: its sentence)."""
+    reading-time rows) against the reading times over the `baseline` regression (BASELINES); the held-out ΔLL over
+    `groups` (one label per word, e.g. its story; default: its sentence); with the rows' entropy (when scored), what
+    it adds beside surprisal."""
     from scipy import stats
 
     words = [row.word for row in surprisal_rows]
@@ -226,7 +270,10 @@ def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], sourc
     keep = included(words, indices, spillover)
     leading = leading_words(spillover)
     groups = [row.sentence for row in surprisal_rows] if groups is None else groups
-    regression = delta_log_likelihood(rt, surprisal, predictors(words, indices, spillover), keep, spillover, groups)
+    entropy = [getattr(row, "entropy", None) for row in surprisal_rows]
+    entropy = np.array(entropy, dtype=float) if all(e is not None for e in entropy) else None
+    regression = delta_log_likelihood(rt, surprisal, predictors(words, indices, spillover, baseline), keep, spillover,
+                                      groups, entropy)
     slope, intercept = np.polyfit(surprisal, rt, 1)
     return {
         "pearson_r": float(stats.pearsonr(surprisal, rt)[0]),
@@ -234,6 +281,7 @@ def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], sourc
         "binned": binned(surprisal, rt),
         "spearman_rho": float(stats.spearmanr(surprisal, rt)[0]),
         "words": len(words),
+        "baseline": baseline,
         "excluded_from_regression": {"first_words_of_sentence": int(sum(i < leading for i in indices)),
                                      "with_punctuation": int(sum(i >= leading and not PLAIN_WORD.match(w)
                                                                  for w, i in zip(words, indices)))},

@@ -23,7 +23,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgu
 
 from fusion_lstm_training.data import check_local_folder
 
-from .reading_times import DEFAULT_SPILLOVER, check_regression, check_same_words, evaluate, plot, read_reading_times
+from .reading_times import (
+    BASELINES, DEFAULT_SPILLOVER, check_regression, check_same_words, evaluate, plot, read_reading_times,
+)
 from .surprisal import (
     SurprisalScorer, WordSurprisal, check_context, check_stride, max_tokens, read_sentences_of_words, write_tsv,
 )
@@ -57,6 +59,13 @@ class SurprisalArguments:
     bow_correction: bool = field(default=False, metadata={
         "help": "Add the leading-space correction (Pimentel & Meister 2024): the probability that the next token "
                 "begins a new word. For tokenizers with a space marker (byte-level BPE, SentencePiece)."})
+    baseline: str = field(default="simple", metadata={
+        "help": "The baseline regression: simple (length, log frequency, position, and length and frequency of the "
+                "spillover words) or interactions (Wilcox et al. 2020, Pimentel & Meister 2024: length, frequency and "
+                "length × frequency of the word and of each spillover word, no position)."})
+    entropy: bool = field(default=False, metadata={
+        "help": "Also each word's entropy (bits) of the model's next-token distribution before its first token, in "
+                "the TSV and, with --reading_times, as a further predictor: its ΔLL beside surprisal's."})
     spillover: int = field(default=DEFAULT_SPILLOVER, metadata={
         "help": "How many previous words' surprisal, length and frequency enter the ΔLL regressions (2: self-paced "
                 "reading)."})
@@ -79,6 +88,8 @@ class SurprisalArguments:
             self.context_sentences = int(self.context_sentences)
         if self.spillover < 0:
             raise ValueError(f"--spillover must be 0 or more, got {self.spillover}.")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"--baseline {self.baseline!r}: use one of {', '.join(BASELINES)}.")
         if not self.model_name_or_path and not self.surprisal_column:
             raise ValueError("Nothing to score: pass --model_name_or_path and/or --surprisal_column.")
         if self.surprisal_column and not self.reading_times:
@@ -237,7 +248,7 @@ def score_model(args: SurprisalArguments, path: str, name: str, sentences) -> tu
     """One model's word rows, written to its TSV, and how it was scored (speed, windows)."""
     model, tokenizer, encoder_tokenizer = load_model(path, args.trust_remote_code, args.encoder_name_or_path)
     scorer = SurprisalScorer(model, tokenizer, encoder_tokenizer, args.batch_size, args.device, args.stride,
-                             args.bow_correction)
+                             args.bow_correction, args.entropy)
     warn_without_documents(args, scorer.fusion_context if args.context_sentences is None else args.context_sentences)
     started = time.perf_counter()
     rows = scorer.score(sentences, args.context_sentences)
@@ -268,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if reading_times is not None:  # before any model is scored
         check_same_words([w for s in sentences for w in s.words], reading_times, args.reading_times)
         check_regression([w for s in sentences for w in s.words], [i for s in sentences for i in range(len(s.words))],
-                         groups, args.spillover)
+                         groups, args.spillover, args.baseline, args.entropy)
     preflight(args)
     results, surprisals = {}, {}
     scored = [(name, partial(score_model, args, path, name, sentences))
@@ -278,7 +289,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     for name, score in scored:  # one model in memory at a time
         rows, info = score()
         if reading_times is not None:
-            results[name] = {**info, **evaluate(rows, reading_times, args.reading_times, args.spillover, groups)}
+            results[name] = {**info, **evaluate(rows, reading_times, args.reading_times, args.spillover, groups,
+                                                args.baseline)}
             surprisals[name] = np.array([r.surprisal for r in rows])
             held_out = results[name]["held_out"]
             logger.info("%s: Pearson r %.3f, Spearman rho %.3f, ΔLL held out %.5f nats per word (95 %% interval "
@@ -289,6 +301,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     output = Path(args.output_file)
     summary = {"input_file": args.input_file, "reading_times": args.reading_times, "spillover": args.spillover,
+               "baseline": args.baseline,
                "held_out_groups": "document" if args.document_column else "sentence", "models": results}
     # a statistic that is not a number (e.g. r of a model whose surprisal never varies) is null: the file stays JSON
     output.with_suffix(".reading_times.json").write_text(json.dumps(finite_or_null(summary), indent=2,

@@ -61,6 +61,7 @@ class WordSurprisal:
     surprisal: float  # bits
     tokens: int
     bow_correction: float | None = None  # bits added by the leading-space correction (in surprisal), when it is on
+    entropy: float | None = None  # bits: of the next-token distribution before the word's first token, when asked
 
 
 def read_sentences_of_words(path: str, word_column: str = "word", sentence_column: str | None = None,
@@ -238,16 +239,20 @@ class TokenScores:
     bits: torch.Tensor
     after: torch.Tensor | None = None
     before: float | None = None
+    entropy: torch.Tensor | None = None  # bits: of the next-token distribution each scored token was drawn from
 
 
 class SurprisalScorer:
     """Scores sentences with `model` and its fast `tokenizer`. For a fusion model whose vocabulary is not its
     encoder's (a BPE), `encoder_tokenizer` embeds each prefix from its text, as training did. A model with a limited
     number of positions reads a longer input in sliding windows `stride` tokens apart (default: half its positions).
-    `bow_correction`: add the leading-space correction (word_boundary.py) to every word."""
+    `bow_correction`: add the leading-space correction (word_boundary.py) to every word. `entropy`: also the entropy,
+    in bits, of the next-token distribution before each word's first token: the entropy of the next-word distribution
+    approximated by its first token's (exact for a word of one token; for a longer word it counts only the uncertainty
+    about how the word begins)."""
 
     def __init__(self, model, tokenizer, encoder_tokenizer=None, batch_size: int = 16, device: str | None = None,
-                 stride: int | None = None, bow_correction: bool = False):
+                 stride: int | None = None, bow_correction: bool = False, entropy: bool = False):
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(f"The tokenizer of this model ({type(tokenizer).__name__}) is not a fast tokenizer, so "
                              "it has no character offsets to map tokens to words; load it with use_fast=True.")
@@ -261,6 +266,7 @@ class SurprisalScorer:
         self.stride = check_stride(self.window, stride)
         self.word_starts = word_start_ids(tokenizer) if bow_correction else None
         self.word_start_set = set(self.word_starts.tolist()) if bow_correction else set()
+        self.entropy = entropy
         self.cut_context_tokens = 0  # of the last score(): tokens read with fewer tokens before them than given
         self.embedder = None
         if getattr(model.config, "model_type", None) == "fusion_lstm" and model.config.uses_fusion:
@@ -360,12 +366,16 @@ class SurprisalScorer:
         if self.word_starts is not None:
             starts = self.word_starts.to(logprobs.device)
             boundary = (-logprobs.index_select(-1, starts).logsumexp(-1) / math.log(2)).cpu()
+        # the entropy of the distribution at each position, which the next token is drawn from
+        entropy = (-(logprobs.exp() * logprobs).sum(-1) / math.log(2)).cpu() if self.entropy else None
         scores = []
         for row, piece in enumerate(pieces):
             first, stop = piece.first - piece.start, piece.stop - piece.start  # in the row
             score = TokenScores(token_bits[row, first - 1 : stop - 1])
             if boundary is not None:
                 score.after, score.before = boundary[row, first:stop], float(boundary[row, first - 1])
+            if entropy is not None:
+                score.entropy = entropy[row, first - 1 : stop - 1]
             scores.append(score)
         return scores
 
@@ -426,8 +436,13 @@ class SurprisalScorer:
                 begins = first_ids[w] in self.word_start_set
                 before = (after[last[w - 1]] if w else parts[0].before) if begins else 0.0
                 corrections[w] = after[last[w]] - before
+        entropy = [None] * len(sentence.words)
+        if self.entropy:  # before each word's first token
+            token_entropy = torch.cat([part.entropy for part in parts]).tolist()
+            for token, owner in reversed(list(enumerate(item.owners))):
+                entropy[owner] = token_entropy[token]
         return [WordSurprisal(sentence.id, j, word, totals[j] + corrections[j], counts[j],
-                              corrections[j] if self.word_starts is not None else None)
+                              corrections[j] if self.word_starts is not None else None, entropy[j])
                 for j, word in enumerate(sentence.words)]
 
 
@@ -455,15 +470,17 @@ def write_tsv(rows: list[WordSurprisal], path: str | Path, sentences: list[Sente
     a text input), surprisal, tokens and, with the correction, bow_correction; a scored column whose name the input
     has is written as model_<name> (the input's columns keep their names)."""
     corrected = any(row.bow_correction is not None for row in rows)
+    with_entropy = any(row.entropy is not None for row in rows)
     inputs = [f for s in sentences for f in s.fields] if sentences and sentences[0].fields is not None else None
     columns = list(inputs[0]) if inputs else []
     scored = ["sentence", "word_index", *([] if inputs else ["word"]), "surprisal", "tokens",
-              *(["bow_correction"] if corrected else [])]
+              *(["bow_correction"] if corrected else []), *(["entropy"] if with_entropy else [])]
     with open(path, "w", encoding="utf-8", newline="") as handle:
         # words and a TSV's fields hold no tab or newline, so none needs quoting or escaping: each is written as given
         writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n")
         writer.writerow([*columns, *(f"model_{c}" if c in columns else c for c in scored)])
         for k, row in enumerate(rows):
-            extra = [f"{row.bow_correction:.6f}"] if corrected else []
+            extra = ([f"{row.bow_correction:.6f}"] if corrected else []) + (
+                [f"{row.entropy:.6f}"] if with_entropy else [])
             writer.writerow([*(inputs[k][c] for c in columns), row.sentence, row.word_index,
                              *([] if inputs else [row.word]), f"{row.surprisal:.6f}", row.tokens, *extra])

@@ -37,6 +37,12 @@ def run_surprisal(*flags):
     return main(list(flags))
 
 
+def sentence_of(text: str):
+    from fusion_lstm_surprisal.surprisal import Sentence
+
+    return Sentence("1", text.split(), "test:1")
+
+
 def by_hand(model, tokenizer, sentence: str) -> list[float]:
     """Word surprisals from the model's logits: -log2 softmax of each token after BOS, summed over its word."""
     words = sentence.split()
@@ -248,6 +254,53 @@ def test_the_sign_flip_test_is_calibrated_over_stories():
     assert sum(p > 0.05 for p in useless) >= 18, useless
     built = [(w, 250 + 6 * x + rng.normal(0, 60)) for w, x in zip(words, surprisal)]
     assert p_value(surprisal, built) < 0.01
+
+
+def test_every_surprisal_coefficient_both_baselines_and_entropy_beside_surprisal():
+    rows, rts = synthetic(0, from_surprisal=True)  # rt = ... + 5 · surprisal
+    previous = np.concatenate([[0.0], [r.surprisal for r in rows][:-1]])
+    lagged = [(w, t + 3 * p) for (w, t), p in zip(rts, previous)]  # and + 3 · the previous word's
+    result = evaluate(rows, lagged, spillover=2)
+    word, one_back, two_back = result["surprisal_coefficients_ms_per_bit"]
+    assert 4 < word < 6 and 2 < one_back < 4 and abs(two_back) < 1 and len(result["surprisal_p_values"]) == 3
+    words, indices = [r.word for r in rows], [r.word_index for r in rows]
+    simple, interactions = (predictors(words, indices, 2, b) for b in ("simple", "interactions"))
+    assert "position" in simple and "position" not in interactions
+    assert {"length_x_frequency", "length_x_frequency_1_back", "length_x_frequency_2_back"} <= set(interactions)
+    np.testing.assert_allclose(interactions["length_x_frequency"], simple["length"] * simple["frequency"])
+    assert evaluate(rows, lagged, baseline="interactions")["baseline"] == "interactions"
+    with pytest.raises(ValueError, match="baseline 'fancy': use one of simple, interactions"):
+        predictors(words, indices, 2, "fancy")
+    # entropy: what it adds beside surprisal, held out with its own sign-flip test
+    rng = np.random.default_rng(1)
+    entropy = rng.gamma(3.0, 1.5, len(rows))
+    with_entropy = [WordSurprisal(r.sentence, r.word_index, r.word, r.surprisal, 1, None, float(e))
+                    for r, e in zip(rows, entropy)]
+    driven = [(w, t + 8 * e) for (w, t), e in zip(rts, entropy)]
+    found = evaluate(with_entropy, driven)["entropy"]
+    assert 6 < found["coefficient_ms_per_bit"] < 10 and found["held_out"]["p_value"] < 0.01
+    assert found["held_out"]["delta_log_likelihood"] > 0.01
+    assert evaluate(with_entropy, rts)["entropy"]["held_out"]["p_value"] > 0.05  # entropy that drives nothing
+    assert "entropy" not in evaluate(rows, rts)
+
+
+def test_the_scorers_entropy_is_that_of_the_distribution_before_each_words_first_token(tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+                                       bos_token_id=tokenizer.bos_token_id)).eval()
+    sentence = sentence_of(TRICKY)
+    rows = SurprisalScorer(model, tokenizer, entropy=True).score([sentence], progress=False)
+    ids = [tokenizer.bos_token_id, *tokenizer(TRICKY, add_special_tokens=False)["input_ids"]]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), -1)
+    entropies = (-(logprobs.exp() * logprobs).sum(-1) / math.log(2)).tolist()
+    first = 1  # the first word's first token is token 1: its distribution is the one at BOS
+    for row in rows:
+        assert row.entropy == pytest.approx(entropies[first - 1], rel=1e-4)
+        first += row.tokens
+    assert SurprisalScorer(model, tokenizer).score([sentence], progress=False)[0].entropy is None
 
 
 def test_spillover_enters_the_regression_and_needs_enough_words():

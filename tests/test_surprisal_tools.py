@@ -167,13 +167,17 @@ def test_several_models_in_one_command_with_the_story_and_the_correction(bpe, tm
     out = tmp_path / "new" / "ns.tsv"  # the folder is made
     summary = run_surprisal("--model_name_or_path", *folders, "--input_file", sample, "--output_file", out,
                             "--reading_times", sample, "--document_column", "item", "--context_sentences", "all",
-                            "--bow_correction", "--stride", "6")
+                            "--bow_correction", "--stride", "6", "--entropy", "--baseline", "interactions",
+                            "--spillover", "4")
     assert set(summary["models"]) == {"gpt2-16", "gpt2-32"} and summary["held_out_groups"] == "document"
+    assert summary["baseline"] == "interactions" and summary["spillover"] == 4
     for name, result in summary["models"].items():
         rows = list(csv.DictReader((tmp_path / "new" / f"ns.{name}.tsv").open(encoding="utf-8"), delimiter="\t",
                                    quoting=csv.QUOTE_NONE))
         assert [r["word"] for r in rows] == [line.split("\t")[header.index("word")] for line in stories[1:]]
         assert "bow_correction" in rows[0] and result["cut_context_tokens"] > 0 and result["words_per_second"] > 0
+        assert all(float(r["entropy"]) > 0 for r in rows) and "held_out" in result["entropy"]
+        assert len(result["surprisal_coefficients_ms_per_bit"]) == 5  # the word and 4 spillover words
         assert result["held_out"]["folds"] == 3 and len(result["held_out"]["interval_95"]) == 2
     saved = json.loads(out.with_suffix(".reading_times.json").read_text())
     assert saved["models"]["gpt2-16"]["pearson_r"] == summary["models"]["gpt2-16"]["pearson_r"]
