@@ -47,6 +47,8 @@ class ReproduceArguments:
                                                                  "carried to another machine."})
     encoder_name_or_path: str | None = field(default=None, metadata={"help": "The encoder folder of every new model "
                                                                              "(default: the packaged MiniLM)."})
+    runs: list[str] | None = field(default=None, metadata={"help": "Only these runs of the experiment (their ids, as "
+                                                                  "in the results file names)."})
     smoke_test: bool = field(default=False, metadata={"help": "Two steps per run on a few sentences, into "
                                                               "<results_dir>/smoke: checks a configuration."})
     results_doc: str | None = field(default=None, metadata={
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None):
     overrides = {**SMOKE_TEST, "use_cpu": not torch.cuda.is_available()} if args.smoke_test else None
     precision = choose_precision(args.precision)
     results = run_experiment(args.experiment, args.scale, results_dir, overrides, progress=logger.info,
-                             precision=precision, data_dir=args.data_dir, encoder=args.encoder_name_or_path)
+                             precision=precision, data_dir=args.data_dir, encoder=args.encoder_name_or_path,
+                             only=args.runs)
     logger.info("%s (%s scale): %d runs have results in %s", args.experiment, args.scale, len(results),
                 results_dir / args.scale)
     print("\n".join(summary(args.experiment, results)))

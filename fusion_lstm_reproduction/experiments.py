@@ -516,10 +516,17 @@ def gpu_name() -> str | None:
 
 def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: dict | None = None,
                    progress=print, precision: str | None = None, data_dir: str | Path | None = None,
-                   encoder: str | None = None) -> list[dict]:
-    """Every run of the experiment that has no results JSON yet; returns all its results, old and new."""
+                   encoder: str | None = None, only: list[str] | None = None) -> list[dict]:
+    """Every run of the experiment (`only`: of these run ids) that has no results JSON yet; returns all their results,
+    old and new."""
     results_dir = Path(results_dir)
     experiment = load_experiment(name, scale, results_dir, precision, data_dir, encoder)
+    if only is not None:
+        unknown = sorted(set(only) - {run.id for run in experiment.runs})
+        if unknown:
+            raise ValueError(f"{experiment.name} has no runs {unknown} at {scale} scale; its runs are: "
+                             f"{', '.join(run.id for run in experiment.runs)}.")
+        experiment.runs = [run for run in experiment.runs if run.id in only]
     results = []
     for number, run in enumerate(experiment.runs, 1):
         path = result_path(results_dir, experiment, run)
