@@ -33,7 +33,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import modeling_fusion_lstm
 from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionLSTMForCausalLM
-from modeling_fusion_lstm.configuration_fusion_lstm import ENCODER_POOLING_CHOICES
+from modeling_fusion_lstm.configuration_fusion_lstm import CONTEXTS, ENCODER_POOLING_CHOICES
 from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
 
 from .bpe import train_bpe_tokenizer
@@ -67,11 +67,9 @@ class ModelArguments:
     )
     encoder_pooling: str = field(default="cls", metadata={"help": ", ".join(ENCODER_POOLING_CHOICES)})
     fusion_context: str = field(
-        default="prefix", metadata={"help": "What the encoder reads at position j: prefix (tokens 0..j, causal), "
-                                    "sentence (the leaky probe), subr or subl (the sub-prefix feeders), previous or "
-                                    "document (the document's previous sentences, with --context_sentences), "
-                                    "prefix+previous (both vectors side by side); see PrefixContext in "
-                                    "modeling_fusion_lstm.py"}
+        default="prefix", metadata={"help": "What the encoder reads at position j: " + "; ".join(
+            f"{name}: {spec.description}" for name, spec in CONTEXTS.items()) + " (the modes that read the "
+            "document's previous sentences need --context_sentences)."}
     )
     fusion_context_fraction: float = field(default=0.5, metadata={"help": "k of subr and subl, in [0, 1]"})
     config_overrides: str | None = field(

@@ -58,11 +58,53 @@ FUSIONS: dict[str, FusionSpec] = {
                     "token j+1"),
 }
 FUSION_CHOICES = tuple(FUSIONS)
-# what the encoder reads at position j: PrefixContext in modeling_fusion_lstm.py is the one rule
-FUSION_CONTEXT_CHOICES = ("prefix", "sentence", "subr", "subl", "previous", "document", "prefix+previous")
-# the modes whose encoder reads the previous sentences of the document, and those that read only the sentence
-DOCUMENT_CONTEXTS = ("previous", "document", "prefix+previous")
-SENTENCE_PROBES = ("sentence", "subr", "subl")
+
+
+class ContextSpec(NamedTuple):
+    """What a fusion_context is, as data. The window of each single-window mode (which tokens the encoder reads at
+    position j) lives in modeling_fusion_lstm.py (CONTEXT_WINDOWS, checked against this table at import); choices,
+    validation, help texts, PrefixContext's properties and the report's labels are derived from this table."""
+
+    encoder_reads: str  # what the encoder reads at position j, after the first token ([CLS], the LM's BOS)
+    vectors: str  # "position": one window per position; "sentence": one per sentence; "sample": the whole sample
+    reads_document: bool  # reads the document's previous sentences (needs context_sentences ≥ 1)
+    probe: bool  # a sentence-level probe of the paper that reads the sentence's length or future: not causal
+    parts: tuple[str, ...]  # the single-window modes whose vectors make e_j, one after another
+    description: str  # one line, for help texts and model cards
+
+
+# The one table of what the encoder reads. Adding a mode: a row here and its window in CONTEXT_WINDOWS.
+CONTEXTS: dict[str, ContextSpec] = {
+    "prefix": ContextSpec(
+        "tokens 0..j of the sentence", "position", False, False, ("prefix",),
+        "tokens 0..j of the sentence (causal: the paper's model)"),
+    "sentence": ContextSpec(
+        "the whole sentence", "sample", False, True, ("sentence",),
+        "the whole sentence at every position (the paper's leaky probe: not causal)"),
+    "subr": ContextSpec(
+        "tokens 0..min(j, c), c = fraction · the sentence's length", "position", False, True, ("subr",),
+        "only the sentence's first part (the paper's sub-prefix feeder: reads the length, a probe)"),
+    "subl": ContextSpec(
+        "tokens c..j, c = fraction · the sentence's length", "position", False, True, ("subl",),
+        "the prefix without the sentence's first part (the paper's sub-prefix feeder: reads the length, a probe)"),
+    "previous": ContextSpec(
+        "the previous K sentences of the document", "sentence", True, False, ("previous",),
+        "the previous K sentences of the document: one vector for the whole sentence"),
+    "document": ContextSpec(
+        "the previous K sentences and tokens 0..j of the sentence", "position", True, False, ("document",),
+        "the previous K sentences and tokens 0..j in one encoder input"),
+    "prefix+previous": ContextSpec(
+        "tokens 0..j of the sentence, and apart the previous K sentences", "position", True, False,
+        ("prefix", "previous"),
+        "the prefix's vector and the previous K sentences' side by side (twice the encoder's width)"),
+}
+FUSION_CONTEXT_CHOICES = tuple(CONTEXTS)
+# the modes whose encoder reads the previous sentences of the document, and the sentence-level probes
+DOCUMENT_CONTEXTS = tuple(mode for mode, spec in CONTEXTS.items() if spec.reads_document)
+SENTENCE_PROBES = tuple(mode for mode, spec in CONTEXTS.items() if spec.probe)
+for _mode, _spec in CONTEXTS.items():  # a join is made of single-window modes of this table
+    if not all(part in CONTEXTS and CONTEXTS[part].parts == (part,) for part in _spec.parts):
+        raise ValueError(f"CONTEXTS[{_mode!r}].parts {_spec.parts}: each part must be a single-window mode of CONTEXTS.")
 FUSION_DROPOUT_MODE_CHOICES = ("vector", "element")
 ENCODER_POOLING_CHOICES = ("cls", "mean", "pooler", "last")
 # Width of BERT-base, the paper's encoder; used when there is neither an encoder nor an explicit width.
@@ -82,9 +124,9 @@ def encoder_is_causal(encoder_config) -> bool:
 
 
 def context_parts(fusion_context: str) -> tuple[str, ...]:
-    """The single-window modes of a fusion_context: one, or several joined by "+" (e_j is then their vectors one
-    after another, each embedded, and cached, on its own)."""
-    return tuple(fusion_context.split("+"))
+    """The single-window modes of a fusion_context: one, or several (e_j is then their vectors one after another,
+    each embedded, and cached, on its own)."""
+    return CONTEXTS[fusion_context].parts
 
 
 @strict
@@ -109,12 +151,9 @@ class FusionLSTMConfig(PreTrainedConfig):
         `none`, `concat`, `add`, `multiply` (late fusion, combined with h_j), `init_h`, `init_c`, `init_hc`
         (early fusion, e_j is the LSTM's initial state and the LSTM restarts at every position) or `embedding_only`
         (the paper's artefact-only probe: no LSTM, an MLP on e_j alone).
-    fusion_context (`str`, defaults to `"prefix"`): what the encoder reads at position j, a mode of `PrefixContext`
-        (modeling_fusion_lstm.py, where the rule lives): `prefix` (tokens 0..j of the sentence, causal), `sentence`
-        (the paper's leaky probe), `subr` / `subl` (the paper's sub-prefix feeders, which read the sentence's length:
-        probes), `previous` (the previous sentences of the document, one vector per sentence), `document` (the
-        previous sentences and tokens 0..j in one encoder input) or `prefix+previous` (two vectors side by side,
-        [e_j of the prefix; e of the previous sentences]: e_j is twice the encoder's width).
+    fusion_context (`str`, defaults to `"prefix"`): what the encoder reads at position j, a key of `CONTEXTS` (the
+        table of what each mode reads; its window is in modeling_fusion_lstm.py's CONTEXT_WINDOWS): `prefix`,
+        `sentence`, `subr`, `subl`, `previous`, `document` or `prefix+previous`.
     fusion_context_fraction (`float`, defaults to 0.5): k of the sub-prefix feeders, in [0, 1].
     encoder_pooling (`str`, defaults to `"cls"`): how the encoder's token states become e_j: `cls` (first
         token), `mean` (mean over the encoder input, [CLS] and [SEP] included), `pooler` (the encoder's pooler) or
@@ -304,4 +343,4 @@ def _check_choice(field: str, value, allowed: tuple[str, ...]):
         raise ValueError(f"FusionLSTMConfig.{field}={value!r} is not supported; allowed values: {', '.join(allowed)}.")
 
 
-__all__ = ["FUSIONS", "FusionLSTMConfig", "FusionSpec", "FusionStage", "context_parts"]
+__all__ = ["CONTEXTS", "FUSIONS", "ContextSpec", "FusionLSTMConfig", "FusionSpec", "FusionStage", "context_parts"]

@@ -16,7 +16,7 @@ from transformers.generation import GenerationMixin
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
-from .configuration_fusion_lstm import DOCUMENT_CONTEXTS, FUSIONS, FusionLSTMConfig, FusionStage, context_parts
+from .configuration_fusion_lstm import CONTEXTS, FUSIONS, FusionLSTMConfig, FusionStage, context_parts
 
 
 # Encoder rows of similar length are batched together up to this many tokens (rows × padded width), which
@@ -96,6 +96,46 @@ class PrefixRows(NamedTuple):
         return out
 
 
+# The window of each single-window fusion_context (CONTEXTS in configuration_fusion_lstm.py says what each is): for
+# the prefix of `length` tokens of a sample of `sentence_length` tokens whose tokens 1..context are the document's
+# previous sentences, (start, end): the encoder reads the first token, then tokens start..end-1. One signature:
+# window(length, sentence_length, context, fraction) → (start, end), tensors shaped like `length`.
+def _prefix_window(length, sentence_length, context, fraction):  # tokens 0..j of the sentence
+    return 1 + context, length
+
+
+def _sentence_window(length, sentence_length, context, fraction):  # the whole sample (the leaky probe)
+    return torch.ones_like(length), sentence_length
+
+
+def _subr_window(length, sentence_length, context, fraction):  # only the sample's first part: tokens 0..min(j, c)
+    return torch.ones_like(length), torch.minimum(length, _cut(sentence_length, fraction) + 1)
+
+
+def _subl_window(length, sentence_length, context, fraction):  # the first part dropped: tokens c..j
+    return torch.minimum(_cut(sentence_length, fraction).clamp(min=1), length), length
+
+
+def _previous_window(length, sentence_length, context, fraction):  # the previous sentences, the same at every j
+    return torch.ones_like(length), 1 + context
+
+
+def _document_window(length, sentence_length, context, fraction):  # the previous sentences and tokens 0..j
+    return torch.ones_like(length), length
+
+
+def _cut(sentence_length, fraction):
+    """c = int(fraction · |S|), the sub-prefix feeders' cut."""
+    return (sentence_length.to(torch.float64) * fraction).floor().to(sentence_length.dtype)
+
+
+CONTEXT_WINDOWS = {"prefix": _prefix_window, "sentence": _sentence_window, "subr": _subr_window,
+                   "subl": _subl_window, "previous": _previous_window, "document": _document_window}
+if set(CONTEXT_WINDOWS) != {mode for mode, spec in CONTEXTS.items() if spec.parts == (mode,)}:
+    raise ValueError(f"CONTEXT_WINDOWS {sorted(CONTEXT_WINDOWS)} must hold one window per single-window mode of "
+                     "CONTEXTS.")
+
+
 def encoder_text_ends(tokenizer) -> tuple[int, int]:
     """The ids an encoder's window of text starts and ends with: [CLS] and [SEP] for a BERT-like encoder, else its
     BOS and EOS (a GPT-2 encoder: <|endoftext|> both); a tokenizer with neither is refused, naming it."""
@@ -142,16 +182,17 @@ class PrefixContext(NamedTuple):
     def reads_document(self) -> bool:
         """Whether the window reaches into the document's previous sentences (otherwise it is the same with or
         without them: a prefix's vectors are those of the sentence-level sample)."""
-        return self.mode in DOCUMENT_CONTEXTS
+        return CONTEXTS[self.mode].reads_document
 
     @property
     def is_whole_sentence(self) -> bool:
-        return self.mode == "sentence"
+        """Whether every position reads the whole sample (one embedding of it, repeated)."""
+        return CONTEXTS[self.mode].vectors == "sample"
 
     @property
     def is_one_per_sentence(self) -> bool:
         """Whether every position of a sentence reads the same window (so it is embedded once)."""
-        return self.mode == "previous"
+        return CONTEXTS[self.mode].vectors == "sentence"
 
     @property
     def key(self) -> str:
@@ -167,20 +208,11 @@ class PrefixContext(NamedTuple):
         1 ≤ start ≤ end (start == end: an empty window). Positions inside the context (length ≤ context_length)
         predict context tokens, which are never scored: they get an empty window."""
         self._check_single_window()
-        start = torch.ones_like(length)
-        if self.mode == "sentence":
-            return start, sentence_length.to(length.dtype)
-        if self.mode in ("prefix", "previous", "document"):
-            context = torch.zeros_like(length) if context_length is None else context_length.to(length.dtype)
-            start, end = {"prefix": (start + context, length), "previous": (start, start + context),
-                          "document": (start, length)}[self.mode]
-            # positions inside the context predict context tokens, which are never scored: an empty window
-            inside = length <= context
-            return torch.where(inside, length, start), torch.where(inside, length, end)
-        cut = (sentence_length.to(torch.float64) * self.fraction).floor().to(length.dtype)
-        if self.mode == "subr":
-            return start, torch.minimum(length, cut + 1)
-        return torch.minimum(cut.clamp(min=1), length), length
+        context = torch.zeros_like(length) if context_length is None else context_length.to(length.dtype)
+        start, end = CONTEXT_WINDOWS[self.mode](length, sentence_length.to(length.dtype), context, self.fraction)
+        # positions inside the context predict context tokens, which are never scored: an empty window
+        inside = length <= context
+        return torch.where(inside, length, start), torch.where(inside, length, end)
 
     def texts(self, text: str, ends: list[int], context_length: int = 0) -> list[str]:
         """The text the encoder reads at each position of `text`, whose token j ends at character ends[j] (BOS ends

@@ -450,3 +450,25 @@ def test_a_gpt2_encoder_reads_text_windows_between_its_bos_and_eos(tmp_path):
     bare.bos_token = bare.eos_token = None
     with pytest.raises(ValueError, match="declares no start token .cls or bos. or no end token"):
         model.prefix_encoder.embed_texts(["It was"], bare)
+
+
+def test_one_table_says_what_each_fusion_context_reads():
+    """CONTEXTS is the one table: choices, document modes, probes, parts, run_clm's help and the windows derive from
+    it, and every single-window mode has its window."""
+    import fusion_lstm_training.clm as clm
+    from modeling_fusion_lstm.configuration_fusion_lstm import (
+        CONTEXTS, DOCUMENT_CONTEXTS, FUSION_CONTEXT_CHOICES, SENTENCE_PROBES, context_parts,
+    )
+    from modeling_fusion_lstm.modeling_fusion_lstm import CONTEXT_WINDOWS, PrefixContext
+
+    assert FUSION_CONTEXT_CHOICES == tuple(CONTEXTS)
+    assert set(DOCUMENT_CONTEXTS) == {"previous", "document", "prefix+previous"}
+    assert set(SENTENCE_PROBES) == {"sentence", "subr", "subl"}
+    assert context_parts("prefix+previous") == ("prefix", "previous") and context_parts("document") == ("document",)
+    assert set(CONTEXT_WINDOWS) == {m for m in CONTEXTS if "+" not in m}
+    assert [m for m in CONTEXTS if PrefixContext(m).is_one_per_sentence] == ["previous"]
+    assert [m for m in CONTEXTS if PrefixContext(m).is_whole_sentence] == ["sentence"]
+    help_text = next(f.metadata["help"] for f in clm.dataclass_fields(clm.ModelArguments) if f.name == "fusion_context")
+    assert all(f"{mode}: {spec.description}" in help_text for mode, spec in CONTEXTS.items())
+    with pytest.raises(ValueError, match="fusion_context.*prefix, sentence, subr, subl, previous, document"):
+        FusionLSTMConfig(fusion_context="future")
