@@ -116,9 +116,14 @@ def test_all_variants_share_one_tokenizer_and_the_embedding_cache(finished, tmp_
 
 
 def test_the_summary_prints_each_run_against_none(finished):
-    _, _, rerun = finished
-    lines = [line for line in rerun.stdout.splitlines() if line.startswith("concat_n24")]
-    assert len(lines) == 1 and "%" in lines[0]
+    """Each run's line holds its validation perplexity and its change against the none run of the same size."""
+    from fusion_lstm_reproduction.tables import change
+
+    folder, _, rerun = finished
+    best = {p.stem: json.loads(p.read_text())["best_eval_perplexity"] for p in folder.glob("*.json")}
+    for run, none in (("concat_n24", "none_n24"), ("concat_n48", "none_n48")):
+        (line,) = [line for line in rerun.stdout.splitlines() if line.startswith(run + " ")]
+        assert line.split()[1:4] == [f"{best[run]:.2f}", *change(best[run], best[none]).split()]
 
 
 # ------------------------------------------------------------------------------------------------- the report

@@ -189,11 +189,31 @@ def test_a_users_own_vector_source(tmp_path, cache_dir):
     assert bad.returncode != 0 and "cannot import nothing" in bad.log
 
 
-def test_trained_bpe_tokenizer_gets_prefix_embeddings_from_text(tmp_path):
+def test_trained_bpe_tokenizer_gets_prefix_embeddings_from_text(tmp_path, encoder_path):
+    """With a BPE trained on the training text, the cached e_j of a training sentence are the encoder's vectors of
+    the text of each prefix, read by the encoder's own tokenizer."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from fusion_lstm_training.data import read_sentences, tokenize_sentences
+
     config = tiny_run_config(tmp_path / "out", tmp_path / "cache", train_tokenizer_vocab_size=400)
     run_training(config, tmp_path)
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out", trust_remote_code=True)
-    assert model.config.vocab_size == 400 and model.config.bos_token_id is not None
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out", trust_remote_code=True).eval()
+    bpe = AutoTokenizer.from_pretrained(tmp_path / "out", trust_remote_code=True)
+    assert model.config.vocab_size == 400 == len(bpe) and model.config.bos_token_id == bpe.bos_token_id
+    first = next(s for s in read_sentences(config["train_file"]) if s.strip())
+    row = tokenize_sentences(Dataset.from_dict({"text": [first]}), bpe, config["max_seq_length"], "train",
+                             keep_offsets=True)[0]
+    (view,) = [v for v in (tmp_path / "cache").glob("*/view-*.arrow")
+               if json.loads(v.with_suffix(".json").read_text())["split"] == "train"]
+    cached = torch.tensor(Dataset.from_file(str(view)).with_format("numpy")[0]["fusion_embeds"]).float()
+    encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_path)
+    with torch.no_grad():
+        expected = model.prefix_encoder.embed_texts([row["text"][: end] for end in row["offsets"]],
+                                                    encoder_tokenizer)
+    assert cached.shape == expected.shape == (len(row["input_ids"]), model.config.fusion_embedding_size)
+    torch.testing.assert_close(cached, expected, rtol=2e-3, atol=2e-3)
 
 
 # --------------------------------------------------------------------------------------------- bad input
