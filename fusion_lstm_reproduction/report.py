@@ -211,6 +211,7 @@ def plot_sub_prefix(curves: dict, endpoints: dict, path: Path, scale: str):
 
 SOURCE_LABELS = {"encoder_cls": "encoder, CLS (the default)", "encoder_mean": "encoder, mean pooling",
                  "sentence": "whole-sentence leak (not causal)", "zeros": "zeros (control)",
+                 "constant": "one constant vector (control: the encoder's empty window)",
                  "shuffled": "another sentence's e_j", "count": "word counts of the prefix",
                  "tfidf": "tf-idf of the prefix"}
 

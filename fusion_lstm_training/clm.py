@@ -46,7 +46,7 @@ from .embeddings import PrefixEmbedder, embedding_cache
 from .metrics import LanguageModelMetrics, preprocess_logits_for_metrics
 from .precision import check_cpu_bf16
 from .vectors import (
-    ENCODER_SOURCES, BagOfWordsVectors, ZeroVectors, check_source, load_source, shuffle_vectors,
+    ENCODER_SOURCES, BagOfWordsVectors, ConstantVectors, ZeroVectors, check_source, load_source, shuffle_vectors,
 )
 
 
@@ -189,8 +189,10 @@ class DataTrainingArguments:
         default=False, metadata={"help": "Train into an output_dir that is not empty, replacing what is there."}
     )
     fusion_vectors: str = field(
-        default="encoder", metadata={"help": "Where e_j comes from: encoder (the model's), zeros, shuffled (another "
-                                     "sentence's), count, tfidf, or your own source as module:attr (see "
+        default="encoder", metadata={"help": "Where e_j comes from: encoder (the model's), zeros, constant (the "
+                                     "encoder's vector of an empty window at every position: the control for a fixed "
+                                     "e_j), shuffled (another sentence's), count, tfidf, or your own source as "
+                                     "module:attr (see "
                                      "fusion_lstm_training/vectors.py). Sources other than encoder and shuffled make "
                                      "a model without encoder, fed their vectors."}
     )
@@ -363,6 +365,11 @@ def vector_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path
         return None
     if name == "zeros":
         return ZeroVectors(AutoConfig.from_pretrained(encoder_path).hidden_size)
+    if name == "constant":
+        from modeling_fusion_lstm.modeling_fusion_lstm import FusionLSTMPrefixEncoder
+
+        encoder = FusionLSTMPrefixEncoder.from_encoder_pretrained(encoder_path).eval()
+        return ConstantVectors.empty_window(encoder, AutoTokenizer.from_pretrained(encoder_path))
     if "train" not in raw:
         raise ValueError(f"--fusion_vectors={name} is fitted on the training text: pass --train_file.")
     texts = [t.strip() for t in raw["train"]["text"] if t.strip()]

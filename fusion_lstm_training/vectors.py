@@ -5,6 +5,8 @@ its fingerprint, and run_clm.py feeds them to the model as `fusion_embeds`.
 
     encoder    the model's prefix encoder (embeddings.PrefixEmbedder; the default)
     zeros      all-zero vectors of the encoder's width: the control, no information at all
+    constant   the encoder's vector of an empty window ([CLS][SEP]) at every position: the control for what a fixed
+               e_j does (an extra, faster-learning bias of the dense layer), which zeros cannot show
     shuffled   the encoder's vectors of another sentence (of the same length where there is one)
     count      word counts of the prefix (scikit-learn CountVectorizer fitted on the training text)
     tfidf      tf-idf of the prefix (TfidfVectorizer fitted on the training text)
@@ -82,7 +84,7 @@ def checked_vectors(source: VectorSource, batch: dict, output) -> list[np.ndarra
 
 
 logger = logging.getLogger(__name__)
-BUILT_IN_SOURCES = ("encoder", "zeros", "shuffled", "count", "tfidf")
+BUILT_IN_SOURCES = ("encoder", "zeros", "constant", "shuffled", "count", "tfidf")
 # sources computed from the encoder's vectors (the model needs an encoder to compute them, not to run)
 ENCODER_SOURCES = ("encoder", "shuffled")
 
@@ -134,6 +136,31 @@ class ZeroVectors:
 
     def __call__(self, batch: dict) -> dict:
         return {"fusion_embeds": [np.zeros((len(ids), self.width), dtype=np.float16) for ids in batch["input_ids"]]}
+
+
+class ConstantVectors:
+    """One vector at every position of every sentence: `vector` (e.g. the encoder's of an empty window, so that it
+    has the encoder's scale). The control for a fixed e_j."""
+
+    def __init__(self, vector: np.ndarray, name: str = "constant"):
+        self.vector = np.asarray(vector, dtype=np.float16).reshape(-1)
+        self.width = len(self.vector)
+        self.name = name
+
+    @classmethod
+    def empty_window(cls, prefix_encoder, encoder_tokenizer) -> "ConstantVectors":
+        """The encoder's vector of an empty window ([CLS][SEP], as the BOS position reads), in its pooling."""
+        import torch
+
+        with torch.no_grad():
+            vector = prefix_encoder.embed_texts([""], encoder_tokenizer)[0]
+        return cls(vector.float().cpu().numpy(), f"empty-window:{prefix_encoder.fingerprint()[:16]}")
+
+    def fingerprint(self) -> str:
+        return f"constant-{self.name}-" + hashlib.sha256(self.vector.tobytes()).hexdigest()[:16]
+
+    def __call__(self, batch: dict) -> dict:
+        return {"fusion_embeds": [np.tile(self.vector, (len(ids), 1)) for ids in batch["input_ids"]]}
 
 
 class BagOfWordsVectors:

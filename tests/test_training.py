@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -165,6 +166,31 @@ def test_vector_sources_are_fused_through_the_cache(tmp_path, cache_dir, fusion,
     assert saved["fusion_embedding_size"] == {"zeros": 384, "shuffled": 384}.get(source, 40)
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert math.isfinite(results["eval_loss"])
+
+
+def test_constant_vectors_are_the_encoders_empty_window_at_every_position(tmp_path, encoder_path):
+    """The control for a fixed e_j: one vector, the encoder's of an empty window ([CLS][SEP], what BOS reads), at
+    every position of every sentence."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from modeling_fusion_lstm.modeling_fusion_lstm import FusionLSTMPrefixEncoder
+
+    cache = tmp_path / "cache"
+    run_training(tiny_run_config(tmp_path / "out", cache, fusion_vectors="constant"), tmp_path)
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved.get("encoder") is None and saved["fusion_embedding_size"] == 384
+    tokenizer = AutoTokenizer.from_pretrained(encoder_path)
+    encoder = FusionLSTMPrefixEncoder.from_encoder_pretrained(encoder_path, eos_token_id=tokenizer.sep_token_id,
+                                                              vocab_size=len(tokenizer)).eval()
+    with torch.no_grad():
+        empty = encoder.embed_texts([""], tokenizer)[0]
+        bos = encoder(torch.tensor([[tokenizer.cls_token_id]]), torch.ones(1, 1, dtype=torch.long), num_new=1)[0, 0]
+    torch.testing.assert_close(empty, bos)  # the vector BOS's position reads in the prefix model
+    (view,) = [v for v in cache.glob("*/view-*.arrow") if json.loads(v.with_suffix(".json").read_text())["split"]
+               == "train"]
+    vectors = np.concatenate(list(Dataset.from_file(str(view)).with_format("numpy")["fusion_embeds"]))
+    assert (vectors == vectors[0]).all() and np.allclose(vectors[0], empty.numpy(), atol=2e-3)
 
 
 def test_zero_vectors_teach_nothing_and_shuffled_ones_little(tmp_path, cache_dir):
