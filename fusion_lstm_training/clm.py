@@ -24,6 +24,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
+    EarlyStoppingCallback,
     HfArgumentParser,
     Trainer,
     TrainingArguments,
@@ -200,6 +201,11 @@ class DataTrainingArguments:
     eval_without_fusion: bool = field(
         default=False, metadata={"help": "Evaluate again with every e_j zeroed: eval_without_fusion_perplexity."}
     )
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop training once the validation loss has not improved for this many "
+                                "evaluations (transformers' EarlyStoppingCallback; needs eval_strategy, "
+                                "load_best_model_at_end and metric_for_best_model eval_loss)."}
+    )
     embed_only: bool = field(
         default=False, metadata={"help": "Precompute the e_j cache of the splits the run would use, then stop before "
                                  "training (e.g. once on a GPU, before several runs that share it train in parallel)."}
@@ -309,6 +315,12 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
         from hub.push import check_push
 
         check_push(training_args.hub_model_id or Path(training_args.output_dir).name, training_args.hub_token)
+    if data_args.early_stopping_patience is not None:
+        if data_args.early_stopping_patience < 1:
+            raise ValueError("--early_stopping_patience must be at least 1 evaluation.")
+        if str(training_args.eval_strategy) in ("no", "IntervalStrategy.NO") or not training_args.load_best_model_at_end:
+            raise ValueError("--early_stopping_patience compares evaluations and keeps the best model: set "
+                             "--eval_strategy epoch (or steps) and --load_best_model_at_end true.")
     if data_args.embed_only and (not model_args.fuses or not data_args.precompute_fusion_embeddings):
         raise ValueError("--embed_only precomputes the e_j cache: it needs a fusing model (--fusion other than none) "
                          "and --precompute_fusion_embeddings on.")
@@ -477,6 +489,8 @@ def main(argv: list[str] | None = None):
                  if "fusion_embeds" in data.column_names else data for split, data in tokenized.items()}
 
     callbacks = []
+    if data_args.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
     if model_args.fusion_dropout_schedule:
         schedule = parse_schedule(model_args.fusion_dropout_schedule)
         logger.info("fusion dropout schedule, levels held for equal parts of training: %s", schedule)
@@ -500,8 +514,11 @@ def main(argv: list[str] | None = None):
         metrics = {**result.metrics, "train_samples": len(tokenized["train"])}
         if embedding_speed is not None:
             metrics["train_embedding_sentences_per_second"] = round(embedding_speed, 2)
-        tokens = sum(len(ids) for ids in tokenized["train"]["input_ids"]) * training_args.num_train_epochs
-        if training_args.max_steps <= 0:  # a whole number of epochs: the tokens seen are known exactly
+        # the epochs trained: fewer than asked where early stopping ended the run
+        epochs = trainer.state.epoch or training_args.num_train_epochs
+        metrics["train_epochs"] = round(epochs, 2)
+        tokens = sum(len(ids) for ids in tokenized["train"]["input_ids"]) * epochs
+        if training_args.max_steps <= 0:  # whole epochs: the tokens seen are known exactly
             metrics["train_tokens_per_second"] = round(tokens / metrics["train_runtime"], 1)
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)

@@ -283,3 +283,19 @@ def test_training_continues_from_a_fusion_checkpoint(trained, cache_dir, tmp_pat
     assert cache_files(cache_dir) == before  # the saved encoder is the one that built the cache
     continued = json.loads((tmp_path / "continued" / "config.json").read_text())
     assert continued["fusion"] == "concat" and continued["hidden_size"] == TINY["hidden_size"]
+
+
+def test_early_stopping_ends_training_when_the_validation_loss_stops_improving(tmp_path, cache_dir):
+    """With a learning rate of 0 the validation loss never improves after the first evaluation: patience 1 stops the
+    run after the second of its 4 epochs, and the tokens/s counts the epochs trained."""
+    config = tiny_run_config(tmp_path / "out", cache_dir, fusion="none", learning_rate=0.0, num_train_epochs=4,
+                             eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+                             metric_for_best_model="eval_loss", early_stopping_patience=1)
+    run_training(config, tmp_path)
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert results["train_epochs"] == 2.0
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert [round(h["epoch"]) for h in state["log_history"] if "eval_loss" in h][:2] == [1, 2]
+    refused = run_training(tiny_run_config(tmp_path / "out2", cache_dir, early_stopping_patience=1), tmp_path,
+                           check=False)
+    assert refused.returncode != 0 and "--early_stopping_patience compares evaluations" in refused.log
