@@ -33,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -417,15 +418,23 @@ class RunTimeout(RuntimeError):
     """A run stopped because it ran past its time."""
 
 
-# the scripts running with a timeout, each in its own process group (stop_running ends them)
+# the scripts running with a timeout, each in its own process group (stop_running ends them); STOPPING: set by
+# stop_running, so that a script that starts in the moment after is ended too (run_lease clears it)
 RUNNING: set[subprocess.Popen] = set()
+STOPPING = threading.Event()
 
 
 def stop_running():
-    """Ends every script started with a timeout that is still running, with whatever it started."""
+    """Ends every script started with a timeout that is still running, with whatever it started, and every one that
+    starts after, until STOPPING is cleared."""
+    STOPPING.set()
     for process in list(RUNNING):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        kill_group(process)
+
+
+def kill_group(process: subprocess.Popen):
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def run_script(script: str, arguments: dict, output_dir: Path, run_id: str, timeout: float | None = None,
@@ -447,10 +456,12 @@ def run_script(script: str, arguments: dict, output_dir: Path, run_id: str, time
                                    start_new_session=timeout is not None)
         if timeout is not None:
             RUNNING.add(process)
+            if STOPPING.is_set():  # stop_running came between the start and the line above
+                kill_group(process)
         try:
             returncode = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_group(process)
             process.wait()
             raise RunTimeout(f"run {run_id} was stopped after {timeout:.0f} s, unfinished.") from None
         finally:

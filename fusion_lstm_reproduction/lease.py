@@ -33,7 +33,7 @@ from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
 
 from .experiments import (
     EXPERIMENTS_DIR, RESULT_FIELDS, ROOT, SHARED_DATA, SMOKE_TEST, RunTimeout, execute, load_experiment, load_spec,
-    result_path, run_script, stop_running,
+    STOPPING, result_path, run_script, stop_running,
 )
 
 
@@ -248,6 +248,7 @@ def run_lease(lease: Lease | None = None, carry: str | Path = CARRY, out: str | 
     summary["runs"].update({f"{e.name}/{r.id}": {"status": "done before"} for e, r in runs if (e, r) not in todo})
     summary["runs"].update({key: {"status": "skipped: the lease's skip list"} for key in lease.skip
                             if only is None or key in only})
+    STOPPING.clear()
     previous = signal.signal(signal.SIGTERM, interrupt)  # `timeout` and a machine going back send SIGTERM
     try:
         schedule(lease_tasks(todo, results_dir, overrides, clock, summary), workers, clock)
@@ -392,6 +393,7 @@ def train_run(experiment, run, results_dir: Path, overrides: dict | None, clock:
         return {"status": "not started: too little time left"}
     started = time.monotonic()
     log = Path(run.arguments["output_dir"]) / "log.txt"
+    logger.info("lease: %s: started (%.0f s left)", key, clock.left())
     try:
         result = execute(experiment, run, results_dir, overrides, timeout=clock.left(), log=log)
         status = {"status": "done", "validation_perplexity": result["best_eval_perplexity"]}
