@@ -321,17 +321,28 @@ def load_experiment(name: str, scale: str, results_dir: Path, precision: str | N
     return experiment
 
 
+def shared_data_path(value) -> str | None:
+    """A config value's path below SHARED_DATA (None: the value is no such path)."""
+    if isinstance(value, str) and (value == SHARED_DATA or value.startswith(SHARED_DATA + "/")):
+        return value[len(SHARED_DATA) + 1:]
+    return None
+
+
+def map_config(value, function):
+    """`value` (a config: dicts, lists, strings, numbers) with `function` applied to every value that is not a dict
+    or a list."""
+    if isinstance(value, dict):
+        return {k: map_config(v, function) for k, v in value.items()}
+    if isinstance(value, list):
+        return [map_config(v, function) for v in value]
+    return function(value)
+
+
 def relocated(value, data_dir: str | Path | None):
-    """`value` (a config: dicts, lists, strings) with every path under SHARED_DATA read from `data_dir` instead."""
+    """`value` (a config) with every path under SHARED_DATA read from `data_dir` instead."""
     if data_dir is None:
         return value
-    if isinstance(value, dict):
-        return {k: relocated(v, data_dir) for k, v in value.items()}
-    if isinstance(value, list):
-        return [relocated(v, data_dir) for v in value]
-    if isinstance(value, str) and (value == SHARED_DATA or value.startswith(SHARED_DATA + "/")):
-        return str(Path(data_dir) / value[len(SHARED_DATA) + 1:])
-    return value
+    return map_config(value, lambda v: v if shared_data_path(v) is None else str(Path(data_dir) / shared_data_path(v)))
 
 
 def expand(setting: dict) -> list[dict]:

@@ -32,7 +32,7 @@ from fusion_lstm_training.data import read_json_object
 from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
 
 from .experiments import (
-    EXPERIMENTS_DIR, RESULT_FIELDS, ROOT, SHARED_DATA, SMOKE_TEST, RunTimeout, execute, load_experiment, load_spec,
+    EXPERIMENTS_DIR, RESULT_FIELDS, ROOT, SHARED_DATA, SMOKE_TEST, execute, map_config, shared_data_path, load_experiment, load_spec,
     STOPPING, result_path, run_script, stop_running,
 )
 
@@ -89,21 +89,9 @@ def data_files(lease: Lease) -> list[str]:
     """The files under SHARED_DATA that the lease's experiments read at its scale (relative to SHARED_DATA)."""
     scales = read_json_object(EXPERIMENTS_DIR / "scales.json", "scales file")
     found = set()
-
-    def visit(value):
-        if isinstance(value, dict):
-            for item in value.values():
-                visit(item)
-        elif isinstance(value, list):
-            for item in value:
-                visit(item)
-        elif isinstance(value, str) and value.startswith(SHARED_DATA + "/"):
-            found.add(value[len(SHARED_DATA) + 1:])
-
-    visit(scales[lease.scale])
-    for name in lease.experiments:
-        visit(load_spec(name)["scales"][lease.scale])
-    return sorted(found)
+    for config in [scales[lease.scale], *(load_spec(name)["scales"][lease.scale] for name in lease.experiments)]:
+        map_config(config, lambda value: found.add(shared_data_path(value)))
+    return sorted(found - {None, ""})
 
 
 def travelling_bytes(root: Path = ROOT) -> int:
@@ -378,7 +366,7 @@ def embed_run(experiment, run, arguments: dict, clock: Clock) -> dict:
         run_script("clm", {**arguments, "embed_only": True, "output_dir": str(output_dir), "overwrite_output_dir": True},
                    output_dir, f"embed-{run.id}", timeout=max(clock.left(), 1), log=output_dir / "log.txt")
         status = "done"
-    except (RunTimeout, RuntimeError) as error:
+    except RuntimeError as error:  # RunTimeout too
         status = str(error)
     seconds = round(time.monotonic() - started, 1)
     logger.info("lease: e_j cache of %s/%s: %s in %.0f s (%.0f s left)", experiment.name, run.id, status, seconds,
@@ -397,7 +385,7 @@ def train_run(experiment, run, results_dir: Path, overrides: dict | None, clock:
     try:
         result = execute(experiment, run, results_dir, overrides, timeout=clock.left(), log=log)
         status = {"status": "done", "validation_perplexity": result["best_eval_perplexity"]}
-    except (RunTimeout, RuntimeError) as error:
+    except RuntimeError as error:  # RunTimeout too
         status = {"status": str(error)}
     status["seconds"] = round(time.monotonic() - started, 1)
     logger.info("lease: %s: %s (%.0f s; %.0f s left)", key, status.get("validation_perplexity", status["status"]),

@@ -592,11 +592,17 @@ def build_section(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str
     return "\n".join(out + [END])
 
 
-def replace_between(document: Path, start: str, end: str, section_text: str):
-    """Replaces the lines from `start` to `end` of `document` with `section_text` (which carries the markers)."""
+def check_markers(document: Path, start: str, end: str) -> str:
+    """The text of `document`, which must hold the markers of its generated section."""
     text = Path(document).read_text(encoding="utf-8")
     if start not in text or end not in text:
         raise ValueError(f"{document} has no generated section: add the lines {start} and {end} where it goes.")
+    return text
+
+
+def replace_between(document: Path, start: str, end: str, section_text: str):
+    """Replaces the lines from `start` to `end` of `document` with `section_text` (which carries the markers)."""
+    text = check_markers(document, start, end)
     before, rest = text.split(start, 1)
     Path(document).write_text(before + section_text + rest.split(end, 1)[1], encoding="utf-8")
 
@@ -604,9 +610,7 @@ def replace_between(document: Path, start: str, end: str, section_text: str):
 def write_report(results_dir: Path, document: Path, figures_dir: Path) -> str:
     """Replaces the section between the results markers of `document` (docs/reproducing.md); returns the section.
     Refuses, leaving the file as it is, when there are no results."""
-    text = Path(document).read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise ValueError(f"{document} has no results section: add the lines {START} and {END} where it goes.")
+    check_markers(document, START, END)
     section_text = build_section(Path(results_dir).resolve(), Path(figures_dir).resolve(),
                                  Path(document).resolve().parent)
     replace_between(document, START, END, section_text)
@@ -687,9 +691,7 @@ def write_reports(results_dir: Path, document: Path, readme: Path | None, figure
         document.write_text(f"# Results\n\n{START}\n{END}\n", encoding="utf-8")
     targets = [(document, START, END)] + ([(Path(readme), HEADLINE_START, HEADLINE_END)] if readme else [])
     for path, start, end in targets:
-        text = path.read_text(encoding="utf-8")
-        if start not in text or end not in text:
-            raise ValueError(f"{path} has no generated section: add the lines {start} and {end} where it goes.")
+        check_markers(path, start, end)
     section = build_section(Path(results_dir).resolve(), Path(figures_dir).resolve(), document.resolve().parent)
     headline = None
     if readme:

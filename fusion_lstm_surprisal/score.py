@@ -231,13 +231,11 @@ def surprisal_from_column(sentences, column: str, path: str) -> list[WordSurpris
     return rows
 
 
-def warn_without_documents(args: SurprisalArguments, context_sentences):
+def warn_without_documents(args: SurprisalArguments, context_sentences, sentences):
     """A context read from a TSV without --document_column runs across its documents: said, with a likely column."""
-    if not context_sentences or args.document_column or Path(args.input_file).suffix.lower() not in (".tsv", ".tab"):
+    if not context_sentences or args.document_column or not sentences or sentences[0].fields is None:
         return
-    with open(args.input_file, encoding="utf-8-sig") as handle:
-        columns = handle.readline().rstrip("\n").split("\t")
-    likely = [c for c in columns if c.lower() in LIKELY_DOCUMENT_COLUMNS]
+    likely = [c for c in sentences[0].fields[0] if c.lower() in LIKELY_DOCUMENT_COLUMNS]
     hint = f"; is it {likely[0]!r}? pass --document_column {likely[0]}" if likely else ""
     logger.warning("each sentence is read after %s previous sentences, but no --document_column says where a "
                    "document ends: the whole TSV is read as one document, a story's first sentence after the one "
@@ -249,7 +247,8 @@ def score_model(args: SurprisalArguments, path: str, name: str, sentences) -> tu
     model, tokenizer, encoder_tokenizer = load_model(path, args.trust_remote_code, args.encoder_name_or_path)
     scorer = SurprisalScorer(model, tokenizer, encoder_tokenizer, args.batch_size, args.device, args.stride,
                              args.bow_correction, args.entropy)
-    warn_without_documents(args, scorer.fusion_context if args.context_sentences is None else args.context_sentences)
+    warn_without_documents(args, scorer.fusion_context if args.context_sentences is None else args.context_sentences,
+                           sentences)
     started = time.perf_counter()
     rows = scorer.score(sentences, args.context_sentences)
     seconds = time.perf_counter() - started

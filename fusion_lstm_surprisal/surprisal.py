@@ -293,9 +293,6 @@ class SurprisalScorer:
     def is_fusion_model(self) -> bool:
         return getattr(self.model.config, "model_type", None) == "fusion_lstm"
 
-    def check_context(self, context_sentences: int | str):
-        check_context(self.model.config, context_sentences)
-
     def encode(self, sentence: Sentence, context: list[Sentence] = ()) -> "Encoded":
         """The model's input for `sentence` after the `context` sentences (the previous sentences of its document):
         BOS, the context, the sentence's tokens; the word of each scored token (the sentence's own); each token's end
@@ -385,7 +382,7 @@ class SurprisalScorer:
         sentences before it in its document ("all": the document so far), conditioned on, never scored; a document's
         first sentence scores as without context. None: as a fusion model was trained (0 for other models)."""
         context_sentences = self.fusion_context if context_sentences is None else context_sentences
-        self.check_context(context_sentences)
+        check_context(self.model.config, context_sentences)
         contexts = [[] for _ in sentences]
         if context_sentences:
             count = len(sentences) if context_sentences == "all" else context_sentences
