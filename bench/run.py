@@ -10,6 +10,8 @@ Prints a table per section and writes bench/results/{quick,full}.json. Sections:
   generate  cached generate() vs a full forward pass per new token, at 16, 64 and 256 new tokens
   memory    peak memory of training on 1k vs 10k sentences with memory-mapped float16 embeddings
   loader    reading and collating a batch's fusion_embeds from the Arrow cache: as Python lists vs as arrays
+  context   training tokens/s (scored tokens) of concat with the document's 3 previous sentences (fusion_context
+            previous) vs concat sentence by sentence, on the same sentences
 """
 
 import argparse
@@ -35,6 +37,7 @@ from fusion_lstm_training.precision import PRECISIONS, choose_precision  # noqa:
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "wikipedia"
+DOCUMENTS = ROOT.parent / "shared" / "data" / "documents"
 SIZES = {"embedding_size": 512, "hidden_size": 768, "projection_size": 512}  # the paper's
 VOCAB = 8192
 FUSION_WIDTH = 768  # BERT-base, as in the paper
@@ -362,7 +365,74 @@ def bench_loader(quick: bool) -> dict:
             "width": FUSION_WIDTH}
 
 
-SECTIONS = ("train", "embed", "generate", "memory", "loader")
+# ------------------------------------------------------------------------------------------------------- context
+
+
+def bench_context(quick: bool) -> dict:
+    """The cost of the document's context in training: concat reading 3 previous sentences through the encoder
+    (fusion_context previous; its e_j precomputed, random here) against concat sentence by sentence, on the same
+    sentences in the same length-grouped batches, as run_clm's data layer and collator build them. Scored tokens
+    per second: the context's tokens are conditioned on, never scored."""
+    from fusion_lstm_training.data import sentence_dataset, tokenize_sentences, with_context
+
+    path = DOCUMENTS / "train.txt"
+    raw = sentence_dataset(str(path), context_sentences=3).select(range(1024))
+    tokenizer = build_bpe_tokenizer(raw["text"], VOCAB)
+    sentence_rows = tokenize_sentences(raw, tokenizer, 64, "bench", keep_offsets=False)
+    context_rows = with_context(sentence_rows, tokenizer, 128, "bench")
+    generator = torch.Generator().manual_seed(0)
+    collator = FusionDataCollator(pad_token_id=tokenizer.pad_token_id)
+    by_length = sorted(range(len(sentence_rows)), key=lambda i: len(sentence_rows[i]["input_ids"]))
+
+    def features(rows, indices):
+        keep = [c for c in rows.column_names if c not in ("text", "document", "context")]
+        out = []
+        for i in indices:
+            row = {c: rows[i][c] for c in keep}
+            row["fusion_embeds"] = torch.randn(len(row["input_ids"]), FUSION_WIDTH, generator=generator)
+            out.append(row)
+        return out
+
+    torch.manual_seed(0)
+    models = {}
+    for name, fields in (("sentence", {}), ("previous K=3", {"fusion_context": "previous", "context_sentences": 3})):
+        config = FusionLSTMConfig(vocab_size=VOCAB, fusion="concat", fusion_embedding_size=FUSION_WIDTH,
+                                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id, **SIZES, **fields)
+        models[name] = FusionLSTMForCausalLM(config).train()
+    optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-5) for name, m in models.items()}
+    steps, rounds = (2, 2) if quick else (5, 5)
+    starts = [[int(torch.randint(len(by_length) - BATCH + 1, (1,), generator=generator)) for _ in range(steps)]
+              for _ in range(rounds + 1)]
+    rows_of = {"sentence": sentence_rows, "previous K=3": context_rows}
+    round_of = {name: iter(starts) for name in models}
+
+    def run(name):
+        model, optimizer = models[name], optimizers[name]
+        batches = [collator(features(rows_of[name], by_length[s : s + BATCH])) for s in next(round_of[name])]
+        started = time.perf_counter()
+        for batch in batches:
+            model(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        scored = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        return scored / (time.perf_counter() - started)
+
+    for name in models:  # warm-up, on the first round's batches
+        run(name)
+    measured = {name: statistics.median(v) for name, v in interleaved({n: (lambda n=n: run(n)) for n in models},
+                                                                         rounds).items()}
+    ratio = measured["previous K=3"] / measured["sentence"]
+    context_tokens = sum(len(ids) for ids in context_rows["context_input_ids"])
+    print_table(f"context: training tokens/s (scored), concat, {SIZES}, vocab {VOCAB}, batches of {BATCH}, "
+                f"{context_tokens / len(sentence_rows):.0f} context tokens per sentence on average",
+                ["fusion_context", "scored tokens/s", "vs sentence"],
+                [[name, f"{value:.0f}", f"{value / measured['sentence']:.2f}"] for name, value in measured.items()])
+    return {"scored_tokens_per_s": measured, "vs_sentence": ratio,
+            "context_tokens_per_sentence": context_tokens / len(sentence_rows), "batch": BATCH}
+
+
+SECTIONS = ("train", "embed", "generate", "memory", "loader", "context")
 
 
 def check_output(parser, output: Path):
@@ -395,7 +465,7 @@ def main():
     print(f"precision {args.precision}: measuring {', '.join(precisions)}")
     sections = {"train": lambda quick: bench_train(quick, precisions),
                 "embed": lambda quick: bench_embed(quick, precisions), "generate": bench_generate,
-                "memory": bench_memory, "loader": bench_loader}
+                "memory": bench_memory, "loader": bench_loader, "context": bench_context}
     results = {name: sections[name](args.quick) for name in args.sections}
     seconds = time.perf_counter() - started
     results["meta"] = {"quick": args.quick, "seconds": seconds, "precisions": precisions, "date": time.strftime("%Y-%m-%d"),

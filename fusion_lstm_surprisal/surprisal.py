@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fusion_lstm_training.data import (
-    FusionDataCollator, context_row, ends_sentence, known_ends, previous_sentences, read_text_file,
+    FusionDataCollator, encode_context, ends_sentence, known_ends, previous_sentences, read_text_file,
 )
 
 from .word_boundary import word_start_ids
@@ -313,12 +313,12 @@ class SurprisalScorer:
         if not context:
             return Encoded(sentence, ids, align(sentence, offsets), ends, 0, sentence.text)
         if self.is_fusion_model:
-            # exactly as in training: each context sentence and EOS after BOS (fusion_lstm_training.data)
+            # exactly as in training: the context's own tokens, each sentence followed by EOS (fusion_lstm_training.data)
             # (a config saved before max_context_length was recorded used the default, 128)
             limit = getattr(self.model.config, "max_context_length", 128)
-            row = context_row(ids, [c.text for c in context], self.tokenizer, limit, sentence.text, ends)
-            return Encoded(sentence, row["input_ids"], align(sentence, offsets), row["offsets"],
-                           row["context_length"], row["text"])
+            row = encode_context([c.text for c in context], self.tokenizer, limit, with_text=True)
+            return Encoded(sentence, ids, align(sentence, offsets), ends, 0, sentence.text, row["context_input_ids"],
+                           row["context_text"])
         return self.encode_after_text(sentence, " ".join(c.text for c in context))
 
     def encode_after_text(self, sentence: Sentence, context_text: str) -> "Encoded":
@@ -343,13 +343,16 @@ class SurprisalScorer:
     def token_surprisals(self, encoded: list["Encoded"], pieces: list[Piece]) -> list[TokenScores]:
         """For each piece (of the same or different sentences): the surprisal of its scored tokens."""
         features = [{"input_ids": encoded[p.item].ids[p.start : p.stop]} for p in pieces]
-        if self.fusion_context:  # fusion models read whole sentences (no window): pieces are the encoded rows
-            for feature, piece in zip(features, pieces):
-                feature["context_length"] = encoded[piece.item].context_length
+        items = [encoded[p.item] for p in pieces]
+        with_context = any(item.context_ids is not None for item in items)
+        if with_context:  # fusion models read whole sentences (no window): pieces are the encoded rows
+            for feature, item in zip(features, items):
+                feature["context_input_ids"] = item.context_ids or []
         if self.embedder is not None:
-            items = [encoded[p.item] for p in pieces]
-            vectors = self.embedder({"text": [item.text for item in items], "offsets": [item.ends for item in items],
-                                     "context_length": [item.context_length for item in items]})
+            batch = {"text": [item.text for item in items], "offsets": [item.ends for item in items]}
+            if with_context:
+                batch["context_text"] = [item.context_text for item in items]
+            vectors = self.embedder(batch)
             for feature, v in zip(features, vectors["fusion_embeds"]):
                 feature["fusion_embeds"] = v
         # padded as in training: right, with the pad id, and zero vectors at padded positions
@@ -445,9 +448,10 @@ class SurprisalScorer:
 
 @dataclass
 class Encoded:
-    """One sentence as the model reads it: ids (BOS, context, the sentence's tokens), the word of each of the
-    sentence's tokens, each token's end offset in `text` (for prefixes embedded from text), how many context tokens
-    follow BOS, and the text of context and sentence."""
+    """One sentence as the model reads it: ids (BOS, for a causal LM the context, the sentence's tokens), the word of
+    each of the sentence's tokens, each token's end offset in `text` (for prefixes embedded from text), how many
+    context tokens follow BOS in ids, and the text of ids; for a fusion model, the context as its own tokens
+    (`context_ids`, None: read sentence by sentence) and text."""
 
     sentence: Sentence
     ids: list[int]
@@ -455,6 +459,8 @@ class Encoded:
     ends: list[int]
     context_length: int
     text: str
+    context_ids: list[int] | None = None
+    context_text: str = ""
 
     @property
     def first_scored(self) -> int:

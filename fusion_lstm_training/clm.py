@@ -41,7 +41,7 @@ from .bpe import train_bpe_tokenizer
 from .callbacks import FusionDropoutSchedule, parse_schedule
 from .data import (
     TEXT_EXTENSIONS, FusionDataCollator, check_local_folder, load_splits, read_json_object, tokenize_sentences,
-    with_context_tokens,
+    with_context,
 )
 from .embeddings import PrefixEmbedder, embedding_cache
 from .metrics import LanguageModelMetrics, preprocess_logits_for_metrics
@@ -457,9 +457,8 @@ def main(argv: list[str] | None = None):
             for split, data in raw.items()
             if used[split]
         }
-        sentence_level = dict(tokenized)  # what a source that never reads the context embeds
-        if context_sentences:  # the document's previous sentences go before each sentence, for the LSTM or encoder
-            tokenized = {split: with_context_tokens(data, tokenizer, max_context_length, split)
+        if context_sentences:  # each sentence's previous sentences, as their own tokens, for the LSTM or the encoder
+            tokenized = {split: with_context(data, tokenizer, max_context_length, split)
                          for split, data in tokenized.items()}
     embedding_speed = None  # of the training sentences' precompute, when there is one
     if uses_fusion and data_args.precompute_fusion_embeddings:
@@ -469,8 +468,7 @@ def main(argv: list[str] | None = None):
             autocast = torch.bfloat16 if training_args.bf16 else None
             source = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer, autocast)
         cache = embedding_cache(source, data_args.embedding_cache_dir)
-        tokenized = {split: cache.attach(data, split, sentence_level[split] if context_sentences else None)
-                     for split, data in tokenized.items()}
+        tokenized = {split: cache.attach(data, split) for split, data in tokenized.items()}
         if "train" in tokenized:
             # the encoder's cost: how fast the training sentences' prefixes were embedded (when they were)
             embedding_speed = cache.record("train")["sentences_per_second"]
@@ -480,7 +478,8 @@ def main(argv: list[str] | None = None):
         if data_args.fusion_vectors == "shuffled":
             tokenized = {split: shuffle_vectors(data, training_args.seed, split) for split, data in tokenized.items()}
     tokenized = {
-        split: data.remove_columns([c for c in ("text", "offsets", "document", "context") if c in data.column_names])
+        split: data.remove_columns([c for c in ("text", "offsets", "document", "context", "context_text")
+                                   if c in data.column_names])
         for split, data in tokenized.items()
     }
     # e_j come out of the cache as arrays: decoded into Python lists they made the data loader the bottleneck on a GPU

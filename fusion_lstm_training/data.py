@@ -303,56 +303,46 @@ def tokenize_sentences(dataset: Dataset, tokenizer, max_seq_length: int, split: 
     return tokenized.remove_columns("truncated")
 
 
-def context_row(ids: list[int], context: list[str], tokenizer, max_context_length: int, text: str | None = None,
-                ends: list[int] | None = None) -> dict:
-    """One sample with its document's previous sentences put before it as tokens: BOS, each context sentence's
-    tokens and EOS, then the sentence's own tokens (`ids` is the sentence alone, BOS first). Returns `input_ids`,
-    `labels` (-100 on BOS and the context: the loss and the perplexity are over the sentence's own tokens, the same
-    tokens as without context) and `context_length` (the context's tokens, at most `max_context_length`, the most
-    recent). With the sentence's `text` and token `ends` (BOS ends at 0) also the `text` of the context and the
-    sentence joined by spaces and the `offsets` (ends) of every token in it, BOS ending where the kept context
-    starts."""
+def encode_context(context: list[str], tokenizer, max_context_length: int, with_text: bool = False) -> dict:
+    """A sentence's document context as the model reads it: `context_input_ids`, each previous sentence's tokens
+    followed by EOS (no BOS), at most `max_context_length`, the most recent; with `with_text`, `context_text` too: the
+    previous sentences joined by single spaces, from where the first kept token starts (a sentence cut short keeps
+    the end of its text, as it keeps the end of its tokens)."""
     pieces = [s.strip() for s in context]
     encoded = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True) if pieces else None
-    tokens, starts, token_ends, start = [], [], [], 0
+    tokens, starts, start = [], [], 0
     for k, piece in enumerate(pieces):
         tokens += [*encoded["input_ids"][k], tokenizer.eos_token_id]
         starts += [start + a for a, _ in encoded["offset_mapping"][k]] + [start + len(piece)]
-        token_ends += [start + b for b in known_ends(encoded["offset_mapping"][k])] + [start + len(piece)]
         start += len(piece) + 1
     keep = min(len(tokens), max_context_length)
-    tokens, starts, token_ends = tokens[len(tokens) - keep :], starts[len(starts) - keep :], token_ends[len(token_ends) - keep :]
-    row = {"input_ids": [ids[0], *tokens, *ids[1:]], "labels": [-100] * (1 + len(tokens)) + list(ids[1:]),
-           "context_length": len(tokens)}
-    if text is not None:
-        row["text"] = " ".join([*pieces, text])
-        row["offsets"] = [starts[0] if starts else start, *token_ends, *(start + end for end in ends[1:])]
+    row = {"context_input_ids": tokens[len(tokens) - keep :]}
+    if with_text:
+        row["context_text"] = " ".join(pieces)[starts[len(starts) - keep] :] if keep else ""
     return row
 
 
-def with_context_tokens(tokenized: Dataset, tokenizer, max_context_length: int, split: str) -> Dataset:
-    """Every sample as a `context_row`: its `context` sentences before it as tokens (with `text` and `offsets` for
-    samples that have them). Whether the LSTM reads the context or only the encoder does is the model's config
-    (`context_as_tokens`)."""
-    with_offsets = "offsets" in tokenized.column_names
+def with_context(tokenized: Dataset, tokenizer, max_context_length: int, split: str) -> Dataset:
+    """Every sample with its `context` sentences as `encode_context` gives them (and `context_text` for samples that
+    have `offsets`): the sentence's own columns are unchanged. Whether the LSTM reads the context or only the encoder
+    does is the model's config (`context_as_tokens`)."""
+    with_text = "offsets" in tokenized.column_names
 
-    def prepend(batch):
-        rows = [context_row(ids, context, tokenizer, max_context_length,
-                            batch["text"][i] if with_offsets else None, batch["offsets"][i] if with_offsets else None)
-                for i, (ids, context) in enumerate(zip(batch["input_ids"], batch["context"]))]
+    def encode(batch):
+        rows = [encode_context(context, tokenizer, max_context_length, with_text) for context in batch["context"]]
         return {key: [row[key] for row in rows] for key in rows[0]}
 
-    with_context = tokenized.map(prepend, batched=True, desc=f"Context tokens ({split})")
-    tokens = with_context["context_length"]
+    encoded = tokenized.map(encode, batched=True, desc=f"Context tokens ({split})")
+    tokens = [len(ids) for ids in encoded["context_input_ids"]]
     logger.info("%s: the previous sentences take %.1f tokens per sentence on average (at most %d), %d sentences have "
                 "none", split, sum(tokens) / max(len(tokens), 1), max_context_length, sum(t == 0 for t in tokens))
-    return with_context
+    return encoded
 
 
 def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token id lists → (ids, attention_mask), both (len(sequences), longest), padded on the right."""
     lengths = [len(seq) for seq in sequences]
-    ids = torch.full((len(sequences), max(lengths)), pad_id, dtype=torch.long)
+    ids = torch.full((len(sequences), max(lengths, default=0)), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, seq in enumerate(sequences):
         ids[i, : lengths[i]] = torch.as_tensor(seq)
@@ -364,7 +354,8 @@ def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 class FusionDataCollator:
     """Pads a batch on the right: input_ids with the pad id, attention_mask with 0, labels with -100, and
     fusion_embeds (float16 in the cache) with zeros, as float32. Labels are the input ids, or the features' own
-    `labels` where they have them (the document's context is not scored); `context_length` is passed on."""
+    `labels` where they have them. The document's previous sentences, `context_input_ids`, are padded the same way
+    into context_input_ids and context_attention_mask."""
 
     pad_token_id: int
 
@@ -375,8 +366,9 @@ class FusionDataCollator:
         if "labels" in features[0]:
             labels, _ = pad_right([f["labels"] for f in features], -100)
         out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        if "context_length" in features[0]:
-            out["context_length"] = torch.tensor([f["context_length"] for f in features])
+        if "context_input_ids" in features[0]:
+            out["context_input_ids"], out["context_attention_mask"] = pad_right(
+                [f["context_input_ids"] for f in features], self.pad_token_id)
         if "fusion_embeds" in features[0]:
             width = len(features[0]["fusion_embeds"][0])
             fusion_embeds = torch.zeros(batch, length, width)

@@ -106,28 +106,31 @@ class PrefixEmbedder:
         device = next(self.prefix_encoder.parameters()).device
         with torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
-            sentences = len(batch["input_ids"] if "input_ids" in batch else batch["text"])
-            context = batch.get("context_length") or [0] * sentences
             if self.encoder_tokenizer is None:
-                vectors = self._from_token_ids(batch["input_ids"], context, device)
+                vectors = self._from_token_ids(batch["input_ids"], batch.get("context_input_ids"), device)
             else:
-                vectors = self._from_text(batch["text"], batch["offsets"], context)
+                context_texts = batch.get("context_text") or [""] * len(batch["text"])
+                vectors = self._from_text(batch["text"], batch["offsets"], context_texts)
         return {"fusion_embeds": [v.to(torch.float16).cpu().numpy() for v in vectors]}
 
-    def _from_token_ids(self, input_ids: list[list[int]], context_length: list[int], device) -> list[torch.Tensor]:
+    def _from_token_ids(self, input_ids: list[list[int]], context_ids: list[list[int]] | None,
+                        device) -> list[torch.Tensor]:
         padded, mask = pad_right(input_ids, pad_id=0)
-        context = torch.tensor(context_length, device=device) if any(context_length) else None
-        out = self.prefix_encoder(padded.to(device), mask.to(device), num_new=padded.shape[1], context_length=context,
+        context = {}
+        if context_ids is not None and self.reads_document:
+            context_padded, context_mask = pad_right(context_ids, pad_id=0)
+            context = {"context_input_ids": context_padded.to(device), "context_attention_mask": context_mask.to(device)}
+        out = self.prefix_encoder(padded.to(device), mask.to(device), num_new=padded.shape[1], **context,
                                   **self._context_argument())
         return [out[i, : len(ids)] for i, ids in enumerate(input_ids)]
 
-    def _from_text(self, texts: list[str], offsets: list[list[int]], context_length: list[int]) -> list[torch.Tensor]:
+    def _from_text(self, texts: list[str], offsets: list[list[int]], context_texts: list[str]) -> list[torch.Tensor]:
         context = self.context
         if context.is_whole_sentence:
             # one embedding of the whole sentence, repeated at every position
             pooled = self.prefix_encoder.embed_texts(texts, self.encoder_tokenizer)
             return [vector.expand(len(ends), -1) for vector, ends in zip(pooled, offsets)]
-        prefixes = [context.texts(text, ends, n) for text, ends, n in zip(texts, offsets, context_length)]
+        prefixes = [context.texts(text, ends, before) for text, ends, before in zip(texts, offsets, context_texts)]
         flat = [p for rows in prefixes for p in rows]
         if context.is_one_per_sentence:
             # the same window at every position of a sentence: each distinct text is embedded once
@@ -168,12 +171,22 @@ class EmbeddingCache:
         return self._store
 
     def sentence_keys(self, dataset: Dataset) -> list[str]:
-        texts = dataset["text"] if "offsets" in dataset.column_names else None
+        """A key per row: its token ids (and text, for embeddings computed from text), and its document's previous
+        sentences where the embedder reads them (a source that never does shares the sentence-level vectors)."""
+        columns = dataset.column_names
+        texts = dataset["text"] if "offsets" in columns else None
+        reads_document = "context_input_ids" in columns and getattr(self.embedder, "reads_document", True)
+        contexts = dataset.data.column("context_input_ids").to_pylist() if reads_document else None
+        context_texts = dataset["context_text"] if reads_document and "context_text" in columns else None
         keys = []
         for i, ids in enumerate(dataset.data.column("input_ids").to_pylist()):
             digest = hashlib.blake2b(np.asarray(ids, dtype=np.int64).tobytes(), digest_size=16)
             if texts is not None:
                 digest.update(texts[i].encode())
+            if contexts is not None:
+                digest.update(b"|after|" + np.asarray(contexts[i], dtype=np.int64).tobytes())
+                if context_texts is not None:
+                    digest.update(context_texts[i].encode())
             keys.append(digest.hexdigest())
         return keys
 
@@ -182,23 +195,16 @@ class EmbeddingCache:
         keys = self.sentence_keys(dataset) if keys is None else keys
         return self.store / f"view-{hashlib.sha256(chr(10).join(keys).encode()).hexdigest()[:32]}.arrow"
 
-    def attach(self, dataset: Dataset, split: str, sentence_level: Dataset | None = None) -> Dataset:
-        """`dataset` with a `fusion_embeds` column, embedding only the sentences the cache does not hold yet.
-
-        `sentence_level`: for rows that carry their document's previous sentences (`context_length` tokens after
-        BOS), the same sentences without them, in the same order. A source whose windows never reach into the
-        context (`reads_document` False, e.g. the prefix) gives a row the vectors of its sentence-level sample, the
-        context's positions taking the empty window's (that of BOS): nothing is embedded twice for the context,
-        and sentence-level runs share the vectors."""
+    def attach(self, dataset: Dataset, split: str) -> Dataset:
+        """`dataset` with a `fusion_embeds` column, embedding only the sentences the cache does not hold yet (rows
+        whose document context the embedder does not read are keyed by the sentence alone: they share the
+        sentence-level vectors)."""
         keys = self.sentence_keys(dataset)
         view = self.view_path(dataset, keys)
         if view.exists():
             logger.info("%s: reusing cached embeddings %s", split, view)
-        elif sentence_level is not None and not getattr(self.embedder, "reads_document", True):
-            self.attach(sentence_level, split)
-            self._widen_view(self.views[split], dataset["context_length"], view)
         else:
-            self._build_view(dataset, split, keys, view, sentence_level)
+            self._build_view(dataset, split, keys, view)
         self.views[split] = view
         embeddings = Dataset.from_file(str(view))
         if len(embeddings) != len(dataset):
@@ -223,27 +229,7 @@ class EmbeddingCache:
             offset += len(part_keys)
         return index
 
-    def _widen_view(self, sentence_view: Path, context_lengths: list[int], view: Path):
-        """Writes `view` from the sentence-level view: each row's BOS vector repeated for its context's positions."""
-        state = PartialState()
-        if state.is_main_process:
-            source = Dataset.from_file(str(sentence_view)).with_format("numpy")
-            if len(source) != len(context_lengths):
-                raise ValueError(f"{sentence_view} has {len(source)} sentences for {len(context_lengths)} rows with "
-                                 "context: pass the same sentences, in the same order, as sentence_level.")
-
-            def widen(batch, indices):
-                return {"fusion_embeds": [vectors[[0] * (context_lengths[i] + 1) + list(range(1, len(vectors)))]
-                                          for vectors, i in zip(batch["fusion_embeds"], indices)]}
-
-            partial = view.with_suffix(".partial.arrow")
-            source.map(widen, with_indices=True, batched=True, features=source.features, cache_file_name=str(partial),
-                       new_fingerprint=view.stem, desc="Prefix embeddings with the context's positions")
-            os.replace(partial, view)
-            view.with_suffix(".json").write_text(sentence_view.with_suffix(".json").read_text())
-        state.wait_for_everyone()
-
-    def _build_view(self, dataset: Dataset, split: str, keys: list[str], view: Path, sentence_level=None):
+    def _build_view(self, dataset: Dataset, split: str, keys: list[str], view: Path):
         state = PartialState()
         self.store.mkdir(parents=True, exist_ok=True)
         known = self._index(self._parts())
@@ -343,11 +329,11 @@ class JoinedEmbeddingCache(EmbeddingCache):
         combined = 1 / sum(1 / speed for speed in speeds) if all(speeds) else None
         return {"split": split, "sentences": parts[0]["sentences"], "parts": parts, "sentences_per_second": combined}
 
-    def _build_view(self, dataset: Dataset, split: str, keys: list[str], view: Path, sentence_level=None):
+    def _build_view(self, dataset: Dataset, split: str, keys: list[str], view: Path):
         state = PartialState()
         self.store.mkdir(parents=True, exist_ok=True)
         for part in self.parts:
-            part.attach(dataset, split, sentence_level)
+            part.attach(dataset, split)
         if state.is_main_process:
             columns = [Dataset.from_file(str(part.views[split])).rename_column("fusion_embeds", f"part{i}")
                        for i, part in enumerate(self.parts)]

@@ -5,21 +5,19 @@ the FUSIONS table and FUSION_FUNCTIONS, so that a mistake there cannot hide in b
 import torch
 
 
-def naive_context(config, ids: torch.Tensor, j: int, context_length: int = 0, mode: str | None = None) -> torch.Tensor:
-    """The tokens whose embedding is e_j, per `mode` (default config.fusion_context): tokens 0..j (prefix);
-    0..min(j, c) (subr); the first token ([CLS]) then c..j (subl), with c = int(k · |S|), |S| = len(ids). With the
-    document's previous sentences as tokens 1..n (n = context_length): [CLS] and the sentence's tokens up to j
-    (prefix), [CLS] and the previous sentences (previous), [CLS], the previous sentences and the sentence's tokens up
-    to j (document); just [CLS] at a position inside the context (j < n)."""
-    n, mode = context_length, mode or config.fusion_context
-    if n and j < n:  # a position inside the context: never scored, nothing read
-        return ids[:1]
+def naive_context(config, ids: torch.Tensor, j: int, context_ids: torch.Tensor | None = None,
+                  mode: str | None = None) -> torch.Tensor:
+    """The tokens whose embedding is e_j, per `mode` (default config.fusion_context), for the sentence `ids` (BOS
+    first) after the document's previous sentences `context_ids` (each ending in EOS; no BOS): tokens 0..j (prefix);
+    0..min(j, c) (subr); the first token ([CLS]) then c..j (subl), with c = int(k · |S|), |S| = len(ids); [CLS]
+    and the previous sentences (previous); [CLS], the previous sentences and the sentence's tokens 1..j
+    (document)."""
+    mode = mode or config.fusion_context
+    context = ids[:0] if context_ids is None else context_ids
     if mode == "previous":
-        return ids[: n + 1]
+        return torch.cat([ids[:1], context])
     if mode == "document":
-        return ids[: j + 1]
-    if n:
-        return torch.cat([ids[:1], ids[n + 1 : j + 1]])
+        return torch.cat([ids[:1], context, ids[1 : j + 1]])
     c = int(config.fusion_context_fraction * len(ids))
     if mode == "subr":
         return ids[: min(j, c) + 1]
@@ -28,13 +26,13 @@ def naive_context(config, ids: torch.Tensor, j: int, context_length: int = 0, mo
     return ids[: j + 1]
 
 
-def naive_prefix_embedding(model, ids: torch.Tensor, j: int, context_length: int = 0) -> torch.Tensor:
+def naive_prefix_embedding(model, ids: torch.Tensor, j: int, context_ids: torch.Tensor | None = None) -> torch.Tensor:
     """e_j (width,) by one encoder call on the context of position j (tokens 0..j for fusion_context='prefix') +
     [SEP] of the unpadded sequence `ids` (seq_len,), pooled as the model's config says; for 'prefix+previous', one
     call for each, the two vectors one after the other."""
     vectors = []
     for mode in model.config.fusion_context.split("+"):
-        window = naive_context(model.config, ids, j, context_length, mode)
+        window = naive_context(model.config, ids, j, context_ids, mode)
         row = torch.cat([window, torch.tensor([model.config.eos_token_id])]).unsqueeze(0)
         out = model.prefix_encoder.encoder(input_ids=row, attention_mask=torch.ones_like(row))
         pooling = model.config.encoder_pooling
@@ -55,25 +53,22 @@ def naive_prefix_embeddings(model, sentences: list[list[int]]) -> list[torch.Ten
             for ids in sentences]
 
 
-def naive_logits(model, ids: torch.Tensor, context_length: int = 0) -> torch.Tensor:
-    """Logits (seq_len - context_length, vocab) of one unpadded sequence `ids` (seq_len,), one position at a time:
-    e_j from its own encoder call, the LSTM run from scratch over tokens 0..j (from e_j for early fusion), then
-    fusion, dense and the output layer. With the document's previous sentences as tokens 1..context_length, the
-    positions from context_length on (those that predict the sentence's tokens) and an LSTM that skips them unless
-    it reads the context as tokens."""
+def naive_logits(model, ids: torch.Tensor, context_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits (seq_len, vocab) of one unpadded sentence `ids` (seq_len,), one position at a time: e_j from its own
+    encoder call, the LSTM run from scratch over tokens 0..j (from e_j for early fusion), then fusion, dense and the
+    output layer. With the document's previous sentences `context_ids`, an LSTM that reads them after BOS, before
+    the sentence, where it reads the context as tokens."""
     m, config = model.model, model.config
     lstm, projection = m.recurrence.lstm, m.recurrence.fusion_projection
     project = projection if projection is not None else (lambda e: e)
-    n = context_length
-    embeds = m.embeddings(ids).unsqueeze(0)
-    if n and not config.context_as_tokens:  # the LSTM reads BOS and the sentence only
-        embeds = torch.cat([embeds[:, :1], embeds[:, n + 1 :]], dim=1)
-        offset = n
-    else:
-        offset = 0
+    read = ids
+    if context_ids is not None and config.context_as_tokens:  # the LSTM reads BOS, the context, then the sentence
+        read = torch.cat([ids[:1], context_ids, ids[1:]])
+    offset = len(read) - len(ids)
+    embeds = m.embeddings(read).unsqueeze(0)
     outputs = []
-    for j in range(n, len(ids)):
-        e = naive_prefix_embedding(model, ids, j, n) if config.uses_fusion else None
+    for j in range(len(ids)):
+        e = naive_prefix_embedding(model, ids, j, context_ids) if config.uses_fusion else None
         if config.fusion == "embedding_only":
             # the artefact-only MLP: e_j → ReLU → ReLU → output layer, no LSTM
             hidden = torch.relu(m.dense(torch.relu(projection(e))))
@@ -84,9 +79,9 @@ def naive_logits(model, ids: torch.Tensor, context_length: int = 0) -> torch.Ten
             zeros = torch.zeros_like(state)
             h0 = state if config.fusion in ("init_h", "init_hc") else zeros
             c0 = state if config.fusion in ("init_c", "init_hc") else zeros
-            h = lstm(embeds[:, : j + 1 - offset], (h0, c0))[0][0, -1]
+            h = lstm(embeds[:, : j + 1 + offset], (h0, c0))[0][0, -1]
         else:
-            h = lstm(embeds[:, : j + 1 - offset])[0][0, -1]
+            h = lstm(embeds[:, : j + 1 + offset])[0][0, -1]
         fused = {
             "concat": lambda: torch.cat([h, e]),
             "add": lambda: h + project(e),

@@ -49,20 +49,29 @@ def scatter_to_positions(compact: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     return gathered * mask.unsqueeze(-1).to(gathered.dtype)
 
 
-def without_context(mask: torch.Tensor, context_length: torch.Tensor) -> torch.Tensor:
-    """mask (batch, seq_len) with the real tokens 1..context_length[b] of each row (the document's previous
-    sentences, right after BOS) set to 0."""
-    rank = mask.cumsum(1) - 1  # each real token's index in its row
-    in_context = (rank >= 1) & (rank <= context_length.to(mask.device).unsqueeze(1))
-    return mask * (~in_context).to(mask.dtype)
+def join_context(compact: torch.Tensor, context: torch.Tensor, context_length: torch.Tensor) -> torch.Tensor:
+    """Each row's context put right after its first token: compact (batch, seq_len, ...) and context
+    (batch, context_len, ...) hold their real entries left-aligned (`compact_rows`), row b's context being its first
+    context_length[b]; returns (batch, seq_len + context_len, ...): compact[b, 0], context[b, :n_b], compact[b, 1:],
+    left-aligned, then padding (whatever lay behind: mask it)."""
+    width = compact.shape[1]
+    joined = torch.cat([compact, context], dim=1)
+    position = torch.arange(joined.shape[1], device=joined.device).unsqueeze(0)
+    n = context_length.to(joined.device).unsqueeze(1)
+    source = torch.where(position == 0, 0, torch.where(position <= n, width + position - 1, position - n))
+    source = source.clamp(max=joined.shape[1] - 1)
+    if joined.dim() > 2:
+        source = source.view(*source.shape, *([1] * (joined.dim() - 2))).expand(-1, -1, *joined.shape[2:])
+    return joined.gather(1, source)
 
 
-def carry_forward(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """values (batch, seq_len, width) where each position of mask 0 takes the values of the last position of mask 1
-    before it (position 0 where there is none)."""
-    positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0) * mask.to(torch.long)
-    source = positions.cummax(dim=1).values
-    return values.gather(1, source.unsqueeze(-1).expand_as(values))
+def refuse_context_length(kwargs: dict):
+    """`context_length` (the document's previous sentences inside input_ids) is gone: say how to pass them now."""
+    if "context_length" in kwargs:
+        raise ValueError("`context_length` is no longer an input: pass the document's previous sentences as their own "
+                         "tensors, context_input_ids and context_attention_mask (batch, context_len), and input_ids as "
+                         "BOS + the sentence alone (a row built before holds, after BOS, its n = context_length context "
+                         "tokens: context_input_ids = ids[1 : 1 + n], input_ids = ids[:1] + ids[1 + n :]).")
 
 
 def is_right_padded(mask: torch.Tensor) -> bool:
@@ -97,30 +106,32 @@ class PrefixRows(NamedTuple):
 
 
 # The window of each single-window fusion_context (CONTEXTS in configuration_fusion_lstm.py says what each is): for
-# the prefix of `length` tokens of a sample of `sentence_length` tokens whose tokens 1..context are the document's
-# previous sentences, (start, end): the encoder reads the first token, then tokens start..end-1. One signature:
-# window(length, sentence_length, context, fraction) → (start, end), tensors shaped like `length`.
-def _prefix_window(length, sentence_length, context, fraction):  # tokens 0..j of the sentence
-    return 1 + context, length
+# the prefix of `length` tokens (tokens 0..j) of a sentence of `sentence_length` tokens (BOS and EOS included),
+# (start, end): the encoder reads the first token ([CLS], the LM's BOS), then, for a mode that reads the document,
+# the document's previous sentences, then the sentence's tokens start..end-1. One signature:
+# window(length, sentence_length, fraction) → (start, end), tensors shaped like `length`; a window that reads the
+# document starts at 1, so that the previous sentences and the sentence's tokens are one contiguous text.
+def _prefix_window(length, sentence_length, fraction):  # tokens 0..j of the sentence
+    return torch.ones_like(length), length
 
 
-def _sentence_window(length, sentence_length, context, fraction):  # the whole sample (the leaky probe)
+def _sentence_window(length, sentence_length, fraction):  # the whole sentence (the leaky probe)
     return torch.ones_like(length), sentence_length
 
 
-def _subr_window(length, sentence_length, context, fraction):  # only the sample's first part: tokens 0..min(j, c)
+def _subr_window(length, sentence_length, fraction):  # only the sentence's first part: tokens 0..min(j, c)
     return torch.ones_like(length), torch.minimum(length, _cut(sentence_length, fraction) + 1)
 
 
-def _subl_window(length, sentence_length, context, fraction):  # the first part dropped: tokens c..j
+def _subl_window(length, sentence_length, fraction):  # the first part dropped: tokens c..j
     return torch.minimum(_cut(sentence_length, fraction).clamp(min=1), length), length
 
 
-def _previous_window(length, sentence_length, context, fraction):  # the previous sentences, the same at every j
-    return torch.ones_like(length), 1 + context
+def _previous_window(length, sentence_length, fraction):  # the previous sentences alone, the same at every j
+    return torch.ones_like(length), torch.ones_like(length)
 
 
-def _document_window(length, sentence_length, context, fraction):  # the previous sentences and tokens 0..j
+def _document_window(length, sentence_length, fraction):  # the previous sentences and tokens 0..j
     return torch.ones_like(length), length
 
 
@@ -134,6 +145,9 @@ CONTEXT_WINDOWS = {"prefix": _prefix_window, "sentence": _sentence_window, "subr
 if set(CONTEXT_WINDOWS) != {mode for mode, spec in CONTEXTS.items() if spec.parts == (mode,)}:
     raise ValueError(f"CONTEXT_WINDOWS {sorted(CONTEXT_WINDOWS)} must hold one window per single-window mode of "
                      "CONTEXTS.")
+for _mode in CONTEXT_WINDOWS:  # the previous sentences and the sentence's tokens must make one contiguous text
+    if CONTEXTS[_mode].reads_document and int(CONTEXT_WINDOWS[_mode](torch.tensor([3]), torch.tensor([5]), 0.5)[0]) != 1:
+        raise ValueError(f"CONTEXT_WINDOWS[{_mode!r}] reads the document, so its window must start at 1.")
 
 
 def encoder_text_ends(tokenizer) -> tuple[int, int]:
@@ -154,16 +168,16 @@ class PrefixContext(NamedTuple):
     the similarity probe. Always the first token ([CLS], the LM's BOS), then:
 
         prefix     tokens 0..j of the sentence (causal, the paper's model)
-        sentence   the whole sample, at every position (the paper's leaky probe: not causal)
-        subr       tokens 0..min(j, c): only the sample's first part
+        sentence   the whole sentence, at every position (the paper's leaky probe: not causal)
+        subr       tokens 0..min(j, c): only the sentence's first part
         subl       tokens c..j: the first part dropped (an empty window embeds just the start and end tokens)
         previous   the previous sentences of the document: one vector for every position of the sentence
         document   the previous sentences of the document and tokens 0..j of the sentence
         prefix+previous   two windows, prefix and previous, embedded apart: e_j is their two vectors side by side
 
-    with c = int(fraction · |S|), |S| the sample's length in tokens (BOS and EOS included). The sub-prefix feeders
+    with c = int(fraction · |S|), |S| the sentence's length in tokens (BOS and EOS included). The sub-prefix feeders
     read |S|, which a causal LM cannot know: probes, not models to generate with. The document's previous sentences
-    come first in the sequence, right after BOS (`context_length` tokens); the sentence-level modes start after them.
+    are the model's `context_input_ids`, apart from the sentence; only the modes that read the document see them.
     """
 
     mode: str = "prefix"
@@ -180,13 +194,13 @@ class PrefixContext(NamedTuple):
 
     @property
     def reads_document(self) -> bool:
-        """Whether the window reaches into the document's previous sentences (otherwise it is the same with or
-        without them: a prefix's vectors are those of the sentence-level sample)."""
+        """Whether the window reads the document's previous sentences (otherwise it never sees them: a prefix's
+        vectors are those of the sentence alone)."""
         return CONTEXTS[self.mode].reads_document
 
     @property
     def is_whole_sentence(self) -> bool:
-        """Whether every position reads the whole sample (one embedding of it, repeated)."""
+        """Whether every position reads the whole sentence (one embedding of it, repeated)."""
         return CONTEXTS[self.mode].vectors == "sample"
 
     @property
@@ -200,29 +214,24 @@ class PrefixContext(NamedTuple):
         other modes stay valid)."""
         return f"{self.mode}{self.fraction!r}" if self.mode in ("subr", "subl") else self.mode
 
-    def windows(self, length: torch.Tensor, sentence_length: torch.Tensor,
-                context_length: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """For the prefix of `length` tokens (tokens 0..j of the sequence, j = length - 1) of a sample of
-        `sentence_length` tokens, whose tokens 1..context_length are the document's previous sentences: (start, end),
-        each shaped like `length`, such that the encoder reads the first token and then tokens start..end-1;
-        1 ≤ start ≤ end (start == end: an empty window). Positions inside the context (length ≤ context_length)
-        predict context tokens, which are never scored: they get an empty window."""
+    def windows(self, length: torch.Tensor, sentence_length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the prefix of `length` tokens (tokens 0..j of the sentence, j = length - 1) of a sentence of
+        `sentence_length` tokens: (start, end), each shaped like `length`, such that the encoder reads the first
+        token, then the document's previous sentences if this mode reads them, then the sentence's tokens
+        start..end-1; 1 ≤ start ≤ end (start == end: no token of the sentence)."""
         self._check_single_window()
-        context = torch.zeros_like(length) if context_length is None else context_length.to(length.dtype)
-        start, end = CONTEXT_WINDOWS[self.mode](length, sentence_length.to(length.dtype), context, self.fraction)
-        # positions inside the context predict context tokens, which are never scored: an empty window
-        inside = length <= context
-        return torch.where(inside, length, start), torch.where(inside, length, end)
+        return CONTEXT_WINDOWS[self.mode](length, sentence_length.to(length.dtype), self.fraction)
 
-    def texts(self, text: str, ends: list[int], context_length: int = 0) -> list[str]:
-        """The text the encoder reads at each position of `text`, whose token j ends at character ends[j] (BOS ends
-        at 0; the document's previous sentences, if any, are its first `context_length` tokens after BOS): the
-        window of each position, as text."""
+    def texts(self, text: str, ends: list[int], context_text: str = "") -> list[str]:
+        """The text the encoder reads at each position of the sentence `text`, whose token j ends at character
+        ends[j] (BOS ends at 0), after the document's previous sentences `context_text` (joined to the sentence by
+        one space; read only by the modes that read the document): the window of each position, as text."""
         self._check_single_window()
         length = torch.arange(1, len(ends) + 1)
-        starts, stops = self.windows(length, torch.full_like(length, len(ends)),
-                                     torch.full_like(length, context_length))
-        return [text[ends[start - 1] : ends[stop - 1]].strip() for start, stop in zip(starts.tolist(), stops.tolist())]
+        starts, stops = self.windows(length, torch.full_like(length, len(ends)))
+        before = context_text.strip() if self.reads_document else ""
+        return [f"{before} {text[ends[start - 1] : ends[stop - 1]].strip()}".strip()
+                for start, stop in zip(starts.tolist(), stops.tolist())]
 
     def _check_single_window(self):
         if len(self.parts) > 1:
@@ -329,20 +338,29 @@ class FusionLSTMPrefixEncoder(nn.Module):
         return digest.hexdigest()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_new: int,
-                context_length: torch.Tensor | None = None, context: PrefixContext | None = None) -> torch.Tensor:
-        """input_ids, attention_mask (batch, seq_len): the whole sequence so far; context_length (batch,): how many
-        of its first tokens after BOS are the document's previous sentences (None: none). Returns
-        (batch, num_new, width): e_j for each of the last `num_new` positions (zeros at padded positions); with
-        `context`, one part of this module's context, just that part's vectors (batch, num_new, part_width)."""
+                context_input_ids: torch.Tensor | None = None, context_attention_mask: torch.Tensor | None = None,
+                context: PrefixContext | None = None) -> torch.Tensor:
+        """input_ids, attention_mask (batch, seq_len): the sentence so far; context_input_ids, context_attention_mask
+        (batch, context_len): the document's previous sentences (None: none). Returns (batch, num_new, width): e_j for
+        each of the last `num_new` positions (zeros at padded positions); with `context`, one part of this module's
+        context, just that part's vectors (batch, num_new, part_width)."""
         if self.token_id_problem:
             raise ValueError(self.token_id_problem)
         compact = compact_rows(input_ids, attention_mask)  # shared by the windows of every part
+        document = None  # the sentence with its previous sentences after the first token, for the parts that read them
+        if context_input_ids is not None:
+            context_mask = attention_mask.new_ones(context_input_ids.shape) if context_attention_mask is None \
+                else context_attention_mask.to(attention_mask.dtype)
+            context_length = context_mask.sum(1)
+            document = (join_context(compact, compact_rows(context_input_ids, context_mask), context_length),
+                        context_length)
         parts = (context or self.context).parts
-        vectors = [self._embed_window(part, compact, attention_mask, num_new, context_length) for part in parts]
+        vectors = [self._embed_window(part, compact, document, attention_mask, num_new) for part in parts]
         return vectors[0] if len(vectors) == 1 else torch.cat(vectors, dim=-1)
 
-    def _embed_window(self, context: PrefixContext, compact, attention_mask, num_new, context_length):
-        """The vectors of one window per position; `compact` holds the real tokens of each row, left-aligned."""
+    def _embed_window(self, context: PrefixContext, compact, document, attention_mask, num_new):
+        """The vectors of one window per position; `compact` holds the real tokens of each row, left-aligned,
+        `document` (or None) the same rows with their previous sentences after the first token, and their count."""
         end = self.config.eos_token_id
         if context.is_whole_sentence:
             # one row per sequence, the whole (real) sequence: the same e for every position
@@ -351,8 +369,11 @@ class FusionLSTMPrefixEncoder(nn.Module):
             new_real = attention_mask[:, -num_new:].unsqueeze(-1).to(pooled.dtype)
             return pooled.unsqueeze(1) * new_real
         rows = PrefixRows.of(attention_mask, num_new)
-        lengths = None if context_length is None else context_length.to(rows.length.device)[rows.batch_index]
-        start, stop = context.windows(rows.length, attention_mask.sum(1)[rows.batch_index], lengths)
+        start, stop = context.windows(rows.length, attention_mask.sum(1)[rows.batch_index])
+        if context.reads_document and document is not None:
+            # the window starts right after the first token: the previous sentences come first
+            compact, context_length = document
+            stop = stop + context_length[rows.batch_index].to(stop.dtype)
         if not context.is_one_per_sentence:
             return rows.to_positions(self.embed_rows(compact, rows.batch_index, stop, end, start))
         # the same window at every position of a sentence: each distinct window is embedded once
@@ -477,12 +498,28 @@ class LateFusionLSTM(FusionLSTMStage):
 
     def forward(self, token_embeds, inputs, fusion_embeds, state, need_state: bool, embed_tokens):
         previous = state.hidden if state is not None else None
-        output, hidden = self.run_sequence(token_embeds, inputs.new_lstm_mask, previous, need_state)
-        if inputs.hides_context:
-            # a context position predicts from what the LSTM has read so far: its output after BOS
-            output = carry_forward(output, inputs.new_lstm_mask)
+        if previous is None and inputs.lstm_reads_context:
+            output, hidden = self.run_after_context(token_embeds, inputs, embed_tokens, need_state)
+        else:
+            output, hidden = self.run_sequence(token_embeds, inputs.new_mask, previous, need_state)
         fused, _ = self.fusion_function(self.dropout(output), None, self.project(fusion_embeds))
         return fused, hidden
+
+    def run_after_context(self, token_embeds, inputs, embed_tokens, need_state: bool):
+        """The LSTM over BOS, the document's previous sentences, then the sentence's tokens (context_as_tokens):
+        the outputs at the sentence's positions (BOS's is the one after the context), (batch, num_new, H)."""
+        mask = inputs.new_mask
+        context_length = inputs.context_attention_mask.sum(1)
+        joined = join_context(compact_rows(token_embeds, mask),
+                              compact_rows(embed_tokens(inputs.context_input_ids), inputs.context_attention_mask),
+                              context_length)
+        lengths = mask.sum(1) + context_length
+        joined_mask = (torch.arange(joined.shape[1], device=joined.device).unsqueeze(0) < lengths.unsqueeze(1)).long()
+        output, hidden = self.run_sequence(joined, joined_mask, None, need_state)
+        # the sentence's token k (its k-th real token) sits at k + n in the joined row; BOS's output is the context's
+        index = (torch.arange(mask.shape[1], device=mask.device).unsqueeze(0) + context_length.unsqueeze(1))
+        index = index.clamp(max=joined.shape[1] - 1).unsqueeze(-1).expand(-1, -1, output.shape[-1])
+        return scatter_to_positions(output.gather(1, index), mask), hidden
 
     def run_sequence(self, embeds, mask, hidden, need_state: bool):
         """LSTM over embeds (batch, n, E) from `hidden` ((h, c), each (layers, batch, H), or None).
@@ -515,14 +552,17 @@ class EarlyFusionLSTM(FusionLSTMStage):
 
     def forward(self, token_embeds, inputs, fusion_embeds, state, need_state: bool, embed_tokens):
         embeds = embed_tokens(inputs.input_ids) if inputs.has_history else token_embeds
-        num_new = inputs.new_mask.shape[1]
-        rows = PrefixRows.of(inputs.attention_mask, num_new)
-        # each position's run reads the tokens the LSTM reads up to it (a context position: just BOS)
-        lengths = inputs.lstm_mask.cumsum(1)[:, -num_new:][rows.new_mask]
+        rows = PrefixRows.of(inputs.attention_mask, inputs.new_mask.shape[1])
+        sequences, lengths = compact_rows(embeds, inputs.attention_mask), rows.length
+        if inputs.lstm_reads_context:  # each run reads BOS, the previous sentences, then tokens 1..j
+            context_length = inputs.context_attention_mask.sum(1)
+            context = compact_rows(embed_tokens(inputs.context_input_ids), inputs.context_attention_mask)
+            sequences = join_context(sequences, context, context_length)
+            lengths = lengths + context_length[rows.batch_index]
         projected = self.project(fusion_embeds[rows.new_mask])
         zeros = embeds.new_zeros(projected.shape[0], self.config.hidden_size)
         h0, c0 = self.fusion_function(zeros, zeros, projected)
-        last = self.run_rows(compact_rows(embeds, inputs.lstm_mask), rows.batch_index, lengths, h0, c0)
+        last = self.run_rows(sequences, rows.batch_index, lengths, h0, c0)
         return self.dropout(rows.to_positions(last)), None
 
     def run_rows(self, sequences, batch_index, lengths, h0, c0) -> torch.Tensor:
@@ -714,27 +754,23 @@ class FusionLSTMCausalLMOutput(ModelOutput):
 class SequenceSoFar(NamedTuple):
     """The inputs of one forward call, with the state's history joined in.
 
-    embeds (batch, num_new, E): embeddings of the new tokens (before dropout); new_mask (batch, num_new): their attention mask;
-    input_ids, attention_mask (batch, history + num_new): the whole sequence so far (input_ids None when the
-    model was given inputs_embeds and keeps no history); context_length (batch,): the document's previous sentences'
-    tokens after BOS (None: none); lstm_mask (batch, history + num_new): the tokens the LSTM reads, the attention
-    mask without the context tokens unless the LSTM reads them."""
+    embeds (batch, num_new, E): embeddings of the new tokens (before dropout); new_mask (batch, num_new): their
+    attention mask; input_ids, attention_mask (batch, history + num_new): the sentence so far (input_ids None when the
+    model was given inputs_embeds and keeps no history); context_input_ids, context_attention_mask (batch,
+    context_len): the document's previous sentences (None: none); lstm_reads_context: whether the LSTM reads them
+    before the sentence (context_as_tokens), not only the encoder."""
 
     embeds: torch.Tensor
     new_mask: torch.Tensor
     input_ids: torch.Tensor | None
     attention_mask: torch.Tensor
-    context_length: torch.Tensor | None = None
-    lstm_mask: torch.Tensor | None = None
-    hides_context: bool = False  # whether lstm_mask leaves the context out
+    context_input_ids: torch.Tensor | None = None
+    context_attention_mask: torch.Tensor | None = None
+    lstm_reads_context: bool = False
 
     @property
     def has_history(self) -> bool:
         return self.attention_mask.shape[1] != self.new_mask.shape[1]
-
-    @property
-    def new_lstm_mask(self) -> torch.Tensor:
-        return self.lstm_mask[:, -self.new_mask.shape[1] :]
 
 
 class FusionLSTMModel(FusionLSTMPreTrainedModel):
@@ -771,7 +807,8 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        context_length: torch.LongTensor | None = None,
+        context_input_ids: torch.LongTensor | None = None,
+        context_attention_mask: torch.LongTensor | None = None,
         **kwargs,
     ) -> tuple | FusionLSTMOutput:
         r"""
@@ -787,11 +824,14 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
             encoder when absent.
         state (`FusionLSTMState`, *optional*): returned by a previous call with `use_cache=True`; the model
             continues from it.
-        context_length (`torch.LongTensor` of shape `(batch_size,)`, *optional*): for a model trained with the
-            document's previous sentences (`config.context_sentences`): how many tokens after BOS are those sentences
-            (each followed by EOS), the sentence following them. They are conditioned on and never scored; the LSTM
-            reads them only with `config.context_as_tokens`. With a state: counted from the start of the whole
-            sequence, so pass the same value at every step.
+        context_input_ids (`torch.LongTensor` of shape `(batch_size, context_length)`, *optional*): for a model
+            trained with the document's previous sentences (`config.context_sentences`): those sentences, each
+            followed by EOS, without BOS (padded like `attention_mask`, by `context_attention_mask`). They are
+            conditioned on, never scored, and take no position of the output: the encoder reads them (fusion_context
+            `previous`, `document`, `prefix+previous`) and, with `config.context_as_tokens`, the LSTM reads them
+            after BOS, before the sentence. With a state: pass the same context at every step.
+        context_attention_mask (`torch.LongTensor` of shape `(batch_size, context_length)`, *optional*): 1 for the
+            context's real tokens, 0 for padding; all ones when absent.
         """
         use_cache = use_cache if use_cache is not None else self.config.use_cache
         use_cache = use_cache and not self.training
@@ -801,7 +841,9 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
         # 1. Token embeddings of the new tokens, and the whole sequence so far (the state's history joined in)
-        inputs = self._sequence_so_far(input_ids, attention_mask, inputs_embeds, state, context_length)
+        refuse_context_length(kwargs)
+        inputs = self._sequence_so_far(input_ids, attention_mask, inputs_embeds, state, context_input_ids,
+                                       context_attention_mask)
         # 2. e_j of every new position: given, or from the prefix encoder
         fusion_embeds = self._fusion_embeds(fusion_embeds, inputs)
         # 3. The LSTM and the fusion of e_j, as the strategy's stage does it: h_j combined with e_j (late), the LSTM
@@ -830,42 +872,40 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
             attention_mask=inputs.attention_mask if keep_sequence else None,
         )
 
-    def _check_input_ids(self, input_ids: torch.Tensor):
+    def _check_input_ids(self, input_ids: torch.Tensor, name: str = "input_ids"):
         if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}.")
+            raise ValueError(f"{name} must have shape (batch, seq_len), got {tuple(input_ids.shape)}.")
         if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
             raise ValueError(
-                f"input_ids contain ids outside the vocabulary [0, {self.config.vocab_size}): min "
+                f"{name} contain ids outside the vocabulary [0, {self.config.vocab_size}): min "
                 f"{int(input_ids.min())}, max {int(input_ids.max())}. Use this model's tokenizer."
             )
 
-    def _sequence_so_far(self, input_ids, attention_mask, inputs_embeds, state, context_length) -> SequenceSoFar:
-        """Checks the inputs and joins the state's history (ids and mask) to the new tokens; marks the tokens that
-        the LSTM reads."""
+    def _sequence_so_far(self, input_ids, attention_mask, inputs_embeds, state, context_input_ids,
+                         context_attention_mask) -> SequenceSoFar:
+        """Checks the inputs and joins the state's history (ids and mask) to the new tokens; adds the document's
+        previous sentences, checked."""
         inputs = self._join_history(input_ids, attention_mask, inputs_embeds, state)
-        if context_length is not None:
-            self._check_context_length(context_length, inputs, whole=state is None or inputs.has_history)
-        if context_length is None or self.config.lstm_reads_context:
-            return inputs._replace(lstm_mask=inputs.attention_mask, context_length=context_length)
-        if state is not None and not inputs.has_history:
-            # a continuation without the sequence kept: the context lies in the history, the new tokens follow it
-            return inputs._replace(lstm_mask=inputs.attention_mask, context_length=context_length)
-        return inputs._replace(lstm_mask=without_context(inputs.attention_mask, context_length),
-                               context_length=context_length, hides_context=True)
-
-    @staticmethod
-    def _check_context_length(context_length: torch.Tensor, inputs: SequenceSoFar, whole: bool):
-        """(batch,) counts of context tokens after BOS, each within its row's tokens (`whole`: the row holds the
-        whole sequence, so its length bounds the context)."""
+        if context_input_ids is None:
+            if context_attention_mask is not None:
+                raise ValueError("context_attention_mask was given without context_input_ids: pass both.")
+            return inputs
         batch = inputs.new_mask.shape[0]
-        if tuple(context_length.shape) != (batch,):
-            raise ValueError(f"context_length must have shape (batch,) = ({batch},), got {tuple(context_length.shape)}.")
-        if batch and int(context_length.min()) < 0:
-            raise ValueError(f"context_length counts tokens: it cannot be negative, got {context_length.tolist()}.")
-        tokens_after_bos = inputs.attention_mask.sum(1) - 1
-        if whole and bool((context_length > tokens_after_bos.to(context_length.device)).any()):
-            raise ValueError(f"context_length {context_length.tolist()} is longer than the rows' tokens after BOS "
-                             f"{tokens_after_bos.tolist()}: the context is the first tokens after BOS of each row.")
+        if context_input_ids.dim() != 2 or context_input_ids.shape[0] != batch:
+            raise ValueError(f"context_input_ids must have shape (batch, context_len) with batch = {batch}, got "
+                             f"{tuple(context_input_ids.shape)}.")
+        self._check_input_ids(context_input_ids, "context_input_ids")
+        if context_attention_mask is None:
+            context_attention_mask = torch.ones_like(context_input_ids)
+        if tuple(context_attention_mask.shape) != tuple(context_input_ids.shape):
+            raise ValueError(f"context_attention_mask has shape {tuple(context_attention_mask.shape)}; it must match "
+                             f"context_input_ids' {tuple(context_input_ids.shape)}.")
+        if context_attention_mask.dtype != torch.bool and bool(
+                ((context_attention_mask != 0) & (context_attention_mask != 1)).any()):
+            raise ValueError("context_attention_mask must hold only 0 and 1 (or be boolean).")
+        return inputs._replace(context_input_ids=context_input_ids,
+                               context_attention_mask=context_attention_mask.to(torch.long),
+                               lstm_reads_context=self.config.lstm_reads_context)
 
     def _join_history(self, input_ids, attention_mask, inputs_embeds, state) -> SequenceSoFar:
         if (input_ids is None) == (inputs_embeds is None):
@@ -933,7 +973,8 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         elif inputs.input_ids is None:
             raise ValueError("The encoder reads token ids: pass input_ids (or fusion_embeds with inputs_embeds).")
         else:
-            fusion_embeds = self.prefix_encoder(inputs.input_ids, inputs.attention_mask, num_new, inputs.context_length)
+            fusion_embeds = self.prefix_encoder(inputs.input_ids, inputs.attention_mask, num_new,
+                                                inputs.context_input_ids, inputs.context_attention_mask)
         fusion_embeds = fusion_embeds.to(self.dense.weight.dtype)
         rate = self.config.fusion_dropout if self.fusion_dropout_rate is None else self.fusion_dropout_rate
         if rate > 0 and (self.training or self.fusion_dropout_during_eval):
@@ -1008,7 +1049,8 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         token_type_ids: torch.LongTensor | None = None,
-        context_length: torch.LongTensor | None = None,
+        context_input_ids: torch.LongTensor | None = None,
+        context_attention_mask: torch.LongTensor | None = None,
         **kwargs,
     ) -> tuple | FusionLSTMCausalLMOutput:
         r"""
@@ -1020,13 +1062,15 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         token_type_ids: accepted and ignored, so that a BERT tokenizer's output can be passed as is.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        refuse_context_length(kwargs)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
             fusion_embeds=fusion_embeds,
             state=state,
-            context_length=context_length,
+            context_input_ids=context_input_ids,
+            context_attention_mask=context_attention_mask,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             return_dict=True,
@@ -1045,6 +1089,7 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         return output if return_dict else output.to_tuple()
 
     def generate(self, *args, **kwargs):
+        refuse_context_length(kwargs)
         if self.config.uses_fusion and self.prefix_encoder is None:
             raise ValueError(
                 f"generate() needs e_j of every new token, and this model (fusion={self.config.fusion!r}) has no encoder "

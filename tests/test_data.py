@@ -137,20 +137,20 @@ def test_precomputed_embeddings_equal_the_models_own(make_model, tokenizer):
 def test_a_character_split_into_byte_tokens_enters_the_window_only_with_its_last_byte(tokenizer, context):
     """Byte-level BPE gives each byte token of a rare character the whole character's offsets: the window at its
     first byte must not hold the character yet (it would see the next token), for the sentence and its context."""
-    from fusion_lstm_training.data import context_row
+    from fusion_lstm_training.data import encode_context
 
     bpe = build_bpe_tokenizer(SENTENCES * 20, vocab_size=300)
     sentence = "The caf\u00e9 \U0001f642 sat."
     data = tokenize_sentences(Dataset.from_dict({"text": [sentence]}), bpe, 64, "train", keep_offsets=True)
     ids, text, ends = data[0]["input_ids"], data[0]["text"], data[0]["offsets"]
+    before, context_ids = "", []
     if context:
-        row = context_row(ids, ["A na\u00efve cat."], bpe, 128, text, ends)
-        ids, text, ends = row["input_ids"], row["text"], row["offsets"]
-    first = 1 + row["context_length"] if context else 0  # the sentence's positions (the context's read nothing)
-    windows = PrefixContext("document" if context else "prefix").texts(text, ends, first - 1 if context else 0)
+        row = encode_context(["A na\u00efve cat."], bpe, 128, with_text=True)
+        before, context_ids = row["context_text"], row["context_input_ids"]
+    windows = PrefixContext("document" if context else "prefix").texts(text, ends, before)
     tokens = bpe.convert_ids_to_tokens(ids)
-    for j in range(first, len(ids)):  # each window is exactly the characters that tokens 0..j complete
-        complete = bpe.decode(ids[1: j + 1]).replace("\ufffd", "").replace(bpe.eos_token, "")
+    for j in range(len(ids)):  # each window is exactly the characters that tokens 0..j complete
+        complete = bpe.decode([*context_ids, *ids[1: j + 1]]).replace("\ufffd", "").replace(bpe.eos_token, "")
         assert "".join(windows[j].split()) == "".join(complete.split()), (j, tokens[j])
     assert {"\u00c3", "\u00f0"} <= set(tokens)  # the rare characters were split into byte tokens
 

@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 
 from fusion_lstm_training.data import (
-    FusionDataCollator, load_splits, previous_sentences, read_documents, tokenize_sentences, with_context_tokens,
+    FusionDataCollator, load_splits, previous_sentences, read_documents, tokenize_sentences, with_context,
 )
 from transformers import AutoConfig
 
@@ -58,36 +58,37 @@ def test_a_subset_keeps_each_sentences_context(tmp_path):
     assert sentence_level["text"] == SENTENCES[:4]  # the same sentences as with context: blank lines are not samples
 
 
-def test_context_read_as_tokens_is_conditioned_on_but_never_scored(tokenizer):
+def test_the_context_travels_as_its_own_tokens_conditioned_on_but_never_scored(tokenizer):
     data = Dataset.from_dict({"text": SENTENCES[:3], "document": [0, 0, 0],
                               "context": previous_sentences(SENTENCES[:3], [0, 0, 0], 2)})
     sentence_level = tokenize_sentences(data, tokenizer, 32, "train", keep_offsets=False)
-    with_context = with_context_tokens(sentence_level, tokenizer, max_context_length=64, split="train")
-    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    rows = with_context(sentence_level, tokenizer, max_context_length=64, split="train")
+    eos = tokenizer.eos_token_id
     one_a = tokenizer("One a.", add_special_tokens=False)["input_ids"]
     one_b = tokenizer("One b.", add_special_tokens=False)["input_ids"]
-    third = sentence_level[2]["input_ids"]
-    assert with_context[2]["input_ids"] == [bos, *one_a, eos, *one_b, eos, *third[1:]]
-    scored = [label for label in with_context[2]["labels"] if label != -100]
-    assert scored == third[1:]  # the same tokens as the sentence alone
-    assert with_context[0]["input_ids"] == sentence_level[0]["input_ids"]  # a document's first sentence: no context
+    assert rows["input_ids"] == sentence_level["input_ids"]  # the sample is the sentence alone, as sentence-level
+    assert rows["context_input_ids"] == [[], [*one_a, eos], [*one_a, eos, *one_b, eos]]
     # the most recent context tokens are kept
-    cut = with_context_tokens(sentence_level, tokenizer, max_context_length=len(one_b) + 1, split="train")
-    assert cut[2]["input_ids"] == [bos, *one_b, eos, *third[1:]]
+    cut = with_context(sentence_level, tokenizer, max_context_length=len(one_b) + 1, split="train")
+    assert cut[2]["context_input_ids"] == [*one_b, eos]
 
-    batch = FusionDataCollator(pad_token_id=tokenizer.pad_token_id)([with_context[i] for i in range(3)])
+    batch = FusionDataCollator(pad_token_id=tokenizer.pad_token_id)([rows[i] for i in range(3)])
+    assert batch["context_attention_mask"].sum(1).tolist() == [0, len(one_a) + 1, len(one_a) + len(one_b) + 2]
+    assert batch["context_input_ids"].shape == batch["context_attention_mask"].shape
     assert batch["labels"].shape == batch["input_ids"].shape
-    assert batch["context_length"].tolist() == [0, len(one_a) + 1, len(one_a) + len(one_b) + 2]
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
     model = FusionLSTMForCausalLM(FusionLSTMConfig(vocab_size=len(tokenizer), fusion="none", context_sentences=2,
                                                    context_as_tokens=True, **TINY)).eval()
     with torch.no_grad():
         out = model(**batch)
+        without = model(**{k: v for k, v in batch.items() if not k.startswith("context_")})
         logits = out.logits[:, :-1]
         targets = batch["labels"][:, 1:]
         by_hand = torch.nn.functional.cross_entropy(logits[targets != -100], targets[targets != -100])
     torch.testing.assert_close(out.loss, by_hand)
-    assert int((targets != -100).sum()) == sum(len(sentence_level[i]["input_ids"]) - 1 for i in range(3))
+    assert out.logits.shape == without.logits.shape  # no position for the context
+    assert torch.allclose(out.logits[0], without.logits[0])  # an empty context: sentence-level
+    assert not torch.allclose(out.logits[2, :3], without.logits[2, :3])  # the LSTM read the context
 
 
 def test_the_config_records_the_context_and_refuses_what_nothing_reads():
@@ -139,17 +140,17 @@ def context_model(fusion, mode, as_tokens=False, seed=0):
                                          context_as_tokens=as_tokens, **TINY).eval()
 
 
-def document_row(tokenizer, context: list[str], sentence: str) -> tuple[torch.Tensor, int]:
-    """BOS, each context sentence and EOS, the sentence and EOS; and how many tokens the context took."""
+def document_row(tokenizer, context: list[str], sentence: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sentence (BOS, its tokens, EOS) and its context (each context sentence's tokens and EOS)."""
     eos = tokenizer.eos_token_id
     tokens = [t for s in context for t in (*tokenizer(s, add_special_tokens=False)["input_ids"], eos)]
     own = tokenizer(sentence, add_special_tokens=False)["input_ids"]
-    return torch.tensor([tokenizer.bos_token_id, *tokens, *own, eos]), len(tokens)
+    return torch.tensor([tokenizer.bos_token_id, *own, eos]), torch.tensor(tokens, dtype=torch.long)
 
 
 MODES = [("concat", "previous", False), ("concat", "document", False), ("init_hc", "document", False),
          ("concat", "prefix+previous", False), ("multiply", "prefix+previous", True),
-         ("add", "previous", True), ("concat", "prefix", True)]
+         ("add", "previous", True), ("concat", "prefix", True), ("init_h", "prefix", True)]
 
 
 @pytest.mark.parametrize("fusion, mode, as_tokens", MODES)
@@ -157,69 +158,91 @@ def test_each_context_mode_matches_the_naive_reference(tokenizer, fusion, mode, 
     from fusion_lstm_training.reference import naive_logits
 
     model = context_model(fusion, mode, as_tokens)
-    ids, n = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited for news.")
+    ids, context = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited for news.")
     with torch.no_grad():
-        fast = model(input_ids=ids[None], context_length=torch.tensor([n])).logits[0]
-        slow = naive_logits(model, ids, context_length=n)
-    torch.testing.assert_close(fast[n:], slow, atol=1e-4, rtol=1e-4)
+        fast = model(input_ids=ids[None], context_input_ids=context[None]).logits[0]
+        slow = naive_logits(model, ids, context)
+    assert fast.shape == (len(ids), model.config.vocab_size)  # a position per token of the sentence, none for context
+    torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("fusion, mode, as_tokens", MODES)
 def test_a_position_sees_neither_later_tokens_nor_anything_after_its_sentence(tokenizer, fusion, mode, as_tokens):
     model = context_model(fusion, mode, as_tokens)
-    ids, n = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited for news.")
-    j = n + 3
+    ids, context = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited for news.")
+    j = 3
     changed = ids.clone()
     changed[j + 1 :] = torch.randint(1000, 2000, (len(ids) - j - 1,))
     with torch.no_grad():
-        a = model(input_ids=ids[None], context_length=torch.tensor([n])).logits[0, : j + 1]
-        b = model(input_ids=changed[None], context_length=torch.tensor([n])).logits[0, : j + 1]
+        a = model(input_ids=ids[None], context_input_ids=context[None]).logits[0, : j + 1]
+        b = model(input_ids=changed[None], context_input_ids=context[None]).logits[0, : j + 1]
     torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("as_tokens", [False, True])
 def test_the_lstm_reads_the_context_only_as_tokens(tokenizer, as_tokens):
     model = context_model("concat", "previous", as_tokens)
-    ids, n = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited.")
-    other = ids.clone()
-    other[1:n] = torch.randint(1000, 2000, (n - 1,))  # another context, the same e_j given
+    ids, context = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited.")
+    other = torch.randint(1000, 2000, context.shape)  # another context, the same e_j given
     e = torch.randn(1, len(ids), model.config.fusion_embedding_size)
     with torch.no_grad():
-        a = model(input_ids=ids[None], fusion_embeds=e, context_length=torch.tensor([n])).logits[0, n:]
-        b = model(input_ids=other[None], fusion_embeds=e, context_length=torch.tensor([n])).logits[0, n:]
+        a = model(input_ids=ids[None], fusion_embeds=e, context_input_ids=context[None]).logits[0]
+        b = model(input_ids=ids[None], fusion_embeds=e, context_input_ids=other[None]).logits[0]
     assert torch.allclose(a, b) != as_tokens
+
+
+@pytest.mark.parametrize("as_tokens", [False, True])
+def test_padded_contexts_and_sentences_give_each_rows_own_logits(tokenizer, as_tokens):
+    model = context_model("concat", "prefix+previous", as_tokens)
+    long_ids, long_context = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited.")
+    short_ids, short_context = document_row(tokenizer, ["Rain."], "It fell for a week and a day.")
+    ids = torch.nn.utils.rnn.pad_sequence([long_ids, short_ids], batch_first=True)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(long_ids), torch.ones_like(short_ids)], batch_first=True)
+    contexts = torch.nn.utils.rnn.pad_sequence([long_context, short_context], batch_first=True)
+    context_mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(long_context), torch.ones_like(short_context)],
+                                                   batch_first=True)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, context_input_ids=contexts,
+                    context_attention_mask=context_mask).logits
+        for row, (own, context) in enumerate([(long_ids, long_context), (short_ids, short_context)]):
+            alone = model(input_ids=own[None], context_input_ids=context[None]).logits[0]
+            torch.testing.assert_close(out[row, : len(own)], alone, atol=1e-5, rtol=1e-5)
 
 
 def test_previous_embeds_the_context_once_for_the_whole_sentence_and_no_context_is_sentence_level(tokenizer):
     model = context_model("concat", "previous")
-    ids, n = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited.")
-    first, _ = document_row(tokenizer, [], "The town waited.")
-    rows = torch.nn.utils.rnn.pad_sequence([ids, first], batch_first=True)
-    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(ids), torch.ones_like(first)], batch_first=True)
+    ids, context = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town waited.")
     with torch.no_grad():
-        out = model(input_ids=rows, attention_mask=mask, context_length=torch.tensor([n, 0]))
-        alone = model(input_ids=ids[None], context_length=torch.tensor([n]))
+        out = model(input_ids=ids[None], context_input_ids=context[None])
     e = out.fusion_embeds[0]
-    assert torch.allclose(e[n:], e[n].expand_as(e[n:]))  # one vector for the sentence
-    torch.testing.assert_close(out.logits[0, : len(ids)], alone.logits[0], atol=1e-5, rtol=1e-5)
-    # a document's first sentence: previous reads just [CLS] [SEP], the same window as an empty context
+    assert torch.allclose(e, e[0].expand_as(e))  # one vector for the sentence
+    # a document's first sentence: document reads the sentence's prefixes alone, an empty context as none at all
     document = context_model("concat", "document")
     sentence_level = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **TINY).eval()
     sentence_level.load_state_dict(document.state_dict())
+    empty = torch.zeros(1, 0, dtype=torch.long)
     with torch.no_grad():
-        torch.testing.assert_close(document(input_ids=first[None], context_length=torch.tensor([0])).logits,
-                                   sentence_level(input_ids=first[None]).logits)
+        expected = sentence_level(input_ids=ids[None]).logits
+        torch.testing.assert_close(document(input_ids=ids[None], context_input_ids=empty).logits, expected)
+        torch.testing.assert_close(document(input_ids=ids[None]).logits, expected)
 
 
-@pytest.mark.parametrize("mode", ["previous", "document", "prefix+previous"])
-def test_generation_with_context_caches_as_it_recomputes(tokenizer, mode):
-    model = context_model("concat", mode)
-    ids, n = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town")
+@pytest.mark.parametrize("mode, as_tokens", [("previous", False), ("document", False), ("prefix+previous", False),
+                                             ("previous", True)])
+def test_generation_with_context_caches_as_it_recomputes(tokenizer, mode, as_tokens):
+    model = context_model("concat", mode, as_tokens)
+    ids, context = document_row(tokenizer, ["The river rose.", "Boats were tied up."], "The town")
     prompt = ids[:-1][None]  # without the final EOS: the sentence goes on
-    cached = model.generate(prompt, context_length=torch.tensor([n]), max_new_tokens=6, do_sample=False)
-    full = model.generate(prompt, context_length=torch.tensor([n]), max_new_tokens=6, do_sample=False,
+    cached = model.generate(prompt, context_input_ids=context[None], max_new_tokens=6, do_sample=False)
+    full = model.generate(prompt, context_input_ids=context[None], max_new_tokens=6, do_sample=False,
                           use_cache=False)
     assert torch.equal(cached, full) and cached.shape[1] == prompt.shape[1] + 6
+    # each step conditions on the context: greedy decoding from the naive reference picks the same tokens
+    from fusion_lstm_training.reference import naive_logits
+
+    with torch.no_grad():
+        for step in range(prompt.shape[1], cached.shape[1]):
+            assert int(naive_logits(model, cached[0, :step], context)[-1].argmax()) == int(cached[0, step])
 
 
 @pytest.mark.parametrize("mode", ["previous", "document", "prefix"])
@@ -230,14 +253,14 @@ def test_the_text_windows_read_the_tokens_the_model_reads(tokenizer, mode):
     data = Dataset.from_dict({"text": SENTENCES[:3], "document": [0, 0, 0],
                               "context": previous_sentences(SENTENCES[:3], [0, 0, 0], 2)})
     tokenized = tokenize_sentences(data, tokenizer, 32, "train", keep_offsets=True)
-    rows = with_context_tokens(tokenized, tokenizer, max_context_length=4, split="train")  # cut from the left
+    rows = with_context(tokenized, tokenizer, max_context_length=4, split="train")  # cut from the left
     config = FusionLSTMConfig(fusion="concat", fusion_context=mode, context_sentences=2, context_as_tokens=True)
     for row in rows:
-        ids, n = torch.tensor(row["input_ids"]), row["context_length"]
-        texts = PrefixContext.of(config).texts(row["text"], row["offsets"], n)
+        ids, context = torch.tensor(row["input_ids"]), torch.tensor(row["context_input_ids"], dtype=torch.long)
+        texts = PrefixContext.of(config).texts(row["text"], row["offsets"], row["context_text"])
         assert len(texts) == len(ids)
-        for j in range(n, len(ids)):
-            expected = tokenizer.decode(naive_context(config, ids, j, n)[1:], skip_special_tokens=True)
+        for j in range(len(ids)):
+            expected = tokenizer.decode(naive_context(config, ids, j, context)[1:], skip_special_tokens=True)
             assert texts[j].replace(" ", "").lower() == expected.replace(" ", ""), (mode, j, texts[j], expected)  # uncased
 
 
@@ -270,29 +293,36 @@ def test_the_cache_keys_each_row_by_its_context_and_reuses_what_is_the_same(toke
         data = Dataset.from_dict({"text": SENTENCES, "document": documents,
                                   "context": previous_sentences(SENTENCES, documents, count)})
         tokenized = tokenize_sentences(data, tokenizer, 32, "train", keep_offsets=False)
-        return with_context_tokens(tokenized, tokenizer, max_context_length=64, split="train")
+        return with_context(tokenized, tokenizer, max_context_length=64, split="train")
 
     one = cache.attach(rows(1), "one")
     assert cache.record("one")["embedded"] == 6
     cache.attach(rows(2), "two")
     # only "One c." has another context with two sentences; the rest are the same rows
     assert (cache.record("two")["embedded"], cache.record("two")["reused"]) == (1, 5)
-    first = one[3]  # a document's first sentence: the same row as without context
-    assert first["context_length"] == 0 and first["input_ids"] == rows(0 + 1)[3]["input_ids"]
+    assert one[3]["context_input_ids"] == []  # a document's first sentence: an empty context
+    # a source that never reads the context (the prefix) keys rows by the sentence alone: the sentence-level vectors
+    prefix = EmbeddingCache(PrefixEmbedder(context_model("concat", "prefix+previous").prefix_encoder, tokenizer).parts[0],
+                            tmp_path)
+    assert prefix.sentence_keys(rows(2)) == prefix.sentence_keys(rows(2).remove_columns("context_input_ids"))
+    assert cache.sentence_keys(rows(2)) != cache.sentence_keys(rows(1))
 
 
-def test_a_context_length_of_the_wrong_shape_or_value_is_refused(tokenizer):
+def test_a_context_of_the_wrong_shape_or_the_old_context_length_is_refused(tokenizer):
     model = context_model("concat", "document")
-    ids, n = document_row(tokenizer, ["The river rose."], "The town waited.")
-    with pytest.raises(ValueError, match=r"context_length must have shape \(batch,\) = \(1,\)"):
-        model(input_ids=ids[None], context_length=torch.tensor([[n]]))
-    with pytest.raises(ValueError, match=r"cannot be negative, got \[-1\]"):
-        model(input_ids=ids[None], context_length=torch.tensor([-1]))
-    with pytest.raises(ValueError, match=rf"context_length \[{len(ids)}\] is longer than the rows' tokens after BOS"):
-        model(input_ids=ids[None], context_length=torch.tensor([len(ids)]))
-    with pytest.raises(ValueError, match="is longer than the rows' tokens after BOS"):
-        model.generate(input_ids=ids[None], context_length=torch.tensor([len(ids)]), max_new_tokens=2)
-    model(input_ids=ids[None], context_length=torch.tensor([len(ids) - 1]))  # all of it context: allowed
+    ids, context = document_row(tokenizer, ["The river rose."], "The town waited.")
+    with pytest.raises(ValueError, match=r"context_input_ids must have shape \(batch, context_len\) with batch = 1"):
+        model(input_ids=ids[None], context_input_ids=context)
+    with pytest.raises(ValueError, match="context_attention_mask has shape"):
+        model(input_ids=ids[None], context_input_ids=context[None], context_attention_mask=torch.ones(1, 1))
+    with pytest.raises(ValueError, match="context_attention_mask was given without context_input_ids"):
+        model(input_ids=ids[None], context_attention_mask=torch.ones(1, 1))
+    with pytest.raises(ValueError, match="context_input_ids contain ids outside the vocabulary"):
+        model(input_ids=ids[None], context_input_ids=torch.tensor([[10**6]]))
+    with pytest.raises(ValueError, match="`context_length` is no longer an input"):
+        model(input_ids=ids[None], context_length=torch.tensor([2]))
+    with pytest.raises(ValueError, match="`context_length` is no longer an input"):
+        model.generate(input_ids=ids[None], context_length=torch.tensor([2]), max_new_tokens=2)
 
 
 def test_prefix_and_previous_are_cached_apart_and_joined_as_the_model_computes_them(tokenizer, tmp_path):
@@ -303,27 +333,26 @@ def test_prefix_and_previous_are_cached_apart_and_joined_as_the_model_computes_t
     data = Dataset.from_dict({"text": SENTENCES, "document": documents,
                               "context": previous_sentences(SENTENCES, documents, 2)})
     sentence_level = tokenize_sentences(data, tokenizer, 32, "train", keep_offsets=False)
-    rows = with_context_tokens(sentence_level, tokenizer, max_context_length=64, split="train")
+    rows = with_context(sentence_level, tokenizer, max_context_length=64, split="train")
     embedder = PrefixEmbedder(model.prefix_encoder, tokenizer)
     prefix, previous = embedder.parts
     # the runs that fused one part alone filled the parts' caches: the prefix from the sentence-level samples
     embedding_cache(prefix, tmp_path).attach(sentence_level, "train")
     embedding_cache(previous, tmp_path).attach(rows, "train")
     cache = embedding_cache(embedder, tmp_path)
-    joined = cache.attach(rows, "train", sentence_level)
+    joined = cache.attach(rows, "train")
     parts = cache.record("train")["parts"]
     assert [p["embedded"] for p in parts] == [6, 6]  # as recorded when each part was built: nothing embedded now
     assert not any(p.stat().st_size == 0 for p in tmp_path.rglob("*.arrow"))
     assert len(list(tmp_path.rglob("part-*.arrow"))) == 2  # no part written for the joined vectors
     width = model.prefix_encoder.part_width
     for row in joined:
-        ids, n = torch.tensor(row["input_ids"]), row["context_length"]
+        ids, context = torch.tensor(row["input_ids"]), torch.tensor(row["context_input_ids"], dtype=torch.long)
         with torch.no_grad():
-            expected = model.prefix_encoder(ids[None], torch.ones_like(ids)[None], len(ids), torch.tensor([n]))[0]
+            expected = model.prefix_encoder(ids[None], torch.ones_like(ids)[None], len(ids), context[None])[0]
         cached = torch.tensor(row["fusion_embeds"])
         assert cached.shape == (len(ids), 2 * width)
-        torch.testing.assert_close(cached[n:], expected[n:], atol=2e-2, rtol=2e-2)  # float16 in the cache
-        assert torch.equal(cached[: n + 1, :width], cached[:1, :width].expand(n + 1, -1))  # the empty window's
+        torch.testing.assert_close(cached, expected, atol=2e-2, rtol=2e-2)  # float16 in the cache
 
 
 def test_prefix_and_previous_make_a_vector_of_twice_the_encoders_width():
@@ -344,4 +373,4 @@ def test_the_model_card_says_what_context_a_model_reads(tmp_path):
     model = context_model("concat", "prefix+previous")
     text = build_model_card(model, "me/doc", tmp_path, {}).text
     assert "(384-d, `cls` pooling" in text and "`prefix+previous`" in text
-    assert "after the previous 2 sentence(s) of its document (pass `context_length`" in text
+    assert "after the previous 2 sentence(s) of its document (pass them as `context_input_ids`" in text

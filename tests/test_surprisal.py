@@ -407,14 +407,12 @@ def test_a_fusion_model_reads_the_context_as_it_was_trained(tokenizer, tmp_path)
     context = [t for s in ("One day a fox came.", "It was hungry.")
                for t in (*tokenizer(s, add_special_tokens=False)["input_ids"], eos)]
     own = tokenizer("It saw grapes.", add_special_tokens=False)["input_ids"]
-    bits = by_hand_after(model, tokenizer, [tokenizer.bos_token_id, *context, *own], 1 + len(context),
-                         context_length=torch.tensor([len(context)]))
+    bits = by_hand_after(model, tokenizer, [tokenizer.bos_token_id, *own], 1, context_input_ids=torch.tensor([context]))
     assert sum(r.surprisal for r in rows if r.sentence == "3") == pytest.approx(sum(bits), rel=1e-4)
     # fewer previous sentences (what it saw at every document's start; 0: the same model without the story)
     one = SurprisalScorer(model, tokenizer).score(sentences, context_sentences=1, progress=False)
     context = [*tokenizer("It was hungry.", add_special_tokens=False)["input_ids"], eos]
-    bits = by_hand_after(model, tokenizer, [tokenizer.bos_token_id, *context, *own], 1 + len(context),
-                         context_length=torch.tensor([len(context)]))
+    bits = by_hand_after(model, tokenizer, [tokenizer.bos_token_id, *own], 1, context_input_ids=torch.tensor([context]))
     assert sum(r.surprisal for r in one if r.sentence == "3") == pytest.approx(sum(bits), rel=1e-4)
     alone = SurprisalScorer(model, tokenizer).score(sentences, context_sentences=0, progress=False)
     bits = by_hand_after(model, tokenizer, [tokenizer.bos_token_id, *own], 1)
