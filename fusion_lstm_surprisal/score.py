@@ -26,9 +26,9 @@ from fusion_lstm_training.data import check_local_folder
 from .reading_times import (
     BASELINES, DEFAULT_SPILLOVER, check_regression, check_same_words, evaluate, plot, read_reading_times,
 )
-from .surprisal import (
-    SurprisalScorer, WordSurprisal, check_context, check_stride, max_tokens, read_sentences_of_words, write_tsv,
-)
+from .readers import reader_class
+from .sentences import WordSurprisal, read_sentences_of_words
+from .surprisal import SurprisalScorer, check_stride, write_tsv
 from .word_boundary import word_start_ids
 
 
@@ -173,8 +173,9 @@ def preflight(args: SurprisalArguments):
         try:
             config = AutoConfig.from_pretrained(path, trust_remote_code=args.trust_remote_code)
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=args.trust_remote_code)
-            check_context(config, args.context_sentences)
-            check_stride(max_tokens(config), args.stride)
+            reader = reader_class(config)
+            reader.check_context(config, args.context_sentences)
+            check_stride(reader.window(config), args.stride)
             if args.bow_correction:
                 word_start_ids(tokenizer)
         except (OSError, ValueError) as error:
@@ -186,7 +187,7 @@ def load_model(model_name_or_path: str, trust_remote_code: bool = True, encoder_
     model = AutoModelForCausalLM.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     encoder_tokenizer = None
-    if getattr(model.config, "model_type", None) == "fusion_lstm" and model.config.uses_fusion:
+    if reader_class(model.config).needs_encoder_tokenizer(model.config):
         from modeling_fusion_lstm import default_encoder_path
 
         encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_name_or_path or default_encoder_path())
@@ -247,7 +248,7 @@ def score_model(args: SurprisalArguments, path: str, name: str, sentences) -> tu
     model, tokenizer, encoder_tokenizer = load_model(path, args.trust_remote_code, args.encoder_name_or_path)
     scorer = SurprisalScorer(model, tokenizer, encoder_tokenizer, args.batch_size, args.device, args.stride,
                              args.bow_correction, args.entropy)
-    warn_without_documents(args, scorer.fusion_context if args.context_sentences is None else args.context_sentences,
+    warn_without_documents(args, scorer.trained_context if args.context_sentences is None else args.context_sentences,
                            sentences)
     started = time.perf_counter()
     rows = scorer.score(sentences, args.context_sentences)
@@ -257,7 +258,7 @@ def score_model(args: SurprisalArguments, path: str, name: str, sentences) -> tu
                 seconds, len(rows) / seconds, args.tsv(name))
     info = {"model": path, "words_per_second": round(len(rows) / seconds, 1), "device": str(scorer.device),
             "cut_context_tokens": scorer.cut_context_tokens, "bow_correction": args.bow_correction,
-            "context_sentences": scorer.fusion_context if args.context_sentences is None else args.context_sentences}
+            "context_sentences": scorer.trained_context if args.context_sentences is None else args.context_sentences}
     del model, scorer
     gc.collect()
     return rows, info

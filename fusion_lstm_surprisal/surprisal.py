@@ -15,157 +15,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from fusion_lstm_training.data import (
-    FusionDataCollator, encode_context, ends_sentence, known_ends, previous_sentences, read_text_file,
-)
+from fusion_lstm_training.data import FusionDataCollator, previous_sentences
 
+from .readers import Encoded, reader_for
+from .sentences import Sentence, WordSurprisal
 from .word_boundary import word_start_ids
 
 
 logger = logging.getLogger(__name__)
 # a model without a window reads a sentence at once: its logits alone take tokens × vocabulary × 4 bytes
 MAX_UNWINDOWED_TOKENS = 4096
-
-
-# Natural Stories: a sentence ends at a word ending in "." or "?", unless the word is a title (438 sentences)
-
-
-@dataclass
-class Sentence:
-    """One sentence of the input: its id, its words, where it came from (for error messages) and its document."""
-
-    id: str
-    words: list[str]
-    source: str
-    document: str | None = None
-    fields: list[dict] | None = None  # a TSV's row of each word, every column as read (written back beside surprisal)
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.words)
-
-    def spans(self) -> list[tuple[int, int]]:
-        """Each word's [start, end) in `text`."""
-        spans, start = [], 0
-        for word in self.words:
-            spans.append((start, start + len(word)))
-            start += len(word) + 1
-        return spans
-
-
-@dataclass
-class WordSurprisal:
-    sentence: str
-    word_index: int
-    word: str
-    surprisal: float  # bits
-    tokens: int
-    bow_correction: float | None = None  # bits added by the leading-space correction (in surprisal), when it is on
-    entropy: float | None = None  # bits: of the next-token distribution before the word's first token, when asked
-
-
-def read_sentences_of_words(path: str, word_column: str = "word", sentence_column: str | None = None,
-                            document_column: str | None = None) -> list[Sentence]:
-    """Sentences of a text file (one sentence a line, words split on whitespace; a blank line between documents) or
-    of a TSV with a word column (words in order; sentences by `sentence_column`, else where data.ends_sentence says:
-    after a word ending in . ! or ? and any closing quotes, not a title such as "Mr." or an initial, unless the next
-    word starts in lower case; documents by `document_column`, a change of value ending the sentence too)."""
-    file = Path(path)
-    text = read_text_file(path, "Input file")
-    if not text.strip():
-        raise ValueError(f"Input file {path} is empty.")
-    if file.suffix.lower() not in (".tsv", ".tab"):
-        if document_column:
-            raise ValueError(f"{path} is a text file: its documents are separated by blank lines, not named by a "
-                             f"column ({document_column!r}); drop --document_column.")
-        sentences, document = [], 0
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                sentences.append(Sentence(str(len(sentences) + 1), line.split(), f"{path}:{number}", str(document)))
-            elif sentences and sentences[-1].document == str(document):
-                document += 1
-        return sentences
-    rows = list(csv.DictReader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
-    columns = list(rows[0]) if rows else text.splitlines()[0].split("\t")
-    for column, flag in ((word_column, "--word_column"), (sentence_column, "--sentence_column"),
-                         (document_column, "--document_column")):
-        if column and column not in columns:
-            raise ValueError(f"{path} has no column {column!r} (columns: {', '.join(columns)}); choose it with {flag}.")
-    if not rows:
-        raise ValueError(f"Input file {path} has a header but no rows.")
-    sentences, words, fields, first_line, sentence_id, document = [], [], [], 2, None, None
-    # the next row's word, where it is in the same document: whether a sentence ends is data.ends_sentence's rule
-    following = [rows[k + 1][word_column] if k + 1 < len(rows) and (
-        not document_column or rows[k + 1][document_column] == rows[k][document_column]) else None
-        for k in range(len(rows))]
-
-    def close():
-        sentences.append(Sentence(sentence_id if sentence_column else str(len(sentences) + 1), words,
-                                  f"{path}:{first_line}", document, fields))
-
-    # sentences already closed, as (document, sentence id): one may not come back (two would share its label); ids may
-    # restart in each document
-    seen = set()
-    for number, row in enumerate(rows, 2):  # line 1 is the header
-        if None in row:
-            raise ValueError(f"{path}:{number}: the row has more fields than the header (a tab inside a field?).")
-        word = (row[word_column] or "").strip()
-        if not word or len(word.split()) != 1:
-            raise ValueError(f"{path}:{number}: the {word_column!r} column must hold one word, got {word!r}.")
-        new_sentence = sentence_column and row[sentence_column] != sentence_id
-        new_document = document_column and row[document_column] != document
-        if words and (new_sentence or new_document):
-            close()
-            seen.add((document, sentence_id))
-            words, fields, first_line = [], [], number
-        if sentence_column and (row[document_column] if document_column else None, row[sentence_column]) in seen:
-            within = f" of document {row[document_column]!r}" if document_column else ""
-            raise ValueError(f"{path}:{number}: sentence {row[sentence_column]!r}{within} comes back after other "
-                             f"sentences; the rows of a sentence must be together (sort the file by "
-                             f"{sentence_column!r}).")
-        sentence_id = row[sentence_column] if sentence_column else None
-        document = row[document_column] if document_column else None
-        words.append(word)
-        fields.append(row)
-        if not sentence_column and ends_sentence(word, (following[number - 2] or "").strip() or None):
-            close()
-            words, fields, first_line = [], [], number + 1
-    if words:
-        close()
-    logger.info("%s: %d sentences in %d documents", path, len(sentences),
-                len({s.document for s in sentences}) if document_column else 1)
-    return sentences
-
-
-def align(sentence: Sentence, offsets: list[tuple[int, int]]) -> list[int]:
-    """The word of each token, from the tokens' character offsets in sentence.text. The space before a word belongs
-    to that word (byte-level BPEs put it on the word's first token); a token across two words is an error."""
-    last_word = len(sentence.words) - 1
-    owner_of_char = []  # the word of each character of the text; a space goes with the word after it
-    for index, word in enumerate(sentence.words):
-        owner_of_char += [index] * len(word) + [min(index + 1, last_word)]
-    owners = []
-    for start, end in offsets:
-        first = owner_of_char[min(start, len(owner_of_char) - 1)]
-        last = owner_of_char[min(max(end - 1, start), len(owner_of_char) - 1)]
-        if first != last:
-            raise ValueError(f"{sentence.source}: a token (characters {start}-{end}, {sentence.text[start:end]!r}) "
-                             f"spans two words of {sentence.text!r}.")
-        owners.append(first)
-    missing = sorted(set(range(len(sentence.words))) - set(owners))
-    if missing:
-        raise ValueError(f"{sentence.source}: the tokenizer produced no token for the word(s) "
-                         f"{[sentence.words[i] for i in missing]} of {sentence.text!r}.")
-    return owners
-
-
-def max_tokens(config) -> int | None:
-    """How many tokens a model of this config can take at once (None: no limit, e.g. an LSTM)."""
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and config.model_type != "fusion_lstm":
-            return value
-    return None
 
 
 def check_stride(window: int | None, stride: int | None) -> int | None:
@@ -179,27 +38,6 @@ def check_stride(window: int | None, stride: int | None) -> int | None:
         raise ValueError(f"--stride must be at least 1 and less than the model's window ({window} positions), so "
                          f"that every token keeps window - stride tokens before it; got {stride}.")
     return stride
-
-
-def trained_context(config) -> int:
-    """How many previous sentences a model of this config was trained with (0: sentence by sentence, or not a
-    fusion model)."""
-    return getattr(config, "context_sentences", 0) if getattr(config, "model_type", None) == "fusion_lstm" else 0
-
-
-def check_context(config, context_sentences: int | str | None):
-    """A fusion model trained with K previous sentences reads any K' ≤ K (None: K; fewer is what it saw at the start
-    of every document, and 0 is the same model without the story); any other causal LM reads whatever it is given."""
-    trained = trained_context(config)
-    if getattr(config, "model_type", None) != "fusion_lstm" or context_sentences is None:
-        return
-    if context_sentences != "all" and context_sentences <= trained:
-        return
-    if not trained:
-        raise ValueError(f"This fusion model was trained sentence by sentence (context_sentences=0), so it cannot "
-                         f"read {context_sentences} previous sentences: score it without --context_sentences.")
-    raise ValueError(f"This fusion model was trained with context_sentences={trained}: it reads at most that many "
-                     f"previous sentences, not {context_sentences} (--context_sentences 0 to {trained}).")
 
 
 def sliding_windows(length: int, first: int, window: int | None, stride: int | None) -> list[tuple[int, int, int]]:
@@ -262,77 +100,30 @@ class SurprisalScorer:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.window = max_tokens(model.config)
+        self.reader = reader_for(self.model, tokenizer, encoder_tokenizer)
+        self.window = self.reader.window(model.config)
         self.stride = check_stride(self.window, stride)
         self.word_starts = word_start_ids(tokenizer) if bow_correction else None
         self.word_start_set = set(self.word_starts.tolist()) if bow_correction else set()
         self.entropy = entropy
         self.cut_context_tokens = 0  # of the last score(): tokens read with fewer tokens before them than given
-        self.embedder = None
-        if getattr(model.config, "model_type", None) == "fusion_lstm" and model.config.uses_fusion:
-            if not model.config.encoder_reads_lm_ids:
-                if encoder_tokenizer is None:
-                    raise ValueError("This fusion model's vocabulary is not its encoder's: pass the encoder's "
-                                     "tokenizer (--encoder_name_or_path) to embed the prefixes from text.")
-                encoder_vocabulary = getattr(model.config.encoder, "vocab_size", None)
-                if encoder_vocabulary is not None and len(encoder_tokenizer) > encoder_vocabulary:
-                    raise ValueError(f"The encoder tokenizer ({type(encoder_tokenizer).__name__}, "
-                                     f"{len(encoder_tokenizer)} tokens) is not this model's encoder's "
-                                     f"({encoder_vocabulary} tokens): pass the encoder the model was trained with as "
-                                     "--encoder_name_or_path.")
-                from fusion_lstm_training.embeddings import PrefixEmbedder
-
-                self.embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer)
 
     @property
-    def fusion_context(self) -> int:
-        """How many previous sentences the model was trained with (0: sentence by sentence, or not a fusion model)."""
-        return trained_context(self.model.config)
-
-    @property
-    def is_fusion_model(self) -> bool:
-        return getattr(self.model.config, "model_type", None) == "fusion_lstm"
+    def trained_context(self) -> int:
+        """How many previous sentences the model was trained with (0: sentence by sentence, or any causal LM)."""
+        return self.reader.trained_context(self.model.config)
 
     def encode(self, sentence: Sentence, context: list[Sentence] = ()) -> "Encoded":
         """The model's input for `sentence` after the `context` sentences (the previous sentences of its document):
         BOS, the context, the sentence's tokens; the word of each scored token (the sentence's own); each token's end
         offset in `text` (BOS: where the kept context starts) and how many context tokens come first. A model that
         reads a sentence at once (no window) takes at most MAX_UNWINDOWED_TOKENS."""
-        encoded = self._encode(sentence, context)
+        encoded = self.reader.encode(sentence, list(context))
         if self.window is None and len(encoded.ids) > MAX_UNWINDOWED_TOKENS:
             raise ValueError(f"{sentence.source}: the sentence has {len(encoded.ids):,} tokens with BOS and its "
                              f"context; this model reads a sentence at once, and holds its logits for every token, so "
                              f"it takes at most {MAX_UNWINDOWED_TOKENS:,}: split the line into sentences.")
         return encoded
-
-    def _encode(self, sentence: Sentence, context: list[Sentence]) -> "Encoded":
-        encoded = self.tokenizer(sentence.text, add_special_tokens=False, return_offsets_mapping=True)
-        offsets = [tuple(o) for o in encoded["offset_mapping"]]
-        ids = [self.tokenizer.bos_token_id, *encoded["input_ids"]]
-        ends = [0, *known_ends(offsets)]
-        if not context:
-            return Encoded(sentence, ids, align(sentence, offsets), ends, 0, sentence.text)
-        if self.is_fusion_model:
-            # exactly as in training: the context's own tokens, each sentence followed by EOS (fusion_lstm_training.data)
-            # (a config saved before max_context_length was recorded used the default, 128)
-            limit = getattr(self.model.config, "max_context_length", 128)
-            row = encode_context([c.text for c in context], self.tokenizer, limit, with_text=True)
-            return Encoded(sentence, ids, align(sentence, offsets), ends, 0, sentence.text, row["context_input_ids"],
-                           row["context_text"])
-        return self.encode_after_text(sentence, " ".join(c.text for c in context))
-
-    def encode_after_text(self, sentence: Sentence, context_text: str) -> "Encoded":
-        """Any causal LM: BOS, then the context and the sentence tokenized as one text (so that the sentence's first
-        token is the one that follows a space, as inside a story); the sentence's tokens are those that start after
-        the context."""
-        text = f"{context_text} {sentence.text}"
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        shift = len(context_text) + 1
-        context_tokens = sum(1 for start, _ in encoded["offset_mapping"] if start < shift - 1)
-        own = [(max(start - shift, 0), end - shift) for start, end in encoded["offset_mapping"][context_tokens:]]
-        ids = [self.tokenizer.bos_token_id, *encoded["input_ids"]]
-        return Encoded(sentence, ids, align(sentence, own), [0, *known_ends(encoded["offset_mapping"])],
-                       context_tokens, text)
 
     def pieces(self, encoded: list["Encoded"]) -> list[Piece]:
         """Every encoded sentence cut into the pieces the model reads (one, unless it is longer than the window)."""
@@ -342,19 +133,8 @@ class SurprisalScorer:
     @torch.inference_mode()
     def token_surprisals(self, encoded: list["Encoded"], pieces: list[Piece]) -> list[TokenScores]:
         """For each piece (of the same or different sentences): the surprisal of its scored tokens."""
-        features = [{"input_ids": encoded[p.item].ids[p.start : p.stop]} for p in pieces]
-        items = [encoded[p.item] for p in pieces]
-        with_context = any(item.context_ids is not None for item in items)
-        if with_context:  # fusion models read whole sentences (no window): pieces are the encoded rows
-            for feature, item in zip(features, items):
-                feature["context_input_ids"] = item.context_ids or []
-        if self.embedder is not None:
-            batch = {"text": [item.text for item in items], "offsets": [item.ends for item in items]}
-            if with_context:
-                batch["context_text"] = [item.context_text for item in items]
-            vectors = self.embedder(batch)
-            for feature, v in zip(features, vectors["fusion_embeds"]):
-                feature["fusion_embeds"] = v
+        features = self.reader.features([encoded[p.item] for p in pieces],
+                                        [encoded[p.item].ids[p.start : p.stop] for p in pieces])
         # padded as in training: right, with the pad id, and zero vectors at padded positions
         padded = FusionDataCollator(pad_token_id=self.tokenizer.pad_token_id or 0)(features)
         inputs = {k: v.to(self.device) for k, v in padded.items() if k != "labels"}
@@ -384,8 +164,8 @@ class SurprisalScorer:
         """One row per word of `sentences`, in order. `context_sentences` K: each sentence is read after the K
         sentences before it in its document ("all": the document so far), conditioned on, never scored; a document's
         first sentence scores as without context. None: as a fusion model was trained (0 for other models)."""
-        context_sentences = self.fusion_context if context_sentences is None else context_sentences
-        check_context(self.model.config, context_sentences)
+        context_sentences = self.trained_context if context_sentences is None else context_sentences
+        self.reader.check_context(self.model.config, context_sentences)
         contexts = [[] for _ in sentences]
         if context_sentences:
             count = len(sentences) if context_sentences == "all" else context_sentences
@@ -444,28 +224,6 @@ class SurprisalScorer:
         return [WordSurprisal(sentence.id, j, word, totals[j] + corrections[j], counts[j],
                               corrections[j] if self.word_starts is not None else None, entropy[j])
                 for j, word in enumerate(sentence.words)]
-
-
-@dataclass
-class Encoded:
-    """One sentence as the model reads it: ids (BOS, for a causal LM the context, the sentence's tokens), the word of
-    each of the sentence's tokens, each token's end offset in `text` (for prefixes embedded from text), how many
-    context tokens follow BOS in ids, and the text of ids; for a fusion model, the context as its own tokens
-    (`context_ids`, None: read sentence by sentence) and text."""
-
-    sentence: Sentence
-    ids: list[int]
-    owners: list[int]
-    ends: list[int]
-    context_length: int
-    text: str
-    context_ids: list[int] | None = None
-    context_text: str = ""
-
-    @property
-    def first_scored(self) -> int:
-        """The index in `ids` of the sentence's first token."""
-        return 1 + self.context_length
 
 
 def write_tsv(rows: list[WordSurprisal], path: str | Path, sentences: list[Sentence] | None = None):

@@ -16,14 +16,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from fusion_lstm_surprisal.reading_times import (
     delta_log_likelihood, evaluate, included, predictors, read_reading_times,
 )
-from fusion_lstm_surprisal.surprisal import (
-    Sentence,
-    SurprisalScorer,
-    WordSurprisal,
-    align,
-    read_sentences_of_words,
-    write_tsv,
-)
+from fusion_lstm_surprisal.sentences import Sentence, WordSurprisal, align, read_sentences_of_words
+from fusion_lstm_surprisal.surprisal import SurprisalScorer, write_tsv
 from helpers import ROOT, tiny_model
 
 
@@ -38,7 +32,7 @@ def run_surprisal(*flags):
 
 
 def sentence_of(text: str):
-    from fusion_lstm_surprisal.surprisal import Sentence
+    from fusion_lstm_surprisal.sentences import Sentence
 
     return Sentence("1", text.split(), "test:1")
 

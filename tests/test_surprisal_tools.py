@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from fusion_lstm_surprisal.surprisal import Sentence, SurprisalScorer, read_sentences_of_words, sliding_windows
+from fusion_lstm_surprisal.sentences import Sentence, read_sentences_of_words
+from fusion_lstm_surprisal.surprisal import SurprisalScorer, sliding_windows
 from fusion_lstm_training.bpe import build_bpe_tokenizer
 from helpers import DATA, ROOT
 
@@ -305,3 +306,36 @@ def test_bad_arguments_are_named_before_any_model_loads(tmp_path):
     # the empty folder is no model: the mismatch is found before any model is loaded
     with pytest.raises(ValueError, match="rt.tsv:3: the word is 'dog' but the surprisal row says 'cat'"):
         run_surprisal("--model_name_or_path", tmp_path, *flags, "--reading_times", tmp_path / "rt.tsv")
+
+
+# -------------------------------------------------------------------------------------------- one reader per family
+
+
+def test_each_model_family_is_read_by_its_own_reader_and_a_new_family_is_one_entry(bpe, monkeypatch):
+    from fusion_lstm_surprisal import readers
+    from modeling_fusion_lstm import FusionLSTMConfig
+
+    gpt2 = tiny_gpt2(bpe, positions=8)
+    assert readers.reader_class(gpt2.config) is readers.CausalLM and readers.CausalLM.window(gpt2.config) == 8
+    fusion = FusionLSTMConfig(fusion="none", context_sentences=2, context_as_tokens=True)
+    assert readers.reader_class(fusion) is readers.FusionLM
+    assert readers.FusionLM.window(fusion) is None and readers.FusionLM.trained_context(fusion) == 2
+    with pytest.raises(ValueError, match="reads at most that many previous sentences, not 3"):
+        readers.FusionLM.check_context(fusion, 3)
+    readers.CausalLM.check_context(gpt2.config, "all")  # any causal LM reads whatever text it is given
+
+    class Uppercase(readers.CausalLM):
+        """A family that reads every sentence in capitals (a stand-in for a new family's own input)."""
+
+        def encode(self, sentence, context):
+            return super().encode(Sentence(sentence.id, [w.upper() for w in sentence.words], sentence.source), context)
+
+    monkeypatch.setitem(readers.READERS, "gpt2", Uppercase)
+    sentence = Sentence("1", "a fox".split(), "x:1")
+    scorer = SurprisalScorer(gpt2, bpe)
+    assert isinstance(scorer.reader, Uppercase)
+    ids = scorer.encode(sentence).ids
+    assert ids == [bpe.bos_token_id, *bpe("A FOX", add_special_tokens=False)["input_ids"]]
+    rows = scorer.score([sentence], progress=False)
+    expected = [-log2_softmax(gpt2, ids[:t])[ids[t]].item() for t in range(1, len(ids))]
+    assert sum(r.surprisal for r in rows) == pytest.approx(sum(expected), rel=1e-4)

@@ -1,0 +1,141 @@
+"""The input of surprisal: sentences of words (a text file, or a TSV of one word a line with its reading times), and
+the word that each token of a sentence belongs to."""
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from fusion_lstm_training.data import ends_sentence, read_text_file
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Sentence:
+    """One sentence of the input: its id, its words, where it came from (for error messages) and its document."""
+
+    id: str
+    words: list[str]
+    source: str
+    document: str | None = None
+    fields: list[dict] | None = None  # a TSV's row of each word, every column as read (written back beside surprisal)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+    def spans(self) -> list[tuple[int, int]]:
+        """Each word's [start, end) in `text`."""
+        spans, start = [], 0
+        for word in self.words:
+            spans.append((start, start + len(word)))
+            start += len(word) + 1
+        return spans
+
+
+@dataclass
+class WordSurprisal:
+    sentence: str
+    word_index: int
+    word: str
+    surprisal: float  # bits
+    tokens: int
+    bow_correction: float | None = None  # bits added by the leading-space correction (in surprisal), when it is on
+    entropy: float | None = None  # bits: of the next-token distribution before the word's first token, when asked
+
+
+def read_sentences_of_words(path: str, word_column: str = "word", sentence_column: str | None = None,
+                            document_column: str | None = None) -> list[Sentence]:
+    """Sentences of a text file (one sentence a line, words split on whitespace; a blank line between documents) or
+    of a TSV with a word column (words in order; sentences by `sentence_column`, else where data.ends_sentence says:
+    after a word ending in . ! or ? and any closing quotes, not a title such as "Mr." or an initial, unless the next
+    word starts in lower case; documents by `document_column`, a change of value ending the sentence too)."""
+    file = Path(path)
+    text = read_text_file(path, "Input file")
+    if not text.strip():
+        raise ValueError(f"Input file {path} is empty.")
+    if file.suffix.lower() not in (".tsv", ".tab"):
+        if document_column:
+            raise ValueError(f"{path} is a text file: its documents are separated by blank lines, not named by a "
+                             f"column ({document_column!r}); drop --document_column.")
+        sentences, document = [], 0
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                sentences.append(Sentence(str(len(sentences) + 1), line.split(), f"{path}:{number}", str(document)))
+            elif sentences and sentences[-1].document == str(document):
+                document += 1
+        return sentences
+    rows = list(csv.DictReader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
+    columns = list(rows[0]) if rows else text.splitlines()[0].split("\t")
+    for column, flag in ((word_column, "--word_column"), (sentence_column, "--sentence_column"),
+                         (document_column, "--document_column")):
+        if column and column not in columns:
+            raise ValueError(f"{path} has no column {column!r} (columns: {', '.join(columns)}); choose it with {flag}.")
+    if not rows:
+        raise ValueError(f"Input file {path} has a header but no rows.")
+    sentences, words, fields, first_line, sentence_id, document = [], [], [], 2, None, None
+    # the next row's word, where it is in the same document: whether a sentence ends is data.ends_sentence's rule
+    following = [rows[k + 1][word_column] if k + 1 < len(rows) and (
+        not document_column or rows[k + 1][document_column] == rows[k][document_column]) else None
+        for k in range(len(rows))]
+
+    def close():
+        sentences.append(Sentence(sentence_id if sentence_column else str(len(sentences) + 1), words,
+                                  f"{path}:{first_line}", document, fields))
+
+    # sentences already closed, as (document, sentence id): one may not come back (two would share its label); ids may
+    # restart in each document
+    seen = set()
+    for number, row in enumerate(rows, 2):  # line 1 is the header
+        if None in row:
+            raise ValueError(f"{path}:{number}: the row has more fields than the header (a tab inside a field?).")
+        word = (row[word_column] or "").strip()
+        if not word or len(word.split()) != 1:
+            raise ValueError(f"{path}:{number}: the {word_column!r} column must hold one word, got {word!r}.")
+        new_sentence = sentence_column and row[sentence_column] != sentence_id
+        new_document = document_column and row[document_column] != document
+        if words and (new_sentence or new_document):
+            close()
+            seen.add((document, sentence_id))
+            words, fields, first_line = [], [], number
+        if sentence_column and (row[document_column] if document_column else None, row[sentence_column]) in seen:
+            within = f" of document {row[document_column]!r}" if document_column else ""
+            raise ValueError(f"{path}:{number}: sentence {row[sentence_column]!r}{within} comes back after other "
+                             f"sentences; the rows of a sentence must be together (sort the file by "
+                             f"{sentence_column!r}).")
+        sentence_id = row[sentence_column] if sentence_column else None
+        document = row[document_column] if document_column else None
+        words.append(word)
+        fields.append(row)
+        if not sentence_column and ends_sentence(word, (following[number - 2] or "").strip() or None):
+            close()
+            words, fields, first_line = [], [], number + 1
+    if words:
+        close()
+    logger.info("%s: %d sentences in %d documents", path, len(sentences),
+                len({s.document for s in sentences}) if document_column else 1)
+    return sentences
+
+
+def align(sentence: Sentence, offsets: list[tuple[int, int]]) -> list[int]:
+    """The word of each token, from the tokens' character offsets in sentence.text. The space before a word belongs
+    to that word (byte-level BPEs put it on the word's first token); a token across two words is an error."""
+    last_word = len(sentence.words) - 1
+    owner_of_char = []  # the word of each character of the text; a space goes with the word after it
+    for index, word in enumerate(sentence.words):
+        owner_of_char += [index] * len(word) + [min(index + 1, last_word)]
+    owners = []
+    for start, end in offsets:
+        first = owner_of_char[min(start, len(owner_of_char) - 1)]
+        last = owner_of_char[min(max(end - 1, start), len(owner_of_char) - 1)]
+        if first != last:
+            raise ValueError(f"{sentence.source}: a token (characters {start}-{end}, {sentence.text[start:end]!r}) "
+                             f"spans two words of {sentence.text!r}.")
+        owners.append(first)
+    missing = sorted(set(range(len(sentence.words))) - set(owners))
+    if missing:
+        raise ValueError(f"{sentence.source}: the tokenizer produced no token for the word(s) "
+                         f"{[sentence.words[i] for i in missing]} of {sentence.text!r}.")
+    return owners
