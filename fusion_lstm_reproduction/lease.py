@@ -162,13 +162,13 @@ def embedding_group(arguments: dict) -> str | None:
     from dataclasses import MISSING, fields
 
     from fusion_lstm_training.clm import DataTrainingArguments, ModelArguments
+    from fusion_lstm_training.vectors import needs_model_encoder
     from modeling_fusion_lstm import FusionLSTMConfig
 
     defaults = {f.name: f.default for group in (ModelArguments, DataTrainingArguments) for f in fields(group)
                 if f.default is not MISSING}
     values = {k: arguments.get(k, defaults.get(k)) for k in ("fusion", *EMBEDDING_ARGUMENTS)}
-    if not FusionLSTMConfig(fusion=values["fusion"]).uses_fusion or values["fusion_vectors"] not in ("encoder",
-                                                                                                      "shuffled"):
+    if not FusionLSTMConfig(fusion=values["fusion"]).uses_fusion or not needs_model_encoder(values["fusion_vectors"]):
         return None
     return json.dumps({k: values[k] for k in EMBEDDING_ARGUMENTS}, sort_keys=True)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fusion_lstm_surprisal.reading_times import draw_delta_bars, held_out_text
 from fusion_lstm_training.data import read_json_object
+from fusion_lstm_training.vectors import SOURCES
 from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig
 
 from .experiments import EXPERIMENTS_DIR, RESULT_FIELDS, RUN_KINDS, load_spec
@@ -209,11 +210,10 @@ def plot_sub_prefix(curves: dict, endpoints: dict, path: Path, scale: str):
            f"sub-prefix feeders ({scale} scale); k=0/1 are the endpoints")
 
 
+# the vector_sources runs' labels: the encoder's two poolings, the leaky window, then every other source of SOURCES
 SOURCE_LABELS = {"encoder_cls": "encoder, CLS (the default)", "encoder_mean": "encoder, mean pooling",
-                 "sentence": "whole-sentence leak (not causal)", "zeros": "zeros (control)",
-                 "constant": "one constant vector (control: the encoder's empty window)",
-                 "shuffled": "another sentence's e_j", "count": "word counts of the prefix",
-                 "tfidf": "tf-idf of the prefix"}
+                 "sentence": "whole-sentence leak (not causal)",
+                 **{name: spec.label for name, spec in SOURCES.items() if name != "encoder"}}
 
 
 def source_name(values: dict) -> str:

@@ -47,7 +47,7 @@ from .embeddings import PrefixEmbedder, embedding_cache
 from .metrics import LanguageModelMetrics, preprocess_logits_for_metrics
 from .precision import check_cpu_bf16
 from .vectors import (
-    ENCODER_SOURCES, BagOfWordsVectors, ConstantVectors, ZeroVectors, check_source, load_source, shuffle_vectors,
+    SourceOptions, check_source, make_source, needs_model_encoder, needs_training_text, sources_help,
 )
 
 
@@ -190,12 +190,9 @@ class DataTrainingArguments:
         default=False, metadata={"help": "Train into an output_dir that is not empty, replacing what is there."}
     )
     fusion_vectors: str = field(
-        default="encoder", metadata={"help": "Where e_j comes from: encoder (the model's), zeros, constant (the "
-                                     "encoder's vector of an empty window at every position: the control for a fixed "
-                                     "e_j), shuffled (another sentence's), count, tfidf, or your own source as "
-                                     "module:attr (see "
-                                     "fusion_lstm_training/vectors.py). Sources other than encoder and shuffled make "
-                                     "a model without encoder, fed their vectors."}
+        default="encoder", metadata={"help": f"Where e_j comes from: {sources_help()}; or your own source as "
+                                     "module:attr (see fusion_lstm_training/vectors.py). A source not made around "
+                                     "the model's encoder makes a model without encoder, fed its vectors."}
     )
     fusion_vectors_size: int = field(default=1024, metadata={"help": "At most this many words for count and tfidf."})
     eval_without_fusion: bool = field(
@@ -369,25 +366,21 @@ def load_model(model_args: ModelArguments, tokenizer, encoder_path: str, source=
     return FusionLSTMForCausalLM.from_encoder_pretrained(encoder_path, **fields)
 
 
-def vector_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path: str, context: PrefixContext):
-    """The source of e_j named by --fusion_vectors when it is not the model's encoder (None for encoder and
-    shuffled, which permutes the encoder's vectors after they are cached)."""
+def vector_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path: str, context: PrefixContext,
+                  seed: int):
+    """The source of e_j named by --fusion_vectors when it is made without the model (SOURCES in vectors.py); None
+    for a source made around the model's own encoder (encoder, shuffled), which `main` makes once the model is."""
     name = data_args.fusion_vectors
-    if name in ENCODER_SOURCES:
+    if needs_model_encoder(name):
         return None
-    if name == "zeros":
-        return ZeroVectors(AutoConfig.from_pretrained(encoder_path).hidden_size)
-    if name == "constant":
-        from modeling_fusion_lstm.modeling_fusion_lstm import FusionLSTMPrefixEncoder
-
-        encoder = FusionLSTMPrefixEncoder.from_encoder_pretrained(encoder_path).eval()
-        return ConstantVectors.empty_window(encoder, AutoTokenizer.from_pretrained(encoder_path))
-    if "train" not in raw:
-        raise ValueError(f"--fusion_vectors={name} is fitted on the training text: pass --train_file.")
-    texts = [t.strip() for t in raw["train"]["text"] if t.strip()]
-    if name in ("count", "tfidf"):
-        return BagOfWordsVectors(name, texts, data_args.fusion_vectors_size, context)
-    return load_source(name, tokenizer, texts)
+    texts = None
+    if needs_training_text(name):
+        if "train" not in raw:
+            raise ValueError(f"--fusion_vectors={name} is fitted on the training text: pass --train_file.")
+        texts = [t.strip() for t in raw["train"]["text"] if t.strip()]
+    options = SourceOptions(encoder_path=encoder_path, context=context, max_features=data_args.fusion_vectors_size,
+                            seed=seed)
+    return make_source(name, tokenizer, texts, options)
 
 
 def main(argv: list[str] | None = None):
@@ -439,7 +432,7 @@ def main(argv: list[str] | None = None):
         tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     else:
         tokenizer = modeling_fusion_lstm.load_tokenizer(encoder_path)
-    source = vector_source(data_args, tokenizer, raw, encoder_path, model_args.prefix_context)
+    source = vector_source(data_args, tokenizer, raw, encoder_path, model_args.prefix_context, training_args.seed)
     model = load_model(model_args, tokenizer, encoder_path, source)
     uses_fusion = model.config.uses_fusion
     # an LM vocabulary that is not the encoder's (e.g. a BPE): e_j embeds the text of each prefix, tokenized by the
@@ -466,7 +459,9 @@ def main(argv: list[str] | None = None):
             model.prefix_encoder.to(training_args.device)
             # with --bf16 the encoder runs under bfloat16 autocast too (cached separately from float32 embeddings)
             autocast = torch.bfloat16 if training_args.bf16 else None
-            source = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer, autocast)
+            embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer, autocast)
+            source = make_source(data_args.fusion_vectors, tokenizer, None,
+                                 SourceOptions(encoder=embedder, seed=training_args.seed))
         cache = embedding_cache(source, data_args.embedding_cache_dir)
         tokenized = {split: cache.attach(data, split) for split, data in tokenized.items()}
         if "train" in tokenized:
@@ -475,8 +470,6 @@ def main(argv: list[str] | None = None):
         if data_args.embed_only:
             logger.info("--embed_only: the e_j cache of %s is complete; nothing is trained", ", ".join(tokenized))
             return
-        if data_args.fusion_vectors == "shuffled":
-            tokenized = {split: shuffle_vectors(data, training_args.seed, split) for split, data in tokenized.items()}
     tokenized = {
         split: data.remove_columns([c for c in ("text", "offsets", "document", "context", "context_text")
                                    if c in data.column_names])

@@ -352,9 +352,29 @@ class JoinedEmbeddingCache(EmbeddingCache):
         state.wait_for_everyone()
 
 
+class RearrangedEmbeddingCache(EmbeddingCache):
+    """The cache of a source that wraps another and rearranges its vectors across a split's sentences (shuffled):
+    the inner source's cache (shared with the runs that fuse its vectors as they are), then the source's
+    `rearrange`."""
+
+    def __init__(self, source: VectorSource, cache_dir: str | Path | None = None):
+        super().__init__(source, cache_dir)
+        self.inner = embedding_cache(source.inner, cache_dir)
+        self.views = self.inner.views
+
+    def attach(self, dataset: Dataset, split: str) -> Dataset:
+        return self.embedder.rearrange(self.inner.attach(dataset, split), split)
+
+    def record(self, split: str) -> dict:
+        return self.inner.record(split)
+
+
 def embedding_cache(source: VectorSource, cache_dir: str | Path | None = None) -> EmbeddingCache:
-    """The cache for `source`: one of its own, or one per part for a source of several (prefix+previous)."""
+    """The cache for `source`: one of its own, one per part for a source of several (prefix+previous), or its inner
+    source's for a source that rearranges another's vectors (shuffled)."""
     if len(getattr(source, "parts", ())) > 1:
         return JoinedEmbeddingCache(source, cache_dir)
+    if hasattr(source, "rearrange"):
+        return RearrangedEmbeddingCache(source, cache_dir)
     return EmbeddingCache(source, cache_dir)
 

@@ -1,17 +1,10 @@
-"""Where e_j comes from: the VectorSource interface, the paper's other vector sources, and yours.
+"""Where e_j comes from: the VectorSource interface, the registry of sources (SOURCES), and yours.
 
 Every source is a `VectorSource`; the embedding cache (embeddings.py) stores each source's vectors per sentence under
-its fingerprint, and run_clm.py feeds them to the model as `fusion_embeds`.
-
-    encoder    the model's prefix encoder (embeddings.PrefixEmbedder; the default)
-    zeros      all-zero vectors of the encoder's width: the control, no information at all
-    constant   the encoder's vector of an empty window ([CLS][SEP]) at every position: the control for what a fixed
-               e_j does (an extra, faster-learning bias of the dense layer), which zeros cannot show
-    shuffled   the encoder's vectors of another sentence (of the same length where there is one)
-    count      word counts of the prefix (scikit-learn CountVectorizer fitted on the training text)
-    tfidf      tf-idf of the prefix (TfidfVectorizer fitted on the training text)
-    module:attr   your own: `attr` of the importable `module` is called as attr(tokenizer=…, train_texts=…) and
-               returns a VectorSource
+its fingerprint, and run_clm.py feeds them to the model as `fusion_embeds`. A source is made by a factory, a built-in
+one (a row of SOURCES: the factory, the report's label, the help's description) or yours, `module:attr`; every
+factory is called by keyword with `tokenizer` and `train_texts`, and a built-in also with what it names of
+SourceOptions (the encoder's folder, the model's own encoder source, …). Adding a source is one factory and one row.
 """
 
 import hashlib
@@ -19,7 +12,9 @@ import importlib
 import inspect
 import logging
 from collections import defaultdict
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 from datasets import Dataset
@@ -84,34 +79,39 @@ def checked_vectors(source: VectorSource, batch: dict, output) -> list[np.ndarra
 
 
 logger = logging.getLogger(__name__)
-BUILT_IN_SOURCES = ("encoder", "zeros", "constant", "shuffled", "count", "tfidf")
-# sources computed from the encoder's vectors (the model needs an encoder to compute them, not to run)
-ENCODER_SOURCES = ("encoder", "shuffled")
-
-
-FACTORY_KEYWORDS = ("tokenizer", "train_texts")  # what a user's factory is called with, by keyword
+FACTORY_KEYWORDS = ("tokenizer", "train_texts")  # what every factory, a user's too, is called with, by keyword
 
 
 def check_source(name: str):
     """A built-in source, or a `module:attr` that imports and takes FACTORY_KEYWORDS (before any work is done)."""
-    if name not in BUILT_IN_SOURCES and ":" not in name:
-        raise ValueError(f"--fusion_vectors={name!r}: use one of {', '.join(BUILT_IN_SOURCES)} or your own "
-                         "source as module:attr (see fusion_lstm_training/vectors.py).")
+    if name not in SOURCES and ":" not in name:
+        raise ValueError(f"--fusion_vectors={name!r}: use one of {', '.join(SOURCES)} or your own source as "
+                         "module:attr (see fusion_lstm_training/vectors.py).")
     if ":" in name:
         check_factory(name, source_factory(name))
 
 
+def factory_options(factory) -> list[str]:
+    """The SourceOptions fields a factory names: it is given those, by keyword, beside FACTORY_KEYWORDS."""
+    try:
+        return [name for name in inspect.signature(factory).parameters if name in OPTION_NAMES]
+    except ValueError:  # a callable without a readable signature (a builtin)
+        return []
+
+
 def check_factory(name: str, factory):
-    """A user's factory must be callable as factory(tokenizer=…, train_texts=…): checked on its signature."""
+    """Every factory, built-in or a user's, must be callable as factory(tokenizer=…, train_texts=…, plus the
+    SourceOptions fields it names): checked on its signature."""
     if not callable(factory):
         raise TypeError(f"--fusion_vectors={name!r} names a {type(factory).__name__}, not a factory: it must be "
                         "callable as attr(tokenizer=…, train_texts=…) and return a vector source.")
     try:
-        inspect.signature(factory).bind(**dict.fromkeys(FACTORY_KEYWORDS))
+        inspect.signature(factory).bind(**dict.fromkeys((*FACTORY_KEYWORDS, *factory_options(factory))))
     except TypeError as error:
         raise TypeError(f"--fusion_vectors={name!r}: the factory is called by keyword as attr(tokenizer=…, "
-                        f"train_texts=…), which its signature {inspect.signature(factory)} does not take ({error}); "
-                        "name its parameters tokenizer and train_texts.") from None
+                        f"train_texts=…), and with the SourceOptions fields it names ({', '.join(sorted(OPTION_NAMES))}"
+                        f"), which its signature {inspect.signature(factory)} does not take ({error}); name its "
+                        "parameters tokenizer, train_texts and any of those.") from None
     except ValueError:  # a callable without a readable signature (a builtin): checked when it is called
         pass
 
@@ -192,11 +192,105 @@ class BagOfWordsVectors:
         return {"fusion_embeds": np.split(matrix, np.cumsum([len(rows) for rows in prefixes])[:-1])}
 
 
-def load_source(name: str, tokenizer, train_texts: list[str]) -> VectorSource:
-    """A user's source, `module:attr`, called as attr(tokenizer=…, train_texts=…)."""
-    factory = source_factory(name)
+@dataclass(frozen=True)
+class SourceOptions:
+    """What a built-in factory may ask for, by keyword, beside FACTORY_KEYWORDS: the encoder's folder, the model's
+    own encoder source (a PrefixEmbedder, made with the model), the window each position reads, the word budget of
+    count and tfidf, the seed."""
+
+    encoder_path: str | None = None
+    encoder: VectorSource | None = None
+    context: PrefixContext = PrefixContext()
+    max_features: int = 1024
+    seed: int = 0
+
+
+def encoder_source(*, tokenizer, train_texts, encoder) -> VectorSource:
+    return encoder
+
+
+def zeros_source(*, tokenizer, train_texts, encoder_path) -> VectorSource:
+    from transformers import AutoConfig
+
+    return ZeroVectors(AutoConfig.from_pretrained(encoder_path).hidden_size)
+
+
+def constant_source(*, tokenizer, train_texts, encoder_path) -> VectorSource:
+    from transformers import AutoTokenizer
+
+    from modeling_fusion_lstm.modeling_fusion_lstm import FusionLSTMPrefixEncoder
+
+    prefix_encoder = FusionLSTMPrefixEncoder.from_encoder_pretrained(encoder_path).eval()
+    return ConstantVectors.empty_window(prefix_encoder, AutoTokenizer.from_pretrained(encoder_path))
+
+
+def shuffled_source(*, tokenizer, train_texts, encoder, seed) -> VectorSource:
+    return ShuffledVectors(encoder, seed)
+
+
+def count_source(*, tokenizer, train_texts, context, max_features) -> VectorSource:
+    return BagOfWordsVectors("count", train_texts, max_features, context)
+
+
+def tfidf_source(*, tokenizer, train_texts, context, max_features) -> VectorSource:
+    return BagOfWordsVectors("tfidf", train_texts, max_features, context)
+
+
+class SourceSpec(NamedTuple):
+    factory: Callable  # factory(tokenizer=…, train_texts=…, [SourceOptions fields it names]) → VectorSource
+    label: str  # the report's label
+    description: str  # the help's
+    fitted: bool = False  # fitted on the training text (needs --train_file)
+
+
+# The built-in sources. A source whose factory takes `encoder` is made around the model's own encoder, once the model
+# is built; the others make a model without encoder, fed their vectors.
+SOURCES: dict[str, SourceSpec] = {
+    "encoder": SourceSpec(encoder_source, "encoder", "the model's prefix encoder (the default)"),
+    "zeros": SourceSpec(zeros_source, "zeros (control)", "all-zero vectors of the encoder's width: no information"),
+    "constant": SourceSpec(constant_source, "one constant vector (control: the encoder's empty window)",
+                           "the encoder's vector of an empty window ([CLS][SEP]) at every position: the control for "
+                           "what a fixed e_j does"),
+    "shuffled": SourceSpec(shuffled_source, "another sentence's e_j",
+                           "the encoder's vectors of another sentence (of the same length where there is one)"),
+    "count": SourceSpec(count_source, "word counts of the prefix",
+                        "word counts of the prefix (CountVectorizer fitted on the training text)", fitted=True),
+    "tfidf": SourceSpec(tfidf_source, "tf-idf of the prefix",
+                        "tf-idf of the prefix (TfidfVectorizer fitted on the training text)", fitted=True),
+}
+OPTION_NAMES = {f.name for f in fields(SourceOptions)}
+for _name, _spec in SOURCES.items():  # each built-in is called exactly as a user's factory is
+    check_factory(_name, _spec.factory)
+
+
+def sources_help() -> str:
+    """The --fusion_vectors help's list, from SOURCES."""
+    return "; ".join(f"{name}: {spec.description}" for name, spec in SOURCES.items())
+
+
+def factory_of(name: str) -> Callable:
+    """The factory of a built-in source, or a user's `module:attr`."""
+    return SOURCES[name].factory if name in SOURCES else source_factory(name)
+
+
+def needs_model_encoder(name: str) -> bool:
+    """Whether the source is made around the model's own encoder (its factory names `encoder`): the model then keeps
+    its encoder, and the source is made once the model is."""
+    return "encoder" in factory_options(factory_of(name))
+
+
+def needs_training_text(name: str) -> bool:
+    """Whether the source is fitted on the training text (a user's source always receives it)."""
+    return name not in SOURCES or SOURCES[name].fitted
+
+
+def make_source(name: str, tokenizer, train_texts: list[str] | None, options: SourceOptions) -> VectorSource:
+    """The source named by --fusion_vectors, built-in or `module:attr`: its factory called with FACTORY_KEYWORDS and
+    the options it names; what it returns is checked to be a VectorSource."""
+    factory = factory_of(name)
     check_factory(name, factory)
-    source = factory(tokenizer=tokenizer, train_texts=train_texts)
+    source = factory(tokenizer=tokenizer, train_texts=train_texts,
+                     **{option: getattr(options, option) for option in factory_options(factory)})
     check_vector_source(source, f"--fusion_vectors={name!r} returned an object that")
     return source
 
@@ -247,3 +341,22 @@ def shuffle_vectors(dataset: Dataset, seed: int, split: str) -> Dataset:
                 split, seed, other_length, len(lengths))
     return dataset.map(fit, with_indices=True, batched=True, features=dataset.features,
                        desc=f"Shuffling e_j ({split})", new_fingerprint=f"{dataset._fingerprint}-shuffled-{seed}")
+
+
+class ShuffledVectors:
+    """Another sentence's e_j (see `donors`), from the vectors of `inner` (the model's encoder): a source that wraps
+    another. Its vectors are the inner source's, cached under the inner's fingerprint (shared with the runs that fuse
+    them unshuffled); the cache hands each split to `rearrange`, which gives every sentence its donor's."""
+
+    def __init__(self, inner: VectorSource, seed: int):
+        self.inner, self.seed = inner, seed
+        self.width = inner.width
+
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint()
+
+    def __call__(self, batch: dict) -> dict:
+        return self.inner(batch)
+
+    def rearrange(self, dataset: Dataset, split: str) -> Dataset:
+        return shuffle_vectors(dataset, self.seed, split)

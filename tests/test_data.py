@@ -460,14 +460,14 @@ def test_a_sources_vectors_are_checked_before_anything_is_written(tmp_path, faul
 
 
 def test_a_source_of_no_width_or_a_factory_that_is_no_function_is_refused(tmp_path):
-    from fusion_lstm_training.vectors import check_vector_source, load_source
+    from fusion_lstm_training.vectors import SourceOptions, check_vector_source, make_source
 
     source = FaultySource("none")
     source.width = 0
     with pytest.raises(ValueError, match="width 0: the width must be a positive integer"):
         check_vector_source(source, "mine")
     with pytest.raises(TypeError, match="names a str, not a factory"):
-        load_source("string:ascii_letters", None, [])
+        make_source("string:ascii_letters", None, [], SourceOptions())
 
 
 def test_a_factory_that_does_not_take_the_keywords_is_refused_when_it_is_named(tmp_path, monkeypatch):
@@ -482,3 +482,57 @@ def test_a_factory_that_does_not_take_the_keywords_is_refused_when_it_is_named(t
         check_source("my_vectors:build")
     check_source("my_vectors:fine")
     check_source("my_vectors:loose")
+
+
+class IdVectors:
+    """A source whose e_j is the token id, twice: each sentence's vectors are its own."""
+
+    width = 2
+
+    def fingerprint(self) -> str:
+        return "ids"
+
+    def __call__(self, batch: dict) -> dict:
+        return {"fusion_embeds": [np.repeat(np.asarray(ids, dtype=np.float16)[:, None], 2, 1)
+                                  for ids in batch["input_ids"]]}
+
+
+def test_built_in_and_user_sources_are_made_by_one_rule(tmp_path, monkeypatch):
+    from fusion_lstm_reproduction.report import SOURCE_LABELS
+    from fusion_lstm_training.vectors import (
+        SOURCES, ShuffledVectors, SourceOptions, ZeroVectors, make_source, needs_model_encoder, sources_help,
+    )
+
+    (tmp_path / "mine.py").write_text("from fusion_lstm_training.vectors import ZeroVectors\n\n"
+                                      "def sized(tokenizer, train_texts, max_features):\n"
+                                      "    return ZeroVectors(max_features)\n\n"
+                                      "def around(tokenizer, train_texts, encoder):\n    return encoder\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    encoder = ZeroVectors(5)
+    options = SourceOptions(max_features=7, encoder=encoder, seed=3)
+    assert make_source("mine:sized", None, [], options).width == 7  # a user's factory gets the options it names
+    assert needs_model_encoder("mine:around") and not needs_model_encoder("mine:sized")
+    assert make_source("mine:around", None, [], options) is encoder
+    assert needs_model_encoder("encoder") and needs_model_encoder("shuffled") and not needs_model_encoder("zeros")
+    assert make_source("encoder", None, None, options) is encoder
+    shuffled = make_source("shuffled", None, None, options)
+    assert isinstance(shuffled, ShuffledVectors) and shuffled.inner is encoder and shuffled.seed == 3
+    assert all(name in sources_help() for name in SOURCES)
+    assert all(SOURCE_LABELS[name] == spec.label for name, spec in SOURCES.items() if name != "encoder")
+
+
+def test_shuffled_wraps_another_source_and_shares_its_cache(tmp_path):
+    from fusion_lstm_training.embeddings import embedding_cache
+    from fusion_lstm_training.vectors import ShuffledVectors
+
+    data = Dataset.from_dict({"input_ids": [[1, 2, 3], [1, 4, 5], [1, 6, 7], [1, 8]]})
+    shuffled = embedding_cache(ShuffledVectors(IdVectors(), seed=0), tmp_path).attach(data, "train")
+    plain = embedding_cache(IdVectors(), tmp_path)
+    own = plain.attach(data, "train")
+    assert len(list(tmp_path.rglob("part-*.arrow"))) == 1  # one embedding, in the inner source's cache, shared
+    got = [np.asarray(v)[:, 0].tolist() for v in shuffled["fusion_embeds"]]
+    mine = [np.asarray(v)[:, 0].tolist() for v in own["fusion_embeds"]]
+    assert mine == [[1, 2, 3], [1, 4, 5], [1, 6, 7], [1, 8]]
+    # every sentence of length 3 carries another sentence's vectors of that length; the only one of length 2 borrows
+    assert sorted(map(tuple, got[:3])) == sorted(map(tuple, mine[:3])) and all(g != m for g, m in zip(got[:3], mine))
+    assert len(got[3]) == 2 and got[3] != mine[3]
