@@ -8,7 +8,8 @@ sentence after its context becomes the model's input, and what the model needs b
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from fusion_lstm_training.data import encode_context, known_ends
+from fusion_lstm_training.data import known_ends
+from fusion_lstm_training.documents import encode_context
 
 from .sentences import Sentence, align
 

@@ -6,7 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusion_lstm_training.data import ends_sentence, read_text_file
+from fusion_lstm_training.data import read_text_file
+from fusion_lstm_training.documents import blank_line_documents, ends_sentence
 
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class WordSurprisal:
 def read_sentences_of_words(path: str, word_column: str = "word", sentence_column: str | None = None,
                             document_column: str | None = None) -> list[Sentence]:
     """Sentences of a text file (one sentence a line, words split on whitespace; a blank line between documents) or
-    of a TSV with a word column (words in order; sentences by `sentence_column`, else where data.ends_sentence says:
+    of a TSV with a word column (words in order; sentences by `sentence_column`, else where documents.ends_sentence says:
     after a word ending in . ! or ? and any closing quotes, not a title such as "Mr." or an initial, unless the next
     word starts in lower case; documents by `document_column`, a change of value ending the sentence too)."""
     file = Path(path)
@@ -60,12 +61,10 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
         if document_column:
             raise ValueError(f"{path} is a text file: its documents are separated by blank lines, not named by a "
                              f"column ({document_column!r}); drop --document_column.")
-        sentences, document = [], 0
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
+        lines, sentences = text.splitlines(), []
+        for number, (line, document) in enumerate(zip(lines, blank_line_documents(lines)), 1):
+            if document is not None:  # a blank line separates documents
                 sentences.append(Sentence(str(len(sentences) + 1), line.split(), f"{path}:{number}", str(document)))
-            elif sentences and sentences[-1].document == str(document):
-                document += 1
         return sentences
     rows = list(csv.DictReader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
     columns = list(rows[0]) if rows else text.splitlines()[0].split("\t")
@@ -76,7 +75,7 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
     if not rows:
         raise ValueError(f"Input file {path} has a header but no rows.")
     sentences, words, fields, first_line, sentence_id, document = [], [], [], 2, None, None
-    # the next row's word, where it is in the same document: whether a sentence ends is data.ends_sentence's rule
+    # the next row's word, where it is in the same document: whether a sentence ends is documents.ends_sentence's rule
     following = [rows[k + 1][word_column] if k + 1 < len(rows) and (
         not document_column or rows[k + 1][document_column] == rows[k][document_column]) else None
         for k in range(len(rows))]

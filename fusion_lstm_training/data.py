@@ -2,23 +2,16 @@
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from datasets import Dataset, DatasetDict, load_dataset
 
+from .documents import blank_line_documents, encode_context, previous_sentences, split_into_sentences
+
 
 logger = logging.getLogger(__name__)
-# Where a sentence ends, one rule for text (split_into_sentences) and for words in order (run_surprisal's TSVs): after
-# a word that ends in . ! or ? and any closing quotes or brackets, unless the word is a title (Mr.) or an initial (J.),
-# and unless the next word starts in lower case (the quotation goes on: 'What?' she asked.)
-TITLES = ("Mr", "Ms", "Dr", "St", "Jr", "Sr", "vs", "Mrs", "Prof", "Gen", "Col", "Lt", "No")
-CLOSING = "\"'\u201d\u2019)]"
-SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
-SENTENCE_START = re.compile(r"[\"'\u201c\u2018(\[]*[A-Z0-9]")
-WIKITEXT_HEADING = re.compile(r"^\s*=.*=\s*$")
 TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
 
@@ -125,16 +118,8 @@ def read_documents(path: str) -> tuple[list[str], list[int]]:
     column, a change of value starting the next document."""
     sentences = read_sentences(path)
     if TEXT_EXTENSIONS[Path(path).suffix.lower()] == "text":
-        names, document, previous_blank = [], 0, False
-        for line in sentences:
-            if not line.strip():
-                previous_blank = True
-                continue
-            if previous_blank and names:
-                document += 1
-            previous_blank = False
-            names.append(document)
-        return [s for s in sentences if s.strip()], names
+        documents = blank_line_documents(sentences)
+        return [s for s in sentences if s.strip()], [d for d in documents if d is not None]
     labels = read_sentences(path, column="document")
     kept = [(s, label) for s, label in zip(sentences, labels) if s.strip()]
     documents = []
@@ -142,45 +127,6 @@ def read_documents(path: str) -> tuple[list[str], list[int]]:
         starts = i == 0 or label != kept[i - 1][1]
         documents.append((documents[-1] if documents else -1) + starts)
     return [s for s, _ in kept], documents
-
-
-def previous_sentences(sentences: list[str], documents: list[int], count: int) -> list[list[str]]:
-    """For each sentence, the (at most) `count` sentences before it in its own document, in order (none for the
-    first sentence of a document): nothing crosses a document boundary."""
-    contexts = []
-    for i, document in enumerate(documents):
-        start = i
-        while start > max(0, i - count) and documents[start - 1] == document:
-            start -= 1
-        contexts.append(sentences[start:i])
-    return contexts
-
-
-def ends_sentence(word: str, next_word: str | None = None) -> bool:
-    """Whether a sentence ends after `word` (see SENTENCE_END; `next_word`: the word after it, None at the end)."""
-    if not SENTENCE_END.search(word):
-        return False
-    stem = word.rstrip(CLOSING)[:-1]
-    if stem in TITLES or re.fullmatch(r"[A-Z]", stem):
-        return False
-    return next_word is None or bool(SENTENCE_START.match(next_word))
-
-
-def split_into_sentences(paragraphs: list[str]) -> list[str]:
-    """Paragraphs (e.g. WikiText-103 lines) → sentences (words joined by single spaces), cut where ends_sentence
-    says; headings (`= Title =`) and empty lines are dropped."""
-    sentences = []
-    for paragraph in paragraphs:
-        if not paragraph.strip() or WIKITEXT_HEADING.match(paragraph):
-            continue
-        words, start = paragraph.split(), 0
-        for k, word in enumerate(words):
-            if ends_sentence(word, words[k + 1] if k + 1 < len(words) else None):
-                sentences.append(" ".join(words[start: k + 1]))
-                start = k + 1
-        if start < len(words):
-            sentences.append(" ".join(words[start:]))
-    return sentences
 
 
 def load_splits(
@@ -301,25 +247,6 @@ def tokenize_sentences(dataset: Dataset, tokenizer, max_seq_length: int, split: 
         split, len(tokenized), skipped, truncated, max_seq_length,
     )
     return tokenized.remove_columns("truncated")
-
-
-def encode_context(context: list[str], tokenizer, max_context_length: int, with_text: bool = False) -> dict:
-    """A sentence's document context as the model reads it: `context_input_ids`, each previous sentence's tokens
-    followed by EOS (no BOS), at most `max_context_length`, the most recent; with `with_text`, `context_text` too: the
-    previous sentences joined by single spaces, from where the first kept token starts (a sentence cut short keeps
-    the end of its text, as it keeps the end of its tokens)."""
-    pieces = [s.strip() for s in context]
-    encoded = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True) if pieces else None
-    tokens, starts, start = [], [], 0
-    for k, piece in enumerate(pieces):
-        tokens += [*encoded["input_ids"][k], tokenizer.eos_token_id]
-        starts += [start + a for a, _ in encoded["offset_mapping"][k]] + [start + len(piece)]
-        start += len(piece) + 1
-    keep = min(len(tokens), max_context_length)
-    row = {"context_input_ids": tokens[len(tokens) - keep :]}
-    if with_text:
-        row["context_text"] = " ".join(pieces)[starts[len(starts) - keep] :] if keep else ""
-    return row
 
 
 def with_context(tokenized: Dataset, tokenizer, max_context_length: int, split: str) -> Dataset:

@@ -137,7 +137,7 @@ def test_precomputed_embeddings_equal_the_models_own(make_model, tokenizer):
 def test_a_character_split_into_byte_tokens_enters_the_window_only_with_its_last_byte(tokenizer, context):
     """Byte-level BPE gives each byte token of a rare character the whole character's offsets: the window at its
     first byte must not hold the character yet (it would see the next token), for the sentence and its context."""
-    from fusion_lstm_training.data import encode_context
+    from fusion_lstm_training.documents import encode_context
 
     bpe = build_bpe_tokenizer(SENTENCES * 20, vocab_size=300)
     sentence = "The caf\u00e9 \U0001f642 sat."
@@ -280,7 +280,7 @@ def run_clm_module():
 
 
 def test_paragraphs_are_split_into_sentences_without_headings():
-    from fusion_lstm_training.data import split_into_sentences
+    from fusion_lstm_training.documents import split_into_sentences
 
     paragraphs = [" = Valkyria Chronicles = ", "", " The game was released in 2011. It sold well! Did it? Yes.",
                   " = = Reception = = ", "Mr. Smith arrived in 1990 . 2 more came.",

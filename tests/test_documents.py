@@ -8,9 +8,8 @@ import pytest
 import torch
 from datasets import Dataset
 
-from fusion_lstm_training.data import (
-    FusionDataCollator, load_splits, previous_sentences, read_documents, tokenize_sentences, with_context,
-)
+from fusion_lstm_training.data import FusionDataCollator, load_splits, read_documents, tokenize_sentences, with_context
+from fusion_lstm_training.documents import blank_line_documents, previous_sentences
 from transformers import AutoConfig
 
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM, default_encoder_path
@@ -20,10 +19,15 @@ DOCUMENTS = "\nOne a.\nOne b.\nOne c.\n\n\nTwo a.\n  \nThree a.\nThree b.\n"
 SENTENCES = ["One a.", "One b.", "One c.", "Two a.", "Three a.", "Three b."]
 
 
-def test_blank_lines_separate_documents(tmp_path):
+def test_blank_lines_separate_documents_for_training_and_surprisal_alike(tmp_path):
+    from fusion_lstm_surprisal.sentences import read_sentences_of_words
+
     path = tmp_path / "docs.txt"
     path.write_text(DOCUMENTS)
     assert read_documents(str(path)) == (SENTENCES, [0, 0, 0, 1, 2, 2])
+    assert [(s.text, s.document) for s in read_sentences_of_words(str(path))] == list(
+        zip(SENTENCES, ["0", "0", "0", "1", "2", "2"]))
+    assert blank_line_documents(["", "a", "", "", "b", "c"]) == [None, 0, None, None, 1, 1]
 
 
 def test_a_document_column_names_the_documents_of_csv_and_jsonl(tmp_path):
