@@ -13,6 +13,7 @@ command continues a killed sweep. `--smoke_test` runs every run for two steps on
 `<results_dir>/smoke`, to check a configuration (e.g. the gpu scale) without its cost.
 """
 
+import argparse
 import logging
 import os
 import sys
@@ -23,7 +24,7 @@ import torch
 from transformers import HfArgumentParser
 
 from fusion_lstm_reproduction.experiments import (
-    SCALES, SMOKE_TEST, experiment_names, load_spec, run_experiment, summary,
+    SCALES, SMOKE_TEST, experiments_help, load_spec, run_experiment, summary,
 )
 from fusion_lstm_reproduction.report import write_reports
 from fusion_lstm_training.precision import PRECISIONS, choose_precision
@@ -35,7 +36,7 @@ logger = logging.getLogger("reproduce")
 
 @dataclass
 class ReproduceArguments:
-    experiment: str = field(metadata={"help": f"{', '.join(experiment_names())} (configuration/experiments/), a JSON "
+    experiment: str = field(metadata={"help": "An experiment of configuration/experiments/ (listed below), a JSON "
                                               "file, or report (the docs' results section and figures)."})
     scale: str = field(default="cpu", metadata={"help": "cpu (what runs on 2 cores) or gpu (the paper's sizes)."})
     results_dir: str = field(default=str(ROOT / "results"), metadata={"help": "Where results JSONs and runs go."})
@@ -76,7 +77,8 @@ class ReproduceArguments:
 
 
 def main(argv: list[str] | None = None):
-    parser = HfArgumentParser(ReproduceArguments)
+    parser = HfArgumentParser(ReproduceArguments, description=__doc__, epilog=f"experiments:\n{experiments_help()}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     argv = sys.argv[1:] if argv is None else argv
     if argv and not argv[0].startswith("-"):
         argv = ["--experiment", *argv]  # the experiment may come first, without its flag

@@ -293,7 +293,7 @@ def bench_generate(quick: bool) -> dict:
         per_token(4, True)  # warm-up
         for n in lengths:
             # a full forward per token with fusion re-embeds every prefix: cubic, so only at the short length
-            uncached_ok = fusion == "none" or n == 16
+            uncached_ok = not FusionLSTMConfig(fusion=fusion).uses_fusion or n == 16
             runs = {"cached": lambda n=n: per_token(n, True)}
             if uncached_ok:
                 runs["uncached"] = lambda n=n: per_token(n, False)

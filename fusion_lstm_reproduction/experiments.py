@@ -4,7 +4,8 @@ JSON are skipped, and a run killed after a checkpoint resumes from it, so a kill
 
     configuration/experiments/scales.json   per scale: the run_clm arguments every experiment starts from, and
                                             the BPE tokenizer that all its runs share
-    configuration/experiments/<name>.json   {"description", "kind", "report": {...the report's prose...},
+    configuration/experiments/<name>.json   {"summary" (one line, for --help), "description", "kind",
+                                            "report": {...the report's prose...},
                                             "scales": {scale: {...what the kind reads...}}}
 
 A kind (RUN_KINDS) is one object that knows an experiment's runs at a scale, how to execute one and when a finished
@@ -45,6 +46,7 @@ from fusion_lstm_surprisal.reading_times import held_out_text
 from fusion_lstm_training.bpe import build_bpe_tokenizer
 from fusion_lstm_training.data import read_json_object, read_sentences
 from fusion_lstm_training.precision import precision_arguments
+from modeling_fusion_lstm import BASELINE_FUSION
 
 from .tables import change, plain_table
 
@@ -139,13 +141,14 @@ class TrainRuns:
         return (Path(run.arguments["output_dir"]) / "config.json").exists()
 
     def summary(self, results: list[dict]) -> list[str]:
-        """Validation (and test) perplexity and the change against the `none` run that differs only in `fusion`."""
+        """Validation (and test) perplexity and the change against the baseline run (BASELINE_FUSION) that differs
+        only in `fusion`."""
 
         def besides_fusion(result: dict) -> str:
             return json.dumps({k: v for k, v in result["values"].items() if k != "fusion"}, sort_keys=True)
 
-        reference = {besides_fusion(r): r for r in results if r["values"].get("fusion") == "none"}
-        rows = [("run", "validation perplexity", "vs none", "test perplexity", "without e_j")]
+        reference = {besides_fusion(r): r for r in results if r["values"].get("fusion") == BASELINE_FUSION}
+        rows = [("run", "validation perplexity", f"vs {BASELINE_FUSION}", "test perplexity", "without e_j")]
         for result in results:
             ppl = result["best_eval_perplexity"]
             none = reference.get(besides_fusion(result))
@@ -278,6 +281,13 @@ class Experiment:
 def experiment_names() -> list[str]:
     """The experiments shipped in configuration/experiments/."""
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.json") if p.stem not in NOT_EXPERIMENTS)
+
+
+def experiments_help() -> str:
+    """Each shipped experiment on a line of its own with its JSON's `summary`, for reproduce.py --help."""
+    names = experiment_names()
+    width = max(map(len, names))
+    return "\n".join(f"  {name:<{width}}  {load_spec(name).get('summary', '')}" for name in names)
 
 
 def experiment_file(name: str) -> Path:

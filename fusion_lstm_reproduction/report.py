@@ -18,12 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusion_lstm_surprisal.reading_times import draw_delta_bars, held_out_text
+from fusion_lstm_surprisal.reading_times import held_out_text
 from fusion_lstm_training.data import read_json_object
 from fusion_lstm_training.vectors import SOURCES
-from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig
+from modeling_fusion_lstm import BASELINE_FUSION, FUSIONS, FusionLSTMConfig
 
 from .experiments import EXPERIMENTS_DIR, RESULT_FIELDS, RUN_KINDS, load_spec
+from .figures import (
+    plot_changes, plot_curves, plot_limited_data, plot_reading_times, plot_similarity, plot_sub_prefix,
+)
 from .similarity import similarity_rows
 from .tables import change, markdown_table
 
@@ -32,6 +35,13 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
 logger = logging.getLogger(__name__)
 SCALE_ORDER = ("cpu", "gpu")
+BASELINE = BASELINE_FUSION  # the strategy without fusion (FUSIONS' one row at stage NONE): every change is against it
+
+
+def vs_baseline(value: float | None, baseline: float | None) -> str:
+    """The change of `value` against the baseline's, in % (the one way a change is written), or "—" where either
+    is missing."""
+    return change(value, baseline) if value and baseline else "—"
 
 
 def standard_perplexity(paper_value: float) -> float:
@@ -84,10 +94,10 @@ def fusion_table_lines(results: list[dict], paper: dict) -> list[str]:
     test = by_fusion(results, lambda r: r["metrics"].get("test_perplexity"))
     loss = by_fusion(results, lambda r: r["metrics"].get("train_loss"))
     speed = by_fusion(results, lambda r: r["metrics"].get("train_tokens_per_second"))
-    none = statistics.mean(best["none"]) if "none" in best else None
-    paper_none = paper["fusion_table"].get("none")
+    none = statistics.mean(best[BASELINE]) if BASELINE in best else None
+    paper_none = paper["fusion_table"].get(BASELINE)
     rows = [("variant", "paper (its unit)", "paper, standard perplexity", "change (paper)",
-             "validation perplexity (best epoch)", "change vs none", "test perplexity", "train loss", "train tokens/s")]
+             "validation perplexity (best epoch)", f"change vs {BASELINE}", "test perplexity", "train loss", "train tokens/s")]
     for fusion in FUSIONS:
         if fusion not in best:
             continue
@@ -95,9 +105,9 @@ def fusion_table_lines(results: list[dict], paper: dict) -> list[str]:
         theirs = paper["fusion_table"].get(fusion)
         paper_cells = ["—", "—", "—"] if theirs is None else [
             f"{theirs:.2f}", f"{standard_perplexity(theirs):.1f}",
-            change(standard_perplexity(theirs), standard_perplexity(paper_none)) if paper_none else "—"]
+            vs_baseline(standard_perplexity(theirs), paper_none and standard_perplexity(paper_none))]
         rows.append((
-            f"`{fusion}`", *paper_cells, spread(best[fusion]), change(ours, none) if none else "—",
+            f"`{fusion}`", *paper_cells, spread(best[fusion]), vs_baseline(ours, none),
             spread(test[fusion]) if test.get(fusion) else "—",
             f"{statistics.mean(loss[fusion]):.3f}" if loss.get(fusion) else "—",
             f"{statistics.mean(speed[fusion]):.0f}" if speed.get(fusion) else "—",
@@ -114,12 +124,12 @@ def limited_data_lines(results: list[dict]) -> tuple[list[str], dict]:
     fusions = [f for f in FUSIONS if f in curves]
     epochs = {r["values"]["max_train_samples"]: r["arguments"].get("num_train_epochs") for r in results}
     rows = [("training sentences", "epochs", *(f"`{f}`" for f in fusions),
-             *(f"`{f}` vs none" for f in fusions if f != "none"))]
+             *(f"`{f}` vs {BASELINE}" for f in fusions if f != BASELINE))]
     for n in sizes:
         means = {f: statistics.mean(curves[f][n]) for f in fusions if curves[f].get(n)}
         cells = [f"{means[f]:.1f}" if f in means else "—" for f in fusions]
-        changes = [change(means[f], means["none"]) if f in means and "none" in means else "—"
-                   for f in fusions if f != "none"]
+        changes = [vs_baseline(means.get(f), means.get(BASELINE))
+                   for f in fusions if f != BASELINE]
         rows.append((f"{n:,}", f"{epochs[n]}", *cells, *changes))
     return markdown_table(rows), {f: {n: statistics.mean(v) for n, v in curve.items()} for f, curve in curves.items()}
 
@@ -132,14 +142,14 @@ def cross_domain_lines(results: list[dict], table_results: list[dict]) -> tuple[
     for result in results:
         domains[result["values"]["domain"]][result["values"]["fusion"]].append(result["metrics"]["eval_perplexity"])
     fusions = [f for f in FUSIONS if any(f in d for d in domains.values())]
-    rows = [("evaluated on", *(f"`{f}`" for f in fusions), *(f"`{f}` vs none" for f in fusions if f != "none"))]
+    rows = [("evaluated on", *(f"`{f}`" for f in fusions), *(f"`{f}` vs {BASELINE}" for f in fusions if f != BASELINE))]
     table = {}
     for domain, per_fusion in domains.items():
         means = {f: statistics.mean(v) for f, v in per_fusion.items()}
         table[domain] = means
         cells = [spread(per_fusion[f]) if f in per_fusion else "—" for f in fusions]
-        changes = [change(means[f], means["none"]) if f in means and "none" in means else "—"
-                   for f in fusions if f != "none"]
+        changes = [vs_baseline(means.get(f), means.get(BASELINE))
+                   for f in fusions if f != BASELINE]
         rows.append((domain, *cells, *changes))
     return markdown_table(rows), table
 
@@ -150,43 +160,32 @@ def cross_domain_lines(results: list[dict], table_results: list[dict]) -> tuple[
 def fusion_dropout_lines(results: list[dict]) -> list[str]:
     """Each schedule: the best dev perplexity over the evaluations, and the final model's with e_j and with every
     e_j zeroed."""
-    none = next((r["best_eval_perplexity"] for r in results if r["values"]["fusion"] == "none"), None)
-    rows = [("run", "schedule", "dropout", "best dev perplexity", "vs none", "final, with e_j", "final, e_j zeroed",
-             "zeroed vs none")]
-    for r in sorted(results, key=lambda r: (r["values"]["fusion"] != "none", r["run"])):
+    none = next((r["best_eval_perplexity"] for r in results if r["values"]["fusion"] == BASELINE), None)
+    rows = [("run", "schedule", "dropout", "best dev perplexity", f"vs {BASELINE}", "final, with e_j", "final, e_j zeroed",
+             f"zeroed vs {BASELINE}")]
+    for r in sorted(results, key=lambda r: (r["values"]["fusion"] != BASELINE, r["run"])):
         values, metrics = r["values"], r["metrics"]
         zeroed = metrics.get("eval_without_fusion_perplexity")
         rows.append((f"`{r['run']}`", values.get("fusion_dropout_schedule", "—"),
-                     values.get("fusion_dropout_mode", "—" if values["fusion"] == "none" else "vector"),
-                     f"{r['best_eval_perplexity']:.1f}", change(r["best_eval_perplexity"], none) if none else "",
+                     values.get("fusion_dropout_mode", "—" if values["fusion"] == BASELINE else "vector"),
+                     f"{r['best_eval_perplexity']:.1f}", vs_baseline(r["best_eval_perplexity"], none),
                      f"{metrics['eval_perplexity']:.1f}", f"{zeroed:.1f}" if zeroed else "—",
-                     change(zeroed, none) if zeroed and none else ""))
+                     vs_baseline(zeroed, none)))
     return markdown_table(rows)
-
-
-def plot_curves(results: list[dict], path: Path, title: str):
-    """Dev perplexity at every evaluation, one line per run."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in sorted(results, key=lambda r: r["run"]):
-        curve = r["eval_curve"]
-        ax.plot([c["epoch"] for c in curve], [c["eval_perplexity"] for c in curve], marker="o", label=r["run"])
-    ax.set_yscale("log")
-    finish(fig, ax, path, "epoch", "validation perplexity (e_j present)", title)
 
 
 def sub_prefix_lines(results: list[dict], endpoints: dict[str, float]) -> tuple[list[str], dict]:
     """Perplexity per feeder and k; the endpoints (none, concat with the whole prefix) from another experiment.
     Returns the table and, per feeder, {k: perplexity} with the endpoints at k = 0 and 1."""
-    none, concat = endpoints.get("none"), endpoints.get("concat")
-    rows = [("feeder", "k", "encoder reads", "dev perplexity", "vs none", "vs concat (whole prefix)")]
+    none, concat = endpoints.get(BASELINE), endpoints.get("concat")
+    rows = [("feeder", "k", "encoder reads", "dev perplexity", f"vs {BASELINE}", "vs concat (whole prefix)")]
     reads = {"subr": r"tokens 0..min(j, k·\|S\|)", "subl": r"tokens k·\|S\|..j"}  # \| : a pipe inside a cell
     curves = {"subr": {}, "subl": {}}
     for r in sorted(results, key=lambda r: (r["values"]["fusion_context"], r["values"]["fusion_context_fraction"])):
         context, k = r["values"]["fusion_context"], r["values"]["fusion_context_fraction"]
         ppl = r["best_eval_perplexity"]
         curves[context][k] = ppl
-        rows.append((context, f"{k}", reads[context], f"{ppl:.1f}", change(ppl, none) if none else "",
+        rows.append((context, f"{k}", reads[context], f"{ppl:.1f}", vs_baseline(ppl, none),
                      change(ppl, concat) if concat else ""))
     # k = 1 keeps the whole prefix for subr and nothing for subl, k = 0 the reverse
     for context, (whole, empty) in (("subr", (1.0, 0.0)), ("subl", (0.0, 1.0))):
@@ -195,19 +194,6 @@ def sub_prefix_lines(results: list[dict], endpoints: dict[str, float]) -> tuple[
         if none:
             curves[context][empty] = none
     return markdown_table(rows), curves
-
-
-def plot_sub_prefix(curves: dict, endpoints: dict, path: Path, scale: str):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for context, curve in curves.items():
-        ks = sorted(curve)
-        ax.plot(ks, [curve[k] for k in ks], marker="o", label=context)
-    for name, style in (("none", ":"), ("concat", "--")):
-        if name in endpoints:
-            ax.axhline(endpoints[name], color="gray", linestyle=style, linewidth=1, label=f"{name} (fusion_table)")
-    finish(fig, ax, path, "k (the crop point is k·|S|)", "validation perplexity (best epoch)",
-           f"sub-prefix feeders ({scale} scale); k=0/1 are the endpoints")
 
 
 # the vector_sources runs' labels: the encoder's two poolings, the leaky window, then every other source of SOURCES
@@ -225,84 +211,13 @@ def vector_sources_lines(results: list[dict], none: float | None) -> list[str]:
     table = defaultdict(dict)
     for r in results:
         table[source_name(r["values"])][r["values"]["fusion"]] = r["best_eval_perplexity"]
-    rows = [("vector source", "artefact-only MLP (no LSTM)", "concat", "concat vs none")]
+    rows = [("vector source", "artefact-only MLP (no LSTM)", "concat", f"concat vs {BASELINE}")]
     for source in [s for s in SOURCE_LABELS if s in table] + [s for s in table if s not in SOURCE_LABELS]:
         row = table[source]
         mlp, concat = row.get("embedding_only"), row.get("concat")
         rows.append((SOURCE_LABELS.get(source, source), f"{mlp:.1f}" if mlp else "—",
-                     f"{concat:.1f}" if concat else "—", change(concat, none) if concat and none else ""))
+                     f"{concat:.1f}" if concat else "—", vs_baseline(concat, none)))
     return markdown_table(rows)
-
-
-def plot_similarity(results: list[dict], path: Path, scale: str, min_count: int = 20):
-    """Cosine of e_j to e_{j-1} and to the last prefix's e, by prefix length (lengths with ≥ min_count prefixes)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in results:
-        curves = r["metrics"]["curves"]
-        for key, style in (("previous", "-"), ("last", "--")):
-            points = sorted((int(n), c[key]) for n, c in curves.items() if c.get(f"{key}_count", 0) >= min_count)
-            ax.plot([p[0] for p in points], [p[1] for p in points], style,
-                    label=f"{r['metrics']['encoder_pooling']}: cos(e_j, e_{'j-1' if key == 'previous' else 'last'})")
-    finish(fig, ax, path, "prefix length (tokens 0..j)", "mean cosine similarity",
-           f"prefix embeddings along the sentence ({scale} scale, validation)")
-
-
-def finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str):
-    """Labels, legend and grid of a one-axes figure, saved to `path` as PNG."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    pyplot().close(fig)
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_limited_data(curves: dict, path: Path, scale: str):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for fusion, curve in curves.items():
-        sizes = sorted(curve)
-        ax.plot(sizes, [curve[n] for n in sizes], marker="o", label=fusion)
-    ax.set_xscale("log")
-    finish(fig, ax, path, "training sentences", "validation perplexity (best epoch)", f"limited data ({scale} scale)")
-
-
-def plot_changes(changes: dict[str, dict[str, float]], path: Path, title: str, paper: float | None = None):
-    """Grouped bars of the change in perplexity against `none`, in %: one group per row of `changes` (a variant or
-    a domain), one bar per column; `paper`: the paper's change for concat, drawn as a dashed line."""
-    plt = pyplot()
-    groups = list(changes)
-    columns = list(dict.fromkeys(c for row in changes.values() for c in row))
-    width = 0.8 / max(len(columns), 1)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(groups) * max(len(columns), 1)), 4))
-    for i, column in enumerate(columns):
-        xs = [g + (i - (len(columns) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, [changes[group].get(column, float("nan")) for group in groups], width, label=column)
-    ax.axhline(0, color="black", linewidth=0.8)
-    if paper is not None:
-        ax.axhline(paper, color="gray", linestyle="--", linewidth=1, label=f"paper, concat ({paper:+.1f} %)")
-    ax.set_xticks(range(len(groups)), groups)
-    ax.set_ylabel("perplexity change vs none (%)")
-    ax.set_title(title)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="best", fontsize="small")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def reading_times_lines(results: list[dict], means: bool = True) -> list[str]:
@@ -325,38 +240,12 @@ def reading_times_lines(results: list[dict], means: bool = True) -> list[str]:
             "given), interval: bootstrap over them."]
 
 
-def plot_reading_times(results: list[dict], path: Path, scale: str):
-    """Binned surprisal vs reading time with each model's fitted line, and ΔLL per model."""
-    plt = pyplot()
-    fig, (scatter, bars) = plt.subplots(1, 2, figsize=(11, 4))
-    for result in results:
-        m = result["metrics"]
-        xs = [b["surprisal"] for b in m["binned"]]
-        points = scatter.plot(xs, [b["rt"] for b in m["binned"]], "o", markersize=4, label=result["run"])[0]
-        fit = m["linear_fit"]
-        scatter.plot([min(xs), max(xs)], [fit["intercept_ms"] + fit["ms_per_bit"] * x for x in (min(xs), max(xs))],
-                     color=points.get_color(), linewidth=1.5)
-    scatter.set_xlabel("word surprisal (bits), 20 equally filled bins")
-    scatter.set_ylabel("mean reading time (ms)")
-    scatter.set_title(f"Natural Stories ({scale} scale)")
-    scatter.legend(fontsize="small")
-    names = [r["run"] for r in results]
-    draw_delta_bars(bars, names, [r["metrics"] for r in results])
-    bars.set_title("gain of surprisal over the baseline regression")
-    bars.tick_params(axis="x", labelrotation=20)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-
-
 def paper_change(paper: dict) -> float | None:
     """The paper's change of concat against none, in % of standard perplexity."""
     table = paper["fusion_table"]
-    if "none" not in table or "concat" not in table:
+    if BASELINE not in table or "concat" not in table:
         return None
-    return (standard_perplexity(table["concat"]) / standard_perplexity(table["none"]) - 1) * 100
+    return (standard_perplexity(table["concat"]) / standard_perplexity(table[BASELINE]) - 1) * 100
 
 
 # ------------------------------------------------------------------------------------------------ the sections
@@ -435,10 +324,10 @@ def fusion_table_section(ctx: SectionContext) -> list[str]:
            ctx.spec["report"]["after"]]
     best = {f: statistics.mean(v) for f, v in by_fusion(ctx.results, lambda r: r["best_eval_perplexity"]).items()}
     figure = ctx.figure("fusion_table")
-    if "none" in best:
-        plot_changes({f: {"validation": (best[f] / best["none"] - 1) * 100} for f in FUSIONS
-                      if f in best and f != "none"},
-                     figure, f"fusion variants vs none ({ctx.scale} scale)", paper_change(ctx.paper))
+    if BASELINE in best:
+        plot_changes({f: {"validation": (best[f] / best[BASELINE] - 1) * 100} for f in FUSIONS
+                      if f in best and f != BASELINE},
+                     figure, f"fusion variants vs {BASELINE} ({ctx.scale} scale)", paper_change(ctx.paper))
     return out + ["", f"![fusion variants]({ctx.link(figure)})", ""]
 
 
@@ -455,9 +344,9 @@ def limited_data_section(ctx: SectionContext) -> list[str]:
 def cross_domain_section(ctx: SectionContext) -> list[str]:
     lines, table = cross_domain_lines(ctx.results, ctx.results_of("fusion_table"))
     figure = ctx.figure("cross_domain")
-    plot_changes({domain: {f: (v / row["none"] - 1) * 100 for f, v in row.items() if f != "none"}
-                  for domain, row in table.items() if "none" in row},
-                 figure, f"cross-domain: change vs none ({ctx.scale} scale)", paper_change(ctx.paper))
+    plot_changes({domain: {f: (v / row[BASELINE] - 1) * 100 for f, v in row.items() if f != BASELINE}
+                  for domain, row in table.items() if BASELINE in row},
+                 figure, f"cross-domain: change vs {BASELINE} ({ctx.scale} scale)", paper_change(ctx.paper))
     samples = sorted({Path(r["arguments"]["validation_file"]).name for r in ctx.results})
     return [*ctx.prose(samples=", ".join(samples)), *lines, "", f"![cross-domain]({ctx.link(figure)})", ""]
 
@@ -500,10 +389,10 @@ def vector_sources_section(ctx: SectionContext) -> list[str]:
     sizes = {"hidden_size": FusionLSTMConfig.hidden_size, "projection_size": FusionLSTMConfig.projection_size}
     overrides = mlp["arguments"].get("config_overrides")
     sizes.update(item.split("=") for item in (overrides or "").split(",") if item)
-    none = f"{endpoints['none']:.1f}" if "none" in endpoints else "not run"
+    none = f"{endpoints[BASELINE]:.1f}" if BASELINE in endpoints else "not run"
     return [*ctx.prose(budget=budget(ctx.results), mlp_sizes=f"{sizes['hidden_size']} → {sizes['projection_size']}",
                        endpoints=ctx.spec["endpoints"]["experiment"], none=none),
-            *vector_sources_lines(ctx.results, endpoints.get("none")), ""]
+            *vector_sources_lines(ctx.results, endpoints.get(BASELINE)), ""]
 
 
 @section("prefix_similarity")
@@ -531,15 +420,15 @@ def document_context_section(ctx: SectionContext) -> list[str]:
                   if r["values"]["fusion"] == fusion and not r["values"].get("context_sentences")]
         return statistics.mean(values) if values else None
 
-    none, concat = reference("none"), reference("concat")
-    rows = [("run", "fusion", "context", "dev perplexity (best epoch)", "vs none", "vs concat (the paper)",
+    none, concat = reference(BASELINE), reference("concat")
+    rows = [("run", "fusion", "context", "dev perplexity (best epoch)", f"vs {BASELINE}", "vs concat (the paper)",
              "test perplexity", "encoder sentences/s")]
-    for r in sorted(ctx.results, key=lambda r: (r["values"]["fusion"] != "none", r["values"].get("context_sentences", 0),
+    for r in sorted(ctx.results, key=lambda r: (r["values"]["fusion"] != BASELINE, r["values"].get("context_sentences", 0),
                                                 r["run"])):
         ppl, metrics = r["best_eval_perplexity"], r["metrics"]
         test, speed = metrics.get("test_perplexity"), metrics.get("train_embedding_sentences_per_second")
         rows.append((f"`{r['run']}`", f"`{r['values']['fusion']}`", context_label(r["values"]), f"{ppl:.1f}",
-                     change(ppl, none) if none else "—", change(ppl, concat) if concat else "—",
+                     vs_baseline(ppl, none), change(ppl, concat) if concat else "—",
                      f"{test:.1f}" if test else "—", f"{speed:.1f}" if speed else "—"))
     train = ctx.results[0]["metrics"].get("train_samples", "?")
     return [*ctx.prose(budget=budget(ctx.results), train=f"{train:,}" if isinstance(train, int) else train),
@@ -626,7 +515,7 @@ def build_headline(results_dir: Path, figures_dir: Path, readme_dir: Path, detai
 
     def compares(results: list[dict]) -> bool:
         fusions = {r["values"].get("fusion") for r in results}
-        return "none" in fusions and len(fusions) > 1
+        return BASELINE in fusions and len(fusions) > 1
 
     scale = next((s for s in reversed(SCALE_ORDER) if compares(found.get((s, "fusion_table"), []))), None)
     if scale is None:
@@ -635,10 +524,10 @@ def build_headline(results_dir: Path, figures_dir: Path, readme_dir: Path, detai
     best = {f: statistics.mean(v) for f, v in
             by_fusion(found[(scale, "fusion_table")], lambda r: r["best_eval_perplexity"]).items()}
     theirs = {f: standard_perplexity(v) for f, v in paper["fusion_table"].items()}
-    rows = [("variant", "validation perplexity", "change vs none", "the paper's change")]
+    rows = [("variant", "validation perplexity", f"change vs {BASELINE}", "the paper's change")]
     for fusion in (f for f in FUSIONS if f in best):
-        paper_cell = change(theirs[fusion], theirs["none"]) if fusion in theirs and fusion != "none" else "—"
-        rows.append((f"`{fusion}`", f"{best[fusion]:.1f}", change(best[fusion], best["none"]) if fusion != "none"
+        paper_cell = vs_baseline(theirs.get(fusion), theirs.get(BASELINE)) if fusion != BASELINE else "—"
+        rows.append((f"`{fusion}`", f"{best[fusion]:.1f}", vs_baseline(best[fusion], best[BASELINE]) if fusion != BASELINE
                      else "—", paper_cell))
     figure = Path(os.path.relpath(figures_dir / f"fusion_table_{scale}.png", readme_dir)).as_posix()
     budget_line = budget(found[(scale, "fusion_table")])

@@ -5,7 +5,7 @@ Importing the package registers model_type "fusion_lstm" with AutoConfig, AutoMo
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionSpec, FusionStage
+from .configuration_fusion_lstm import BASELINE_FUSION, FUSIONS, FusionLSTMConfig, FusionSpec, FusionStage
 from .modeling_fusion_lstm import (
     FUSION_FUNCTIONS,
     FusionLSTMForCausalLM,
@@ -26,6 +26,7 @@ FusionLSTMModel.register_for_auto_class("AutoModel")
 FusionLSTMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 __all__ = [
+    "BASELINE_FUSION",
     "FUSIONS",
     "FUSION_FUNCTIONS",
     "FusionLSTMConfig",

@@ -58,6 +58,11 @@ FUSIONS: dict[str, FusionSpec] = {
                     "token j+1"),
 }
 FUSION_CHOICES = tuple(FUSIONS)
+# The strategy without fusion, which every change is measured against: the one row of FUSIONS at stage NONE.
+_baselines = [name for name, spec in FUSIONS.items() if spec.stage == FusionStage.NONE]
+if len(_baselines) != 1:
+    raise ValueError(f"FUSIONS must hold exactly one strategy at stage NONE (the baseline), got {_baselines}.")
+BASELINE_FUSION = _baselines[0]
 
 
 class ContextSpec(NamedTuple):
@@ -343,4 +348,4 @@ def _check_choice(field: str, value, allowed: tuple[str, ...]):
         raise ValueError(f"FusionLSTMConfig.{field}={value!r} is not supported; allowed values: {', '.join(allowed)}.")
 
 
-__all__ = ["CONTEXTS", "FUSIONS", "ContextSpec", "FusionLSTMConfig", "FusionSpec", "FusionStage", "context_parts"]
+__all__ = ["BASELINE_FUSION", "CONTEXTS", "FUSIONS", "ContextSpec", "FusionLSTMConfig", "FusionSpec", "FusionStage", "context_parts"]

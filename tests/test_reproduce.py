@@ -353,7 +353,10 @@ def test_every_shipped_experiment_has_a_known_kind_a_report_section_and_a_help_e
         assert spec["report"]["title"] and spec["report"]["text"], name
     help_text = subprocess.run([sys.executable, str(ROOT / "reproduce.py"), "--help"], capture_output=True, text=True,
                                timeout=120).stdout
-    assert all(name in " ".join(help_text.split()) for name in names)
+    for name in names:  # each on its line, with its one-line summary
+        summary = load_spec(name)["summary"]
+        assert summary and "\n" not in summary and len(summary) <= 110, name
+        assert any(line.split() == [name, *summary.split()] for line in help_text.splitlines()), name
 
 
 def test_report_refuses_to_replace_the_section_without_results(tmp_path):

@@ -1,0 +1,126 @@
+"""The report's figures: one function per figure, each drawing from results (or the numbers a section computed from
+them) into a PNG. report.py's sections call them."""
+
+from pathlib import Path
+
+from fusion_lstm_surprisal.reading_times import draw_delta_bars
+from modeling_fusion_lstm import BASELINE_FUSION
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str):
+    """Labels, legend and grid of a one-axes figure, saved to `path` as PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+
+
+def plot_curves(results: list[dict], path: Path, title: str):
+    """Dev perplexity at every evaluation, one line per run."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in sorted(results, key=lambda r: r["run"]):
+        curve = r["eval_curve"]
+        ax.plot([c["epoch"] for c in curve], [c["eval_perplexity"] for c in curve], marker="o", label=r["run"])
+    ax.set_yscale("log")
+    finish(fig, ax, path, "epoch", "validation perplexity (e_j present)", title)
+
+
+def plot_changes(changes: dict[str, dict[str, float]], path: Path, title: str, paper: float | None = None):
+    """Grouped bars of the change in perplexity against the baseline, in %: one group per row of `changes` (a variant or
+    a domain), one bar per column; `paper`: the paper's change for concat, drawn as a dashed line."""
+    plt = pyplot()
+    groups = list(changes)
+    columns = list(dict.fromkeys(c for row in changes.values() for c in row))
+    width = 0.8 / max(len(columns), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(groups) * max(len(columns), 1)), 4))
+    for i, column in enumerate(columns):
+        xs = [g + (i - (len(columns) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [changes[group].get(column, float("nan")) for group in groups], width, label=column)
+    ax.axhline(0, color="black", linewidth=0.8)
+    if paper is not None:
+        ax.axhline(paper, color="gray", linestyle="--", linewidth=1, label=f"paper, concat ({paper:+.1f} %)")
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(f"perplexity change vs {BASELINE_FUSION} (%)")
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_limited_data(curves: dict, path: Path, scale: str):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for fusion, curve in curves.items():
+        sizes = sorted(curve)
+        ax.plot(sizes, [curve[n] for n in sizes], marker="o", label=fusion)
+    ax.set_xscale("log")
+    finish(fig, ax, path, "training sentences", "validation perplexity (best epoch)", f"limited data ({scale} scale)")
+
+
+def plot_sub_prefix(curves: dict, endpoints: dict, path: Path, scale: str):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for context, curve in curves.items():
+        ks = sorted(curve)
+        ax.plot(ks, [curve[k] for k in ks], marker="o", label=context)
+    for name, style in ((BASELINE_FUSION, ":"), ("concat", "--")):
+        if name in endpoints:
+            ax.axhline(endpoints[name], color="gray", linestyle=style, linewidth=1, label=f"{name} (fusion_table)")
+    finish(fig, ax, path, "k (the crop point is k·|S|)", "validation perplexity (best epoch)",
+           f"sub-prefix feeders ({scale} scale); k=0/1 are the endpoints")
+
+
+def plot_similarity(results: list[dict], path: Path, scale: str, min_count: int = 20):
+    """Cosine of e_j to e_{j-1} and to the last prefix's e, by prefix length (lengths with ≥ min_count prefixes)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        curves = r["metrics"]["curves"]
+        for key, style in (("previous", "-"), ("last", "--")):
+            points = sorted((int(n), c[key]) for n, c in curves.items() if c.get(f"{key}_count", 0) >= min_count)
+            ax.plot([p[0] for p in points], [p[1] for p in points], style,
+                    label=f"{r['metrics']['encoder_pooling']}: cos(e_j, e_{'j-1' if key == 'previous' else 'last'})")
+    finish(fig, ax, path, "prefix length (tokens 0..j)", "mean cosine similarity",
+           f"prefix embeddings along the sentence ({scale} scale, validation)")
+
+
+def plot_reading_times(results: list[dict], path: Path, scale: str):
+    """Binned surprisal vs reading time with each model's fitted line, and ΔLL per model."""
+    plt = pyplot()
+    fig, (scatter, bars) = plt.subplots(1, 2, figsize=(11, 4))
+    for result in results:
+        m = result["metrics"]
+        xs = [b["surprisal"] for b in m["binned"]]
+        points = scatter.plot(xs, [b["rt"] for b in m["binned"]], "o", markersize=4, label=result["run"])[0]
+        fit = m["linear_fit"]
+        scatter.plot([min(xs), max(xs)], [fit["intercept_ms"] + fit["ms_per_bit"] * x for x in (min(xs), max(xs))],
+                     color=points.get_color(), linewidth=1.5)
+    scatter.set_xlabel("word surprisal (bits), 20 equally filled bins")
+    scatter.set_ylabel("mean reading time (ms)")
+    scatter.set_title(f"Natural Stories ({scale} scale)")
+    scatter.legend(fontsize="small")
+    names = [r["run"] for r in results]
+    draw_delta_bars(bars, names, [r["metrics"] for r in results])
+    bars.set_title("gain of surprisal over the baseline regression")
+    bars.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
