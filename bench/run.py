@@ -7,6 +7,8 @@ Prints a table per section and writes bench/results/{quick,full}.json. Sections:
   train     training tokens/s with precomputed fusion_embeds (none, concat, init_hc) vs a bare batched nn.LSTM LM
             and vs the paper's original per-prefix batch-1 algorithm, re-implemented from its description
   embed     prefix-embedding precompute vs one encoder call per prefix; the cached second run
+  precompute  the precompute from text as the cpu-scale runs do it: sentences/s, and the encoder's GFLOP/s beside a
+            plain matrix product's (the distance to the machine's limit)
   generate  cached generate() vs a full forward pass per new token, at 16, 64 and 256 new tokens
   memory    peak memory of training on 1k vs 10k sentences with memory-mapped float16 embeddings
   loader    reading and collating a batch's fusion_embeds from the Arrow cache: as Python lists vs as arrays
@@ -271,6 +273,82 @@ def bench_embed(quick: bool, precisions: tuple[str, ...]) -> dict:
     return result
 
 
+# ----------------------------------------------------------------------------------------------------- precompute
+
+
+class EncoderCounter:
+    """Counts what the encoder computes while attached (a forward pre-hook): the real tokens of every window, for the
+    FLOPs of the work, and the padded tokens, for the waste."""
+
+    def __init__(self, encoder):
+        self.windows, self.padded = [], 0
+        self.handle = encoder.register_forward_pre_hook(self.count, with_kwargs=True)
+
+    def count(self, module, args, kwargs):
+        mask = kwargs["attention_mask"]
+        self.windows += mask.sum(1).tolist()
+        self.padded += mask.numel()
+
+
+def matmul_gflops(dtype: torch.dtype, shape: tuple[int, int, int] = (2048, 384, 1536), repeat: int = 20) -> float:
+    """GFLOP/s of a plain matrix product (m × k) @ (k × n): by default at the encoder's shapes (2048 tokens,
+    384 → 1536, its feed-forward)."""
+    m, k, n = shape
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    torch.matmul(a, b)  # warm-up
+    return 2 * m * k * n * repeat / timed(lambda: [torch.matmul(a, b) for _ in range(repeat)]) / 1e9
+
+
+def bench_precompute(quick: bool, precisions: tuple[str, ...]) -> dict:
+    """The prefix precompute as the cpu-scale runs do it (an 8192-token BPE: e_j from the text of each prefix, read
+    by MiniLM's own tokenizer), on sentences of documents/train.txt: sentences/s, and the encoder's achieved GFLOP/s
+    (encoder_flops of the real tokens) beside a plain matrix product's at the same precision, measured in turn.
+    That ratio is the distance to the machine's limit."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from fusion_lstm_training.data import tokenize_sentences
+    from fusion_lstm_training.embeddings import SENTENCES_PER_MAP_BATCH, PrefixEmbedder, encoder_flops
+
+    path = DOCUMENTS / "train.txt" if DOCUMENTS.exists() else ROOT / "data" / "wikitext2" / "train.txt"
+    sentences = [line for line in read_sentences(str(path)) if line.strip()][: 64 if quick else 256]
+    bpe = build_bpe_tokenizer(sentences, 2048)
+    rows = tokenize_sentences(Dataset.from_dict({"text": sentences}), bpe, 64, "bench", keep_offsets=True)
+    batch = {name: rows[name] for name in ("text", "input_ids", "offsets")}
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", vocab_size=len(bpe), **SIZES).eval()
+    encoder_tokenizer = AutoTokenizer.from_pretrained(modeling_fusion_lstm.default_encoder_path())
+    dtypes = {"fp32": None, "bf16": torch.bfloat16}
+    result, rows = {}, []
+    for precision in precisions:
+        embedder = PrefixEmbedder(model.prefix_encoder, bpe, encoder_tokenizer, dtypes[precision])
+        chunks = [{k: v[i : i + SENTENCES_PER_MAP_BATCH] for k, v in batch.items()}
+                  for i in range(0, len(sentences), SENTENCES_PER_MAP_BATCH)]
+        embedder(chunks[0])  # warm-up
+        counter = EncoderCounter(model.prefix_encoder.encoder)
+        seconds, matmul, square = 0.0, [], []
+        dtype = dtypes[precision] or torch.float32
+        for chunk in chunks:  # the precompute and the matrix products in turn
+            seconds += timed(embedder, chunk)
+            matmul.append(matmul_gflops(dtype))
+            square.append(matmul_gflops(dtype, (2048, 2048, 2048), repeat=2))
+        counter.handle.remove()
+        flops = encoder_flops(counter.windows, model.config.encoder)
+        achieved, reference, peak = flops / seconds / 1e9, statistics.median(matmul), statistics.median(square)
+        padding = 1 - sum(counter.windows) / counter.padded
+        result[precision] = {"sentences_per_s": len(sentences) / seconds, "encoder_gflops_per_s": achieved,
+                             "matmul_gflops_per_s": reference, "fraction_of_matmul": achieved / reference,
+                             "square_matmul_gflops_per_s": peak, "fraction_of_square_matmul": achieved / peak,
+                             "padding_fraction": padding, "encoder_tokens": sum(counter.windows),
+                             "sentences": len(sentences)}
+        rows.append([precision, f"{len(sentences) / seconds:.1f}", f"{achieved:.1f}", f"{reference:.1f}",
+                     f"{achieved / reference:.2f}", f"{peak:.1f}", f"{achieved / peak:.2f}", f"{padding:.1%}"])
+    print_table(f"precompute: prefix embeddings from text (BPE LM, MiniLM), {len(sentences)} sentences of "
+                f"{path.parent.name}/{path.name}",
+                ["precision", "sentences/s", "encoder GFLOP/s", "matmul (encoder's shapes)", "× matmul",
+                 "matmul 2048³", "× 2048³", "padding"], rows)
+    return result
+
+
 # ------------------------------------------------------------------------------------------------------- generate
 
 
@@ -432,7 +510,7 @@ def bench_context(quick: bool) -> dict:
             "context_tokens_per_sentence": context_tokens / len(sentence_rows), "batch": BATCH}
 
 
-SECTIONS = ("train", "embed", "generate", "memory", "loader", "context")
+SECTIONS = ("train", "embed", "precompute", "generate", "memory", "loader", "context")
 
 
 def check_output(parser, output: Path):
@@ -464,7 +542,8 @@ def main():
     precisions = ("fp32", "bf16") if args.precision == "both" else (choose_precision(args.precision),)
     print(f"precision {args.precision}: measuring {', '.join(precisions)}")
     sections = {"train": lambda quick: bench_train(quick, precisions),
-                "embed": lambda quick: bench_embed(quick, precisions), "generate": bench_generate,
+                "embed": lambda quick: bench_embed(quick, precisions),
+                "precompute": lambda quick: bench_precompute(quick, precisions), "generate": bench_generate,
                 "memory": bench_memory, "loader": bench_loader, "context": bench_context}
     results = {name: sections[name](args.quick) for name in args.sections}
     seconds = time.perf_counter() - started

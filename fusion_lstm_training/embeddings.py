@@ -29,6 +29,18 @@ def prefix_encoder_tokens(lengths) -> int:
     return int((lengths * (lengths + 1) // 2 + lengths).sum())
 
 
+def encoder_flops(window_lengths, encoder_config) -> int:
+    """Floating-point operations (multiply and add counted apart) of a BERT-like encoder on windows of these lengths
+    (tokens, [CLS] and [SEP] included), padding excluded: per layer and token, the four attention projections
+    (4·h²) and the feed-forward (2·h·i) as matrix products, 2 FLOPs per weight; per layer and window, QKᵀ and the
+    attention-weighted sum of V, 2·n²·h each. Embeddings, layer norms, softmax and pooling are left out (under 1 %
+    here)."""
+    lengths = np.asarray(window_lengths, dtype=np.int64)
+    h, i = encoder_config.hidden_size, encoder_config.intermediate_size
+    per_token = 2 * (4 * h * h + 2 * h * i)
+    return int(encoder_config.num_hidden_layers * (lengths.sum() * per_token + 4 * (lengths ** 2).sum() * h))
+
+
 def default_cache_dir() -> Path:
     from datasets import config as datasets_config
 

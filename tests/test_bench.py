@@ -15,7 +15,7 @@ def bench(*flags, cwd=ROOT):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--sections", "bogus"], "invalid choice: 'bogus' (choose from 'train', 'embed', 'generate', 'memory', 'loader', 'context')"),
+    (["--sections", "bogus"], "invalid choice: 'bogus' (choose from 'train', 'embed', 'precompute', 'generate', 'memory', 'loader', 'context')"),
     (["--output", "results.txt"], "--output results.txt: the results are a .json file"),
 ])
 def test_bad_arguments_are_refused_before_benchmarking(flags, message):
