@@ -115,23 +115,35 @@ def fusion_table_lines(results: list[dict], paper: dict) -> list[str]:
     return markdown_table(rows)
 
 
+def fusion_columns_lines(first: str, groups: dict[str, dict[str, list[float]]], extra: dict[str, tuple] | None = None,
+                         extra_header: tuple[str, ...] = ()) -> list[str]:
+    """One layout, shared by the experiments that compare fusions across groups (training sizes, domains): a row per
+    group (its label, then its `extra` cells), a column per fusion (the mean over seeds, ± sd), then each fusion's
+    change against the baseline."""
+    fusions = [f for f in FUSIONS if any(f in per_fusion for per_fusion in groups.values())]
+    others = [f for f in fusions if f != BASELINE]
+    rows = [(first, *extra_header, *(f"`{f}`" for f in fusions), *(f"`{f}` vs {BASELINE}" for f in others))]
+    for label, per_fusion in groups.items():
+        means = {f: statistics.mean(v) for f, v in per_fusion.items()}
+        rows.append((label, *(extra or {}).get(label, ()), *(spread(per_fusion[f]) if f in per_fusion else "—"
+                                                               for f in fusions),
+                     *(vs_baseline(means.get(f), means.get(BASELINE)) for f in others)))
+    return markdown_table(rows)
+
+
 def limited_data_lines(results: list[dict]) -> tuple[list[str], dict]:
-    curves = defaultdict(lambda: defaultdict(list))  # fusion → train size → perplexities
+    sizes = defaultdict(lambda: defaultdict(list))  # train size → fusion → perplexities
     for result in results:
-        curves[result["values"]["fusion"]][result["values"]["max_train_samples"]].append(
-            result["best_eval_perplexity"])
-    sizes = sorted({n for curve in curves.values() for n in curve})
-    fusions = [f for f in FUSIONS if f in curves]
+        sizes[result["values"]["max_train_samples"]][result["values"]["fusion"]].append(result["best_eval_perplexity"])
     epochs = {r["values"]["max_train_samples"]: r["arguments"].get("num_train_epochs") for r in results}
-    rows = [("training sentences", "epochs", *(f"`{f}`" for f in fusions),
-             *(f"`{f}` vs {BASELINE}" for f in fusions if f != BASELINE))]
-    for n in sizes:
-        means = {f: statistics.mean(curves[f][n]) for f in fusions if curves[f].get(n)}
-        cells = [f"{means[f]:.1f}" if f in means else "—" for f in fusions]
-        changes = [vs_baseline(means.get(f), means.get(BASELINE))
-                   for f in fusions if f != BASELINE]
-        rows.append((f"{n:,}", f"{epochs[n]}", *cells, *changes))
-    return markdown_table(rows), {f: {n: statistics.mean(v) for n, v in curve.items()} for f, curve in curves.items()}
+    groups = {f"{n:,}": sizes[n] for n in sorted(sizes)}
+    lines = fusion_columns_lines("training sentences", groups, {f"{n:,}": (f"{epochs[n]}",) for n in sizes},
+                                 ("epochs",))
+    curves = defaultdict(dict)  # fusion → train size → mean perplexity
+    for n, per_fusion in sizes.items():
+        for fusion, values in per_fusion.items():
+            curves[fusion][n] = statistics.mean(values)
+    return lines, dict(curves)
 
 
 def cross_domain_lines(results: list[dict], table_results: list[dict]) -> tuple[list[str], dict]:
@@ -141,17 +153,8 @@ def cross_domain_lines(results: list[dict], table_results: list[dict]) -> tuple[
             domains["wikipedia (validation)"][result["values"]["fusion"]].append(result["best_eval_perplexity"])
     for result in results:
         domains[result["values"]["domain"]][result["values"]["fusion"]].append(result["metrics"]["eval_perplexity"])
-    fusions = [f for f in FUSIONS if any(f in d for d in domains.values())]
-    rows = [("evaluated on", *(f"`{f}`" for f in fusions), *(f"`{f}` vs {BASELINE}" for f in fusions if f != BASELINE))]
-    table = {}
-    for domain, per_fusion in domains.items():
-        means = {f: statistics.mean(v) for f, v in per_fusion.items()}
-        table[domain] = means
-        cells = [spread(per_fusion[f]) if f in per_fusion else "—" for f in fusions]
-        changes = [vs_baseline(means.get(f), means.get(BASELINE))
-                   for f in fusions if f != BASELINE]
-        rows.append((domain, *cells, *changes))
-    return markdown_table(rows), table
+    table = {domain: {f: statistics.mean(v) for f, v in per_fusion.items()} for domain, per_fusion in domains.items()}
+    return fusion_columns_lines("evaluated on", domains), table
 
 
 # ------------------------------------------------------------------------------------------------ the probes
