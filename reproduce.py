@@ -100,7 +100,10 @@ def main(argv: list[str] | None = None):
     results_dir = Path(args.results_dir) / ("smoke" if args.smoke_test else "")
     if args.experiment == "report":
         figures = results_dir / "figures"
-        written = write_reports(results_dir, Path(args.results_doc), args.readme and Path(args.readme), figures)
+        # the repository's own results also regenerate docs/speed.md's summary from the bench's JSON
+        speed = (ROOT / "bench" / "results", ROOT / "docs" / "speed.md") if ours else None
+        written = write_reports(results_dir, Path(args.results_doc), args.readme and Path(args.readme), figures,
+                                speed)
         logger.info("wrote %s and the figures in %s", " and ".join(map(str, written)), figures)
         return
     # on a machine without CUDA (a gpu-scale check on a laptop) bf16 needs use_cpu

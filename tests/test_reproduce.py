@@ -510,3 +510,32 @@ def test_a_smoke_test_scores_only_the_first_words_of_a_reading_time_corpus(tmp_p
                                                  "output_file": str(tmp_path / "runs" / "none_seed0" / "s.tsv")})
     result = RUN_KINDS["surprisal"].execute(run, SMOKE_TEST)
     assert result["metrics"]["words"] == SMOKE_TEST_WORDS
+
+
+def test_the_speed_page_summary_is_generated_from_the_bench_json(tmp_path):
+    from fusion_lstm_reproduction.report import write_reports
+    from fusion_lstm_reproduction.speed import SPEED_END, SPEED_START
+
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "full.json").write_text(json.dumps({
+        "meta": {"date": "2026-01-02", "machine": "m", "torch": "t"},
+        "train": {"concat_fp32": {"vs_bare": 1.04, "vs_original": 31.3}, "init_hc_fp32": {"vs_original": 3.3}},
+        "context": {"vs_sentence": 0.997, "context_tokens_per_sentence": 91.3}}))
+    results = tmp_path / "results"
+    write_results(results, [{**fixture_result("demo", f, p, seed=0), "wall_seconds": 60.0}
+                            for f, p in (("none", 100.0), ("concat", 90.0))])
+    doc, speed = tmp_path / "doc.md", tmp_path / "speed.md"
+    doc.write_text(f"{START}\n{END}\n")
+    speed.write_text(f"# Speed\n{SPEED_START}\nold 8 minutes\n{SPEED_END}\nkept\n")
+    write_reports(results, doc, None, tmp_path / "figures", (bench, speed))
+    text = speed.read_text()
+    assert "old 8 minutes" not in text and text.endswith("kept\n")
+    assert "1.04× a bare" in text and "31× the paper's original" in text and "1.00× the sentence-level" in text
+    assert "GFLOP/s" not in text and "generation" not in text  # sections the bench did not run are left out
+    # a speed page without its markers is refused before anything is written
+    speed.write_text("# Speed\n")
+    doc.write_text(f"{START}\nkept\n{END}\n")
+    with pytest.raises(ValueError):
+        write_reports(results, doc, None, tmp_path / "figures", (bench, speed))
+    assert doc.read_text() == f"{START}\nkept\n{END}\n"
