@@ -43,6 +43,7 @@ from .data import (
     TEXT_EXTENSIONS, FusionDataCollator, check_local_folder, load_splits, read_json_object, tokenize_sentences,
     with_context,
 )
+from .documents import CONTEXT_CONTROLS
 from .embeddings import PrefixEmbedder, embedding_cache
 from .metrics import LanguageModelMetrics, preprocess_logits_for_metrics
 from .precision import check_cpu_bf16
@@ -197,6 +198,11 @@ class DataTrainingArguments:
     fusion_vectors_size: int = field(default=1024, metadata={"help": "At most this many words for count and tfidf."})
     eval_without_fusion: bool = field(
         default=False, metadata={"help": "Evaluate again with every e_j zeroed: eval_without_fusion_perplexity."}
+    )
+    eval_context_controls: bool = field(
+        default=False, metadata={"help": "With --context_sentences: evaluate the validation sentences again with "
+                                 "every context emptied (eval_empty_context_perplexity) and with another document's "
+                                 "(eval_other_document_perplexity): how much of a gain is the context's content."}
     )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop training once the validation loss has not improved for this many "
@@ -366,6 +372,14 @@ def load_model(model_args: ModelArguments, tokenizer, encoder_path: str, source=
     return FusionLSTMForCausalLM.from_encoder_pretrained(encoder_path, **fields)
 
 
+def context_controls(validation) -> dict:
+    """The validation split with its contexts replaced, one split per CONTEXT_CONTROLS entry
+    (validation_<control>)."""
+    contexts, documents = validation["context"], validation["document"]
+    return {f"validation_{name}": validation.remove_columns("context").add_column("context", control(contexts, documents))
+            for name, control in CONTEXT_CONTROLS.items()}
+
+
 def vector_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path: str, context: PrefixContext,
                   seed: int):
     """The source of e_j named by --fusion_vectors when it is made without the model (SOURCES in vectors.py); None
@@ -412,6 +426,9 @@ def main(argv: list[str] | None = None):
 
     # Data: sentences, and with context the previous sentences of their documents (as the model reads them)
     context_sentences, max_context_length = context_reading(model_args)
+    if data_args.eval_context_controls and not (context_sentences and training_args.do_eval):
+        raise ValueError("--eval_context_controls evaluates a model that reads the document's context: it needs "
+                         "--context_sentences (or a model trained with them) and --do_eval.")
     raw = load_splits(
         context_sentences=context_sentences,
         train_file=data_args.train_file, validation_file=data_args.validation_file, test_file=data_args.test_file,
@@ -451,6 +468,8 @@ def main(argv: list[str] | None = None):
             if used[split]
         }
         if context_sentences:  # each sentence's previous sentences, as their own tokens, for the LSTM or the encoder
+            if data_args.eval_context_controls and "validation" in tokenized:
+                tokenized.update(context_controls(tokenized["validation"]))
             tokenized = {split: with_context(data, tokenizer, max_context_length, split)
                          for split, data in tokenized.items()}
     embedding_speed = None  # of the training sentences' precompute, when there is one
@@ -523,6 +542,12 @@ def main(argv: list[str] | None = None):
         trainer.save_metrics("eval", metrics)
         if trainer.is_world_process_zero():
             print(f"validation perplexity: {metrics['eval_perplexity']:.2f}")
+        for control in CONTEXT_CONTROLS:
+            if f"validation_{control}" in tokenized:  # the same sentences, their contexts replaced
+                metrics = trainer.evaluate(tokenized[f"validation_{control}"], metric_key_prefix=f"eval_{control}")
+                metrics[f"eval_{control}_samples"] = len(tokenized[f"validation_{control}"])
+                trainer.log_metrics(f"eval_{control}", metrics)
+                trainer.save_metrics(f"eval_{control}", metrics)
         if data_args.eval_without_fusion:
             # what the model does without its embeddings: every e_j zeroed
             trainer.model.set_fusion_dropout(1.0, during_eval=True)

@@ -87,3 +87,26 @@ def encode_context(context: list[str], tokenizer, max_context_length: int, with_
     if with_text:
         row["context_text"] = " ".join(pieces)[starts[len(starts) - keep] :] if keep else ""
     return row
+
+
+def other_document_contexts(contexts: list[list[str]], documents: list[int]) -> list[list[str]]:
+    """For each sentence, the context of a sentence of another document: the sentence half the list away, or the first
+    after it (cyclically) whose document differs; a list of one document has no other, and is refused."""
+    n = len(contexts)
+    if len(set(documents)) < 2:
+        raise ValueError("Another document's context needs at least two documents.")
+    donors = []
+    for i in range(n):
+        j = (i + n // 2) % n
+        while documents[j] == documents[i]:
+            j = (j + 1) % n
+        donors.append(contexts[j])
+    return donors
+
+
+# The evaluations that tell a context's content from its presence: each maps the split's contexts (and documents) to
+# the contexts the model reads instead; run_clm.py's --eval_context_controls evaluates the validation split with each.
+CONTEXT_CONTROLS = {
+    "empty_context": lambda contexts, documents: [[] for _ in contexts],  # what it saw at every document's start
+    "other_document": other_document_contexts,  # a context of the same kind, about something else
+}

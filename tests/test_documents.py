@@ -275,12 +275,18 @@ def test_run_clm_fuses_the_documents_context(tmp_path, mode, bpe):
     documents.write_text("\n\n".join("\n".join(lines[i : i + 6]) for i in range(0, len(lines), 6)) + "\n")
     config = tiny_run_config(tmp_path / "out", tmp_path / "cache", fusion="concat", fusion_context=mode,
                              train_file=str(documents), validation_file=str(documents), max_eval_samples=30,
-                             context_sentences=2, train_tokenizer_vocab_size=300 if bpe else None)
+                             context_sentences=2, train_tokenizer_vocab_size=300 if bpe else None,
+                             eval_context_controls=True)
     run_training(config, tmp_path)
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     assert saved["fusion_context"] == mode and saved["context_sentences"] == 2 and not saved["context_as_tokens"]
     metrics = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert math.isfinite(metrics["eval_perplexity"]) and metrics["eval_perplexity"] > 1
+    # the same sentences with every context emptied, and with another document's: other e_j, other perplexities
+    for control in ("empty_context", "other_document"):
+        assert metrics[f"eval_{control}_samples"] == metrics["eval_samples"] == 30
+        assert math.isfinite(metrics[f"eval_{control}_perplexity"])
+        assert metrics[f"eval_{control}_perplexity"] != metrics["eval_perplexity"]
     records = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("view-*.json")]
     assert {r["sentences"] for r in records} == {30, 60}
     assert metrics.get("train_embedding_sentences_per_second", 0) > 0
@@ -378,3 +384,18 @@ def test_the_model_card_says_what_context_a_model_reads(tmp_path):
     text = build_model_card(model, "me/doc", tmp_path, {}).text
     assert "(384-d, `cls` pooling" in text and "`prefix+previous`" in text
     assert "after the previous 2 sentence(s) of its document (pass them as `context_input_ids`" in text
+
+
+def test_another_documents_context_never_comes_from_the_same_document():
+    from fusion_lstm_training.documents import CONTEXT_CONTROLS
+
+    documents = [0, 0, 0, 1, 2, 2]
+    contexts = previous_sentences(SENTENCES, documents, 2)
+    other = CONTEXT_CONTROLS["other_document"](contexts, documents)
+    assert len(other) == len(contexts)
+    for i, context in enumerate(other):
+        donor = next(j for j in range(len(contexts)) if contexts[j] == context and documents[j] != documents[i])
+        assert documents[donor] != documents[i]
+    assert CONTEXT_CONTROLS["empty_context"](contexts, documents) == [[]] * len(contexts)
+    with pytest.raises(ValueError, match="at least two documents"):
+        CONTEXT_CONTROLS["other_document"](contexts[:3], documents[:3])
