@@ -38,7 +38,10 @@ logger = logging.getLogger("reproduce")
 class ReproduceArguments:
     experiment: str = field(metadata={"help": "An experiment of configuration/experiments/ (listed below), a JSON "
                                               "file, or report (the docs' results section and figures)."})
-    scale: str = field(default="cpu", metadata={"help": "cpu (what runs on 2 cores) or gpu (the paper's sizes)."})
+    scale: str = field(default="cpu", metadata={"help": "cpu (what runs on 2 cores in under an hour per experiment), "
+                                                        "gpu (the paper's sizes, one GPU lease) or large (the document "
+                                                        "experiments, the strongest models 2 cores train: hours); "
+                                                        "configuration/experiments/scales.json says what each is."})
     results_dir: str = field(default=str(ROOT / "results"), metadata={"help": "Where results JSONs and runs go."})
     precision: str = field(default="auto", metadata={"help": "fp32, bf16, or auto: bf16 on a GPU or where a short "
                                                              "measurement finds it faster on this CPU, fp32 elsewhere. "

@@ -57,7 +57,7 @@ EXPERIMENTS_DIR = ROOT / "configuration" / "experiments"
 RESULT_FIELDS = ("experiment", "scale", "run", "values", "metrics")
 # files of the experiments folder that are not experiments
 NOT_EXPERIMENTS = ("scales", "paper")
-SCALES = ("cpu", "gpu")
+SCALES = tuple(json.loads((EXPERIMENTS_DIR / "scales.json").read_text()))  # cpu, gpu, large
 # where the experiment configs read the shared data from (relative to the repository); --data_dir reads it elsewhere
 SHARED_DATA = "../shared/data"
 # --smoke_test: every run for two steps on a few sentences, to check a configuration without its cost

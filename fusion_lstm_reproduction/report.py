@@ -23,7 +23,7 @@ from fusion_lstm_training.data import read_json_object
 from fusion_lstm_training.vectors import SOURCES
 from modeling_fusion_lstm import BASELINE_FUSION, FUSIONS, FusionLSTMConfig
 
-from .experiments import EXPERIMENTS_DIR, RESULT_FIELDS, RUN_KINDS, load_spec
+from .experiments import EXPERIMENTS_DIR, RESULT_FIELDS, RUN_KINDS, SCALES, load_spec
 from .figures import (
     plot_changes, plot_curves, plot_limited_data, plot_reading_times, plot_similarity, plot_sub_prefix,
 )
@@ -35,7 +35,7 @@ from .tables import change, markdown_table
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
 logger = logging.getLogger(__name__)
-SCALE_ORDER = ("cpu", "gpu")
+SCALE_ORDER = SCALES
 BASELINE = BASELINE_FUSION  # the strategy without fusion (FUSIONS' one row at stage NONE): every change is against it
 
 
@@ -408,7 +408,10 @@ def prefix_similarity_section(ctx: SectionContext) -> list[str]:
 
 
 def context_label(values: dict) -> str:
-    """How a run reads the document's context, in words."""
+    """How a run reads the document's context (or, for a control, what its e_j is), in words."""
+    source = values.get("fusion_vectors", "encoder")
+    if source != "encoder":
+        return SOURCES[source].label if source in SOURCES else source
     count = values.get("context_sentences", 0)
     if not count:
         return "none (the sentence alone)"
@@ -416,23 +419,37 @@ def context_label(values: dict) -> str:
     return f"previous {count} sentence{'s' if count > 1 else ''}, {how}"
 
 
+# The evaluations of a context model with its context replaced (run_clm --eval_context_controls): column → metric
+CONTROL_COLUMNS = {"context emptied": "eval_empty_context_perplexity",
+                   "another document's context": "eval_other_document_perplexity"}
+
+
 @section("document_context")
 def document_context_section(ctx: SectionContext) -> list[str]:
     def reference(fusion: str) -> float | None:
-        """The mean best dev perplexity of the sentence-level runs of `fusion` (over seeds)."""
+        """The mean best dev perplexity of the sentence-level runs of `fusion` with the encoder's e_j (over seeds)."""
         values = [r["best_eval_perplexity"] for r in ctx.results
-                  if r["values"]["fusion"] == fusion and not r["values"].get("context_sentences")]
+                  if r["values"]["fusion"] == fusion and not r["values"].get("context_sentences")
+                  and r["values"].get("fusion_vectors", "encoder") == "encoder"]
         return statistics.mean(values) if values else None
 
     none, concat = reference(BASELINE), reference("concat")
+    # the control for what a fixed e_j does: concat with one constant vector, where it was run
+    control = next((r["best_eval_perplexity"] for r in ctx.results if r["values"].get("fusion_vectors") == "constant"),
+                   None)
+    controls = [c for c, metric in CONTROL_COLUMNS.items() if any(metric in r["metrics"] for r in ctx.results)]
     rows = [("run", "fusion", "context", "dev perplexity (best epoch)", f"vs {BASELINE}", "vs concat (the paper)",
-             "test perplexity", "encoder sentences/s")]
+             *(["vs one constant vector (control)"] if control else []), *controls, "test perplexity",
+             "encoder sentences/s")]
     for r in sorted(ctx.results, key=lambda r: (r["values"]["fusion"] != BASELINE, r["values"].get("context_sentences", 0),
                                                 r["run"])):
         ppl, metrics = r["best_eval_perplexity"], r["metrics"]
         test, speed = metrics.get("test_perplexity"), metrics.get("train_embedding_sentences_per_second")
+        replaced = [metrics.get(CONTROL_COLUMNS[c]) for c in controls]
         rows.append((f"`{r['run']}`", f"`{r['values']['fusion']}`", context_label(r["values"]), f"{ppl:.1f}",
                      vs_baseline(ppl, none), change(ppl, concat) if concat else "—",
+                     *([change(ppl, control)] if control else []),
+                     *(f"{value:.1f} ({change(value, ppl)})" if value else "—" for value in replaced),
                      f"{test:.1f}" if test else "—", f"{speed:.1f}" if speed else "—"))
     train = ctx.results[0]["metrics"].get("train_samples", "?")
     return [*ctx.prose(budget=budget(ctx.results), train=f"{train:,}" if isinstance(train, int) else train),

@@ -289,9 +289,9 @@ def test_the_paper_unit_converts_to_standard_perplexity():
 # ---------------------------------------------------------------------------------------------- configurations
 
 
-@pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("name", ["fusion_table", "limited_data", "fusion_dropout", "sub_prefix", "vector_sources",
-                                  "document_context"])
+@pytest.mark.parametrize("name, scale", [
+    (name, scale) for name in ("fusion_table", "limited_data", "fusion_dropout", "sub_prefix", "vector_sources",
+                               "document_context") for scale in SCALES if scale in load_spec(name)["scales"]])
 def test_shipped_train_experiments_expand_into_runs_that_run_clm_parses(name, scale, tmp_path, monkeypatch):
     import fusion_lstm_training.clm as run_clm
 
@@ -331,7 +331,7 @@ def test_the_paper_experiments_at_cpu_scale(tmp_path):
     assert {"none", "concat"} <= {run.values["fusion"] for run in limited.runs}
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", [scale for scale in SCALES if scale in load_spec("fusion_table")["scales"]])
 def test_evaluation_experiments_use_the_fusion_table_models(scale, tmp_path):
     table = {run.id for run in load_experiment("fusion_table", scale, tmp_path).runs}
     domain = load_experiment("cross_domain", scale, tmp_path)
@@ -539,3 +539,39 @@ def test_the_speed_page_summary_is_generated_from_the_bench_json(tmp_path):
     with pytest.raises(ValueError):
         write_reports(results, doc, None, tmp_path / "figures", (bench, speed))
     assert doc.read_text() == f"{START}\nkept\n{END}\n"
+
+
+def test_the_large_scale_trains_the_document_runs_to_early_stopping_with_their_controls(tmp_path):
+    experiment = load_experiment("document_context", "large", tmp_path)
+    runs = {run.id: run for run in experiment.runs}
+    assert all(run.arguments["early_stopping_patience"] == 2 and run.arguments["num_train_epochs"] == 10
+               and run.arguments.get("max_train_samples") is None for run in runs.values())
+    assert sum(run.values["fusion"] == "none" and not run.values.get("context_sentences") for run in runs.values()) == 2
+    assert any(run.values.get("fusion_vectors") == "constant" for run in runs.values())  # the control
+    with_context = [run for run in runs.values() if run.values.get("context_sentences")]
+    assert with_context and all(run.arguments["eval_context_controls"] for run in with_context)
+    readers = load_experiment("document_reading_times", "large", tmp_path).runs
+    assert {Path(run.arguments["model_name_or_path"]).parent.parent.parent.name for run in readers} == {"large"}
+    # every seed-0 model with an encoder is scored; the constant control has none to embed a prefix with
+    assert {Path(run.arguments["model_name_or_path"]).name for run in readers} == {
+        run.id for run in runs.values() if run.values["seed"] == 0 and "fusion_vectors" not in run.values}
+
+
+def test_document_context_gains_are_reported_against_none_the_constant_control_and_the_replaced_context(tmp_path):
+    from fusion_lstm_reproduction.report import build_section
+
+    previous = fixture_result("document_context", "concat", 80.0, fusion_context="previous", context_sentences=3, seed=0)
+    previous["metrics"].update({"eval_empty_context_perplexity": 96.0, "eval_other_document_perplexity": 88.0})
+    write_results(tmp_path / "results", [
+        fixture_result("document_context", "none", 100.0, seed=0),
+        fixture_result("document_context", "concat", 95.0, fusion_vectors="constant", seed=0),
+        fixture_result("document_context", "concat", 90.0, seed=0), previous])
+    text = build_section(tmp_path / "results", tmp_path / "figures", tmp_path)
+    header = next(line for line in text.splitlines() if line.startswith("| run | fusion | context"))
+    assert "vs one constant vector (control)" in header and "context emptied" in header
+    row = next(line for line in text.splitlines() if line.startswith("| `concat_previous_3_0`"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    # vs none, vs concat (the prefix), vs the constant control; the context emptied and another document's
+    assert cells[4:9] == ["-20.0 %", "-11.1 %", "-15.8 %", "96.0 (+20.0 %)", "88.0 (+10.0 %)"]
+    constant = next(line for line in text.splitlines() if line.startswith("| `concat_constant_0`"))
+    assert "one constant vector" in constant and "-5.0 %" in constant  # the control itself, against none
