@@ -536,3 +536,16 @@ def test_shuffled_wraps_another_source_and_shares_its_cache(tmp_path):
     # every sentence of length 3 carries another sentence's vectors of that length; the only one of length 2 borrows
     assert sorted(map(tuple, got[:3])) == sorted(map(tuple, mine[:3])) and all(g != m for g, m in zip(got[:3], mine))
     assert len(got[3]) == 2 and got[3] != mine[3]
+
+
+def test_encoder_flops_count_the_matrix_products_of_each_window():
+    from types import SimpleNamespace
+
+    from fusion_lstm_training.embeddings import encoder_flops
+
+    config = SimpleNamespace(hidden_size=4, intermediate_size=8, num_hidden_layers=2)
+    # one window of 3 tokens: per layer 3 tokens × 2·(4·16 + 2·32) weights' FLOPs, plus QKᵀ and AV: 2 · 2·9·4
+    per_layer = 3 * 2 * (4 * 16 + 2 * 32) + 2 * 2 * 9 * 4
+    assert encoder_flops([3], config) == 2 * per_layer
+    assert encoder_flops([3, 3], config) == 2 * encoder_flops([3], config)
+    assert encoder_flops([6], config) > 2 * encoder_flops([3], config)  # attention grows with the square
