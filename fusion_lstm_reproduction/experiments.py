@@ -69,7 +69,8 @@ SMOKE_TEST = {"max_steps": 2, "max_train_samples": 32, "max_eval_samples": 16, "
 ID_NAMES = {"max_train_samples": "n", "seed": "seed", "num_train_epochs": "ep", "domain": "on",
             "fusion_dropout_schedule": "", "fusion_dropout_mode": "", "fusion_context": "",
             "fusion_context_fraction": "k", "fusion_vectors": "", "encoder_pooling": "", "eval_without_fusion": None,
-            "context_sentences": "ctx", "context_as_tokens": None}
+            "context_sentences": "ctx", "context_as_tokens": None, "eval_context_controls": None,
+            "train_sampling_strategy": ""}
 logger = logging.getLogger(__name__)
 
 

@@ -413,6 +413,8 @@ def context_label(values: dict) -> str:
     if source != "encoder":
         return SOURCES[source].label if source in SOURCES else source
     count = values.get("context_sentences", 0)
+    if values.get("train_sampling_strategy") == "random":  # the check of the length-grouped batches
+        return "none (the sentence alone), batches in random order instead of grouped by length"
     if not count:
         return "none (the sentence alone)"
     how = "as tokens, by the LSTM" if values.get("context_as_tokens") else f"by the encoder ({values.get('fusion_context')})"
@@ -430,7 +432,8 @@ def document_context_section(ctx: SectionContext) -> list[str]:
         """The mean best dev perplexity of the sentence-level runs of `fusion` with the encoder's e_j (over seeds)."""
         values = [r["best_eval_perplexity"] for r in ctx.results
                   if r["values"]["fusion"] == fusion and not r["values"].get("context_sentences")
-                  and r["values"].get("fusion_vectors", "encoder") == "encoder"]
+                  and r["values"].get("fusion_vectors", "encoder") == "encoder"
+                  and "train_sampling_strategy" not in r["values"]]
         return statistics.mean(values) if values else None
 
     none, concat = reference(BASELINE), reference("concat")
