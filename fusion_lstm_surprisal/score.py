@@ -19,8 +19,9 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, PretrainedConfig
 
+import modeling_fusion_lstm
 from fusion_lstm_training.data import check_local_folder
 
 from .reading_times import (
@@ -171,7 +172,7 @@ def preflight(args: SurprisalArguments):
     the model exists, can read the context asked for, takes the stride, and has a space marker for the correction."""
     for path, name in zip(args.model_name_or_path, args.model_names):
         try:
-            config = AutoConfig.from_pretrained(path, trust_remote_code=args.trust_remote_code)
+            config = AutoConfig.from_pretrained(path, trust_remote_code=remote_code(path, args.trust_remote_code))
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=args.trust_remote_code)
             reader = reader_class(config)
             reader.check_context(config, args.context_sentences)
@@ -182,9 +183,22 @@ def preflight(args: SurprisalArguments):
             raise ValueError(f"Model {name!r} ({path}): {error}") from None
 
 
+# this project's model types: importing the package registers them with the Auto classes
+OWN_MODEL_TYPES = {modeling_fusion_lstm.FusionLSTMConfig.model_type}
+
+
+def remote_code(model_name_or_path: str, trust_remote_code: bool) -> bool:
+    """Whether to load a model with the code saved beside it: never for this project's own models, which load with the
+    installed package (the copy saved beside a model trained before may predate the package the scorer runs with,
+    e.g. its context API), else as the user allows."""
+    model_type = PretrainedConfig.get_config_dict(model_name_or_path)[0].get("model_type")
+    return trust_remote_code and model_type not in OWN_MODEL_TYPES
+
+
 def load_model(model_name_or_path: str, trust_remote_code: bool = True, encoder_name_or_path: str | None = None):
     """The model, its tokenizer and, for a fusion model, its encoder's tokenizer (used only with a BPE)."""
-    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(model_name_or_path,
+                                                 trust_remote_code=remote_code(model_name_or_path, trust_remote_code))
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     encoder_tokenizer = None
     if reader_class(model.config).needs_encoder_tokenizer(model.config):

@@ -549,3 +549,24 @@ def test_a_statistic_that_is_not_a_number_is_written_as_null():
     summary = {"models": {"flat": {"pearson_r": float("nan"), "held_out": {"interval_95": [float("-inf"), 0.1]}}}}
     text = json.dumps(finite_or_null(summary), allow_nan=False)
     assert json.loads(text) == {"models": {"flat": {"pearson_r": None, "held_out": {"interval_95": [None, 0.1]}}}}
+
+
+def test_a_fusion_model_saved_with_older_code_is_scored_with_the_installed_package(tmp_path, tokenizer):
+    """The code saved beside a model trained before an API change (e.g. the context's tensors) is not what scores it:
+    this project's models load with the installed package, any other model with its own remote code."""
+    import copy
+
+    from fusion_lstm_surprisal.score import load_model
+
+    model = copy.deepcopy(tiny_model("concat"))  # the shared one stays as it is
+    model.register_for_auto_class("AutoModelForCausalLM")
+    model.save_pretrained(tmp_path / "old")
+    tokenizer.save_pretrained(tmp_path / "old")
+    saved_code = tmp_path / "old" / "modeling_fusion_lstm.py"
+    assert saved_code.exists()
+    saved_code.write_text("raise ImportError('the code of an older version')\n")
+    loaded, _, _ = load_model(str(tmp_path / "old"))
+    sentence = Sentence("1", "The cat sat .".split(), "x:1")
+    expected = SurprisalScorer(model, tokenizer).score([sentence], progress=False)
+    got = SurprisalScorer(loaded, tokenizer).score([sentence], progress=False)
+    assert [r.surprisal for r in got] == pytest.approx([r.surprisal for r in expected], rel=1e-5)
