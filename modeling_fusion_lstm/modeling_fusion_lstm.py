@@ -49,20 +49,30 @@ def scatter_to_positions(compact: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     return gathered * mask.unsqueeze(-1).to(gathered.dtype)
 
 
-def join_context(compact: torch.Tensor, context: torch.Tensor, context_length: torch.Tensor) -> torch.Tensor:
-    """Each row's context put right after its first token: compact (batch, seq_len, ...) and context
-    (batch, context_len, ...) hold their real entries left-aligned (`compact_rows`), row b's context being its first
-    context_length[b]; returns (batch, seq_len + context_len, ...): compact[b, 0], context[b, :n_b], compact[b, 1:],
-    left-aligned, then padding (whatever lay behind: mask it)."""
+def join_context(compact: torch.Tensor, context: torch.Tensor,
+                 context_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's context put right after its first token. compact (batch, seq_len, ...) holds each row's real entries
+    left-aligned (`compact_rows`); context (batch, context_len, ...) the document's previous sentences, real where
+    context_mask (batch, context_len) is 1. Returns the joined rows (batch, seq_len + context_len, ...):
+    compact[b, 0], the n_b real context entries, compact[b, 1:], left-aligned, then padding (whatever lay behind: mask
+    it); and n (batch,), each row's context length."""
+    context_length = context_mask.sum(1).to(compact.device)
     width = compact.shape[1]
-    joined = torch.cat([compact, context], dim=1)
+    joined = torch.cat([compact, compact_rows(context, context_mask)], dim=1)
     position = torch.arange(joined.shape[1], device=joined.device).unsqueeze(0)
-    n = context_length.to(joined.device).unsqueeze(1)
+    n = context_length.unsqueeze(1)
     source = torch.where(position == 0, 0, torch.where(position <= n, width + position - 1, position - n))
     source = source.clamp(max=joined.shape[1] - 1)
     if joined.dim() > 2:
         source = source.view(*source.shape, *([1] * (joined.dim() - 2))).expand(-1, -1, *joined.shape[2:])
-    return joined.gather(1, source)
+    return joined.gather(1, source), context_length
+
+
+def check_mask_values(mask: torch.Tensor, name: str):
+    """A mask holds only 0 and 1 (or is boolean): lengths come from its sums."""
+    if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError(f"{name} must hold only 0 and 1 (or be boolean), got the values "
+                         f"{sorted(set(mask.unique().tolist()))[:5]}.")
 
 
 def refuse_context_length(kwargs: dict):
@@ -351,9 +361,7 @@ class FusionLSTMPrefixEncoder(nn.Module):
         if context_input_ids is not None:
             context_mask = attention_mask.new_ones(context_input_ids.shape) if context_attention_mask is None \
                 else context_attention_mask.to(attention_mask.dtype)
-            context_length = context_mask.sum(1)
-            document = (join_context(compact, compact_rows(context_input_ids, context_mask), context_length),
-                        context_length)
+            document = join_context(compact, context_input_ids, context_mask)
         parts = (context or self.context).parts
         vectors = [self._embed_window(part, compact, document, attention_mask, num_new) for part in parts]
         return vectors[0] if len(vectors) == 1 else torch.cat(vectors, dim=-1)
@@ -509,10 +517,8 @@ class LateFusionLSTM(FusionLSTMStage):
         """The LSTM over BOS, the document's previous sentences, then the sentence's tokens (context_as_tokens):
         the outputs at the sentence's positions (BOS's is the one after the context), (batch, num_new, H)."""
         mask = inputs.new_mask
-        context_length = inputs.context_attention_mask.sum(1)
-        joined = join_context(compact_rows(token_embeds, mask),
-                              compact_rows(embed_tokens(inputs.context_input_ids), inputs.context_attention_mask),
-                              context_length)
+        joined, context_length = join_context(compact_rows(token_embeds, mask), embed_tokens(inputs.context_input_ids),
+                                              inputs.context_attention_mask)
         lengths = mask.sum(1) + context_length
         joined_mask = (torch.arange(joined.shape[1], device=joined.device).unsqueeze(0) < lengths.unsqueeze(1)).long()
         output, hidden = self.run_sequence(joined, joined_mask, None, need_state)
@@ -555,9 +561,8 @@ class EarlyFusionLSTM(FusionLSTMStage):
         rows = PrefixRows.of(inputs.attention_mask, inputs.new_mask.shape[1])
         sequences, lengths = compact_rows(embeds, inputs.attention_mask), rows.length
         if inputs.lstm_reads_context:  # each run reads BOS, the previous sentences, then tokens 1..j
-            context_length = inputs.context_attention_mask.sum(1)
-            context = compact_rows(embed_tokens(inputs.context_input_ids), inputs.context_attention_mask)
-            sequences = join_context(sequences, context, context_length)
+            sequences, context_length = join_context(sequences, embed_tokens(inputs.context_input_ids),
+                                                     inputs.context_attention_mask)
             lengths = lengths + context_length[rows.batch_index]
         projected = self.project(fusion_embeds[rows.new_mask])
         zeros = embeds.new_zeros(projected.shape[0], self.config.hidden_size)
@@ -900,9 +905,7 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         if tuple(context_attention_mask.shape) != tuple(context_input_ids.shape):
             raise ValueError(f"context_attention_mask has shape {tuple(context_attention_mask.shape)}; it must match "
                              f"context_input_ids' {tuple(context_input_ids.shape)}.")
-        if context_attention_mask.dtype != torch.bool and bool(
-                ((context_attention_mask != 0) & (context_attention_mask != 1)).any()):
-            raise ValueError("context_attention_mask must hold only 0 and 1 (or be boolean).")
+        check_mask_values(context_attention_mask, "context_attention_mask")
         return inputs._replace(context_input_ids=context_input_ids,
                                context_attention_mask=context_attention_mask.to(torch.long),
                                lstm_reads_context=self.config.lstm_reads_context)
@@ -919,10 +922,8 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         if attention_mask is None:
             history = state.attention_mask.shape[1] if state is not None and state.attention_mask is not None else 0
             attention_mask = torch.ones(batch, history + num_new, dtype=torch.long, device=self.device)
-        if attention_mask.dtype != torch.bool and bool(((attention_mask != 0) & (attention_mask != 1)).any()):
-            # prefix lengths come from the mask's running sum: any other value would let positions see the future
-            raise ValueError(f"attention_mask must hold only 0 and 1 (or be boolean), got the values "
-                             f"{sorted(set(attention_mask.unique().tolist()))[:5]}.")
+        # prefix lengths come from the mask's running sum: any other value would let positions see the future
+        check_mask_values(attention_mask, "attention_mask")
         attention_mask = attention_mask.to(torch.long)
         if attention_mask.shape[0] != batch or attention_mask.shape[1] < num_new:
             raise ValueError(
