@@ -387,14 +387,18 @@ def vector_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path
     name = data_args.fusion_vectors
     if needs_model_encoder(name):
         return None
-    texts = None
-    if needs_training_text(name):
-        if "train" not in raw:
-            raise ValueError(f"--fusion_vectors={name} is fitted on the training text: pass --train_file.")
-        texts = [t.strip() for t in raw["train"]["text"] if t.strip()]
     options = SourceOptions(encoder_path=encoder_path, context=context, max_features=data_args.fusion_vectors_size,
                             seed=seed)
-    return make_source(name, tokenizer, texts, options)
+    return make_source(name, tokenizer, training_texts(name, raw), options)
+
+
+def training_texts(name: str, raw) -> list[str] | None:
+    """The training sentences a source is fitted on (None for a source that needs none)."""
+    if not needs_training_text(name):
+        return None
+    if "train" not in raw:
+        raise ValueError(f"--fusion_vectors={name} is fitted on the training text: pass --train_file.")
+    return [t.strip() for t in raw["train"]["text"] if t.strip()]
 
 
 def main(argv: list[str] | None = None):
@@ -479,7 +483,7 @@ def main(argv: list[str] | None = None):
             # with --bf16 the encoder runs under bfloat16 autocast too (cached separately from float32 embeddings)
             autocast = torch.bfloat16 if training_args.bf16 else None
             embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer, autocast)
-            source = make_source(data_args.fusion_vectors, tokenizer, None,
+            source = make_source(data_args.fusion_vectors, tokenizer, training_texts(data_args.fusion_vectors, raw),
                                  SourceOptions(encoder=embedder, seed=training_args.seed))
         cache = embedding_cache(source, data_args.embedding_cache_dir)
         tokenized = {split: cache.attach(data, split) for split, data in tokenized.items()}

@@ -3,8 +3,8 @@
 Every source is a `VectorSource`; the embedding cache (embeddings.py) stores each source's vectors per sentence under
 its fingerprint, and run_clm.py feeds them to the model as `fusion_embeds`. A source is made by a factory, a built-in
 one (a row of SOURCES: the factory, the report's label, the help's description) or yours, `module:attr`; every
-factory is called by keyword with `tokenizer` and `train_texts`, and a built-in also with what it names of
-SourceOptions (the encoder's folder, the model's own encoder source, …). Adding a source is one factory and one row.
+factory is called by keyword with `tokenizer` and `train_texts`, and with the fields of SourceOptions it names (the
+encoder's folder, the model's own encoder source, …). Adding a source is one factory and one row.
 """
 
 import hashlib
@@ -194,7 +194,7 @@ class BagOfWordsVectors:
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """What a built-in factory may ask for, by keyword, beside FACTORY_KEYWORDS: the encoder's folder, the model's
+    """What a factory may ask for, by keyword, beside FACTORY_KEYWORDS: the encoder's folder, the model's
     own encoder source (a PrefixEmbedder, made with the model), the window each position reads, the word budget of
     count and tfidf, the seed."""
 
