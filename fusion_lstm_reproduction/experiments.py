@@ -70,6 +70,7 @@ ID_NAMES = {"max_train_samples": "n", "seed": "seed", "num_train_epochs": "ep", 
             "fusion_dropout_schedule": "", "fusion_dropout_mode": "", "fusion_context": "",
             "fusion_context_fraction": "k", "fusion_vectors": "", "encoder_pooling": "", "eval_without_fusion": None,
             "context_sentences": "ctx", "context_as_tokens": None, "eval_context_controls": None,
+            "scored_context_sentences": "read",
             "train_sampling_strategy": ""}
 logger = logging.getLogger(__name__)
 
@@ -195,15 +196,21 @@ class SurprisalRuns:
     def runs(self, scale: Scale) -> list[Run]:
         runs = []
         for values, model_dir in source_models(scale):
-            run_id = run_name(values)
-            arguments = {"model_name_or_path": str(model_dir), "input_file": scale.setting["input_file"],
-                         "reading_times": scale.setting["input_file"],
-                         "batch_size": scale.setting.get("batch_size", 32),
-                         "output_file": str(scale.folder / "runs" / run_id / "surprisal.tsv"),
-                         # the stories: each model reads as many previous sentences as it was trained with
-                         **({"document_column": scale.setting["document_column"]}
-                            if "document_column" in scale.setting else {})}
-            runs.append(Run(run_id, values, arguments))
+            # each model reads as many previous sentences as it was trained with; with "also_without_context", a
+            # model trained with some is scored again reading none (is its gain the story's, or its training's?)
+            readings = [values] + ([{**values, "scored_context_sentences": 0}] if (
+                scale.setting.get("also_without_context") and values.get("context_sentences")) else [])
+            for reading in readings:
+                run_id = run_name(reading)
+                arguments = {"model_name_or_path": str(model_dir), "input_file": scale.setting["input_file"],
+                             "reading_times": scale.setting["input_file"],
+                             "batch_size": scale.setting.get("batch_size", 32),
+                             "output_file": str(scale.folder / "runs" / run_id / "surprisal.tsv"),
+                             **({"document_column": scale.setting["document_column"]}
+                                if "document_column" in scale.setting else {}),
+                             **({"context_sentences": reading["scored_context_sentences"]}
+                                if "scored_context_sentences" in reading else {})}
+                runs.append(Run(run_id, reading, arguments))
         return runs
 
     def execute(self, run: Run, overrides: dict | None) -> dict:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusion_lstm_surprisal.reading_times import held_out_text
+from fusion_lstm_surprisal.reading_times import compare_held_out, held_out_text
 from fusion_lstm_training.data import read_json_object
 from fusion_lstm_training.vectors import SOURCES
 from modeling_fusion_lstm import BASELINE_FUSION, FUSIONS, FusionLSTMConfig
@@ -224,24 +224,51 @@ def vector_sources_lines(results: list[dict], none: float | None) -> list[str]:
     return markdown_table(rows)
 
 
+def is_plain_baseline(values: dict) -> bool:
+    """A sentence-level none model with nothing changed: what every model's surprisal is compared with."""
+    return values["fusion"] == BASELINE and set(values) <= {"fusion", "seed"}
+
+
+def versus_baseline(results: list[dict]) -> dict[str, dict]:
+    """Each model's held-out ΔLL against that of the plain none model of its seed (compare_held_out: the difference,
+    its interval and the paired sign-flip p), for the runs whose results hold the per-story gains."""
+    references = {r["values"].get("seed"): r["metrics"]["held_out"] for r in results
+                  if is_plain_baseline(r["values"]) and "by_group" in r["metrics"].get("held_out", {})}
+    return {r["run"]: compare_held_out(r["metrics"]["held_out"], references[r["values"].get("seed")])
+            for r in results if not is_plain_baseline(r["values"]) and r["values"].get("seed") in references
+            and "by_group" in r["metrics"].get("held_out", {})}
+
+
+def comparison_text(comparison: dict | None, scale: float = 1000, digits: int = 2) -> str:
+    if comparison is None:
+        return "—"
+    low, high = comparison["interval_95"]
+    return (f"{comparison['difference'] * scale:+.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}], "
+            f"p = {comparison['p_value']:.3g}")
+
+
 def reading_times_lines(results: list[dict], means: bool = True) -> list[str]:
+    compared = versus_baseline(results)
     rows = [("model", "Pearson r", "Spearman ρ", "ΔLL held out [95 % interval]", "ΔLL in-sample",
-             "surprisal coefficient (ms per bit)")]
+             "surprisal coefficient (ms per bit)", *([f"held-out ΔLL vs `{BASELINE}` [95 %]"] if compared else []))]
     for result in sorted(results, key=lambda r: (list(FUSIONS).index(r["values"]["fusion"]), r["run"])):
         m = result["metrics"]
         rows.append((f"`{result['run']}`", f"{m['pearson_r']:.4f}", f"{m['spearman_rho']:.4f}",
                      held_out_text(m, scale=1000, digits=2),
-                     f"{m['delta_log_likelihood'] * 1000:.2f}", f"{m['surprisal_coefficient_ms_per_bit']:.2f}"))
+                     f"{m['delta_log_likelihood'] * 1000:.2f}", f"{m['surprisal_coefficient_ms_per_bit']:.2f}",
+                     *([comparison_text(compared.get(result["run"]))] if compared else [])))
     for metric, label in (("pearson_r", "Pearson r"), ("delta_log_likelihood", "ΔLL in-sample")) if means else ():
         by = {f: statistics.mean(v) for f, v in by_fusion(results, lambda r: r["metrics"][metric]).items()}
         if len(by) > 1:
             scale = 1000 if metric == "delta_log_likelihood" else 1
             rows.append((f"mean {label}", ", ".join(f"`{f}` {v * scale:.4f}" for f, v in by.items()), "", "", "",
-                         ""))
+                         "", *([""] if compared else [])))
     spillover = {r["metrics"].get("spillover", 1) for r in results}
+    versus = (f" The last column: the model's held-out ΔLL minus that of `{BASELINE}` of its seed, with the one-sided "
+              "sign-flip p that it is larger, paired by story (`compare_held_out`).") if compared else ""
     return [*markdown_table(rows), "", f"ΔLL in 10⁻³ nats per word; spillover: {', '.join(map(str, spillover))} "
             "previous word(s); held out: 10-fold cross-validation over stories (sentences where the stories are not "
-            "given), interval: bootstrap over them."]
+            f"given), interval: bootstrap over them.{versus}"]
 
 
 def paper_change(paper: dict) -> float | None:

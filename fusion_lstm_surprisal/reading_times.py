@@ -184,22 +184,49 @@ def held_out_delta(y: np.ndarray, baseline: np.ndarray, full: np.ndarray, groups
         test, train = fold == k, fold != k
         delta[test] = (gaussian_log_likelihood(y[test], full[train], y[train], full[test])
                        - gaussian_log_likelihood(y[test], baseline[train], y[train], baseline[test]))
-    # bootstrap over groups: the mean per-word gain of resampled groups
     index = {name: np.flatnonzero(groups == name) for name in names}
     sums = np.array([delta[index[n]].sum() for n in names])
     counts = np.array([len(index[n]) for n in names])
-    draws = rng.integers(0, len(names), size=(BOOTSTRAP_SAMPLES, len(names)))
+    return {"delta_log_likelihood": float(delta.mean()), "interval_95": bootstrap_interval(sums, counts, rng),
+            "folds": folds, "groups": len(names), "p_value": sign_flip_p_value(sums, rng),
+            # each group's summed held-out gain: what compare_held_out pairs two models by
+            "by_group": {"names": [str(n) for n in names], "words": counts.tolist(), "sums": sums.tolist()}}
+
+
+def bootstrap_interval(sums: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> list[float]:
+    """95 % interval of the per-word gain, a bootstrap over groups: each draw resamples the groups and divides their
+    summed gains by their summed word counts."""
+    draws = rng.integers(0, len(sums), size=(BOOTSTRAP_SAMPLES, len(sums)))
     means = sums[draws].sum(1) / counts[draws].sum(1)
-    return {"delta_log_likelihood": float(delta.mean()), "interval_95": [float(np.percentile(means, 2.5)),
-                                                                         float(np.percentile(means, 97.5))],
-            "folds": folds, "groups": len(names), "p_value": sign_flip_p_value(sums, rng)}
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def compare_held_out(model: dict, reference: dict, seed: int = 0) -> dict:
+    """Does `model`'s surprisal raise the held-out ΔLL over `reference`'s? Both are `held_out` results of one corpus,
+    baseline and spillover (hence the same folds): each group's gain of the one minus the other's, paired by group.
+    The per-word difference, its bootstrap 95 % interval over the groups, and the one-sided sign-flip p-value that
+    `model` gains more."""
+    for name, held_out in (("model", model), ("reference", reference)):
+        if "by_group" not in held_out:
+            raise ValueError(f"The {name}'s held-out ΔLL has no per-group gains (scored before they were stored): "
+                             "score it again with run_surprisal.py.")
+    first, second = model["by_group"], reference["by_group"]
+    if first["names"] != second["names"] or first["words"] != second["words"]:
+        raise ValueError("The two held-out ΔLLs were measured on different groups or words: compare models scored on "
+                         "the same reading-time file, with the same baseline and spillover.")
+    differences, counts = np.array(first["sums"]) - np.array(second["sums"]), np.array(first["words"])
+    rng = np.random.default_rng(seed)
+    return {"difference": float(differences.sum() / counts.sum()),
+            "interval_95": bootstrap_interval(differences, counts, rng),
+            "p_value": sign_flip_p_value(differences, rng), "groups": len(counts)}
 
 
 SIGN_FLIP_DRAWS = 10_000  # random sign flips where there are too many groups to take every one
 
 
 def sign_flip_p_value(gains: np.ndarray, rng: np.random.Generator) -> float:
-    """One-sided p-value that surprisal adds to the baseline: each held-out group's summed ΔLL keeps or flips its sign
+    """One-sided p-value that the gains are positive (surprisal adds to the baseline, or one model's surprisal adds
+    more than another's): each held-out group's summed ΔLL keeps or flips its sign
     (every one of the 2^groups flips up to 16 groups, else SIGN_FLIP_DRAWS random ones); p is the share of flipped
     totals at least the observed total. A useless predictor loses a little on held-out words (about k/2n nats a
     word for k extra predictors), so its p stays large rather than reading that loss as an effect either way."""

@@ -3,7 +3,8 @@ library part of run_surprisal.py (`main(argv)`), also run as `python -m fusion_l
 
 One model writes --output_file; several write one TSV each, `<output>.<name>.tsv`, scored one after another (one
 model in memory at a time). With --reading_times, one JSON and one figure compare them all:
-`<output>.reading_times.json` holds {"models": {name: results}}.
+`<output>.reading_times.json` holds {"models": {name: results}} and, with several models, whether each raises the
+held-out ΔLL over the first one named ({"held_out_vs_first": ...}, reading_times.compare_held_out).
 """
 
 import gc
@@ -25,7 +26,8 @@ import modeling_fusion_lstm
 from fusion_lstm_training.data import check_local_folder
 
 from .reading_times import (
-    BASELINES, DEFAULT_SPILLOVER, check_regression, check_same_words, evaluate, plot, read_reading_times,
+    BASELINES, DEFAULT_SPILLOVER, check_regression, check_same_words, compare_held_out, evaluate, plot,
+    read_reading_times,
 )
 from .readers import reader_class
 from .sentences import WordSurprisal, read_sentences_of_words
@@ -316,12 +318,27 @@ def main(argv: list[str] | None = None) -> dict | None:
     output = Path(args.output_file)
     summary = {"input_file": args.input_file, "reading_times": args.reading_times, "spillover": args.spillover,
                "baseline": args.baseline,
-               "held_out_groups": "document" if args.document_column else "sentence", "models": results}
+               "held_out_groups": "document" if args.document_column else "sentence", "models": results,
+               **versus_first(results)}
     # a statistic that is not a number (e.g. r of a model whose surprisal never varies) is null: the file stays JSON
     output.with_suffix(".reading_times.json").write_text(json.dumps(finite_or_null(summary), indent=2,
                                                                     allow_nan=False))
     plot(results, surprisals, np.array([rt for _, rt in reading_times]), output.with_suffix(".reading_times.png"))
     return summary
+
+
+def versus_first(results: dict[str, dict]) -> dict:
+    """With several models: does each raise the held-out ΔLL over the first one named? (compare_held_out, logged)"""
+    if len(results) < 2:
+        return {}
+    (first, reference), *others = results.items()
+    comparisons = {}
+    for name, result in others:
+        comparisons[name] = compare_held_out(result["held_out"], reference["held_out"])
+        logger.info("%s against %s: held-out ΔLL %+.5f nats per word (95 %% interval %.5f to %.5f), p = %.3g",
+                    name, first, comparisons[name]["difference"], *comparisons[name]["interval_95"],
+                    comparisons[name]["p_value"])
+    return {"held_out_vs_first": {"reference": first, "models": comparisons}}
 
 
 if __name__ == "__main__":

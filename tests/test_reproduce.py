@@ -184,7 +184,9 @@ def test_report_builds_the_readme_section_and_figures_from_results_jsons(tmp_pat
     assert all((results / "figures" / f).read_bytes().startswith(b"\x89PNG") for f in figures)
 
 
-def reading_fixture(fusion: str, seed: int, delta: float, words_per_second: float) -> dict:
+def reading_fixture(fusion: str, seed: int, delta: float, words_per_second: float,
+                    story_gains: list[float] | None = None) -> dict:
+    """A reading_times result; with `story_gains`, the summed held-out gain of each of as many 100-word stories."""
     result = fixture_result("reading_times", fusion, 0.0, seed=seed)
     result["metrics"] = {"pearson_r": 0.3, "spearman_rho": 0.4, "delta_log_likelihood": delta + 0.001,
                          "surprisal_coefficient_ms_per_bit": 2.0, "words": 1000, "regression_words": 700,
@@ -195,6 +197,9 @@ def reading_fixture(fusion: str, seed: int, delta: float, words_per_second: floa
                          "held_out": {"delta_log_likelihood": delta, "interval_95": [delta - 0.002, delta + 0.002],
                                       "folds": 10, "groups": 10},
                          "words_per_second": words_per_second}
+    if story_gains:
+        result["metrics"]["held_out"]["by_group"] = {"names": [f"story{i}" for i in range(len(story_gains))],
+                                                     "words": [100] * len(story_gains), "sums": story_gains}
     return result
 
 
@@ -202,13 +207,17 @@ def test_report_of_reading_times_shows_the_held_out_delta_and_the_scoring_speed(
     results = tmp_path / "results"
     write_results(results, [fixture_result("fusion_table", "none", 100.0, seed=0),
                             fixture_result("fusion_table", "concat", 90.0, seed=0),
-                            reading_fixture("none", 0, 0.010, 1000.0), reading_fixture("none", 1, 0.012, 1200.0),
-                            reading_fixture("concat", 0, 0.011, 30.0)])
+                            reading_fixture("none", 0, 0.010, 1000.0, [1.0, 0.5, 1.5]),
+                            reading_fixture("none", 1, 0.012, 1200.0),
+                            reading_fixture("concat", 0, 0.011, 30.0, [2.0, 1.5, 2.5])])
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n{START}\n{END}\n")
     write_report(results, readme, results / "figures")
     rows = {line.split("|")[1].strip(): line for line in readme.read_text().splitlines() if line.startswith("| `")}
     assert "10.00 [8.00, 12.00] | 11.00 |" in rows["`none_0`"] and "11.00 [9.00, 13.00]" in rows["`concat_0`"]
+    # against none of its seed, paired by story: 1 nat more in each of 3 stories of 100 words; p = 1/8 of the flips
+    assert rows["`concat_0`"].endswith("| +10.00 [10.00, 10.00], p = 0.125 |")
+    assert rows["`none_0`"].endswith("| — |") and rows["`none_1`"].endswith("| — |")
     assert (results / "figures" / "reading_times_cpu.png").read_bytes().startswith(b"\x89PNG")
     front = tmp_path / "FRONT.md"
     front.write_text(f"# Front\n{HEADLINE_START}\n{HEADLINE_END}\n")
@@ -450,9 +459,18 @@ def test_precision_replaces_the_configs_bf16_and_is_recorded(tmp_path):
 def test_reading_times_with_the_story_score_the_document_context_models(tmp_path):
     trained = {run.id for run in load_experiment("document_context", "cpu", tmp_path).runs}
     scored = load_experiment("document_reading_times", "cpu", tmp_path).runs
-    assert {run.id for run in scored} <= trained and {"none_seed0", "none_ctx2_seed0"} <= {run.id for run in scored}
+    as_trained = [run for run in scored if "scored_context_sentences" not in run.values]
+    assert {run.id for run in as_trained} <= trained and {"none_seed0", "none_ctx2_seed0"} <= {r.id for r in as_trained}
     assert all(run.arguments["document_column"] == "item" for run in scored)
     assert all(Path(run.arguments["model_name_or_path"]).parent.parent.name == "document_context" for run in scored)
+    # each model trained with previous sentences is scored again reading none, and only those
+    without = {run.id: run for run in scored if "scored_context_sentences" in run.values}
+    assert set(without) == {f"{run.id}_read0" for run in as_trained if run.values.get("context_sentences")}
+    assert "concat_previous_ctx3_seed0_read0" in without and "none_seed0_read0" not in without
+    read0 = without["concat_previous_ctx3_seed0_read0"]
+    assert read0.arguments["context_sentences"] == 0 and read0.arguments["model_name_or_path"].endswith(
+        "concat_previous_ctx3_seed0")
+    assert all("context_sentences" not in run.arguments for run in as_trained)
 
 
 def test_broken_json_files_are_named(tmp_path):
