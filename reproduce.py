@@ -27,6 +27,7 @@ from fusion_lstm_reproduction.experiments import (
     SCALES, SMOKE_TEST, experiments_help, load_spec, run_experiment, summary,
 )
 from fusion_lstm_reproduction.report import write_reports
+from fusion_lstm_reproduction.speed import SpeedPages
 from fusion_lstm_training.precision import PRECISIONS, choose_precision
 
 
@@ -103,8 +104,9 @@ def main(argv: list[str] | None = None):
     results_dir = Path(args.results_dir) / ("smoke" if args.smoke_test else "")
     if args.experiment == "report":
         figures = results_dir / "figures"
-        # the repository's own results also regenerate docs/speed.md's summary from the bench's JSON
-        speed = (ROOT / "bench" / "results", ROOT / "docs" / "speed.md") if ours else None
+        # the repository's own results also regenerate the speed pages from the bench's JSON
+        speed = SpeedPages(ROOT / "bench" / "results", ROOT / "docs" / "speed.md", ROOT / "bench" / "README.md") if (
+            ours) else None
         written = write_reports(results_dir, Path(args.results_doc), args.readme and Path(args.readme), figures,
                                 speed)
         logger.info("wrote %s and the figures in %s", " and ".join(map(str, written)), figures)

@@ -17,7 +17,9 @@ import torch
 
 import modeling_fusion_lstm
 from modeling_fusion_lstm import FusionLSTMForCausalLM
-from run import interleaved, print_table, timed  # bench/run.py, beside this file
+from run import interleaved, timed  # bench/run.py, beside this file
+
+from fusion_lstm_reproduction.speed import section_table
 
 
 def main():
@@ -40,17 +42,13 @@ def main():
         runs = {f: (lambda m=m: timed(m, input_ids=ids, use_cache=False)) for f, m in models.items()}
         times = interleaved(runs, args.repeats)
 
-    rows, table = [], []
+    rows = []
     base = statistics.median(times[args.fusions[0]])
     for fusion in args.fusions:
         median = statistics.median(times[fusion])
         tokens_per_s = args.batch_size * args.seq_len / median
         rows.append({"fusion": fusion, "median_s": median, "min_s": min(times[fusion]),
                      "tokens_per_s": tokens_per_s, "time_vs_first": median / base})
-        table.append([fusion, f"{median:.3f}", f"{min(times[fusion]):.3f}", f"{tokens_per_s:.0f}",
-                      f"{median / base:.1f}"])
-    print_table(f"forward, no grad, batch {args.batch_size} × {args.seq_len}",
-                ["fusion", "median s", "min s", "tokens/s", f"× {args.fusions[0]}"], table)
     result = {
         "what": f"forward, no grad, batch {args.batch_size}x{args.seq_len}, paper-sized LSTM, MiniLM encoder",
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
@@ -58,6 +56,7 @@ def main():
         "date": time.strftime("%Y-%m-%d"),
         "rows": rows,
     }
+    print("\n".join(section_table("forward", result)))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.output}")

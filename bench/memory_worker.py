@@ -80,7 +80,7 @@ def main():
         config = FusionLSTMConfig(fusion="concat", fusion_embedding_size=WIDTH, embedding_size=128, hidden_size=256,
                                   projection_size=128, bos_token_id=101, eos_token_id=102, pad_token_id=0)
         data = EmbeddingCache(RandomEmbedder(), tmp).attach(Dataset.from_dict({"input_ids": ids}), "train")
-        cache_mb = sum(f.stat().st_size for f in Path(tmp).glob("*.arrow")) / 2**20
+        cache_mb = sum(f.stat().st_size for f in Path(tmp).rglob("*.arrow")) / 2**20
         torch.manual_seed(0)
         model = FusionLSTMForCausalLM(config)
         training_args = TrainingArguments(output_dir=tmp, max_steps=args.steps, per_device_train_batch_size=32,

@@ -36,6 +36,7 @@ import modeling_fusion_lstm  # noqa: E402
 from fusion_lstm_training.bpe import build_bpe_tokenizer  # noqa: E402
 from fusion_lstm_training.data import FusionDataCollator, read_sentences  # noqa: E402
 from fusion_lstm_training.precision import PRECISIONS, choose_precision  # noqa: E402
+from fusion_lstm_reproduction.speed import section_table  # noqa: E402
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "wikipedia"
@@ -66,13 +67,6 @@ def interleaved(candidates: dict, rounds: int) -> dict[str, list[float]]:
         for name, run in candidates.items():
             results[name].append(run())
     return results
-
-
-def print_table(title: str, header: list[str], rows: list[list]):
-    print(f"\n## {title}")
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
 
 
 # ---------------------------------------------------------------------------------------------------------- train
@@ -185,7 +179,7 @@ def bench_train(quick: bool, precisions: tuple[str, ...]) -> dict:
         candidates.update({f"{name} bf16": (lambda n=name: run_batched(n, bf16=True)) for name in batched})
     candidates.update({name: (lambda n=name: run_original(n)) for name in originals})
     measured = {name: statistics.median(v) for name, v in interleaved(candidates, rounds).items()}
-    rows, result = [], {}
+    result = {}
     for fusion in ("none", "concat", "init_hc"):
         original = measured[f"original {fusion}"]
         for precision, suffix in (("fp32", ""), ("bf16", " bf16")):
@@ -195,11 +189,6 @@ def bench_train(quick: bool, precisions: tuple[str, ...]) -> dict:
             result[f"{fusion}_{precision}"] = {"tokens_per_s": ours, "bare_tokens_per_s": bare,
                                                "original_fp32_tokens_per_s": original, "vs_bare": ours / bare,
                                                "vs_original": ours / original}
-            rows.append([fusion, precision, f"{ours:.0f}", f"{bare:.0f}", f"{ours / bare:.2f}", f"{original:.0f}",
-                         f"{ours / original:.1f}"])
-    print_table("train: tokens/s, vocab 8192, 512 → 768 → 512, length-grouped batches of 32 (ours, bare) vs batch 1 "
-                "(original, fp32)",
-                ["fusion", "precision", "ours", "bare LSTM", "× bare", "original", "× original"], rows)
     return result
 
 
@@ -252,24 +241,14 @@ def bench_embed(quick: bool, precisions: tuple[str, ...]) -> dict:
         first = timed(cache.attach, dataset, "bench")
         second = timed(cache.attach, dataset, "bench")
     result = {"per_prefix_sentences_per_s": ref_rate, "per_prefix_encoder_tokens_per_s": ref_tok,
-              "first_run_s": first, "cached_run_s": second, "cached_fraction": second / first}
-    rows = []
+              "first_run_s": first, "cached_run_s": second, "cached_fraction": second / first, "sentences": len(ids)}
     if "fp32" in rates:
         ours_rate, ours_tok = rates["fp32"]
         result.update({"ours_sentences_per_s": ours_rate, "ours_encoder_tokens_per_s": ours_tok,
                        "speedup": ours_tok / ref_tok})
-        rows.append(["precompute (length-sorted batches)", f"{ours_rate:.1f}", f"{ours_tok:.0f}",
-                     f"{ours_tok / ref_tok:.1f}"])
     if "bf16" in rates:
         bf16_rate, bf16_tok = rates["bf16"]
         result.update({"bf16_sentences_per_s": bf16_rate, "bf16_speedup": bf16_tok / ref_tok})
-        rows.append(["precompute, bfloat16 autocast", f"{bf16_rate:.1f}", f"{bf16_tok:.0f}",
-                     f"{bf16_tok / ref_tok:.1f}"])
-    print_table(f"embed: MiniLM prefix embeddings, {len(ids)} WikiText-2 sentences",
-                ["method", "sentences/s", "encoder tokens/s", "× (tokens/s)"],
-                rows + [["one encoder call per prefix", f"{ref_rate:.1f}", f"{ref_tok:.0f}", "1.0"],
-                        ["cache: first run / second run (s)", f"{first:.2f}", f"{second:.3f}",
-                         f"{second / first:.1%}"]])
     return result
 
 
@@ -318,7 +297,7 @@ def bench_precompute(quick: bool, precisions: tuple[str, ...]) -> dict:
     model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", vocab_size=len(bpe), **SIZES).eval()
     encoder_tokenizer = AutoTokenizer.from_pretrained(modeling_fusion_lstm.default_encoder_path())
     dtypes = {"fp32": None, "bf16": torch.bfloat16}
-    result, rows = {}, []
+    result = {}
     for precision in precisions:
         embedder = PrefixEmbedder(model.prefix_encoder, bpe, encoder_tokenizer, dtypes[precision])
         chunks = [{k: v[i : i + SENTENCES_PER_MAP_BATCH] for k, v in batch.items()}
@@ -339,13 +318,7 @@ def bench_precompute(quick: bool, precisions: tuple[str, ...]) -> dict:
                              "matmul_gflops_per_s": reference, "fraction_of_matmul": achieved / reference,
                              "square_matmul_gflops_per_s": peak, "fraction_of_square_matmul": achieved / peak,
                              "padding_fraction": padding, "encoder_tokens": sum(counter.windows),
-                             "sentences": len(sentences)}
-        rows.append([precision, f"{len(sentences) / seconds:.1f}", f"{achieved:.1f}", f"{reference:.1f}",
-                     f"{achieved / reference:.2f}", f"{peak:.1f}", f"{achieved / peak:.2f}", f"{padding:.1%}"])
-    print_table(f"precompute: prefix embeddings from text (BPE LM, MiniLM), {len(sentences)} sentences of "
-                f"{path.parent.name}/{path.name}",
-                ["precision", "sentences/s", "encoder GFLOP/s", "matmul (encoder's shapes)", "× matmul",
-                 "matmul 2048³", "× 2048³", "padding"], rows)
+                             "sentences": len(sentences), "file": f"{path.parent.name}/{path.name}"}
     return result
 
 
@@ -356,7 +329,7 @@ def bench_generate(quick: bool) -> dict:
     tokenizer = modeling_fusion_lstm.load_tokenizer()
     prompt = tokenizer(["The game was"], return_tensors="pt")
     lengths = (16, 64, 256)
-    result, rows = {}, []
+    result = {}
     for fusion in ("none", "concat"):
         torch.manual_seed(0)
         model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion=fusion, **SIZES).eval()
@@ -378,14 +351,8 @@ def bench_generate(quick: bool) -> dict:
             measured = {k: min(v) for k, v in interleaved(runs, 1 if quick else 2).items()}
             result[f"{fusion}_{n}"] = {"cached_ms_per_token": measured["cached"] * 1e3,
                                        "uncached_ms_per_token": measured.get("uncached", float("nan")) * 1e3}
-            rows.append([fusion, n, f"{measured['cached'] * 1e3:.1f}",
-                         f"{measured['uncached'] * 1e3:.1f}" if uncached_ok else "(skipped)",
-                         f"{measured['uncached'] / measured['cached']:.1f}" if uncached_ok else ""])
         result[f"{fusion}_flatness_256_vs_16"] = (result[f"{fusion}_256"]["cached_ms_per_token"]
                                                   / result[f"{fusion}_16"]["cached_ms_per_token"])
-        rows.append([fusion, "256/16", f"{result[f'{fusion}_flatness_256_vs_16']:.2f}×", "", ""])
-    print_table("generate: ms per new token, paper sizes, MiniLM vocabulary",
-                ["fusion", "new tokens", "cached", "full forward", "×"], rows)
     return result
 
 
@@ -394,16 +361,12 @@ def bench_generate(quick: bool) -> dict:
 
 def bench_memory(quick: bool) -> dict:
     sizes = (1000, 10000)
-    result, rows = {}, []
+    result = {}
     for n in sizes:
         out = subprocess.run([sys.executable, str(ROOT / "bench" / "memory_worker.py"), str(n),
                               "--steps", "12" if quick else "60"], capture_output=True, text=True, check=True)
-        result[n] = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append([n, f"{result[n]['peak_rss_mb']:.0f}", f"{result[n]['peak_anon_mb']:.0f}",
-                     f"{result[n]['cache_mb']:.0f}"])
-    result["anon_growth"] = result[sizes[1]]["peak_anon_mb"] / result[sizes[0]]["peak_anon_mb"]
-    print_table("memory: training with memory-mapped float16 embeddings (MiniLM width)",
-                ["sentences", "peak RSS MB", "peak anonymous MB", "embedding cache MB"], rows)
+        result[str(n)] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["anon_growth"] = result[str(sizes[1])]["peak_anon_mb"] / result[str(sizes[0])]["peak_anon_mb"]
     return result
 
 
@@ -436,9 +399,6 @@ def bench_loader(quick: bool) -> dict:
 
     times = interleaved({"lists": batches(data), "arrays": batches(arrays)}, rounds=3 if quick else 10)
     ms = {name: 1000 * min(values) for name, values in times.items()}
-    print_table(f"Reading and collating a batch of fusion_embeds ({BATCH} sentences × {length} tokens × "
-                f"{FUSION_WIDTH}, float16 in the cache)", ["read as", "ms per batch", "vs lists"],
-                [[name, f"{value:.1f}", f"{ms['lists'] / value:.1f}×"] for name, value in ms.items()])
     return {"ms_per_batch": ms, "speedup": ms["lists"] / ms["arrays"], "batch": BATCH, "tokens": length,
             "width": FUSION_WIDTH}
 
@@ -502,10 +462,6 @@ def bench_context(quick: bool) -> dict:
                                                                          rounds).items()}
     ratio = measured["previous K=3"] / measured["sentence"]
     context_tokens = sum(len(ids) for ids in context_rows["context_input_ids"])
-    print_table(f"context: training tokens/s (scored), concat, {SIZES}, vocab {VOCAB}, batches of {BATCH}, "
-                f"{context_tokens / len(sentence_rows):.0f} context tokens per sentence on average",
-                ["fusion_context", "scored tokens/s", "vs sentence"],
-                [[name, f"{value:.0f}", f"{value / measured['sentence']:.2f}"] for name, value in measured.items()])
     return {"scored_tokens_per_s": measured, "vs_sentence": ratio,
             "context_tokens_per_sentence": context_tokens / len(sentence_rows), "batch": BATCH}
 
@@ -545,7 +501,10 @@ def main():
                 "embed": lambda quick: bench_embed(quick, precisions),
                 "precompute": lambda quick: bench_precompute(quick, precisions), "generate": bench_generate,
                 "memory": bench_memory, "loader": bench_loader, "context": bench_context}
-    results = {name: sections[name](args.quick) for name in args.sections}
+    results = {}
+    for name in args.sections:  # each section's table as bench/README.md shows it, as soon as it is measured
+        results[name] = sections[name](args.quick)
+        print("\n" + "\n".join(section_table(name, results[name])), flush=True)
     seconds = time.perf_counter() - started
     results["meta"] = {"quick": args.quick, "seconds": seconds, "precisions": precisions, "date": time.strftime("%Y-%m-%d"),
                        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,

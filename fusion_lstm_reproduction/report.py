@@ -28,7 +28,7 @@ from .figures import (
     plot_changes, plot_curves, plot_limited_data, plot_reading_times, plot_similarity, plot_sub_prefix,
 )
 from .similarity import similarity_rows
-from .speed import SPEED_END, SPEED_START, speed_text
+from .speed import SpeedPages
 from .tables import change, markdown_table
 
 
@@ -622,21 +622,20 @@ def write_headline(results_dir: Path, readme: Path, figures_dir: Path, document:
 
 
 def write_reports(results_dir: Path, document: Path, readme: Path | None, figures_dir: Path,
-                  speed: tuple[Path, Path] | None = None) -> list[Path]:
+                  speed: SpeedPages | None = None) -> list[Path]:
     """The results section of `document` and, where the results compare fusions in a fusion_table and `readme` is
-    given, the headline of `readme`; with `speed` (the bench's results folder and the speed page), that page's
-    summary: all checked and built before any is written, so a refusal leaves every file as it was. A document that
+    given, the headline of `readme`; with `speed`, the speed suite's pages (docs/speed.md's summary, bench/README.md's
+    tables): all checked and built before any is written, so a refusal leaves every file as it was. A document that
     does not exist yet is created. Returns the files written."""
     document = Path(document)
     if not document.exists():
         document.parent.mkdir(parents=True, exist_ok=True)
         document.write_text(f"# Results\n\n{START}\n{END}\n", encoding="utf-8")
     targets = [(document, START, END)] + ([(Path(readme), HEADLINE_START, HEADLINE_END)] if readme else [])
-    if speed:
-        targets.append((Path(speed[1]), SPEED_START, SPEED_END))
+    targets += speed.markers() if speed else []
     for path, start, end in targets:
         check_markers(path, start, end)
-    speed_summary = speed_text(speed[0]) if speed else None
+    speed_texts = speed.texts() if speed else []
     section = build_section(Path(results_dir).resolve(), Path(figures_dir).resolve(), document.resolve().parent)
     headline = None
     if readme:
@@ -647,6 +646,6 @@ def write_reports(results_dir: Path, document: Path, readme: Path | None, figure
     replace_between(document, START, END, section)
     if headline is not None:
         replace_between(readme, HEADLINE_START, HEADLINE_END, headline)
-    if speed_summary is not None:
-        replace_between(Path(speed[1]), SPEED_START, SPEED_END, speed_summary)
-    return [document] + ([Path(readme)] if headline is not None else []) + ([Path(speed[1])] if speed else [])
+    for path, start, end, text in speed_texts:
+        replace_between(path, start, end, text)
+    return [document] + ([Path(readme)] if headline is not None else []) + [page for page, *_ in speed_texts]

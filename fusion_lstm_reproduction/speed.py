@@ -1,9 +1,14 @@
-"""docs/speed.md's summary of the speed suite, generated from the bench's JSON (bench/results/full.json and
-forward.json) by `python reproduce.py report`: no speed number is typed by hand."""
+"""The speed suite's pages, generated from the bench's JSON (bench/results/full.json and forward.json) by
+`python reproduce.py report`: docs/speed.md's summary and bench/README.md's tables and targets. No speed number is
+typed by hand; bench/run.py prints its sections with the same tables."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fusion_lstm_training.data import read_json_object
+
+from .tables import markdown_table
 
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 
@@ -62,3 +67,208 @@ def speed_text(bench_results: Path) -> str:
         parts.append(f"`python bench/forward.py` times one inference forward of 32 × 30 tokens with the encoder: "
                      f"{times}.")
     return "\n".join([SPEED_START, "", " ".join(parts), "", SPEED_END])
+
+
+# ------------------------------------------------------------------------------------- bench/README.md's tables
+
+BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def number(value, spec: str) -> str:
+    """A measured value as text, or (not measured) where a run skipped it (NaN in the JSON) or lacks it."""
+    return "(not measured)" if value is None or value != value else format(value, spec)
+
+
+def train_rows(section: dict) -> list[tuple]:
+    rows = [("fusion", "precision", "ours", "bare LSTM LM", "× bare", "original (fp32)", "× original")]
+    for key, row in section.items():
+        if isinstance(row, dict) and "tokens_per_s" in row:
+            fusion, precision = key.rsplit("_", 1)
+            rows.append((fusion, precision, number(row["tokens_per_s"], ".0f"), number(row["bare_tokens_per_s"], ".0f"),
+                         number(row["vs_bare"], ".2f"), number(row["original_fp32_tokens_per_s"], ".0f"),
+                         number(row["vs_original"], ".1f")))
+    return rows
+
+
+def embed_rows(section: dict) -> list[tuple]:
+    reference = section["per_prefix_encoder_tokens_per_s"]
+    rows = [("method", "sentences/s", "encoder tokens/s", "× (tokens/s)")]
+    if "ours_sentences_per_s" in section:
+        rows.append(("precompute, float32", number(section["ours_sentences_per_s"], ".1f"),
+                     number(section["ours_encoder_tokens_per_s"], ".0f"), number(section["speedup"], ".1f")))
+    if "bf16_sentences_per_s" in section:
+        rows.append(("precompute, bfloat16 autocast", number(section["bf16_sentences_per_s"], ".1f"),
+                     number(section["bf16_speedup"] * reference, ".0f"), number(section["bf16_speedup"], ".1f")))
+    rows.append(("one encoder call per prefix", number(section["per_prefix_sentences_per_s"], ".1f"),
+                 number(reference, ".0f"), "1.0"))
+    if "first_run_s" in section:
+        rows.append((f"cache: first run {section['first_run_s']:.2f} s, second run {section['cached_run_s']:.3f} s", "",
+                     "", f"{section['cached_fraction']:.2%} of the first"))
+    return rows
+
+
+def precompute_rows(section: dict) -> list[tuple]:
+    rows = [("precision", "sentences/s", "encoder GFLOP/s", "matmul GFLOP/s (encoder's shapes)", "× matmul",
+             "matmul 2048³ GFLOP/s", "× 2048³", "padding")]
+    for precision, row in section.items():
+        if isinstance(row, dict) and "fraction_of_matmul" in row:
+            rows.append((precision, number(row["sentences_per_s"], ".1f"), number(row["encoder_gflops_per_s"], ".1f"),
+                         number(row["matmul_gflops_per_s"], ".1f"), number(row["fraction_of_matmul"], ".2f"),
+                         number(row["square_matmul_gflops_per_s"], ".1f"),
+                         number(row["fraction_of_square_matmul"], ".2f"), number(row["padding_fraction"], ".1%")))
+    return rows
+
+
+def generate_rows(section: dict) -> list[tuple]:
+    rows = [("fusion", "new tokens", "cached ms/token", "full forward per token ms", "×", "cached, 256 vs 16 tokens")]
+    for key, row in section.items():
+        if isinstance(row, dict) and "cached_ms_per_token" in row:
+            fusion, tokens = key.rsplit("_", 1)
+            cached, uncached = row["cached_ms_per_token"], row["uncached_ms_per_token"]
+            skipped = uncached is None or uncached != uncached
+            flatness = section.get(f"{fusion}_flatness_256_vs_16")
+            rows.append((fusion, tokens, number(cached, ".1f"), "(skipped)" if skipped else number(uncached, ".1f"),
+                         "" if skipped else f"{uncached / cached:.1f}",
+                         number(flatness, ".2f") + "×" if tokens == "256" and flatness else ""))
+    return rows
+
+
+def memory_rows(section: dict) -> list[tuple]:
+    rows = [("sentences", "peak RSS MB", "peak anonymous MB", "embedding cache MB")]
+    for key, row in section.items():
+        if key.isdigit():
+            rows.append((f"{int(key):,}", number(row["peak_rss_mb"], ".0f"), number(row["peak_anon_mb"], ".0f"),
+                         number(row["cache_mb"], ".0f")))
+    return rows
+
+
+LOADER_LABELS = {"lists": "Python lists (the datasets default)", "arrays": "arrays (run_clm.py)"}
+
+
+def loader_rows(section: dict) -> list[tuple]:
+    lists = section["ms_per_batch"]["lists"]
+    return [("read as", "ms per batch", "× lists")] + [
+        (LOADER_LABELS.get(name, name), number(ms, ".1f"), number(lists / ms, ".1f"))
+        for name, ms in section["ms_per_batch"].items()]
+
+
+def context_rows(section: dict) -> list[tuple]:
+    rates = section["scored_tokens_per_s"]
+    return [("fusion_context", "scored tokens/s", "× sentence")] + [
+        (name, number(rate, ".0f"), number(rate / rates["sentence"], ".2f")) for name, rate in rates.items()]
+
+
+def forward_rows(section: dict) -> list[tuple]:
+    first = section["rows"][0]["fusion"]
+    return [("fusion", "median s", "min s", "tokens/s", f"× {first}")] + [
+        (row["fusion"], number(row["median_s"], ".3f"), number(row["min_s"], ".3f"), number(row["tokens_per_s"], ".0f"),
+         number(row["time_vs_first"], ".1f")) for row in section["rows"]]
+
+
+# bench/run.py's sections, then bench/forward.py's: (heading, the table's rows from the section's JSON)
+BENCH_TABLES = {"train": ("train (training tokens/s)", train_rows),
+                "embed": ("embed (prefix embeddings, MiniLM)", embed_rows),
+                "precompute": ("precompute (from text, as the cpu-scale runs embed; the distance to the machine's "
+                               "limit)", precompute_rows),
+                "generate": ("generate (ms per new token)", generate_rows),
+                "memory": ("memory (training with the memory-mapped embedding cache)", memory_rows),
+                "loader": ("loader (reading a batch's e_j)", loader_rows),
+                "context": ("context (training with the document's 3 previous sentences)", context_rows),
+                "forward": ("forward (`bench/forward.py`: one inference forward of 32 × 30 tokens with the encoder, no "
+                            "grad)", forward_rows)}
+
+
+def section_table(name: str, section: dict) -> list[str]:
+    """One bench section's table, as bench/run.py prints it and bench/README.md shows it."""
+    heading, rows = BENCH_TABLES[name]
+    return [f"{heading}:", "", *markdown_table(rows(section))]
+
+
+@dataclass
+class Target:
+    """A goal of the speed suite: values read from one section of the JSON, each held against `threshold`."""
+
+    text: str
+    section: str
+    values: Callable[[dict], dict[str, float]]  # label → measured value
+    threshold: float
+    at_most: bool = False  # the value must stay below the threshold (else reach it)
+    spec: str = ".2f"
+    unit: str = "×"
+
+    def verdict(self, section: dict) -> str | None:
+        try:
+            values = self.values(section)
+        except KeyError:
+            return None
+        if not values:
+            return None
+        met = [(v <= self.threshold) if self.at_most else (v >= self.threshold) for v in values.values()]
+        word = "met" if all(met) else "missed" if not any(met) else "partly met"
+        return f"{word}: " + ", ".join(f"{format(v, self.spec)}{self.unit} ({label})" for label, v in values.items())
+
+
+def per_precision(key: str, field: str) -> Callable[[dict], dict[str, float]]:
+    return lambda section: {precision: section[f"{key}_{precision}"][field] for precision in ("fp32", "bf16")
+                            if f"{key}_{precision}" in section}
+
+
+TARGETS = (
+    Target("late fusion (`concat`) ≥ 0.9× the bare LSTM LM", "train", per_precision("concat", "vs_bare"), 0.9,
+           spec=".3f"),
+    Target("`concat` ≥ 25× the original algorithm", "train", per_precision("concat", "vs_original"), 25, spec=".0f"),
+    Target("early fusion (`init_hc`) ≥ 5× the original", "train", per_precision("init_hc", "vs_original"), 5,
+           spec=".1f"),
+    Target("precompute ≥ 5× one encoder call per prefix", "embed",
+           lambda s: {k: s[f] for k, f in (("fp32", "speedup"), ("bf16", "bf16_speedup")) if f in s}, 5, spec=".1f"),
+    Target("cached second run < 5 % of the first", "embed", lambda s: {"of the first": s["cached_fraction"] * 100},
+           5, at_most=True, spec=".2f", unit=" %"),
+    Target("precompute from text ≥ 0.5× a matrix product at the encoder's shapes", "precompute",
+           lambda s: {k: row["fraction_of_matmul"] for k, row in s.items()
+                      if isinstance(row, dict) and "fraction_of_matmul" in row}, 0.5),
+    Target("`previous` K = 3 ≥ 0.9× sentence-level (scored tokens/s)", "context",
+           lambda s: {"previous K=3": s["vs_sentence"]}, 0.9, spec=".3f"),
+    Target("cached generation per token within 1.5× between 16 and 256 tokens", "generate",
+           lambda s: {f: s[f"{f}_flatness_256_vs_16"] for f in ("none", "concat") if f"{f}_flatness_256_vs_16" in s},
+           1.5, at_most=True),
+)
+
+
+def bench_tables_text(bench_results: Path) -> str:
+    """bench/README.md's results: every section of the full run's JSON as a table (each with the date of the run
+    that measured it), then the targets, met or missed."""
+    full = read_json_object(Path(bench_results) / "full.json", "bench results")
+    meta = full.get("meta", {})
+    lines = [BENCH_START, "", f"*Generated by `python reproduce.py report` from `bench/results/full.json`: the full run "
+             f"of {meta.get('date', '?')} on {meta.get('machine', '?')}, torch {meta.get('torch', '?')}, and the "
+             "sections rerun since (`--sections`), each dated.*", ""]
+    forward = Path(bench_results) / "forward.json"
+    sections = {**full, **({"forward": read_json_object(forward, "forward timing", ("rows",))} if forward.exists()
+                           else {})}
+    for name in BENCH_TABLES:
+        if name in sections:
+            heading, rows = BENCH_TABLES[name]
+            date = sections[name].get("meta", sections[name]).get("date", meta.get("date", "?"))
+            lines += [f"{heading}, {date}:", "", *markdown_table(rows(sections[name])), ""]
+    verdicts = [(t.text, t.verdict(full[t.section])) for t in TARGETS if t.section in full]
+    lines += ["Targets:", "", *markdown_table([("target", "result")] + [v for v in verdicts if v[1]]), "", BENCH_END]
+    return "\n".join(lines)
+
+
+@dataclass
+class SpeedPages:
+    """Where `reproduce.py report` writes the speed suite's generated text: the bench's results folder, the page with
+    the summary (docs/speed.md) and, if given, the page with every table (bench/README.md)."""
+
+    results: Path
+    summary: Path
+    tables: Path | None = None
+
+    def markers(self) -> list[tuple[Path, str, str]]:
+        return [(Path(self.summary), SPEED_START, SPEED_END)] + (
+            [(Path(self.tables), BENCH_START, BENCH_END)] if self.tables else [])
+
+    def texts(self) -> list[tuple[Path, str, str, str]]:
+        """(page, start marker, end marker, the text between them), all built before any is written."""
+        built = [speed_text(self.results)] + ([bench_tables_text(self.results)] if self.tables else [])
+        return [(*marker, text) for marker, text in zip(self.markers(), built)]

@@ -530,32 +530,45 @@ def test_a_smoke_test_scores_only_the_first_words_of_a_reading_time_corpus(tmp_p
     assert result["metrics"]["words"] == SMOKE_TEST_WORDS
 
 
-def test_the_speed_page_summary_is_generated_from_the_bench_json(tmp_path):
+def test_the_speed_pages_are_generated_from_the_bench_json(tmp_path):
     from fusion_lstm_reproduction.report import write_reports
-    from fusion_lstm_reproduction.speed import SPEED_END, SPEED_START
+    from fusion_lstm_reproduction.speed import BENCH_END, BENCH_START, SPEED_END, SPEED_START, SpeedPages
 
     bench = tmp_path / "bench"
     bench.mkdir()
+    train = lambda ours, original: {"tokens_per_s": ours, "bare_tokens_per_s": 2500.0,  # noqa: E731
+                                    "original_fp32_tokens_per_s": original, "vs_bare": ours / 2500.0,
+                                    "vs_original": ours / original}
     (bench / "full.json").write_text(json.dumps({
         "meta": {"date": "2026-01-02", "machine": "m", "torch": "t"},
-        "train": {"concat_fp32": {"vs_bare": 1.04, "vs_original": 31.3}, "init_hc_fp32": {"vs_original": 3.3}},
-        "context": {"vs_sentence": 0.997, "context_tokens_per_sentence": 91.3}}))
+        "train": {"concat_fp32": train(2600.0, 83.0), "init_hc_fp32": train(365.0, 111.0)},
+        "context": {"scored_tokens_per_s": {"sentence": 3000.0, "previous K=3": 2991.0}, "vs_sentence": 0.997,
+                    "context_tokens_per_sentence": 91.3, "meta": {"date": "2026-01-05"}}}))
     results = tmp_path / "results"
     write_results(results, [{**fixture_result("demo", f, p, seed=0), "wall_seconds": 60.0}
                             for f, p in (("none", 100.0), ("concat", 90.0))])
-    doc, speed = tmp_path / "doc.md", tmp_path / "speed.md"
+    doc, speed, tables = tmp_path / "doc.md", tmp_path / "speed.md", tmp_path / "BENCH.md"
     doc.write_text(f"{START}\n{END}\n")
     speed.write_text(f"# Speed\n{SPEED_START}\nold 8 minutes\n{SPEED_END}\nkept\n")
-    write_reports(results, doc, None, tmp_path / "figures", (bench, speed))
+    tables.write_text(f"# bench\n{BENCH_START}\n| old | table |\n{BENCH_END}\nwhat limits\n")
+    write_reports(results, doc, None, tmp_path / "figures", SpeedPages(bench, speed, tables))
     text = speed.read_text()
     assert "old 8 minutes" not in text and text.endswith("kept\n")
     assert "1.04× a bare" in text and "31× the paper's original" in text and "1.00× the sentence-level" in text
     assert "GFLOP/s" not in text and "generation" not in text  # sections the bench did not run are left out
+    # bench/README.md: each section's table with its date, and the targets met or missed, from the same numbers
+    text = tables.read_text()
+    assert "| old | table |" not in text and text.endswith("what limits\n")
+    assert "train (training tokens/s), 2026-01-02:" in text and "context (training with" in text and "2026-01-05" in text
+    assert "| concat | fp32 | 2600 | 2500 | 1.04 | 83 | 31.3 |" in text
+    assert "| previous K=3 | 2991 | 1.00 |" in text and "generate" not in text
+    assert "| late fusion (`concat`) ≥ 0.9× the bare LSTM LM | met: 1.040× (fp32) |" in text
+    assert "| early fusion (`init_hc`) ≥ 5× the original | missed: 3.3× (fp32) |" in text
     # a speed page without its markers is refused before anything is written
     speed.write_text("# Speed\n")
     doc.write_text(f"{START}\nkept\n{END}\n")
     with pytest.raises(ValueError):
-        write_reports(results, doc, None, tmp_path / "figures", (bench, speed))
+        write_reports(results, doc, None, tmp_path / "figures", SpeedPages(bench, speed, tables))
     assert doc.read_text() == f"{START}\nkept\n{END}\n"
 
 
