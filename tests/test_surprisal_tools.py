@@ -182,6 +182,13 @@ def test_several_models_in_one_command_with_the_story_and_the_correction(bpe, tm
         assert result["held_out"]["folds"] == 3 and len(result["held_out"]["interval_95"]) == 2
     saved = json.loads(out.with_suffix(".reading_times.json").read_text())
     assert saved["models"]["gpt2-16"]["pearson_r"] == summary["models"]["gpt2-16"]["pearson_r"]
+    # the second model against the first, paired by story: the difference of their held-out ΔLLs
+    versus = saved["held_out_vs_first"]
+    assert versus["reference"] == "gpt2-16" and set(versus["models"]) == {"gpt2-32"}
+    difference = versus["models"]["gpt2-32"]
+    held_out = {name: result["held_out"]["delta_log_likelihood"] for name, result in summary["models"].items()}
+    assert difference["difference"] == pytest.approx(held_out["gpt2-32"] - held_out["gpt2-16"])
+    assert difference["groups"] == 3 and 0 < difference["p_value"] <= 1
     assert out.with_suffix(".reading_times.png").read_bytes().startswith(b"\x89PNG")
     assert not out.exists()  # several models: one TSV each, none under the plain name
 
