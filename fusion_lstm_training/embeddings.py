@@ -21,6 +21,9 @@ from .vectors import VectorSource, checked_vectors
 
 logger = logging.getLogger(__name__)
 SENTENCES_PER_MAP_BATCH = 64
+# a precompute is stored in parts of at most this many sentences, each written as soon as it is done: a run killed
+# during an hour-long precompute resumes after the last finished part (minutes of work lost, not the hour)
+SENTENCES_PER_PART = 1024
 
 
 def prefix_encoder_tokens(lengths) -> int:
@@ -161,7 +164,8 @@ class EmbeddingCache:
     file that shares sentences. Only sentences never embedded before reach the encoder.
 
     Layout under `cache_dir/<embedder fingerprint>/`:
-        part-*.arrow   sentence_key + fusion_embeds (seq_len, width) float16: each embedding run adds one part per rank
+        part-*.arrow   sentence_key + fusion_embeds (seq_len, width) float16: each embedding run adds parts of at most
+                       SENTENCES_PER_PART sentences per rank, each as soon as it is done (a killed run resumes there)
         view-<split key>.arrow   the fusion_embeds column of one split, in its row order (memory-mapped by training)
         view-<split key>.json    how it was made: sentences, how many were embedded and reused, per rank, speed
     A sentence's key hashes its token ids (and text, for embeddings computed from text). Under several processes
@@ -229,7 +233,7 @@ class EmbeddingCache:
         return json.loads(self.views[split].with_suffix(".json").read_text())
 
     def _parts(self) -> list[Path]:
-        return sorted(self.store.glob("part-*.arrow"))
+        return sorted(p for p in self.store.glob("part-*.arrow") if not p.name.endswith(".partial.arrow"))
 
     def _index(self, parts: list[Path]) -> dict[str, int]:
         """sentence key → row in the parts taken one after another (the first part that holds it)."""
@@ -272,21 +276,23 @@ class EmbeddingCache:
         state.wait_for_everyone()
 
     def _embed(self, todo: Dataset, split: str, state) -> tuple[list[int], float]:
-        """Each rank embeds its contiguous shard of `todo` into a part of its own; returns the sentences per rank and
-        the slowest rank's seconds."""
+        """Each rank embeds its contiguous shard of `todo` into parts of its own, one per SENTENCES_PER_PART
+        sentences, each renamed into place when done; returns the sentences per rank and the slowest rank's
+        seconds."""
         world, rank = state.num_processes, state.process_index
         shard = todo.shard(num_shards=world, index=rank, contiguous=True)
         logger.info("%s: rank %d/%d embeds the prefixes of %d sentences", split, rank, world, len(shard))
         run = hashlib.sha256(f"{time.time_ns()}-{os.getpid()}".encode()).hexdigest()[:12] if state.is_main_process \
             else None
         run = broadcast_string(run, state)
-        part = self.store / f"part-{run}-{rank:03d}of{world:03d}.arrow"
-        partial = part.with_suffix(".partial.arrow")
         features = Features({"sentence_key": Value("string"),
                              "fusion_embeds": Array2D(shape=(None, self.embedder.width), dtype="float16")})
+        starts = range(0, len(shard), SENTENCES_PER_PART)
         started = time.perf_counter()
-        if len(shard):
-            shard.map(
+        for number, start in enumerate(starts):
+            part = self.store / f"part-{run}-{rank:03d}of{world:03d}-{number:04d}.arrow"
+            partial = part.with_suffix(".partial.arrow")
+            shard.select(range(start, min(start + SENTENCES_PER_PART, len(shard)))).map(
                 lambda batch: {"sentence_key": batch["sentence_key"],
                                "fusion_embeds": checked_vectors(self.embedder, batch, self.embedder(batch))},
                 batched=True,
@@ -294,8 +300,8 @@ class EmbeddingCache:
                 remove_columns=shard.column_names,
                 features=features,
                 cache_file_name=str(partial),
-                new_fingerprint=f"{part.stem}",
-                desc=f"Prefix embeddings ({split}, rank {rank})",
+                new_fingerprint=part.stem,
+                desc=f"Prefix embeddings ({split}, rank {rank}, part {number + 1} of {len(starts)})",
             )
             os.replace(partial, part)
         elapsed = time.perf_counter() - started

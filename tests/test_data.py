@@ -202,6 +202,40 @@ class CountingEmbedder:
         return self.embedder(batch)
 
 
+class StoppingEmbedder(CountingEmbedder):
+    """A CountingEmbedder that fails once it has embedded `limit` sentences: a precompute cut short."""
+
+    def __init__(self, embedder, limit: int):
+        super().__init__(embedder)
+        self.limit = limit
+
+    def __call__(self, batch):
+        if self.sentences >= self.limit:
+            raise RuntimeError("killed")
+        return super().__call__(batch)
+
+
+def test_a_precompute_cut_short_resumes_after_its_last_finished_part(make_model, tokenizer, tmp_path, monkeypatch):
+    """Parts of 2 sentences: a run stopped during its third part has kept two, and the next run embeds only the 2
+    sentences left, into vectors equal to an uninterrupted run's."""
+    from fusion_lstm_training import embeddings
+
+    monkeypatch.setattr(embeddings, "SENTENCES_PER_PART", 2)
+    inner = PrefixEmbedder(make_model("concat").prefix_encoder, tokenizer)
+    texts = [f"Sentence number {i} is about {w}." for i, w in enumerate("cats dogs owls bees ants fish".split())]
+    data = tokenize_sentences(Dataset.from_dict({"text": texts}), tokenizer, 64, "train", keep_offsets=False)
+    with pytest.raises(RuntimeError, match="killed"):
+        EmbeddingCache(StoppingEmbedder(inner, limit=4), tmp_path / "cut").attach(data, "train")
+    assert len(list((tmp_path / "cut").rglob("part-*.arrow"))) == 2
+    resumed_embedder = CountingEmbedder(inner)
+    cache = EmbeddingCache(resumed_embedder, tmp_path / "cut")
+    resumed = cache.attach(data, "train")
+    assert resumed_embedder.sentences == 2 and (cache.record("train")["embedded"], cache.record("train")["reused"]) == (
+        2, 4)
+    whole = EmbeddingCache(inner, tmp_path / "whole").attach(data, "train")
+    assert resumed["fusion_embeds"] == whole["fusion_embeds"]
+
+
 def test_cache_embeds_each_sentence_once_across_subsets_runs_and_files(make_model, tokenizer, tmp_path):
     embedder = CountingEmbedder(PrefixEmbedder(make_model("concat").prefix_encoder, tokenizer))
     texts = [f"Sentence number {i} is about {w}." for i, w in enumerate("cats dogs owls bees ants fish".split())]
