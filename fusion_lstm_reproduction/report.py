@@ -78,12 +78,30 @@ def by_fusion(results: list[dict], metric) -> dict[str, list[float]]:
     return grouped
 
 
+# how the Trainer ordered the training sentences into batches (train_sampling_strategy), in the budget's words
+BATCH_ORDER = {"group_by_length": "batches grouped by length", "random": "batches in random order"}
+
+
+def epochs_text(results: list[dict]) -> str:
+    """The epochs of the budget: as configured, or with early stopping the most and the range the runs trained."""
+    args = results[0]["arguments"]
+    if not args.get("early_stopping_patience"):
+        return f"{args.get('num_train_epochs')} epochs"
+    trained = [r["metrics"]["train_epochs"] for r in results if r["metrics"].get("train_epochs") is not None]
+    ran = (f", trained {min(trained):g}" + (f"–{max(trained):g}" if max(trained) != min(trained) else "")) if (
+        trained) else ""
+    return (f"at most {args.get('num_train_epochs')} epochs, stopped once the validation loss had not improved for "
+            f"{args['early_stopping_patience']} evaluations{ran}")
+
+
 def budget(results: list[dict]) -> str:
     args = results[0]["arguments"]
     machine = results[0]["machine"]
     device = machine.get("gpu") or f"{machine['cpus']}-core CPU ({machine['processor']})"
-    return (f"{results[0]['metrics'].get('train_samples', '?')} training sentences, {args.get('num_train_epochs')} "
-            f"epochs, batch {args.get('per_device_train_batch_size')}, lr {args.get('learning_rate')}, "
+    order = BATCH_ORDER.get(args.get("train_sampling_strategy"))
+    return (f"{results[0]['metrics'].get('train_samples', '?')} training sentences, {epochs_text(results)}, "
+            f"batch {args.get('per_device_train_batch_size')}{f' ({order})' if order else ''}, "
+            f"lr {args.get('learning_rate')}, "
             f"sizes `{args.get('config_overrides')}`, max {args.get('max_seq_length')} tokens, "
             f"{'bfloat16' if args.get('bf16') else 'float32'}; validation/test: "
             f"{'the first ' + str(args['max_eval_samples']) if args.get('max_eval_samples') else 'all'} sentences; "

@@ -606,3 +606,17 @@ def test_document_context_gains_are_reported_against_none_the_constant_control_a
     assert cells[4:9] == ["-20.0 %", "-11.1 %", "-15.8 %", "96.0 (+20.0 %)", "88.0 (+10.0 %)"]
     constant = next(line for line in text.splitlines() if line.startswith("| `concat_constant_0`"))
     assert "one constant vector" in constant and "-5.0 %" in constant  # the control itself, against none
+
+
+def test_the_budget_says_how_far_early_stopping_let_the_runs_train_and_how_batches_were_ordered():
+    from fusion_lstm_reproduction.report import budget
+
+    runs = [fixture_result("document_context", "none", 100.0, seed=0), fixture_result("document_context", "concat",
+                                                                                      90.0, seed=0)]
+    assert "3 epochs, batch" in budget(runs) and "order" not in budget(runs)
+    for result, epochs in zip(runs, (6.0, 9.0)):
+        result["arguments"].update(num_train_epochs=10, early_stopping_patience=2, per_device_train_batch_size=32,
+                                   train_sampling_strategy="random")
+        result["metrics"]["train_epochs"] = epochs
+    assert ("at most 10 epochs, stopped once the validation loss had not improved for 2 evaluations, trained 6–9, "
+            "batch 32 (batches in random order)") in budget(runs)
