@@ -65,12 +65,12 @@ SMOKE_TEST = {"max_steps": 2, "max_train_samples": 32, "max_eval_samples": 16, "
               "save_strategy": "no", "load_best_model_at_end": False, "per_device_train_batch_size": 8,
               "per_device_eval_batch_size": 8}
 # how a run's varying arguments appear in its id: concat_n750_seed1, concat_subl_k0.25_seed0 ("": the value alone;
-# None: not in the id)
+# None: not in the id; a value true: the name alone)
 ID_NAMES = {"max_train_samples": "n", "seed": "seed", "num_train_epochs": "ep", "domain": "on",
             "fusion_dropout_schedule": "", "fusion_dropout_mode": "", "fusion_context": "",
             "fusion_context_fraction": "k", "fusion_vectors": "", "encoder_pooling": "", "eval_without_fusion": None,
             "context_sentences": "ctx", "context_as_tokens": None, "eval_context_controls": None,
-            "scored_context_sentences": "read",
+            "scored_context_sentences": "read", "tie_word_embeddings": "tied",
             "train_sampling_strategy": ""}
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class TrainRuns:
             # "per_fusion": arguments of the runs of one fusion that do not vary within it (e.g. the MLP's sizes)
             fixed = scale.setting.get("per_fusion", {}).get(values.get("fusion"), {})
             arguments = {**base, **fixed, **values, "output_dir": str(scale.folder / "runs" / run_id)}
-            runs.append(Run(run_id, values, arguments))
+            runs.append(Run(run_id, values, with_config_values(arguments)))
         return runs
 
     def execute(self, run: Run, overrides: dict | None, **limits) -> dict:
@@ -374,11 +374,24 @@ def expand(setting: dict) -> list[dict]:
     return varied + setting.get("extra", [])
 
 
+# run values that are model config fields, not run_clm arguments: they join the run's config_overrides
+CONFIG_VALUES = ("tie_word_embeddings",)
+
+
+def with_config_values(arguments: dict) -> dict:
+    """`arguments` with the CONFIG_VALUES among them moved into config_overrides (after the scale's sizes)."""
+    fields = {key: arguments.pop(key) for key in CONFIG_VALUES if key in arguments}
+    if fields:
+        extra = [f"{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in fields.items()]
+        arguments["config_overrides"] = ",".join(filter(None, [arguments.get("config_overrides"), *extra]))
+    return arguments
+
+
 def run_name(values: dict) -> str:
     parts = [str(values["fusion"])] if "fusion" in values else []
     for key, value in values.items():
         if key != "fusion" and ID_NAMES.get(key, key) is not None:
-            parts.append(f"{ID_NAMES.get(key, key)}{value}")
+            parts.append(ID_NAMES.get(key, key) if value is True else f"{ID_NAMES.get(key, key)}{value}")
     return "_".join(parts) or "run"
 
 

@@ -459,7 +459,8 @@ def context_label(values: dict) -> str:
         return SOURCES[source].label if source in SOURCES else source
     count = values.get("context_sentences", 0)
     if values.get("train_sampling_strategy") == "random":  # the check of the length-grouped batches
-        return "none (the sentence alone), batches in random order instead of grouped by length"
+        tied = ", input and output embeddings tied" if values.get("tie_word_embeddings") else ""
+        return f"none (the sentence alone), batches in random order instead of grouped by length{tied}"
     if not count:
         return "none (the sentence alone)"
     how = "as tokens, by the LSTM" if values.get("context_as_tokens") else f"by the encoder ({values.get('fusion_context')})"

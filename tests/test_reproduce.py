@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fusion_lstm_reproduction.experiments import (
-    EXPERIMENTS_DIR, RUN_KINDS, SCALES, SMOKE_TEST, execute, experiment_names, load_experiment, load_spec,
+    CONFIG_VALUES, EXPERIMENTS_DIR, RUN_KINDS, SCALES, SMOKE_TEST, execute, experiment_names, load_experiment, load_spec,
 )
 from fusion_lstm_reproduction.report import (
     END, HEADLINE_END, HEADLINE_START, SECTIONS, START, standard_perplexity, write_headline, write_report,
@@ -315,8 +315,14 @@ def test_shipped_train_experiments_expand_into_runs_that_run_clm_parses(name, sc
         model_args, data_args, training_args = run_clm.parse_arguments()
         assert model_args.fusion == run.values["fusion"] and training_args.do_train
         for key, value in run.values.items():  # every varying argument lands where run_clm reads it
+            if key in CONFIG_VALUES:  # a model config field: through config_overrides
+                assert model_args.config_fields()[key] == value, (run.id, key)
+                continue
             parsed = [getattr(a, key) for a in (model_args, data_args, training_args) if hasattr(a, key)]
             assert parsed == [value], (run.id, key)
+    tied = [run for run in experiment.runs if run.values.get("tie_word_embeddings")]
+    assert all(run.id.endswith("_tied_seed0") for run in tied) and (name, scale, len(tied)) in {
+        (name, scale, 0), ("document_context", "cpu", 1)}
 
 
 def test_a_gpu_scale_run_takes_a_few_steps_here(tmp_path, monkeypatch):
