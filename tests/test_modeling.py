@@ -472,3 +472,19 @@ def test_one_table_says_what_each_fusion_context_reads():
     assert all(f"{mode}: {spec.description}" in help_text for mode, spec in CONTEXTS.items())
     with pytest.raises(ValueError, match="fusion_context.*prefix, sentence, subr, subl, previous, document"):
         FusionLSTMConfig(fusion_context="future")
+
+
+def test_tied_word_embeddings_share_one_matrix_through_save_and_load(tmp_path):
+    """tie_word_embeddings (transformers' standard flag; needs projection_size == embedding_size): the output layer is
+    the input embedding, also after save and load; untied, they are two matrices; widths that differ are refused."""
+    sizes = {"embedding_size": 16, "hidden_size": 24, "projection_size": 16}
+    tied = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="none", tie_word_embeddings=True, **sizes)
+    assert tied.lm_head.weight is tied.model.embeddings.weight
+    tied.save_pretrained(tmp_path)
+    loaded = FusionLSTMForCausalLM.from_pretrained(tmp_path)
+    assert loaded.lm_head.weight is loaded.model.embeddings.weight
+    torch.testing.assert_close(loaded.lm_head.weight, tied.lm_head.weight)
+    untied = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="none", **sizes)
+    assert untied.lm_head.weight.data_ptr() != untied.model.embeddings.weight.data_ptr()
+    with pytest.raises(ValueError, match="tie_word_embeddings=True needs projection_size"):
+        FusionLSTMConfig(fusion="none", tie_word_embeddings=True, embedding_size=16, projection_size=20)
