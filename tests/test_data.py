@@ -14,7 +14,7 @@ from fusion_lstm_training.callbacks import FusionDropoutSchedule, parse_schedule
 from fusion_lstm_training.reference import naive_context
 from fusion_lstm_training.vectors import BagOfWordsVectors, donors
 from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
-from fusion_lstm_training.data import FusionDataCollator, read_sentences, tokenize_sentences
+from fusion_lstm_training.data import FusionDataCollator, pad_right, read_sentences, tokenize_sentences
 from fusion_lstm_training.embeddings import EmbeddingCache, PrefixEmbedder
 from helpers import ROOT, SENTENCES
 
@@ -266,6 +266,26 @@ def test_bfloat16_precompute_stays_close_to_float32(make_model, tokenizer):
     for a, b in zip(full, half):
         a, b = torch.from_numpy(a).float(), torch.from_numpy(b).float()
         assert torch.nn.functional.cosine_similarity(a, b, dim=-1).min() > 0.99
+
+
+def test_bfloat16_precompute_computes_what_autocast_on_the_models_own_encoder_does(make_model, tokenizer):
+    """The embedder computes with a copy whose linear weights are bfloat16 (no cast at every call): the vectors are
+    those of the model's own encoder under autocast, bit for bit, and the model's weights stay float32."""
+    from fusion_lstm_training.embeddings import linear_weights_in
+
+    model = make_model("concat")
+    ids = [tokenizer(s)["input_ids"] for s in SENTENCES]
+    embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, autocast_dtype=torch.bfloat16)
+    vectors = embedder({"input_ids": ids})["fusion_embeds"]
+    padded, mask = pad_right(ids, pad_id=0)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model.prefix_encoder(padded, mask, num_new=padded.shape[1])
+    for row, vector in zip(expected, vectors):
+        assert np.array_equal(row[: len(vector)].to(torch.float16).numpy(), vector)
+    assert embedder.encoder is not model.prefix_encoder
+    assert all(p.dtype == torch.float32 for p in model.prefix_encoder.parameters())
+    cast = linear_weights_in(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2)), torch.bfloat16)
+    assert [p.dtype for p in cast.parameters()] == [torch.bfloat16] * 2 + [torch.float32] * 2
 
 
 # -------------------------------------------------------------------------------------------- fusion dropout
