@@ -256,14 +256,17 @@ def bench_embed(quick: bool, precisions: tuple[str, ...]) -> dict:
 
 
 class EncoderCounter:
-    """Counts what the encoder computes while attached (a forward pre-hook): the real tokens of every window, for the
-    FLOPs of the work, and the padded tokens, for the waste."""
+    """Counts what the encoder computes while attached (a forward pre-hook) and `active` (several counters may watch
+    one encoder): the real tokens of every window, for the FLOPs of the work, and the padded tokens, for the
+    waste."""
 
     def __init__(self, encoder):
-        self.windows, self.padded = [], 0
+        self.windows, self.padded, self.active = [], 0, False
         self.handle = encoder.register_forward_pre_hook(self.count, with_kwargs=True)
 
     def count(self, module, args, kwargs):
+        if not self.active:
+            return
         mask = kwargs["attention_mask"]
         self.windows += mask.sum(1).tolist()
         self.padded += mask.numel()
@@ -276,6 +279,9 @@ def matmul_gflops(dtype: torch.dtype, shape: tuple[int, int, int] = (2048, 384, 
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     torch.matmul(a, b)  # warm-up
     return 2 * m * k * n * repeat / timed(lambda: [torch.matmul(a, b) for _ in range(repeat)]) / 1e9
+
+
+PRECOMPUTE_BEFORE = "bf16, weights cast at every call (before)"
 
 
 def bench_precompute(quick: bool, precisions: tuple[str, ...]) -> dict:
@@ -297,28 +303,42 @@ def bench_precompute(quick: bool, precisions: tuple[str, ...]) -> dict:
     model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", vocab_size=len(bpe), **SIZES).eval()
     encoder_tokenizer = AutoTokenizer.from_pretrained(modeling_fusion_lstm.default_encoder_path())
     dtypes = {"fp32": None, "bf16": torch.bfloat16}
+    # each precision as the precompute runs it; bf16 also as it ran before the embedder kept bfloat16 linear weights
+    # (autocast casting the frozen weights at every call): the same vectors, the difference is the speed-up
+    variants = {precision: PrefixEmbedder(model.prefix_encoder, bpe, encoder_tokenizer, dtypes[precision])
+                for precision in precisions}
+    if "bf16" in precisions:
+        variants[PRECOMPUTE_BEFORE] = PrefixEmbedder(model.prefix_encoder, bpe, encoder_tokenizer, torch.bfloat16,
+                                                     encoder=model.prefix_encoder)
+    chunks = [{k: v[i : i + SENTENCES_PER_MAP_BATCH] for k, v in batch.items()}
+              for i in range(0, len(sentences), SENTENCES_PER_MAP_BATCH)]
+    counters = {name: EncoderCounter(embedder.encoder.encoder) for name, embedder in variants.items()}
+    seconds, matmul, square = ({name: [] for name in variants} for _ in range(3))
+    for embedder in variants.values():  # warm-up, not counted
+        embedder(chunks[0])
+    for chunk in chunks:  # every variant on the chunk, each followed by the matrix products at its precision
+        for name, embedder in variants.items():
+            counters[name].active = True
+            seconds[name].append(timed(embedder, chunk))
+            counters[name].active = False
+            dtype = embedder.autocast_dtype or torch.float32
+            matmul[name].append(matmul_gflops(dtype))
+            square[name].append(matmul_gflops(dtype, (2048, 2048, 2048), repeat=2))
     result = {}
-    for precision in precisions:
-        embedder = PrefixEmbedder(model.prefix_encoder, bpe, encoder_tokenizer, dtypes[precision])
-        chunks = [{k: v[i : i + SENTENCES_PER_MAP_BATCH] for k, v in batch.items()}
-                  for i in range(0, len(sentences), SENTENCES_PER_MAP_BATCH)]
-        embedder(chunks[0])  # warm-up
-        counter = EncoderCounter(model.prefix_encoder.encoder)
-        seconds, matmul, square = 0.0, [], []
-        dtype = dtypes[precision] or torch.float32
-        for chunk in chunks:  # the precompute and the matrix products in turn
-            seconds += timed(embedder, chunk)
-            matmul.append(matmul_gflops(dtype))
-            square.append(matmul_gflops(dtype, (2048, 2048, 2048), repeat=2))
+    for name, counter in counters.items():
         counter.handle.remove()
-        flops = encoder_flops(counter.windows, model.config.encoder)
-        achieved, reference, peak = flops / seconds / 1e9, statistics.median(matmul), statistics.median(square)
-        padding = 1 - sum(counter.windows) / counter.padded
-        result[precision] = {"sentences_per_s": len(sentences) / seconds, "encoder_gflops_per_s": achieved,
-                             "matmul_gflops_per_s": reference, "fraction_of_matmul": achieved / reference,
-                             "square_matmul_gflops_per_s": peak, "fraction_of_square_matmul": achieved / peak,
-                             "padding_fraction": padding, "encoder_tokens": sum(counter.windows),
-                             "sentences": len(sentences), "file": f"{path.parent.name}/{path.name}"}
+        total = sum(seconds[name])
+        achieved = encoder_flops(counter.windows, model.config.encoder) / total / 1e9
+        reference, peak = statistics.median(matmul[name]), statistics.median(square[name])
+        result[name] = {"sentences_per_s": len(sentences) / total, "encoder_gflops_per_s": achieved,
+                        "matmul_gflops_per_s": reference, "fraction_of_matmul": achieved / reference,
+                        "square_matmul_gflops_per_s": peak, "fraction_of_square_matmul": achieved / peak,
+                        "padding_fraction": 1 - sum(counter.windows) / counter.padded,
+                        "encoder_tokens": sum(counter.windows), "sentences": len(sentences),
+                        "file": f"{path.parent.name}/{path.name}"}
+    if PRECOMPUTE_BEFORE in result:
+        result["bf16_speedup_over_before"] = (result["bf16"]["sentences_per_s"]
+                                              / result[PRECOMPUTE_BEFORE]["sentences_per_s"])
     return result
 
 

@@ -37,11 +37,14 @@ def speed_text(bench_results: Path) -> str:
                      f"{embed['cached_fraction']:.2%} of the first.")
     precompute = full.get("precompute", {})
     for precision, row in precompute.items():
-        if isinstance(row, dict) and "fraction_of_matmul" in row:
+        if isinstance(row, dict) and "fraction_of_matmul" in row and not precision.endswith("(before)"):
             parts.append(f"From text, as the cpu-scale runs embed ({precision}): {row['sentences_per_s']:.1f} "
                          f"sentences/s, the encoder at {row['encoder_gflops_per_s']:.0f} GFLOP/s, "
                          f"{row['fraction_of_matmul']:.2f}× a plain matrix product at its shapes and "
                          f"{row['fraction_of_square_matmul']:.2f}× one of 2048³ (padding {row['padding_fraction']:.0%}).")
+    if "bf16_speedup_over_before" in precompute:
+        parts.append(f"The embedder's bfloat16 linear weights (autocast had cast them at every call) made the bf16 "
+                     f"precompute {precompute['bf16_speedup_over_before']:.1f}× as fast, measured in the same run.")
     generate = full.get("generate", {})
     if "none_flatness_256_vs_16" in generate:
         parts.append(f"Cached generation costs {generate['none_flatness_256_vs_16']:.2f}× per token at 256 as at 16 "
