@@ -44,7 +44,7 @@ def speed_text(bench_results: Path) -> str:
                          f"{row['fraction_of_square_matmul']:.2f}× one of 2048³ (padding {row['padding_fraction']:.0%}).")
     if "bf16_speedup_over_before" in precompute:
         parts.append(f"The embedder's bfloat16 linear weights (autocast had cast them at every call) made the bf16 "
-                     f"precompute {precompute['bf16_speedup_over_before']:.1f}× as fast, measured in the same run.")
+                     f"precompute {precompute['bf16_speedup_over_before']:.2f}× as fast, measured in the same run.")
     generate = full.get("generate", {})
     if "none_flatness_256_vs_16" in generate:
         parts.append(f"Cached generation costs {generate['none_flatness_256_vs_16']:.2f}× per token at 256 as at 16 "
