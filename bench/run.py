@@ -36,7 +36,7 @@ import modeling_fusion_lstm  # noqa: E402
 from fusion_lstm_training.bpe import build_bpe_tokenizer  # noqa: E402
 from fusion_lstm_training.data import FusionDataCollator, read_sentences  # noqa: E402
 from fusion_lstm_training.precision import PRECISIONS, choose_precision  # noqa: E402
-from fusion_lstm_reproduction.speed import section_table  # noqa: E402
+from fusion_lstm_reproduction.speed import PRECOMPUTE_BEFORE, section_table  # noqa: E402
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "wikipedia"
@@ -279,9 +279,6 @@ def matmul_gflops(dtype: torch.dtype, shape: tuple[int, int, int] = (2048, 384, 
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     torch.matmul(a, b)  # warm-up
     return 2 * m * k * n * repeat / timed(lambda: [torch.matmul(a, b) for _ in range(repeat)]) / 1e9
-
-
-PRECOMPUTE_BEFORE = "bf16, weights cast at every call (before)"
 
 
 def bench_precompute(quick: bool, precisions: tuple[str, ...]) -> dict:

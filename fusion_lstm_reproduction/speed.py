@@ -11,6 +11,8 @@ from fusion_lstm_training.data import read_json_object
 from .tables import markdown_table
 
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
+# the precompute section's row of bf16 as it ran before the embedder kept bfloat16 linear weights (bench/run.py)
+PRECOMPUTE_BEFORE = "bf16, weights cast at every call (before)"
 
 
 def speed_text(bench_results: Path) -> str:
@@ -37,7 +39,7 @@ def speed_text(bench_results: Path) -> str:
                      f"{embed['cached_fraction']:.2%} of the first.")
     precompute = full.get("precompute", {})
     for precision, row in precompute.items():
-        if isinstance(row, dict) and "fraction_of_matmul" in row and not precision.endswith("(before)"):
+        if isinstance(row, dict) and "fraction_of_matmul" in row and precision != PRECOMPUTE_BEFORE:
             parts.append(f"From text, as the cpu-scale runs embed ({precision}): {row['sentences_per_s']:.1f} "
                          f"sentences/s, the encoder at {row['encoder_gflops_per_s']:.0f} GFLOP/s, "
                          f"{row['fraction_of_matmul']:.2f}× a plain matrix product at its shapes and "
@@ -77,9 +79,14 @@ def speed_text(bench_results: Path) -> str:
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
+def missing(value) -> bool:
+    """Whether a run skipped or lacks a value (None, or NaN in the JSON)."""
+    return value is None or value != value
+
+
 def number(value, spec: str) -> str:
-    """A measured value as text, or (not measured) where a run skipped it (NaN in the JSON) or lacks it."""
-    return "(not measured)" if value is None or value != value else format(value, spec)
+    """A measured value as text, or (not measured) where it is missing."""
+    return "(not measured)" if missing(value) else format(value, spec)
 
 
 def train_rows(section: dict) -> list[tuple]:
@@ -128,7 +135,7 @@ def generate_rows(section: dict) -> list[tuple]:
         if isinstance(row, dict) and "cached_ms_per_token" in row:
             fusion, tokens = key.rsplit("_", 1)
             cached, uncached = row["cached_ms_per_token"], row["uncached_ms_per_token"]
-            skipped = uncached is None or uncached != uncached
+            skipped = missing(uncached)
             flatness = section.get(f"{fusion}_flatness_256_vs_16")
             rows.append((fusion, tokens, number(cached, ".1f"), "(skipped)" if skipped else number(uncached, ".1f"),
                          "" if skipped else f"{uncached / cached:.1f}",
@@ -181,10 +188,11 @@ BENCH_TABLES = {"train": ("train (training tokens/s)", train_rows),
                             "grad)", forward_rows)}
 
 
-def section_table(name: str, section: dict) -> list[str]:
-    """One bench section's table, as bench/run.py prints it and bench/README.md shows it."""
+def section_table(name: str, section: dict, date: str | None = None) -> list[str]:
+    """One bench section's table under its heading (and the date it was measured), as bench/run.py prints it and
+    bench/README.md shows it."""
     heading, rows = BENCH_TABLES[name]
-    return [f"{heading}:", "", *markdown_table(rows(section))]
+    return [f"{heading}{f', {date}' if date else ''}:", "", *markdown_table(rows(section))]
 
 
 @dataclass
@@ -250,9 +258,8 @@ def bench_tables_text(bench_results: Path) -> str:
                            else {})}
     for name in BENCH_TABLES:
         if name in sections:
-            heading, rows = BENCH_TABLES[name]
             date = sections[name].get("meta", sections[name]).get("date", meta.get("date", "?"))
-            lines += [f"{heading}, {date}:", "", *markdown_table(rows(sections[name])), ""]
+            lines += [*section_table(name, sections[name], date), ""]
     verdicts = [(t.text, t.verdict(full[t.section])) for t in TARGETS if t.section in full]
     lines += ["Targets:", "", *markdown_table([("target", "result")] + [v for v in verdicts if v[1]]), "", BENCH_END]
     return "\n".join(lines)
