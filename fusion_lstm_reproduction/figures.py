@@ -124,3 +124,24 @@ def plot_reading_times(results: list[dict], path: Path, scale: str):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_fit_vs_quality(results: list[dict], path: Path):
+    """Each scored model's held-out ΔLL (with its 95 % interval) against its mean word surprisal on the corpus, one
+    colour per scale and experiment: do better language models fit the reading times better?"""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(f"{r['experiment']} ({r['scale']} scale)", []).append(r)
+    for label, members in sorted(groups.items()):
+        xs = [r["metrics"]["mean_surprisal_bits"] for r in members]
+        held_out = [r["metrics"]["held_out"] for r in members]
+        ys = [h["delta_log_likelihood"] * 1000 for h in held_out]
+        errors = [[y - h["interval_95"][0] * 1000 for y, h in zip(ys, held_out)],
+                  [h["interval_95"][1] * 1000 - y for y, h in zip(ys, held_out)]]
+        ax.errorbar(xs, ys, yerr=errors, fmt="o", capsize=3, alpha=0.8, label=label)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.invert_xaxis()  # better language models to the right
+    finish(fig, ax, path, "mean word surprisal on the corpus (bits per word; better models to the right)",
+           "held-out ΔLL (10⁻³ nats per word)", "reading-time fit against language-model quality")

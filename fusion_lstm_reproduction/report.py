@@ -25,7 +25,8 @@ from modeling_fusion_lstm import BASELINE_FUSION, FUSIONS, FusionLSTMConfig
 
 from .experiments import EXPERIMENTS_DIR, RESULT_FIELDS, RUN_KINDS, SCALES, load_spec
 from .figures import (
-    plot_changes, plot_curves, plot_limited_data, plot_reading_times, plot_similarity, plot_sub_prefix,
+    plot_changes, plot_curves, plot_fit_vs_quality, plot_limited_data, plot_reading_times, plot_similarity,
+    plot_sub_prefix,
 )
 from .similarity import similarity_rows
 from .speed import SpeedPages
@@ -267,11 +268,12 @@ def comparison_text(comparison: dict | None, scale: float = 1000, digits: int = 
 
 def reading_times_lines(results: list[dict], means: bool = True) -> list[str]:
     compared = versus_baseline(results)
-    rows = [("model", "Pearson r", "Spearman ρ", "ΔLL held out [95 % interval]", "ΔLL in-sample",
+    rows = [("model", "bits per word", "Pearson r", "Spearman ρ", "ΔLL held out [95 % interval]", "ΔLL in-sample",
              "surprisal coefficient (ms per bit)", *([f"held-out ΔLL vs `{BASELINE}` [95 %]"] if compared else []))]
     for result in sorted(results, key=lambda r: (list(FUSIONS).index(r["values"]["fusion"]), r["run"])):
         m = result["metrics"]
-        rows.append((f"`{result['run']}`", f"{m['pearson_r']:.4f}", f"{m['spearman_rho']:.4f}",
+        rows.append((f"`{result['run']}`", f"{m['mean_surprisal_bits']:.2f}", f"{m['pearson_r']:.4f}",
+                     f"{m['spearman_rho']:.4f}",
                      held_out_text(m, scale=1000, digits=2),
                      f"{m['delta_log_likelihood'] * 1000:.2f}", f"{m['surprisal_coefficient_ms_per_bit']:.2f}",
                      *([comparison_text(compared.get(result["run"]))] if compared else [])))
@@ -280,11 +282,12 @@ def reading_times_lines(results: list[dict], means: bool = True) -> list[str]:
         if len(by) > 1:
             scale = 1000 if metric == "delta_log_likelihood" else 1
             rows.append((f"mean {label}", ", ".join(f"`{f}` {v * scale:.4f}" for f, v in by.items()), "", "", "",
-                         "", *([""] if compared else [])))
+                         "", "", *([""] if compared else [])))
     spillover = {r["metrics"].get("spillover", 1) for r in results}
     versus = (f" The last column: the model's held-out ΔLL minus that of `{BASELINE}` of its seed, with the one-sided "
               "sign-flip p that it is larger, paired by story (`compare_held_out`).") if compared else ""
-    return [*markdown_table(rows), "", f"ΔLL in 10⁻³ nats per word; spillover: {', '.join(map(str, spillover))} "
+    return [*markdown_table(rows), "", "*Bits per word*: the model's mean word surprisal on the corpus (log2 of its "
+            f"word perplexity). ΔLL in 10⁻³ nats per word; spillover: {', '.join(map(str, spillover))} "
             "previous word(s); held out: 10-fold cross-validation over stories (sentences where the stories are not "
             f"given), interval: bootstrap over them.{versus}"]
 
@@ -548,7 +551,27 @@ def build_section(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str
                 groups_started.add(group)
                 out += GROUP_INTROS[group](paper)
             out += write(SectionContext(name, scale, results, spec, paper, found, figures_dir, link))
+    out += fit_vs_quality_lines(found, figures_dir, link)
     return "\n".join(out + [END])
+
+
+def fit_vs_quality_lines(found: dict, figures_dir: Path, link: Callable[[Path], str]) -> list[str]:
+    """Every scored model of every reading-time experiment and scale in one figure: its held-out ΔLL against how well
+    it predicts the corpus (bits per word), with the question it answers; nothing with fewer than two such models."""
+    scored = [r for results in found.values() for r in results
+              if "mean_surprisal_bits" in r["metrics"] and r["metrics"].get("held_out")]
+    if len(scored) < 2:
+        return []
+    figure = figures_dir / "fit_vs_quality.png"
+    plot_fit_vs_quality(scored, figure)
+    return ["### Better language models, better fit? (all scales)", "",
+            f"Each of the {len(scored)} models scored on the reading times above, at every scale: its held-out ΔLL "
+            "against its mean word surprisal on the corpus (bits per word; fewer bits, a better model of the stories). "
+            "Studies across many language models find the gain in fit growing about linearly with how well the model "
+            "predicts the corpus (Goodkind & Bicknell 2018; Wilcox et al. 2020), until models far better than these "
+            "(Oh & Schuler 2023 find it falling again for transformers larger than GPT-2 small): where these models "
+            "sit on that line says how much a difference between them could show.", "",
+            f"![fit against language-model quality]({link(figure)})", ""]
 
 
 def check_markers(document: Path, start: str, end: str) -> str:

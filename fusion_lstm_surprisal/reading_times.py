@@ -308,6 +308,8 @@ def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], sourc
         "binned": binned(surprisal, rt),
         "spearman_rho": float(stats.spearmanr(surprisal, rt)[0]),
         "words": len(words),
+        # how well the model predicts the corpus: log2 of its word perplexity (every word, before exclusions)
+        "mean_surprisal_bits": float(surprisal.mean()),
         "baseline": baseline,
         "excluded_from_regression": {"first_words_of_sentence": int(sum(i < leading for i in indices)),
                                      "with_punctuation": int(sum(i >= leading and not PLAIN_WORD.match(w)

@@ -185,11 +185,12 @@ def test_report_builds_the_readme_section_and_figures_from_results_jsons(tmp_pat
 
 
 def reading_fixture(fusion: str, seed: int, delta: float, words_per_second: float,
-                    story_gains: list[float] | None = None) -> dict:
+                    story_gains: list[float] | None = None, bits: float = 14.0) -> dict:
     """A reading_times result; with `story_gains`, the summed held-out gain of each of as many 100-word stories."""
     result = fixture_result("reading_times", fusion, 0.0, seed=seed)
     result["metrics"] = {"pearson_r": 0.3, "spearman_rho": 0.4, "delta_log_likelihood": delta + 0.001,
                          "surprisal_coefficient_ms_per_bit": 2.0, "words": 1000, "regression_words": 700,
+                         "mean_surprisal_bits": bits,
                          "excluded_from_regression": {"first_words_of_sentence": 200, "with_punctuation": 100},
                          "binned": [{"surprisal": 1.0, "rt": 300.0, "words": 500},
                                     {"surprisal": 9.0, "rt": 340.0, "words": 500}],
@@ -209,16 +210,19 @@ def test_report_of_reading_times_shows_the_held_out_delta_and_the_scoring_speed(
                             fixture_result("fusion_table", "concat", 90.0, seed=0),
                             reading_fixture("none", 0, 0.010, 1000.0, [1.0, 0.5, 1.5]),
                             reading_fixture("none", 1, 0.012, 1200.0),
-                            reading_fixture("concat", 0, 0.011, 30.0, [2.0, 1.5, 2.5])])
+                            reading_fixture("concat", 0, 0.011, 30.0, [2.0, 1.5, 2.5], bits=13.5)])
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n{START}\n{END}\n")
     write_report(results, readme, results / "figures")
     rows = {line.split("|")[1].strip(): line for line in readme.read_text().splitlines() if line.startswith("| `")}
     assert "10.00 [8.00, 12.00] | 11.00 |" in rows["`none_0`"] and "11.00 [9.00, 13.00]" in rows["`concat_0`"]
+    assert rows["`none_0`"].startswith("| `none_0` | 14.00 |") and rows["`concat_0`"].startswith("| `concat_0` | 13.50 |")
     # against none of its seed, paired by story: 1 nat more in each of 3 stories of 100 words; p = 1/8 of the flips
     assert rows["`concat_0`"].endswith("| +10.00 [10.00, 10.00], p = 0.125 |")
     assert rows["`none_0`"].endswith("| — |") and rows["`none_1`"].endswith("| — |")
     assert (results / "figures" / "reading_times_cpu.png").read_bytes().startswith(b"\x89PNG")
+    # every scored model in one figure of fit against language-model quality
+    assert (results / "figures" / "fit_vs_quality.png").read_bytes().startswith(b"\x89PNG")
     front = tmp_path / "FRONT.md"
     front.write_text(f"# Front\n{HEADLINE_START}\n{HEADLINE_END}\n")
     write_headline(results, front, results / "figures", readme)
@@ -583,7 +587,10 @@ def test_the_large_scale_trains_the_document_runs_to_early_stopping_with_their_c
     runs = {run.id: run for run in experiment.runs}
     assert all(run.arguments["early_stopping_patience"] == 2 and run.arguments["num_train_epochs"] == 10
                and run.arguments.get("max_train_samples") is None for run in runs.values())
-    assert sum(run.values["fusion"] == "none" and not run.values.get("context_sentences") for run in runs.values()) == 2
+    assert sum(run.values.keys() == {"fusion", "seed"} and run.values["fusion"] == "none" for run in runs.values()) == 2
+    # the config's dropout measured once, on none: it reaches the model through config_overrides
+    (dropout,) = [run for run in runs.values() if "dropout" in run.values]
+    assert dropout.arguments["config_overrides"].endswith(",dropout=0.3") and "dropout" not in dropout.arguments
     assert any(run.values.get("fusion_vectors") == "constant" for run in runs.values())  # the control
     with_context = [run for run in runs.values() if run.values.get("context_sentences")]
     assert with_context and all(run.arguments["eval_context_controls"] for run in with_context)

@@ -215,6 +215,8 @@ def test_delta_log_likelihood_finds_surprisal_that_drives_reading_times():
     result = evaluate(rows, rts)
     assert result["delta_log_likelihood"] > 0.05 and result["pearson_r"] > 0.3
     assert 4 < result["surprisal_coefficient_ms_per_bit"] < 6
+    # how well the model predicts the corpus: over every word, the regression's exclusions included
+    assert result["mean_surprisal_bits"] == pytest.approx(np.mean([r.surprisal for r in rows]))
     held_out = result["held_out"]  # 10 folds of sentences: positive, and so is its whole interval
     assert held_out["folds"] == 10 and held_out["delta_log_likelihood"] > 0.05 and held_out["interval_95"][0] > 0
     shuffled = [WordSurprisal(r.sentence, r.word_index, r.word, s, 1)
