@@ -588,9 +588,11 @@ def test_the_large_scale_trains_the_document_runs_to_early_stopping_with_their_c
     assert all(run.arguments["early_stopping_patience"] == 2 and run.arguments["num_train_epochs"] == 10
                and run.arguments.get("max_train_samples") is None for run in runs.values())
     assert sum(run.values.keys() == {"fusion", "seed"} and run.values["fusion"] == "none" for run in runs.values()) == 2
-    # the config's dropout measured once, on none: it reaches the model through config_overrides
-    (dropout,) = [run for run in runs.values() if "dropout" in run.values]
-    assert dropout.arguments["config_overrides"].endswith(",dropout=0.3") and "dropout" not in dropout.arguments
+    # the config's dropout, on none and on concat: it reaches the model through config_overrides
+    dropout = [run for run in runs.values() if "dropout" in run.values]
+    assert sorted(run.values["fusion"] for run in dropout) == ["concat", "none"]
+    assert all(run.arguments["config_overrides"].endswith(",dropout=0.3") and "dropout" not in run.arguments
+               for run in dropout)
     assert any(run.values.get("fusion_vectors") == "constant" for run in runs.values())  # the control
     with_context = [run for run in runs.values() if run.values.get("context_sentences")]
     assert with_context and all(run.arguments["eval_context_controls"] for run in with_context)
