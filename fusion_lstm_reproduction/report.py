@@ -455,19 +455,29 @@ def prefix_similarity_section(ctx: SectionContext) -> list[str]:
             f"![prefix similarity]({ctx.link(figure)})", ""]
 
 
+# Run values that change how a run trains rather than what it reads: each in words after the run's context
+TRAINING_CHANGES = {
+    "train_sampling_strategy": lambda v: "batches in random order instead of grouped by length" if v == "random" else "",
+    "tie_word_embeddings": lambda v: "input and output embeddings tied" if v else "",
+    "dropout": lambda v: f"dropout {v}",
+}
+
+
 def context_label(values: dict) -> str:
-    """How a run reads the document's context (or, for a control, what its e_j is), in words."""
+    """How a run reads the document's context (or, for a control, what its e_j is), in words, then what else it
+    changes (TRAINING_CHANGES)."""
     source = values.get("fusion_vectors", "encoder")
-    if source != "encoder":
-        return SOURCES[source].label if source in SOURCES else source
     count = values.get("context_sentences", 0)
-    if values.get("train_sampling_strategy") == "random":  # the check of the length-grouped batches
-        tied = ", input and output embeddings tied" if values.get("tie_word_embeddings") else ""
-        return f"none (the sentence alone), batches in random order instead of grouped by length{tied}"
-    if not count:
-        return "none (the sentence alone)"
-    how = "as tokens, by the LSTM" if values.get("context_as_tokens") else f"by the encoder ({values.get('fusion_context')})"
-    return f"previous {count} sentence{'s' if count > 1 else ''}, {how}"
+    if source != "encoder":
+        label = SOURCES[source].label if source in SOURCES else source
+    elif count:
+        how = ("as tokens, by the LSTM" if values.get("context_as_tokens")
+               else f"by the encoder ({values.get('fusion_context')})")
+        label = f"previous {count} sentence{'s' if count > 1 else ''}, {how}"
+    else:
+        label = "none (the sentence alone)" if values["fusion"] == BASELINE else "the prefix, by the encoder (the paper)"
+    changes = [said(values[key]) for key, said in TRAINING_CHANGES.items() if key in values]
+    return ", ".join([label, *filter(None, changes)])
 
 
 # The evaluations of a context model with its context replaced (run_clm --eval_context_controls): column → metric
@@ -478,11 +488,10 @@ CONTROL_COLUMNS = {"context emptied": "eval_empty_context_perplexity",
 @section("document_context")
 def document_context_section(ctx: SectionContext) -> list[str]:
     def reference(fusion: str) -> float | None:
-        """The mean best dev perplexity of the sentence-level runs of `fusion` with the encoder's e_j (over seeds)."""
+        """The mean best dev perplexity over seeds of the plain runs of `fusion`: sentence-level, the encoder's e_j,
+        nothing else changed."""
         values = [r["best_eval_perplexity"] for r in ctx.results
-                  if r["values"]["fusion"] == fusion and not r["values"].get("context_sentences")
-                  and r["values"].get("fusion_vectors", "encoder") == "encoder"
-                  and "train_sampling_strategy" not in r["values"]]
+                  if r["values"]["fusion"] == fusion and r["values"].keys() <= {"fusion", "seed"}]
         return statistics.mean(values) if values else None
 
     none, concat = reference(BASELINE), reference("concat")

@@ -611,7 +611,9 @@ def test_document_context_gains_are_reported_against_none_the_constant_control_a
     write_results(tmp_path / "results", [
         fixture_result("document_context", "none", 100.0, seed=0),
         fixture_result("document_context", "concat", 95.0, fusion_vectors="constant", seed=0),
-        fixture_result("document_context", "concat", 90.0, seed=0), previous])
+        fixture_result("document_context", "concat", 90.0, seed=0), previous,
+        # a none that changes how it trains is a run of its own, not part of the none it is compared with
+        fixture_result("document_context", "none", 70.0, dropout=0.3, seed=0)])
     text = build_section(tmp_path / "results", tmp_path / "figures", tmp_path)
     header = next(line for line in text.splitlines() if line.startswith("| run | fusion | context"))
     assert "vs one constant vector (control)" in header and "context emptied" in header
@@ -621,6 +623,8 @@ def test_document_context_gains_are_reported_against_none_the_constant_control_a
     assert cells[4:9] == ["-20.0 %", "-11.1 %", "-15.8 %", "96.0 (+20.0 %)", "88.0 (+10.0 %)"]
     constant = next(line for line in text.splitlines() if line.startswith("| `concat_constant_0`"))
     assert "one constant vector" in constant and "-5.0 %" in constant  # the control itself, against none
+    dropout = next(line for line in text.splitlines() if line.startswith("| `none_0.3_0`"))
+    assert "-30.0 %" in dropout and "dropout 0.3" in dropout
 
 
 def test_the_budget_says_how_far_early_stopping_let_the_runs_train_and_how_batches_were_ordered():
