@@ -29,7 +29,7 @@ def finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str):
     pyplot().close(fig)
 
 
-def plot_curves(results: list[dict], path: Path, title: str):
+def plot_curves(results: list[dict], path: Path, title: str, ylabel: str = "validation perplexity"):
     """Dev perplexity at every evaluation, one line per run."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -37,7 +37,7 @@ def plot_curves(results: list[dict], path: Path, title: str):
         curve = r["eval_curve"]
         ax.plot([c["epoch"] for c in curve], [c["eval_perplexity"] for c in curve], marker="o", label=r["run"])
     ax.set_yscale("log")
-    finish(fig, ax, path, "epoch", "validation perplexity (e_j present)", title)
+    finish(fig, ax, path, "epoch", ylabel, title)
 
 
 def plot_changes(changes: dict[str, dict[str, float]], path: Path, title: str, paper: float | None = None):

@@ -418,7 +418,8 @@ def reading_times_section(ctx: SectionContext) -> list[str]:
 @section("fusion_dropout")
 def fusion_dropout_section(ctx: SectionContext) -> list[str]:
     figure = ctx.figure("fusion_dropout")
-    plot_curves(ctx.results, figure, f"fusion dropout schedules ({ctx.scale} scale)")
+    plot_curves(ctx.results, figure, f"fusion dropout schedules ({ctx.scale} scale)",
+                "validation perplexity (e_j present)")
     evaluations = max(len(r["eval_curve"]) for r in ctx.results)
     return [*ctx.prose(budget=budget(ctx.results), evaluations=evaluations), *fusion_dropout_lines(ctx.results), "",
             f"![fusion dropout]({ctx.link(figure)})", ""]
@@ -513,8 +514,10 @@ def document_context_section(ctx: SectionContext) -> list[str]:
                      *(f"{value:.1f} ({change(value, ppl)})" if value else "—" for value in replaced),
                      f"{test:.1f}" if test else "—", f"{speed:.1f}" if speed else "—"))
     train = ctx.results[0]["metrics"].get("train_samples", "?")
+    figure = ctx.figure("document_context_curves")  # which runs learn sooner, and which overfit sooner
+    plot_curves(ctx.results, figure, f"validation perplexity per epoch ({ctx.scale} scale)")
     return [*ctx.prose(budget=budget(ctx.results), train=f"{train:,}" if isinstance(train, int) else train),
-            *markdown_table(rows), ""]
+            *markdown_table(rows), "", f"![validation curves]({ctx.link(figure)})", ""]
 
 
 @section("document_reading_times")

@@ -625,6 +625,7 @@ def test_document_context_gains_are_reported_against_none_the_constant_control_a
     assert "one constant vector" in constant and "-5.0 %" in constant  # the control itself, against none
     dropout = next(line for line in text.splitlines() if line.startswith("| `none_0.3_0`"))
     assert "-30.0 %" in dropout and "dropout 0.3" in dropout
+    assert (tmp_path / "figures" / "document_context_curves_cpu.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_the_budget_says_how_far_early_stopping_let_the_runs_train_and_how_batches_were_ordered():
