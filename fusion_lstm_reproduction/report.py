@@ -243,18 +243,19 @@ def vector_sources_lines(results: list[dict], none: float | None) -> list[str]:
     return markdown_table(rows)
 
 
-def is_plain_baseline(values: dict) -> bool:
-    """A sentence-level none model with nothing changed: what every model's surprisal is compared with."""
-    return values["fusion"] == BASELINE and set(values) <= {"fusion", "seed"}
+def is_plain(values: dict, fusion: str = BASELINE) -> bool:
+    """A sentence-level run of `fusion` with nothing else changed (only its seed varies): what other runs are compared
+    with (none by default, whose surprisal every model's is compared with)."""
+    return values["fusion"] == fusion and set(values) <= {"fusion", "seed"}
 
 
 def versus_baseline(results: list[dict]) -> dict[str, dict]:
     """Each model's held-out ΔLL against that of the plain none model of its seed (compare_held_out: the difference,
     its interval and the paired sign-flip p), for the runs whose results hold the per-story gains."""
     references = {r["values"].get("seed"): r["metrics"]["held_out"] for r in results
-                  if is_plain_baseline(r["values"]) and "by_group" in r["metrics"].get("held_out", {})}
+                  if is_plain(r["values"]) and "by_group" in r["metrics"].get("held_out", {})}
     return {r["run"]: compare_held_out(r["metrics"]["held_out"], references[r["values"].get("seed")])
-            for r in results if not is_plain_baseline(r["values"]) and r["values"].get("seed") in references
+            for r in results if not is_plain(r["values"]) and r["values"].get("seed") in references
             and "by_group" in r["metrics"].get("held_out", {})}
 
 
@@ -492,7 +493,7 @@ def document_context_section(ctx: SectionContext) -> list[str]:
         """The mean best dev perplexity over seeds of the plain runs of `fusion`: sentence-level, the encoder's e_j,
         nothing else changed."""
         values = [r["best_eval_perplexity"] for r in ctx.results
-                  if r["values"]["fusion"] == fusion and r["values"].keys() <= {"fusion", "seed"}]
+                  if is_plain(r["values"], fusion)]
         return statistics.mean(values) if values else None
 
     none, concat = reference(BASELINE), reference("concat")
