@@ -375,7 +375,7 @@ def expand(setting: dict) -> list[dict]:
 
 
 # run values that are model config fields, not run_clm arguments: they join the run's config_overrides
-CONFIG_VALUES = ("tie_word_embeddings", "dropout")
+CONFIG_VALUES = ("tie_word_embeddings", "dropout", "fusion_dropout")
 
 
 def with_config_values(arguments: dict) -> dict:

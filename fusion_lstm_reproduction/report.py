@@ -462,6 +462,7 @@ TRAINING_CHANGES = {
     "train_sampling_strategy": lambda v: "batches in random order instead of grouped by length" if v == "random" else "",
     "tie_word_embeddings": lambda v: "input and output embeddings tied" if v else "",
     "dropout": lambda v: f"dropout {v}",
+    "fusion_dropout": lambda v: f"e_j dropped with probability {v}",
 }
 
 
@@ -480,6 +481,24 @@ def context_label(values: dict) -> str:
         label = "none (the sentence alone)" if values["fusion"] == BASELINE else "the prefix, by the encoder (the paper)"
     changes = [said(values[key]) for key, said in TRAINING_CHANGES.items() if key in values]
     return ", ".join([label, *filter(None, changes)])
+
+
+def seed_spread_lines(results: list[dict]) -> list[str]:
+    """For each run trained with more than one seed: its best dev perplexities and how far apart they are, the
+    yardstick for the differences between runs of one seed."""
+    groups = defaultdict(list)
+    for r in results:
+        groups[tuple(sorted((k, str(v)) for k, v in r["values"].items() if k != "seed"))].append(r)
+    spreads = []
+    for runs in (sorted(g, key=lambda r: r["values"]["seed"]) for g in groups.values() if len(g) > 1):
+        values = [r["best_eval_perplexity"] for r in runs]
+        names = " / ".join(f"`{r['run']}`" for r in runs)
+        spreads.append(f"{names}: {' / '.join(f'{v:.1f}' for v in values)} "
+                       f"({(max(values) / min(values) - 1) * 100:.1f} % apart)")
+    if not spreads:
+        return []
+    return [f"*Seed to seed* (one run trained again with another seed; a difference between runs of one seed that is "
+            f"smaller than this is within what the seed alone changes): {'; '.join(spreads)}.", ""]
 
 
 # The evaluations of a context model with its context replaced (run_clm --eval_context_controls): column → metric
@@ -518,7 +537,7 @@ def document_context_section(ctx: SectionContext) -> list[str]:
     figure = ctx.figure("document_context_curves")  # which runs learn sooner, and which overfit sooner
     plot_curves(ctx.results, figure, f"validation perplexity per epoch ({ctx.scale} scale)")
     return [*ctx.prose(budget=budget(ctx.results), train=f"{train:,}" if isinstance(train, int) else train),
-            *markdown_table(rows), "", f"![validation curves]({ctx.link(figure)})", ""]
+            *markdown_table(rows), "", *seed_spread_lines(ctx.results), f"![validation curves]({ctx.link(figure)})", ""]
 
 
 @section("document_reading_times")

@@ -588,11 +588,13 @@ def test_the_large_scale_trains_the_document_runs_to_early_stopping_with_their_c
     assert all(run.arguments["early_stopping_patience"] == 2 and run.arguments["num_train_epochs"] == 10
                and run.arguments.get("max_train_samples") is None for run in runs.values())
     assert sum(run.values.keys() == {"fusion", "seed"} and run.values["fusion"] == "none" for run in runs.values()) == 2
-    # the config's dropout, on none and on concat: it reaches the model through config_overrides
-    dropout = [run for run in runs.values() if "dropout" in run.values]
-    assert sorted(run.values["fusion"] for run in dropout) == ["concat", "none"]
-    assert all(run.arguments["config_overrides"].endswith(",dropout=0.3") and "dropout" not in run.arguments
-               for run in dropout)
+    # the config's dropout, on none (two seeds: the best large run) and on concat, and e_j's own dropout on concat:
+    # model config fields, they reach the model through config_overrides
+    for field, fusions in (("dropout", ["concat", "none", "none"]), ("fusion_dropout", ["concat"])):
+        dropped = [run for run in runs.values() if field in run.values]
+        assert sorted(run.values["fusion"] for run in dropped) == fusions
+        assert all(run.arguments["config_overrides"].endswith(f",{field}=0.3") and field not in run.arguments
+                   for run in dropped)
     assert any(run.values.get("fusion_vectors") == "constant" for run in runs.values())  # the control
     with_context = [run for run in runs.values() if run.values.get("context_sentences")]
     assert with_context and all(run.arguments["eval_context_controls"] for run in with_context)
@@ -613,7 +615,8 @@ def test_document_context_gains_are_reported_against_none_the_constant_control_a
         fixture_result("document_context", "concat", 95.0, fusion_vectors="constant", seed=0),
         fixture_result("document_context", "concat", 90.0, seed=0), previous,
         # a none that changes how it trains is a run of its own, not part of the none it is compared with
-        fixture_result("document_context", "none", 70.0, dropout=0.3, seed=0)])
+        fixture_result("document_context", "none", 70.0, dropout=0.3, seed=0),
+        fixture_result("document_context", "none", 72.1, dropout=0.3, seed=1)])
     text = build_section(tmp_path / "results", tmp_path / "figures", tmp_path)
     header = next(line for line in text.splitlines() if line.startswith("| run | fusion | context"))
     assert "vs one constant vector (control)" in header and "context emptied" in header
@@ -625,6 +628,9 @@ def test_document_context_gains_are_reported_against_none_the_constant_control_a
     assert "one constant vector" in constant and "-5.0 %" in constant  # the control itself, against none
     dropout = next(line for line in text.splitlines() if line.startswith("| `none_0.3_0`"))
     assert "-30.0 %" in dropout and "dropout 0.3" in dropout
+    # a run with two seeds: how far apart they land, the yardstick for the one-seed differences
+    spread = next(line for line in text.splitlines() if line.startswith("*Seed to seed*"))
+    assert "`none_0.3_0` / `none_0.3_1`: 70.0 / 72.1 (3.0 % apart)" in spread
     assert (tmp_path / "figures" / "document_context_curves_cpu.png").read_bytes().startswith(b"\x89PNG")
 
 
