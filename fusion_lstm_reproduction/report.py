@@ -540,13 +540,33 @@ def document_context_section(ctx: SectionContext) -> list[str]:
             *markdown_table(rows), "", *seed_spread_lines(ctx.results), f"![validation curves]({ctx.link(figure)})", ""]
 
 
+def story_effect_lines(results: list[dict]) -> list[str]:
+    """For each model scored both reading its story and reading none of it (`_read0`): the held-out ΔLL of the one
+    minus the other's, paired by story (compare_held_out), the story's own share of the model's fit."""
+    with_story = {json.dumps(r["values"], sort_keys=True): r for r in results}
+    effects = []
+    for without in results:
+        values = dict(without["values"])
+        if values.pop("scored_context_sentences", None) != 0:
+            continue
+        story = with_story.get(json.dumps(values, sort_keys=True))
+        if story and all("by_group" in r["metrics"].get("held_out", {}) for r in (story, without)):
+            comparison = compare_held_out(story["metrics"]["held_out"], without["metrics"]["held_out"])
+            effects.append(f"`{story['run']}` {comparison_text(comparison)}")
+    if not effects:
+        return []
+    return ["*Reading the story against not reading it* (each model's held-out ΔLL reading its story minus the same "
+            "model's reading none of it, 10⁻³ nats per word [95 %], one-sided sign-flip p, paired by story): "
+            f"{'; '.join(effects)}.", ""]
+
+
 @section("document_reading_times")
 def document_reading_times_section(ctx: SectionContext) -> list[str]:
     figure = ctx.figure("document_reading_times")
     plot_reading_times(ctx.results, figure, ctx.scale)
     # one seed each and runs that differ in more than the fusion: no means by fusion
     return [*ctx.prose(words=f"{ctx.results[0]['metrics']['words']:,}"), *reading_times_lines(ctx.results, False), "",
-            f"![reading times with the story]({ctx.link(figure)})", ""]
+            *story_effect_lines(ctx.results), f"![reading times with the story]({ctx.link(figure)})", ""]
 
 
 # Prose before the first section of a group

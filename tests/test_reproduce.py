@@ -229,6 +229,26 @@ def test_report_of_reading_times_shows_the_held_out_delta_and_the_scoring_speed(
     assert "`none` 1,100 words/s, `concat` 30 words/s" in front.read_text()
 
 
+def test_reading_times_with_the_story_report_what_reading_the_story_adds_to_the_same_model(tmp_path):
+    def scored(gains, **values):
+        result = reading_fixture("concat", 0, 0.01, 50.0, gains)
+        result["values"] = {"fusion": "concat", **values, "seed": 0}
+        result["run"] = "_".join(map(str, result["values"].values()))
+        return {**result, "experiment": "document_reading_times"}
+
+    context = {"fusion_context": "previous", "context_sentences": 3}
+    results = tmp_path / "results"
+    write_results(results, [scored([1.0, 0.5, 1.5]), scored([2.0, 1.5, 2.5], **context),
+                            scored([1.0, 0.5, 1.5], **context, scored_context_sentences=0)])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\n{END}\n")
+    section = write_report(results, readme, results / "figures")
+    (story,) = [line for line in section.splitlines() if line.startswith("*Reading the story against")]
+    # 1 nat more in each of 3 stories of 100 words when the model reads its story; the sentence-level run has no pair
+    assert story.endswith("`concat_previous_3_0` +10.00 [10.00, 10.00], p = 0.125.")
+    assert "`concat_0`" not in story
+
+
 def test_report_of_the_probes(tmp_path):
     results = tmp_path / "results"
     probe = lambda experiment, run, ppl, **values: {**fixture_result(experiment, "concat", ppl, **values),  # noqa
