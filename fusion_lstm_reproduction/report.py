@@ -483,14 +483,19 @@ def context_label(values: dict) -> str:
     return ", ".join([label, *filter(None, changes)])
 
 
-def seed_spread_lines(results: list[dict]) -> list[str]:
-    """For each run trained with more than one seed: its best dev perplexities and how far apart they are, the
-    yardstick for the differences between runs of one seed."""
+def seed_groups(results: list[dict]) -> list[list[dict]]:
+    """The runs that differ only in their seed, for each run trained with more than one, in the order of the seeds."""
     groups = defaultdict(list)
     for r in results:
         groups[tuple(sorted((k, str(v)) for k, v in r["values"].items() if k != "seed"))].append(r)
+    return [sorted(g, key=lambda r: r["values"]["seed"]) for g in groups.values() if len(g) > 1]
+
+
+def seed_spread_lines(results: list[dict]) -> list[str]:
+    """For each run trained with more than one seed: its best dev perplexities and how far apart they are, the
+    yardstick for the differences between runs of one seed."""
     spreads = []
-    for runs in (sorted(g, key=lambda r: r["values"]["seed"]) for g in groups.values() if len(g) > 1):
+    for runs in seed_groups(results):
         values = [r["best_eval_perplexity"] for r in runs]
         names = " / ".join(f"`{r['run']}`" for r in runs)
         spreads.append(f"{names}: {' / '.join(f'{v:.1f}' for v in values)} "
@@ -560,13 +565,28 @@ def story_effect_lines(results: list[dict]) -> list[str]:
             f"{'; '.join(effects)}.", ""]
 
 
+def reading_seed_lines(results: list[dict]) -> list[str]:
+    """For each model trained with more than one seed: the held-out ΔLL of its second seed minus its first's, paired by
+    story, the yardstick for the comparisons between models of one seed."""
+    pairs = []
+    for first, second, *_ in seed_groups(results):
+        if all("by_group" in r["metrics"].get("held_out", {}) for r in (first, second)):
+            comparison = compare_held_out(second["metrics"]["held_out"], first["metrics"]["held_out"])
+            pairs.append(f"`{second['run']}` minus `{first['run']}` {comparison_text(comparison)}")
+    if not pairs:
+        return []
+    return ["*Seed to seed* (the same model trained with another seed, its held-out ΔLL minus the first seed's, "
+            f"10⁻³ nats per word [95 %], paired by story): {'; '.join(pairs)}.", ""]
+
+
 @section("document_reading_times")
 def document_reading_times_section(ctx: SectionContext) -> list[str]:
     figure = ctx.figure("document_reading_times")
     plot_reading_times(ctx.results, figure, ctx.scale)
     # one seed each and runs that differ in more than the fusion: no means by fusion
     return [*ctx.prose(words=f"{ctx.results[0]['metrics']['words']:,}"), *reading_times_lines(ctx.results, False), "",
-            *story_effect_lines(ctx.results), f"![reading times with the story]({ctx.link(figure)})", ""]
+            *story_effect_lines(ctx.results), *reading_seed_lines(ctx.results),
+            f"![reading times with the story]({ctx.link(figure)})", ""]
 
 
 # Prose before the first section of a group

@@ -229,16 +229,17 @@ def test_report_of_reading_times_shows_the_held_out_delta_and_the_scoring_speed(
     assert "`none` 1,100 words/s, `concat` 30 words/s" in front.read_text()
 
 
-def test_reading_times_with_the_story_report_what_reading_the_story_adds_to_the_same_model(tmp_path):
-    def scored(gains, **values):
-        result = reading_fixture("concat", 0, 0.01, 50.0, gains)
-        result["values"] = {"fusion": "concat", **values, "seed": 0}
+def test_reading_times_with_the_story_report_what_the_story_and_the_seed_change_in_the_same_model(tmp_path):
+    def scored(gains, seed=0, **values):
+        result = reading_fixture("concat", seed, 0.01, 50.0, gains)
+        result["values"] = {"fusion": "concat", **values, "seed": seed}
         result["run"] = "_".join(map(str, result["values"].values()))
         return {**result, "experiment": "document_reading_times"}
 
     context = {"fusion_context": "previous", "context_sentences": 3}
     results = tmp_path / "results"
-    write_results(results, [scored([1.0, 0.5, 1.5]), scored([2.0, 1.5, 2.5], **context),
+    write_results(results, [scored([1.0, 0.5, 1.5]), scored([0.5, 0.5, 1.0], seed=1),
+                            scored([2.0, 1.5, 2.5], **context),
                             scored([1.0, 0.5, 1.5], **context, scored_context_sentences=0)])
     readme = tmp_path / "README.md"
     readme.write_text(f"{START}\n{END}\n")
@@ -247,6 +248,9 @@ def test_reading_times_with_the_story_report_what_reading_the_story_adds_to_the_
     # 1 nat more in each of 3 stories of 100 words when the model reads its story; the sentence-level run has no pair
     assert story.endswith("`concat_previous_3_0` +10.00 [10.00, 10.00], p = 0.125.")
     assert "`concat_0`" not in story
+    # the second seed gains 0.5 nats less in two of the three stories: -1/300 per word, smaller in none of 8 flips
+    (seeds,) = [line for line in section.splitlines() if line.startswith("*Seed to seed*")]
+    assert seeds.endswith("`concat_1` minus `concat_0` -3.33 [-5.00, 0.00], p = 1.")
 
 
 def test_report_of_the_probes(tmp_path):
@@ -620,9 +624,10 @@ def test_the_large_scale_trains_the_document_runs_to_early_stopping_with_their_c
     assert with_context and all(run.arguments["eval_context_controls"] for run in with_context)
     readers = load_experiment("document_reading_times", "large", tmp_path).runs
     assert {Path(run.arguments["model_name_or_path"]).parent.parent.parent.name for run in readers} == {"large"}
-    # every seed-0 model with an encoder is scored; the constant control has none to embed a prefix with
+    # every model with an encoder is scored, each seed of it; the constant control has none to embed a prefix with
     assert {Path(run.arguments["model_name_or_path"]).name for run in readers} == {
-        run.id for run in runs.values() if run.values["seed"] == 0 and "fusion_vectors" not in run.values}
+        run.id for run in runs.values() if "fusion_vectors" not in run.values}
+    assert {"none_seed1", "none_dropout0.3_seed1"} <= {run.id for run in readers}
 
 
 def test_document_context_gains_are_reported_against_none_the_constant_control_and_the_replaced_context(tmp_path):
