@@ -249,14 +249,27 @@ def is_plain(values: dict, fusion: str = BASELINE) -> bool:
     return values["fusion"] == fusion and set(values) <= {"fusion", "seed"}
 
 
+def has_story_gains(result: dict) -> bool:
+    """Whether a reading-time result holds its per-story held-out gains (results scored before they were stored do
+    not), which every paired comparison needs."""
+    return "by_group" in result["metrics"].get("held_out", {})
+
+
+def paired_by_story(model: dict, reference: dict) -> dict | None:
+    """compare_held_out of two reading-time results (the model's held-out ΔLL minus the reference's, its interval and
+    the paired sign-flip p), or None where either lacks the per-story gains."""
+    if not (has_story_gains(model) and has_story_gains(reference)):
+        return None
+    return compare_held_out(model["metrics"]["held_out"], reference["metrics"]["held_out"])
+
+
 def versus_baseline(results: list[dict]) -> dict[str, dict]:
-    """Each model's held-out ΔLL against that of the plain none model of its seed (compare_held_out: the difference,
-    its interval and the paired sign-flip p), for the runs whose results hold the per-story gains."""
-    references = {r["values"].get("seed"): r["metrics"]["held_out"] for r in results
-                  if is_plain(r["values"]) and "by_group" in r["metrics"].get("held_out", {})}
-    return {r["run"]: compare_held_out(r["metrics"]["held_out"], references[r["values"].get("seed")])
+    """Each model's held-out ΔLL against that of the plain none model of its seed (paired_by_story), for the runs
+    whose results hold the per-story gains."""
+    references = {r["values"].get("seed"): r for r in results if is_plain(r["values"]) and has_story_gains(r)}
+    return {r["run"]: paired_by_story(r, references[r["values"].get("seed")])
             for r in results if not is_plain(r["values"]) and r["values"].get("seed") in references
-            and "by_group" in r["metrics"].get("held_out", {})}
+            and has_story_gains(r)}
 
 
 def comparison_text(comparison: dict | None, scale: float = 1000, digits: int = 2) -> str:
@@ -547,7 +560,7 @@ def document_context_section(ctx: SectionContext) -> list[str]:
 
 def story_effect_lines(results: list[dict]) -> list[str]:
     """For each model scored both reading its story and reading none of it (`_read0`): the held-out ΔLL of the one
-    minus the other's, paired by story (compare_held_out), the story's own share of the model's fit."""
+    minus the other's, paired by story (paired_by_story), the story's own share of the model's fit."""
     with_story = {json.dumps(r["values"], sort_keys=True): r for r in results}
     effects = []
     for without in results:
@@ -555,8 +568,7 @@ def story_effect_lines(results: list[dict]) -> list[str]:
         if values.pop("scored_context_sentences", None) != 0:
             continue
         story = with_story.get(json.dumps(values, sort_keys=True))
-        if story and all("by_group" in r["metrics"].get("held_out", {}) for r in (story, without)):
-            comparison = compare_held_out(story["metrics"]["held_out"], without["metrics"]["held_out"])
+        if story and (comparison := paired_by_story(story, without)):
             effects.append(f"`{story['run']}` {comparison_text(comparison)}")
     if not effects:
         return []
@@ -570,8 +582,7 @@ def reading_seed_lines(results: list[dict]) -> list[str]:
     story, the yardstick for the comparisons between models of one seed."""
     pairs = []
     for first, second, *_ in seed_groups(results):
-        if all("by_group" in r["metrics"].get("held_out", {}) for r in (first, second)):
-            comparison = compare_held_out(second["metrics"]["held_out"], first["metrics"]["held_out"])
+        if comparison := paired_by_story(second, first):
             pairs.append(f"`{second['run']}` minus `{first['run']}` {comparison_text(comparison)}")
     if not pairs:
         return []
