@@ -612,7 +612,9 @@ def test_the_large_scale_trains_the_document_runs_to_early_stopping_with_their_c
     assert all(run.arguments["early_stopping_patience"] == 2 and run.arguments["num_train_epochs"] == 10
                and run.arguments.get("max_train_samples") is None for run in runs.values())
     assert sum(run.values.keys() == {"fusion", "seed"} and run.values["fusion"] == "none" for run in runs.values()) == 2
-    # the config's dropout, on none (two seeds: the best large run) and on concat, and e_j's own dropout on concat:
+    # none reading K = 3 as tokens (the best large run) has a second seed
+    assert sorted(run.values["seed"] for run in runs.values() if run.values.get("context_as_tokens")) == [0, 1]
+    # the config's dropout, on none (two seeds) and on concat, and e_j's own dropout on concat:
     # model config fields, they reach the model through config_overrides
     for field, fusions in (("dropout", ["concat", "none", "none"]), ("fusion_dropout", ["concat"])):
         dropped = [run for run in runs.values() if field in run.values]
