@@ -578,12 +578,13 @@ def story_effect_lines(results: list[dict]) -> list[str]:
 
 
 def reading_seed_lines(results: list[dict]) -> list[str]:
-    """For each model trained with more than one seed: the held-out ΔLL of its second seed minus its first's, paired by
-    story, the yardstick for the comparisons between models of one seed."""
+    """For each model trained with more than one seed: the held-out ΔLL of each later seed minus its first seed's,
+    paired by story, the yardstick for the comparisons between models of one seed."""
     pairs = []
-    for first, second, *_ in seed_groups(results):
-        if comparison := paired_by_story(second, first):
-            pairs.append(f"`{second['run']}` minus `{first['run']}` {comparison_text(comparison)}")
+    for first, *others in seed_groups(results):
+        for other in others:
+            if comparison := paired_by_story(other, first):
+                pairs.append(f"`{other['run']}` minus `{first['run']}` {comparison_text(comparison)}")
     if not pairs:
         return []
     return ["*Seed to seed* (the same model trained with another seed, its held-out ΔLL minus the first seed's, "
