@@ -344,8 +344,6 @@ def plot(results: dict[str, dict], surprisals: dict[str, np.ndarray], rt: np.nda
     scatter.legend(fontsize="small", markerscale=4)
     draw_delta_bars(bars, list(results), list(results.values()))
     bars.set_title("gain over the baseline regression")
-    for label in bars.get_xticklabels():
-        label.set_rotation(20)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -362,19 +360,24 @@ def held_out_text(metrics: dict, scale: float = 1.0, digits: int = 5) -> str:
 
 
 def draw_delta_bars(axes, names: list[str], metrics: list[dict]):
-    """A bar of ΔLL per model in 10⁻³ nats per word: held out with its 95 % interval, or in-sample for results made
-    before the held-out ΔLL was measured."""
+    """A horizontal bar of ΔLL per model in 10⁻³ nats per word, the first model on top (its name stays readable however
+    many there are): held out with its 95 % interval and the test's p beside it, or in-sample for results made before
+    the held-out ΔLL was measured."""
+    rows = np.arange(len(names))
     held_out = [m.get("held_out") for m in metrics]
     if all(held_out):
         values = np.array([h["delta_log_likelihood"] for h in held_out]) * 1000
         errors = np.abs(np.array([h["interval_95"] for h in held_out]).T * 1000 - values)
-        bars = axes.bar(names, values, yerr=errors, capsize=3)
-        axes.set_ylabel("held-out ΔLL (10⁻³ nats per word), 95 % interval")
-        for bar, h in zip(bars, held_out):  # the sign-flip test of "surprisal adds to the baseline"
+        axes.barh(rows, values, xerr=errors, capsize=3)
+        axes.set_xlabel("held-out ΔLL (10⁻³ nats per word), 95 % interval")
+        for row, h, right in zip(rows, held_out, values + errors[1]):  # the sign-flip test of "surprisal adds"
             if h.get("p_value") is not None:
-                axes.annotate(f"p={h['p_value']:.2g}", (bar.get_x() + bar.get_width() / 2, 0), ha="center",
-                              va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+                axes.annotate(f"p={h['p_value']:.2g}", (right, row), ha="left", va="center", fontsize=8,
+                              xytext=(3, 0), textcoords="offset points")
+        axes.margins(x=0.15)
     else:
-        axes.bar(names, [m["delta_log_likelihood"] * 1000 for m in metrics])
-        axes.set_ylabel("in-sample ΔLL (10⁻³ nats per word)")
-    axes.axhline(0, color="gray", linewidth=0.8)
+        axes.barh(rows, [m["delta_log_likelihood"] * 1000 for m in metrics])
+        axes.set_xlabel("in-sample ΔLL (10⁻³ nats per word)")
+    axes.set_yticks(rows, names)
+    axes.invert_yaxis()
+    axes.axvline(0, color="gray", linewidth=0.8)
