@@ -3,7 +3,7 @@ them) into a PNG. report.py's sections call them."""
 
 from pathlib import Path
 
-from fusion_lstm_surprisal.reading_times import draw_delta_bars
+from fusion_lstm_surprisal.reading_times import draw_delta_bars, reading_times_figure, save_reading_times_figure
 from modeling_fusion_lstm import BASELINE_FUSION
 
 
@@ -104,9 +104,7 @@ def plot_similarity(results: list[dict], path: Path, scale: str, min_count: int 
 
 def plot_reading_times(results: list[dict], path: Path, scale: str):
     """Binned surprisal vs reading time with each model's fitted line, and ΔLL per model."""
-    plt = pyplot()
-    # one row of the bars per model, the scatter's legend below it: both grow with the number of models
-    fig, (scatter, bars) = plt.subplots(1, 2, figsize=(12, max(4.0, 0.3 * len(results) + 2)))
+    plt, fig, scatter, bars = reading_times_figure(len(results))
     for result in results:
         m = result["metrics"]
         xs = [b["surprisal"] for b in m["binned"]]
@@ -117,13 +115,10 @@ def plot_reading_times(results: list[dict], path: Path, scale: str):
     scatter.set_xlabel("word surprisal (bits), 20 equally filled bins")
     scatter.set_ylabel("mean reading time (ms)")
     scatter.set_title(f"Natural Stories ({scale} scale)")
-    scatter.legend(fontsize="x-small", ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     names = [r["run"] for r in results]
     draw_delta_bars(bars, names, [r["metrics"] for r in results])
     bars.set_title("gain of surprisal over the baseline regression")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_reading_times_figure(plt, fig, scatter, path)
 
 
 def plot_fit_vs_quality(results: list[dict], path: Path):

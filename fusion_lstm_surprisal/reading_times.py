@@ -328,12 +328,7 @@ def binned(surprisal: np.ndarray, rt: np.ndarray, bins: int = 20) -> list[dict]:
 
 def plot(results: dict[str, dict], surprisals: dict[str, np.ndarray], rt: np.ndarray, path: Path):
     """Surprisal vs reading time with a fitted line per model, and a bar chart of ΔLL per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (scatter, bars) = plt.subplots(1, 2, figsize=(10, 4))
+    plt, fig, scatter, bars = reading_times_figure(len(results))
     for name, values in surprisals.items():
         points = scatter.scatter(values, rt, s=3, alpha=0.25, label=f"{name} (r = {results[name]['pearson_r']:.3f})")
         slope, intercept = np.polyfit(values, rt, 1)
@@ -341,10 +336,26 @@ def plot(results: dict[str, dict], surprisals: dict[str, np.ndarray], rt: np.nda
         scatter.plot(xs, intercept + slope * xs, color=points.get_facecolor()[0][:3], linewidth=2)
     scatter.set_xlabel("word surprisal (bits)")
     scatter.set_ylabel("mean reading time (ms)")
-    scatter.legend(fontsize="small", markerscale=4)
     draw_delta_bars(bars, list(results), list(results.values()))
     bars.set_title("gain over the baseline regression")
-    fig.tight_layout()
+    save_reading_times_figure(plt, fig, scatter, path, markerscale=4)
+
+
+def reading_times_figure(models: int):
+    """pyplot and the two panels of a reading-time figure (surprisal against reading time; ΔLL per model), the figure
+    as tall as its `models` bar rows need, its layout constrained so that long model names stay inside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (scatter, bars) = plt.subplots(1, 2, figsize=(12, max(4.0, 0.3 * models + 2)), layout="constrained")
+    return plt, fig, scatter, bars
+
+
+def save_reading_times_figure(plt, fig, scatter, path: Path, **legend):
+    """The scatter's legend below it (one entry per model, as many as the bars), then the figure saved to `path`."""
+    scatter.legend(fontsize="x-small", ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15), **legend)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
