@@ -53,6 +53,10 @@ EMBEDDING_ARGUMENTS = ("train_file", "validation_file", "test_file", "max_train_
 # a run is not started with less time left than this, and packing the results needs this much at the end
 MIN_RUN_SECONDS = 45
 PACK_SECONDS = 15
+# the scheduler wakes this often even when no run finishes: a signal the kernel hands to a worker thread runs its
+# Python handler (run_lease's SIGTERM) only when the main thread next runs Python code, which a plain wait would put
+# off until some run finished
+POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -344,7 +348,7 @@ def loop(pool, pending: list[Task], running: dict, done: set, workers: int):
             running[pool.submit(task.work)] = task
         if not running:
             break
-        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        finished, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
         for future in finished:
             task = running[future]  # left in `running` until recorded: an interruption in between still records it
             try:
