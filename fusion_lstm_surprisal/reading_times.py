@@ -330,7 +330,7 @@ def plot(results: dict[str, dict], surprisals: dict[str, np.ndarray], rt: np.nda
     """Surprisal vs reading time with a fitted line per model, and a bar chart of ΔLL per model."""
     plt, fig, scatter, bars = reading_times_figure(len(results))
     for name, values in surprisals.items():
-        points = scatter.scatter(values, rt, s=3, alpha=0.25, label=f"{name} (r = {results[name]['pearson_r']:.3f})")
+        points = scatter.scatter(values, rt, s=3, alpha=0.25, label=f"{wrapped(name)} (r = {results[name]['pearson_r']:.3f})")
         slope, intercept = np.polyfit(values, rt, 1)
         xs = np.linspace(values.min(), values.max(), 50)
         scatter.plot(xs, intercept + slope * xs, color=points.get_facecolor()[0][:3], linewidth=2)
@@ -358,6 +358,17 @@ def save_reading_times_figure(plt, fig, scatter, path: Path, **legend):
     scatter.legend(fontsize="x-small", ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15), **legend)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def wrapped(name: str, width: int = 40) -> str:
+    """A model's name in lines of about `width` characters, broken after a "/", "_", "-" or "+" (a name as long as
+    a results path would otherwise push its panel out of the figure); a part longer than `width` stays whole."""
+    lines = [""]
+    for part in re.findall(r"[^/_+-]+[/_+-]*|[/_+-]+", name):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
 
 
 def held_out_text(metrics: dict, scale: float = 1.0, digits: int = 5) -> str:
@@ -389,6 +400,6 @@ def draw_delta_bars(axes, names: list[str], metrics: list[dict]):
     else:
         axes.barh(rows, [m["delta_log_likelihood"] * 1000 for m in metrics])
         axes.set_xlabel("in-sample ΔLL (10⁻³ nats per word)")
-    axes.set_yticks(rows, names)
+    axes.set_yticks(rows, [wrapped(name) for name in names])
     axes.invert_yaxis()
     axes.axvline(0, color="gray", linewidth=0.8)

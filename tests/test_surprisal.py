@@ -14,7 +14,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from fusion_lstm_surprisal.reading_times import (
-    compare_held_out, delta_log_likelihood, evaluate, included, predictors, read_reading_times,
+    compare_held_out, delta_log_likelihood, draw_delta_bars, evaluate, included, predictors, read_reading_times,
+    reading_times_figure, wrapped,
 )
 from fusion_lstm_surprisal.sentences import Sentence, WordSurprisal, align, read_sentences_of_words
 from fusion_lstm_surprisal.surprisal import SurprisalScorer, write_tsv
@@ -103,6 +104,20 @@ def test_natural_stories_rows_come_out_one_per_word_in_order(tiny_folder, tmp_pa
     assert saved["words"] == 300 and -1 <= saved["pearson_r"] <= 1
     assert result["models"][tiny_folder.name]["pearson_r"] == saved["pearson_r"]
     assert out.with_suffix(".reading_times.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_model_names_as_long_as_a_results_path_stay_inside_the_figure():
+    names = ["results/large/document_context/runs/concat_prefix+previous_ctx3_seed0",
+             "results/large/document_context/runs/none_seed0", "gpt2"]
+    assert wrapped("gpt2") == "gpt2" and all(wrapped(n).replace("\n", "") == n for n in names)
+    assert all(len(line) <= 40 for line in wrapped(names[0]).splitlines())
+    metrics = [{"held_out": {"delta_log_likelihood": 0.003, "interval_95": [-0.001, 0.008], "p_value": 0.07}}] * 3
+    plt, fig, scatter, bars = reading_times_figure(len(names))
+    draw_delta_bars(bars, names, metrics)
+    fig.canvas.draw()
+    texts = [*bars.get_yticklabels(), *bars.texts, bars.xaxis.label]
+    assert all(fig.bbox.x0 <= t.get_window_extent().x0 and t.get_window_extent().x1 <= fig.bbox.x1 for t in texts)
+    plt.close(fig)
 
 
 def test_a_gpt2_style_model_with_our_tokenizer(tokenizer, tmp_path):
