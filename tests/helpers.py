@@ -59,17 +59,19 @@ LOADER = textwrap.dedent(
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source, inputs_file, out_file, revision = sys.argv[1:5]
-    revision = revision or None
-    model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True, revision=revision)
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True, revision=revision)
+    source, inputs_file, *outputs = sys.argv[1:]
     inputs = load_file(inputs_file)
-    with torch.no_grad():
-        logits = model(**inputs).logits
-        generated = model.generate(**tokenizer(["The cat"], return_tensors="pt"), max_new_tokens=5, do_sample=False)
-    save_file({"logits": logits.contiguous(), "generated": generated}, out_file)
-    frozen = not any(p.requires_grad for p in model.prefix_encoder.parameters())
-    print(json.dumps({"class": type(model).__module__, "frozen": frozen}))
+    for out_file, revision in zip(outputs[::2], outputs[1::2]):  # one process loads every revision asked for
+        revision = revision or None
+        model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True, revision=revision)
+        with torch.no_grad():
+            logits = model(**inputs).logits
+            generated = model.generate(**tokenizer(["The cat"], return_tensors="pt"), max_new_tokens=5,
+                                       do_sample=False)
+        save_file({"logits": logits.contiguous(), "generated": generated}, out_file)
+        frozen = not any(p.requires_grad for p in model.prefix_encoder.parameters())
+        print(json.dumps({"class": type(model).__module__, "frozen": frozen}))
     """
 )
 
@@ -85,16 +87,24 @@ def client_env(tmp_path, **extra) -> dict:
 
 def load_without_package(source, inputs, tmp_path, revision="", **env):
     """Load `source` in a subprocess that cannot import the package; returns its outputs and report."""
-    inputs_file, out_file = tmp_path / "inputs.safetensors", tmp_path / "out.safetensors"
+    return load_revisions_without_package(source, inputs, tmp_path, [revision], **env)[0]
+
+
+def load_revisions_without_package(source, inputs, tmp_path, revisions: list[str], **env) -> list[tuple]:
+    """Load each revision of `source` ("": the default branch) in one subprocess that cannot import the package;
+    returns the outputs and report of each."""
+    inputs_file = tmp_path / "inputs.safetensors"
     save_file({k: v.contiguous() for k, v in inputs.items()}, inputs_file)
+    out_files = [tmp_path / f"out-{i}.safetensors" for i in range(len(revisions))]
     result = subprocess.run(
-        [sys.executable, "-c", LOADER, str(source), str(inputs_file), str(out_file), revision],
+        [sys.executable, "-c", LOADER, str(source), str(inputs_file),
+         *[item for out_file, revision in zip(out_files, revisions) for item in (str(out_file), revision)]],
         cwd=tmp_path, env=client_env(tmp_path, **env), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert report, result.stdout[-3000:]
-    return load_file(out_file), json.loads(report[-1])
+    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == len(revisions), result.stdout[-3000:]
+    return [(load_file(out_file), report) for out_file, report in zip(out_files, reports)]
 
 
 ROOT = Path(__file__).resolve().parent.parent

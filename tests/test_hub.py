@@ -13,7 +13,10 @@ import torch
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-from helpers import SENTENCES, TINY, client_env, load_without_package, run_training, tiny_model, tiny_run_config
+from helpers import (
+    SENTENCES, TINY, client_env, load_revisions_without_package, load_without_package, run_training, tiny_model,
+    tiny_run_config,
+)
 from hub.server import serve
 
 
@@ -108,10 +111,9 @@ def test_second_revision_leaves_the_first_loadable(hub, tokenizer, tmp_path):
     second = push_model(hub, tmp_path, "alice/revisions", seed=1)
     assert first != second
     inputs = dict(tokenizer(SENTENCES[:1], return_tensors="pt"))
-    for revision, seed in ((first, 0), (second, 1), ("", 1)):
-        (tmp_path / f"load-{revision or 'main'}").mkdir()
-        outputs, _ = load_without_package("alice/revisions", inputs, tmp_path / f"load-{revision or 'main'}",
-                                          revision=revision, **hub_env(hub))
+    revisions = {first: 0, second: 1, "": 1}  # "": the default branch, the second push
+    loaded = load_revisions_without_package("alice/revisions", inputs, tmp_path, list(revisions), **hub_env(hub))
+    for (revision, seed), (outputs, _) in zip(revisions.items(), loaded):
         with torch.no_grad():
             expected = tiny_model("concat", seed=seed)(**inputs).logits
         torch.testing.assert_close(outputs["logits"], expected, rtol=0, atol=1e-6, msg=f"revision {revision}")
