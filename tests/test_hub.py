@@ -42,21 +42,25 @@ PUSHER = textwrap.dedent(
     """
     import sys, torch
     from modeling_fusion_lstm import FusionLSTMForCausalLM, load_tokenizer
-    repo, seed, sizes = sys.argv[1], int(sys.argv[2]), eval(sys.argv[3])
+    repo, seeds, sizes = sys.argv[1], sys.argv[2].split(","), eval(sys.argv[3])
     load_tokenizer().push_to_hub(repo)
-    torch.manual_seed(seed)
-    model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **sizes)
-    print("COMMIT", model.push_to_hub(repo).oid)
+    for seed in seeds:  # one revision each
+        torch.manual_seed(int(seed))
+        model = FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **sizes)
+        print("COMMIT", model.push_to_hub(repo).oid)
     """
 )
 
 
-def push_model(hub, tmp_path, repo_id, seed) -> str:
-    """model.push_to_hub from a client process; returns the commit id."""
-    result = subprocess.run([sys.executable, "-c", PUSHER, repo_id, str(seed), repr(TINY)], cwd=tmp_path,
-                            env=client_env(tmp_path, **hub_env(hub)), capture_output=True, text=True, timeout=300)
+def push_models(hub, tmp_path, repo_id, seeds: list[int]) -> list[str]:
+    """model.push_to_hub from a client process, a tiny model of each seed in turn; returns the commit ids."""
+    result = subprocess.run([sys.executable, "-c", PUSHER, repo_id, ",".join(map(str, seeds)), repr(TINY)],
+                            cwd=tmp_path, env=client_env(tmp_path, **hub_env(hub)), capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.split("COMMIT ")[-1].strip()
+    commits = [line.split("COMMIT ", 1)[1].strip() for line in result.stdout.splitlines() if line.startswith("COMMIT ")]
+    assert len(commits) == len(seeds), result.stdout[-3000:]
+    return commits
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +111,7 @@ def test_model_card_metadata_parses_and_carries_the_perplexity(hub, pushed_run, 
 
 
 def test_second_revision_leaves_the_first_loadable(hub, tokenizer, tmp_path):
-    first = push_model(hub, tmp_path, "alice/revisions", seed=0)
-    second = push_model(hub, tmp_path, "alice/revisions", seed=1)
+    first, second = push_models(hub, tmp_path, "alice/revisions", [0, 1])
     assert first != second
     inputs = dict(tokenizer(SENTENCES[:1], return_tensors="pt"))
     revisions = {first: 0, second: 1, "": 1}  # "": the default branch, the second push
@@ -120,7 +123,7 @@ def test_second_revision_leaves_the_first_loadable(hub, tokenizer, tmp_path):
 
 
 def test_pipeline_by_repo_id(hub, tokenizer, tmp_path):
-    push_model(hub, tmp_path, "alice/for-pipeline", seed=0)
+    push_models(hub, tmp_path, "alice/for-pipeline", [0])
     script = textwrap.dedent(
         """
         from transformers import pipeline
