@@ -538,6 +538,8 @@ def main(argv: list[str] | None = None):
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
+    # early stopping judges training's evaluations; it would only warn about the metric names of the ones below
+    trainer.remove_callback(EarlyStoppingCallback)
 
     if training_args.do_eval:
         metrics = trainer.evaluate()

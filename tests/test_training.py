@@ -289,11 +289,14 @@ def test_training_continues_from_a_fusion_checkpoint(trained, cache_dir, tmp_pat
 
 def test_early_stopping_ends_training_when_the_validation_loss_stops_improving(tmp_path, cache_dir):
     """With a learning rate of 0 the validation loss never improves after the first evaluation: patience 1 stops the
-    run after the second of its 4 epochs, and the tokens/s counts the epochs trained."""
+    run after the second of its 4 epochs, and the tokens/s counts the epochs trained. The test set's evaluation after
+    training is not early stopping's business: it says nothing about it."""
     config = tiny_run_config(tmp_path / "out", cache_dir, fusion="none", learning_rate=0.0, num_train_epochs=4,
                              eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
-                             metric_for_best_model="eval_loss", early_stopping_patience=1)
-    run_training(config, tmp_path)
+                             metric_for_best_model="eval_loss", early_stopping_patience=1,
+                             test_file=str(DATA / "test.txt"), do_predict=True)
+    result = run_training(config, tmp_path)
+    assert "early stopping is disabled" not in result.log
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert results["train_epochs"] == 2.0
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
