@@ -270,11 +270,11 @@ def test_the_text_windows_read_the_tokens_the_model_reads(tokenizer, mode):
 
 @pytest.mark.parametrize("mode, bpe", [("previous", False), ("document", True), ("prefix+previous", True)])
 def test_run_clm_fuses_the_documents_context(tmp_path, mode, bpe):
-    lines = [s for s in (DATA / "train.txt").read_text().splitlines() if s.strip()][:60]
+    lines = [s for s in (DATA / "train.txt").read_text().splitlines() if s.strip()][:36]
     documents = tmp_path / "documents.txt"
     documents.write_text("\n\n".join("\n".join(lines[i : i + 6]) for i in range(0, len(lines), 6)) + "\n")
     config = tiny_run_config(tmp_path / "out", tmp_path / "cache", fusion="concat", fusion_context=mode,
-                             train_file=str(documents), validation_file=str(documents), max_eval_samples=30,
+                             train_file=str(documents), validation_file=str(documents), max_eval_samples=18,
                              context_sentences=2, train_tokenizer_vocab_size=300 if bpe else None,
                              eval_context_controls=True)
     run_training(config, tmp_path)
@@ -284,11 +284,11 @@ def test_run_clm_fuses_the_documents_context(tmp_path, mode, bpe):
     assert math.isfinite(metrics["eval_perplexity"]) and metrics["eval_perplexity"] > 1
     # the same sentences with every context emptied, and with another document's: other e_j, other perplexities
     for control in ("empty_context", "other_document"):
-        assert metrics[f"eval_{control}_samples"] == metrics["eval_samples"] == 30
+        assert metrics[f"eval_{control}_samples"] == metrics["eval_samples"] == 18
         assert math.isfinite(metrics[f"eval_{control}_perplexity"])
         assert metrics[f"eval_{control}_perplexity"] != metrics["eval_perplexity"]
     records = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("view-*.json")]
-    assert {r["sentences"] for r in records} == {30, 60}
+    assert {r["sentences"] for r in records} == {18, 36}
     assert metrics.get("train_embedding_sentences_per_second", 0) > 0
 
 
