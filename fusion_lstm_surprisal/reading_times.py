@@ -330,7 +330,8 @@ def plot(results: dict[str, dict], surprisals: dict[str, np.ndarray], rt: np.nda
     """Surprisal vs reading time with a fitted line per model, and a bar chart of ΔLL per model."""
     plt, fig, scatter, bars = reading_times_figure(len(results))
     for name, values in surprisals.items():
-        points = scatter.scatter(values, rt, s=3, alpha=0.25, label=f"{wrapped(name)} (r = {results[name]['pearson_r']:.3f})")
+        label = f"{wrapped(name)} (r = {results[name]['pearson_r']:.3f})"
+        points = scatter.scatter(values, rt, s=3, alpha=0.25, label=label)
         slope, intercept = np.polyfit(values, rt, 1)
         xs = np.linspace(values.min(), values.max(), 50)
         scatter.plot(xs, intercept + slope * xs, color=points.get_facecolor()[0][:3], linewidth=2)
