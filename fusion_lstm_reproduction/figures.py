@@ -3,18 +3,10 @@ them) into a PNG. report.py's sections call them."""
 
 from pathlib import Path
 
-from fusion_lstm_surprisal.reading_times import draw_delta_bars, reading_times_figure, save_reading_times_figure
+from fusion_lstm_surprisal.reading_times import (
+    draw_delta_bars, pyplot, reading_times_figure, save_reading_times_figure,
+)
 from modeling_fusion_lstm import BASELINE_FUSION
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str):

@@ -342,14 +342,20 @@ def plot(results: dict[str, dict], surprisals: dict[str, np.ndarray], rt: np.nda
     save_reading_times_figure(plt, fig, scatter, path, markerscale=4)
 
 
-def reading_times_figure(models: int):
-    """pyplot and the two panels of a reading-time figure (surprisal against reading time; ΔLL per model), the figure
-    as tall as its `models` bar rows need, its layout constrained so that long model names stay inside it."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def reading_times_figure(models: int):
+    """pyplot and the two panels of a reading-time figure (surprisal against reading time; ΔLL per model), the figure
+    as tall as its `models` bar rows need, its layout constrained so that long model names stay inside it."""
+    plt = pyplot()
     fig, (scatter, bars) = plt.subplots(1, 2, figsize=(12, max(4.0, 0.3 * models + 2)), layout="constrained")
     return plt, fig, scatter, bars
 
