@@ -330,8 +330,7 @@ def plot(results: dict[str, dict], surprisals: dict[str, np.ndarray], rt: np.nda
     """Surprisal vs reading time with a fitted line per model, and a bar chart of ΔLL per model."""
     plt, fig, scatter, bars = reading_times_figure(len(results))
     for name, values in surprisals.items():
-        label = f"{wrapped(name)} (r = {results[name]['pearson_r']:.3f})"
-        points = scatter.scatter(values, rt, s=3, alpha=0.25, label=label)
+        points = scatter.scatter(values, rt, s=3, alpha=0.25, label=f"{name} (r = {results[name]['pearson_r']:.3f})")
         slope, intercept = np.polyfit(values, rt, 1)
         xs = np.linspace(values.min(), values.max(), 50)
         scatter.plot(xs, intercept + slope * xs, color=points.get_facecolor()[0][:3], linewidth=2)
@@ -361,8 +360,11 @@ def reading_times_figure(models: int):
 
 
 def save_reading_times_figure(plt, fig, scatter, path: Path, **legend):
-    """The scatter's legend below it (one entry per model, as many as the bars), then the figure saved to `path`."""
-    scatter.legend(fontsize="x-small", ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15), **legend)
+    """The scatter's legend below it (one entry per model, as many as the bars, long names wrapped as the bars'),
+    then the figure saved to `path`."""
+    handles, labels = scatter.get_legend_handles_labels()
+    scatter.legend(handles, [wrapped(label) for label in labels], fontsize="x-small", ncol=2, loc="upper center",
+                   bbox_to_anchor=(0.5, -0.15), **legend)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
