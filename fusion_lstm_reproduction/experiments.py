@@ -24,9 +24,11 @@ Adding an experiment of a known kind is one JSON file; adding a kind is one clas
 """
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -63,7 +65,7 @@ SHARED_DATA = "../shared/data"
 # --smoke_test: every run for two steps on a few sentences, to check a configuration without its cost
 SMOKE_TEST = {"max_steps": 2, "max_train_samples": 32, "max_eval_samples": 16, "eval_strategy": "no",
               "save_strategy": "no", "load_best_model_at_end": False, "per_device_train_batch_size": 8,
-              "per_device_eval_batch_size": 8}
+              "per_device_eval_batch_size": 8, "early_stopping_patience": None}
 # how a run's varying arguments appear in its id: concat_n750_seed1, concat_subl_k0.25_seed0 ("": the value alone;
 # None: not in the id; a value true: the name alone)
 ID_NAMES = {"max_train_samples": "n", "seed": "seed", "num_train_epochs": "ep", "domain": "on",
@@ -123,7 +125,7 @@ class TrainRuns:
             # "per_fusion": arguments of the runs of one fusion that do not vary within it (e.g. the MLP's sizes)
             fixed = scale.setting.get("per_fusion", {}).get(values.get("fusion"), {})
             arguments = {**base, **fixed, **values, "output_dir": str(scale.folder / "runs" / run_id)}
-            runs.append(Run(run_id, values, with_config_values(arguments)))
+            runs.append(Run(run_id, values, with_evaluation_steps(with_config_values(arguments))))
         return runs
 
     def execute(self, run: Run, overrides: dict | None, **limits) -> dict:
@@ -385,6 +387,38 @@ def with_config_values(arguments: dict) -> dict:
         extra = [f"{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in fields.items()]
         arguments["config_overrides"] = ",".join(filter(None, [arguments.get("config_overrides"), *extra]))
     return arguments
+
+
+@functools.cache
+def training_sentences(path: str) -> int:
+    return sum(1 for s in read_sentences(path) if s.strip())
+
+
+def with_evaluation_steps(arguments: dict) -> dict:
+    """`arguments` with `evaluate_every_steps` (s) turned into the Trainer's steps: k = ceil(steps per epoch / s)
+    evaluations per epoch, at least one, evenly spaced so that one falls at each epoch's end; the run saves (the best
+    model is kept) and logs at each. A V-shaped validation curve is so read near its minimum whatever the training
+    set's size. `early_stopping_epochs` (e) becomes a patience of e × k evaluations. Steps per epoch come from
+    max_train_samples (or the training file's sentences), the batch size and gradient accumulation."""
+    arguments = dict(arguments)
+    every = arguments.pop("evaluate_every_steps", None)
+    patience_epochs = arguments.pop("early_stopping_epochs", None)
+    for name, value in (("evaluate_every_steps", every), ("early_stopping_epochs", patience_epochs)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} {value!r}: use a whole number, at least 1.")
+    if every is None:
+        if patience_epochs is not None:
+            raise ValueError("early_stopping_epochs counts the evaluations of evaluate_every_steps: give both.")
+        return arguments
+    sentences = training_sentences(arguments["train_file"])
+    sentences = min(sentences, arguments.get("max_train_samples") or sentences)
+    batch = arguments.get("per_device_train_batch_size", 8) * arguments.get("gradient_accumulation_steps", 1)
+    per_epoch_steps = math.ceil(sentences / batch)
+    per_epoch = math.ceil(per_epoch_steps / every)
+    steps = math.ceil(per_epoch_steps / per_epoch)
+    patience = {"early_stopping_patience": patience_epochs * per_epoch} if patience_epochs else {}
+    return {**arguments, "eval_strategy": "steps", "save_strategy": "steps", "eval_steps": steps, "save_steps": steps,
+            "logging_steps": steps, **patience}
 
 
 def run_name(values: dict) -> str:

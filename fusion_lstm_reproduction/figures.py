@@ -132,3 +132,40 @@ def plot_fit_vs_quality(results: list[dict], path: Path):
     ax.invert_xaxis()  # better language models to the right
     finish(fig, ax, path, "mean word surprisal on the corpus (bits per word; better models to the right)",
            "held-out ΔLL (10⁻³ nats per word)", "reading-time fit against language-model quality")
+
+
+def plot_learning_curve(curve, path: Path, scale: str):
+    """Left: each variant's converged dev perplexity against the training sentences (log axes; the line through the
+    seeds' means, each seed a dot). Right: each fused variant's change against none, at convergence (solid) and after
+    one epoch (dashed). `curve`: a learning_curve.Curve."""
+    from .learning_curve import change_curves, converged
+
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = {}
+    for name in curve.variants:
+        sizes = [n for n in curve.sizes if curve.values(name, n, converged)]
+        line = left.plot(sizes, [curve.mean(name, n) for n in sizes], marker="o", label=name)[0]
+        colours[name] = line.get_color()
+        for n in sizes:
+            seeds = curve.values(name, n, converged)
+            left.plot([n] * len(seeds), seeds, ".", color=colours[name], alpha=0.6)
+    left.set_xscale("log")
+    left.set_yscale("log")
+    for label, points in change_curves(curve).items():
+        name, when = label.rsplit(", ", 1)
+        sizes = sorted(points)
+        right.plot(sizes, [points[n] for n in sizes], marker="o", color=colours.get(name),
+                   linestyle="-" if when == "converged" else "--", label=label)
+    right.axhline(0, color="black", linewidth=0.8)
+    right.set_xscale("log")
+    for ax, ylabel, title in ((left, "validation perplexity (best evaluation)", f"learning curves ({scale} scale)"),
+                              (right, f"perplexity change vs {BASELINE_FUSION} (%)", "the gain at convergence and early")):
+        ax.set_xlabel("training sentences")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -2,6 +2,7 @@
 sweep, the report from results JSONs, and every shipped experiment configuration expanding at both scales."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from fusion_lstm_reproduction.experiments import (
     CONFIG_VALUES, EXPERIMENTS_DIR, RUN_KINDS, SCALES, SMOKE_TEST, execute, experiment_names, load_experiment, load_spec,
+    with_evaluation_steps,
 )
 from fusion_lstm_reproduction.report import (
     END, HEADLINE_END, HEADLINE_START, SECTIONS, START, standard_perplexity, write_headline, write_report,
@@ -328,7 +330,7 @@ def test_the_paper_unit_converts_to_standard_perplexity():
 
 @pytest.mark.parametrize("name, scale", [
     (name, scale) for name in ("fusion_table", "limited_data", "fusion_dropout", "sub_prefix", "vector_sources",
-                               "document_context") for scale in SCALES if scale in load_spec(name)["scales"]])
+                               "document_context", "learning_curve") for scale in SCALES if scale in load_spec(name)["scales"]])
 def test_shipped_train_experiments_expand_into_runs_that_run_clm_parses(name, scale, tmp_path, monkeypatch):
     import fusion_lstm_training.clm as run_clm
 
@@ -673,3 +675,71 @@ def test_the_budget_says_how_far_early_stopping_let_the_runs_train_and_how_batch
         result["metrics"]["train_epochs"] = epochs
     assert ("at most 10 epochs, stopped once the validation loss had not improved for 2 evaluations, trained 6–9, "
             "batch 32 (batches in random order)") in budget(runs)
+
+
+def test_the_learning_curve_evaluates_every_size_near_its_minimum_and_stops_after_two_epochs(tmp_path):
+    runs = {run.id: run.arguments for run in load_experiment("learning_curve", "large", tmp_path).runs}
+    # at most 221 steps apart and at every epoch's end (1,765 sentences: 56 steps of 32 a epoch; 28,244: 883 in 4)
+    expected = {1765: (56, 2), 3531: (111, 2), 7061: (221, 2), 14122: (221, 4), 28244: (221, 8)}
+    for size, (steps, patience) in expected.items():
+        for fusion in ("none", "concat"):
+            arguments = runs[f"{fusion}_n{size}_seed0"]
+            assert (arguments["eval_steps"], arguments["save_steps"], arguments["early_stopping_patience"]) == (
+                steps, steps, patience)
+            assert arguments["train_sampling_strategy"] == "random" and arguments["load_best_model_at_end"]
+            assert arguments["lr_scheduler_type"] == "constant_with_warmup"
+    # both seeds of none and concat at every size, and the constant-vector control
+    assert all(f"{f}_n{n}_seed{s}" in runs for f in ("none", "concat") for n in expected for s in (0, 1))
+    assert all(f"concat_constant_n{n}_seed0" in runs for n in expected)
+    with pytest.raises(ValueError, match="early_stopping_epochs"):
+        with_evaluation_steps({"early_stopping_epochs": 2, "train_file": str(DATA / "wikipedia" / "train.txt")})
+
+
+def curve_fixture(fusion: str, size: int, seed: int, per_epoch: list[float], **values) -> dict:
+    """A learning-curve result whose dev perplexity is per_epoch[e - 1] at epoch e; the best one is kept."""
+    result = fixture_result("learning_curve", fusion, min(per_epoch), max_train_samples=size, seed=seed, **values)
+    result["run"] = "_".join(map(str, result["values"].values()))
+    result["eval_curve"] = [{"epoch": float(e), "eval_loss": math.log(p), "eval_perplexity": p}
+                            for e, p in enumerate(per_epoch, 1)]
+    result["metrics"]["train_epochs"] = float(len(per_epoch))
+    result["arguments"]["num_train_epochs"] = 30
+    return result
+
+
+def test_the_learning_curve_reports_the_gain_at_convergence_and_at_a_fixed_budget(tmp_path):
+    from fusion_lstm_reproduction.report import build_section
+
+    write_results(tmp_path / "results", [
+        curve_fixture("none", 1000, 0, [400.0, 300.0, 200.0, 210.0]),
+        curve_fixture("none", 1000, 1, [400.0, 300.0, 204.0, 220.0]),
+        curve_fixture("concat", 1000, 0, [300.0, 220.0, 190.0, 200.0]),
+        curve_fixture("concat", 1000, 1, [300.0, 220.0, 194.0, 200.0]),
+        curve_fixture("concat", 1000, 0, [380.0, 290.0, 198.0, 230.0], fusion_vectors="constant"),
+        curve_fixture("none", 8000, 0, [200.0, 120.0, 100.0, 105.0]),
+        curve_fixture("concat", 8000, 0, [150.0, 110.0, 102.0, 110.0])])
+    text = build_section(tmp_path / "results", tmp_path / "figures", tmp_path)
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+    converged = next(row for row in rows if row[0] == "1,000")
+    # none 202 ± 2.8, concat 192, the control 198; concat -5.0 % vs none and -3.0 % vs the control
+    assert converged[1:4] == ["202.0 ± 2.8 (n=2)", "192.0 ± 2.8 (n=2)", "198.0"]
+    assert converged[4:7] == ["-5.0 %", "-2.0 %", "-3.0 %"]
+    # after 1 epoch concat leads by 25 %, at convergence by 5 %; at 8,000 it ends behind
+    budget = next(row for row in rows if row[:2] == ["`concat`", "1,000"])
+    assert budget[2:6] == ["-25.0 %", "-26.7 %", "-5.0 %", "-5.0 %"]
+    assert next(row for row in rows if row[:2] == ["`concat`", "8,000"])[2:6] == ["-25.0 %", "-8.3 %", "+2.0 %",
+                                                                                  "+2.0 %"]
+    finding = next(line for line in text.splitlines() if line.startswith("In short:"))
+    assert "1,000 training sentences: `concat` -5.0 % against `none`" in finding and "8,000" in finding
+    assert "-3.0 % against the constant-vector control" in finding
+    assert (tmp_path / "figures" / "learning_curve_cpu.png").read_bytes().startswith(b"\x89PNG")
+    # the README's headline leads with the curve's finding and labels the fusion table as the short-budget regime
+    write_results(tmp_path / "results", [fixture_result("fusion_table", "none", 100.0, seed=0),
+                                         fixture_result("fusion_table", "concat", 90.0, seed=0)])
+    front = tmp_path / "FRONT.md"
+    front.write_text(f"# Front\n{HEADLINE_START}\n{HEADLINE_END}\n")
+    write_headline(tmp_path / "results", front, tmp_path / "figures", tmp_path / "doc.md")
+    headline = front.read_text()
+    assert headline.index("When does the sentence embedding help?") < headline.index("The short-budget regime")
+    assert "8,000 training sentences: `concat` +2.0 % against `none`" in headline
+    row = next(line for line in headline.splitlines() if line.startswith("| 1,000 |"))
+    assert [c.strip() for c in row.strip("|").split("|")][3:] == ["-5.0 %", "-3.0 %", "-25.0 %"]

@@ -1,0 +1,202 @@
+"""The learning curve's numbers (experiment learning_curve): each variant's converged dev perplexity against the
+number of training sentences, over seeds, and the gain of fusion at convergence beside the gain at a fixed budget
+(after 1, 2, 3 epochs, read off the same runs' evaluations).
+
+A variant is a run's values without its size and seed (`none`, `concat`, `concat_constant`, `none_dropout0.3`, …);
+every change is against the mean over seeds of `none` at the same size.
+"""
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+
+from modeling_fusion_lstm import BASELINE_FUSION
+
+from .experiments import run_name
+from .tables import markdown_table
+
+
+SIZE = "max_train_samples"
+# run values that place a run on the curve rather than make it another variant
+PLACE = (SIZE, "seed", "evaluations_per_epoch")
+BUDGET_EPOCHS = (1, 2, 3)
+# an evaluation stands for epoch e when it lies this close to it (evaluations fall at whole steps)
+EPOCH_TOLERANCE = 0.15
+CONTROL = "concat_constant"  # concat fed one constant vector: the architecture without the embedding's content
+PAPER_FUSION = "concat"
+
+
+def variant(values: dict) -> str:
+    return run_name({k: v for k, v in values.items() if k not in PLACE})
+
+
+@dataclass
+class Curve:
+    """The runs of one experiment grouped by variant and size: runs[variant][size] = its seeds' results."""
+
+    runs: dict[str, dict[int, list[dict]]]
+
+    @classmethod
+    def of(cls, results: list[dict]) -> "Curve":
+        runs = defaultdict(lambda: defaultdict(list))
+        for result in sorted(results, key=lambda r: r["values"].get("seed", 0)):
+            runs[variant(result["values"])][result["values"][SIZE]].append(result)
+        order = sorted(runs, key=lambda v: (v != BASELINE_FUSION, v != PAPER_FUSION, v != CONTROL, v))
+        return cls({v: dict(sorted(runs[v].items())) for v in order})
+
+    @property
+    def variants(self) -> list[str]:
+        return list(self.runs)
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted({n for sizes in self.runs.values() for n in sizes})
+
+    def values(self, name: str, size: int, metric) -> list[float]:
+        """`metric` of each seed of `name` at `size` (seeds where it is None are left out)."""
+        found = (metric(r) for r in self.runs.get(name, {}).get(size, []))
+        return [value for value in found if value is not None]
+
+    def mean(self, name: str, size: int, metric=None) -> float | None:
+        values = self.values(name, size, metric or converged)
+        return statistics.mean(values) if values else None
+
+    def gain(self, name: str, size: int, metric=None, against: str = BASELINE_FUSION) -> float | None:
+        """The change of `name`'s mean against `against`'s at `size`, in %, or None where either is missing."""
+        value, reference = self.mean(name, size, metric), self.mean(against, size, metric)
+        return (value / reference - 1) * 100 if value and reference else None
+
+
+def converged(result: dict) -> float:
+    """The best dev perplexity over all evaluations (early stopping kept that model)."""
+    return result["best_eval_perplexity"]
+
+
+def test_perplexity(result: dict) -> float | None:
+    """The test perplexity of the model kept (the best evaluation's): chosen on dev, never on test."""
+    return result["metrics"].get("test_perplexity")
+
+
+def at_epoch(epoch: float):
+    """A metric: the dev perplexity of the evaluation at `epoch` (None where the run stopped before it)."""
+
+    def metric(result: dict) -> float | None:
+        near = [c for c in result["eval_curve"] if abs(c["epoch"] - epoch) <= EPOCH_TOLERANCE]
+        return min(near, key=lambda c: abs(c["epoch"] - epoch))["eval_perplexity"] if near else None
+
+    return metric
+
+
+def best_epoch(result: dict) -> float:
+    return min(result["eval_curve"], key=lambda c: c["eval_loss"])["epoch"]
+
+
+def stopped_early(result: dict) -> bool:
+    """Whether early stopping ended the run (not the epoch limit): then it ran to convergence."""
+    return result["metrics"].get("train_epochs", 0) < result["arguments"].get("num_train_epochs", 0) - 1e-6
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.1f} %"
+
+
+def seeds_apart(values: list[float]) -> str:
+    return f"{(max(values) / min(values) - 1) * 100:.1f} %" if len(values) > 1 else "—"
+
+
+def converged_lines(curve: Curve, metric=converged) -> list[str]:
+    """A row per size: each variant's perplexity (mean ± sd over seeds), each variant's change against none, concat's
+    against the constant-vector control, and how far apart none's and concat's seeds are."""
+    others = [v for v in curve.variants if v != BASELINE_FUSION]
+    has_control = CONTROL in curve.variants and PAPER_FUSION in curve.variants
+    rows = [("training sentences", *(f"`{v}`" for v in curve.variants), *(f"`{v}` vs `{BASELINE_FUSION}`" for v in others),
+             *([f"`{PAPER_FUSION}` vs `{CONTROL}`"] if has_control else []),
+             *(f"`{v}` seeds apart" for v in (BASELINE_FUSION, PAPER_FUSION) if v in curve.variants))]
+    for size in curve.sizes:
+        rows.append((f"{size:,}", *(spread(curve.values(v, size, metric)) for v in curve.variants),
+                     *(percent(curve.gain(v, size, metric)) for v in others),
+                     *([percent(curve.gain(PAPER_FUSION, size, metric, against=CONTROL))] if has_control else []),
+                     *(seeds_apart(curve.values(v, size, metric)) for v in (BASELINE_FUSION, PAPER_FUSION)
+                       if v in curve.variants)))
+    return markdown_table(rows)
+
+
+def budget_lines(curve: Curve) -> list[str]:
+    """A row per fused variant and size: its change against none after 1, 2 and 3 epochs (the evaluations there, the
+    seeds' means) beside its change at convergence, and the epochs of the best evaluations."""
+    rows = [("variant", "training sentences", *(f"after {e} epoch{'s' if e > 1 else ''}" for e in BUDGET_EPOCHS),
+             "at convergence", "best epoch (its seeds)", f"best epoch of `{BASELINE_FUSION}`")]
+    for name in curve.variants:
+        if name == BASELINE_FUSION:
+            continue
+        for size in curve.runs[name]:
+            epochs = lambda v: ", ".join(f"{best_epoch(r):g}" for r in curve.runs.get(v, {}).get(size, []))  # noqa: E731
+            rows.append((f"`{name}`", f"{size:,}", *(percent(curve.gain(name, size, at_epoch(e))) for e in BUDGET_EPOCHS),
+                         percent(curve.gain(name, size)), epochs(name) or "—", epochs(BASELINE_FUSION) or "—"))
+    return markdown_table(rows)
+
+
+def unfinished(curve: Curve) -> list[str]:
+    """The runs that the epoch limit ended instead of early stopping (not converged), by run id."""
+    return [r["run"] for sizes in curve.runs.values() for runs in sizes.values() for r in runs if not stopped_early(r)]
+
+
+def finding(curve: Curve) -> str | None:
+    """One sentence per end of the curve: concat's converged change against none at the smallest and the largest size
+    where both ran, with the seeds and the control; None before such a size exists."""
+    sizes = [n for n in curve.sizes if curve.mean(PAPER_FUSION, n) and curve.mean(BASELINE_FUSION, n)]
+    if not sizes:
+        return None
+
+    def said(size: int) -> str:
+        seeds = min(len(curve.values(v, size, converged)) for v in (BASELINE_FUSION, PAPER_FUSION))
+        control = curve.gain(PAPER_FUSION, size, against=CONTROL)
+        early = curve.gain(PAPER_FUSION, size, at_epoch(1))
+        return (f"{size:,} training sentences: `{PAPER_FUSION}` {percent(curve.gain(PAPER_FUSION, size))} against "
+                f"`{BASELINE_FUSION}` at convergence ({curve.mean(PAPER_FUSION, size):.1f} against "
+                f"{curve.mean(BASELINE_FUSION, size):.1f}, mean of {seeds} seed{'s' if seeds > 1 else ''} each; "
+                f"seeds of `{BASELINE_FUSION}` {seeds_apart(curve.values(BASELINE_FUSION, size, converged))} apart)"
+                + (f", {percent(control)} against the constant-vector control" if control is not None else "")
+                + (f", {percent(early)} after one epoch" if early is not None else ""))
+
+    ends = [sizes[0]] + ([sizes[-1]] if sizes[-1] != sizes[0] else [])
+    return "; ".join(said(n) for n in ends) + "."
+
+
+def headline_lines(curve: Curve) -> list[str]:
+    """The README's short table: per size where both ran, none and concat at convergence, concat's change against
+    none, against the constant-vector control and after one epoch."""
+    rows = [("training sentences", f"`{BASELINE_FUSION}`", f"`{PAPER_FUSION}`", "change at convergence",
+             f"vs the control (`{CONTROL}`)", "change after 1 epoch")]
+    for size in curve.sizes:
+        if curve.mean(PAPER_FUSION, size) and curve.mean(BASELINE_FUSION, size):
+            rows.append((f"{size:,}", spread(curve.values(BASELINE_FUSION, size, converged)),
+                         spread(curve.values(PAPER_FUSION, size, converged)), percent(curve.gain(PAPER_FUSION, size)),
+                         percent(curve.gain(PAPER_FUSION, size, against=CONTROL)),
+                         percent(curve.gain(PAPER_FUSION, size, at_epoch(1)))))
+    return markdown_table(rows) if len(rows) > 1 else []
+
+
+def change_curves(curve: Curve) -> dict[str, dict[int, float]]:
+    """For the figure: each fused variant's change against none by size, at convergence and after 1 epoch."""
+    out = {}
+    for name in curve.variants:
+        if name == BASELINE_FUSION:
+            continue
+        for label, metric in (("converged", converged), ("after 1 epoch", at_epoch(1))):
+            points = {n: g for n in curve.runs[name] if (g := curve.gain(name, n, metric)) is not None}
+            if points:
+                out[f"{name}, {label}"] = points
+    return out
+
+
+__all__ = ["Curve", "budget_lines", "change_curves", "converged_lines", "finding", "headline_lines",
+           "test_perplexity", "unfinished"]
