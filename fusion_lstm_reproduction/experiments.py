@@ -73,7 +73,8 @@ ID_NAMES = {"max_train_samples": "n", "seed": "seed", "num_train_epochs": "ep", 
             "fusion_context_fraction": "k", "fusion_vectors": "", "encoder_pooling": "", "eval_without_fusion": None,
             "context_sentences": "ctx", "context_as_tokens": None, "eval_context_controls": None,
             "scored_context_sentences": "read", "tie_word_embeddings": "tied",
-            "train_sampling_strategy": ""}
+            "train_sampling_strategy": "", "per_device_train_batch_size": "batch", "learning_rate": "lr",
+            "evaluate_every_steps": None}
 logger = logging.getLogger(__name__)
 
 
@@ -387,6 +388,10 @@ def with_config_values(arguments: dict) -> dict:
         extra = [f"{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in fields.items()]
         arguments["config_overrides"] = ",".join(filter(None, [arguments.get("config_overrides"), *extra]))
     return arguments
+
+
+# run values that with_evaluation_steps turns into the Trainer's evaluation and early-stopping arguments
+EVALUATION_VALUES = ("evaluate_every_steps", "early_stopping_epochs")
 
 
 @functools.cache

@@ -3,7 +3,8 @@ number of training sentences, over seeds, and the gain of fusion at convergence 
 (after 1, 2, 3 epochs, read off the same runs' evaluations).
 
 A variant is a run's values without its size and seed (`none`, `concat`, `concat_constant`, `none_dropout0.3`, …);
-every change is against the mean over seeds of `none` at the same size.
+every change is against the mean over seeds, at the same size, of the variant's reference: the `none` trained the same
+way (its values with fusion none and without what only a fusion has), or plain `none` where there is no such run.
 """
 
 import statistics
@@ -24,6 +25,8 @@ BUDGET_EPOCHS = (1, 2, 3)
 EPOCH_TOLERANCE = 0.15
 CONTROL = "concat_constant"  # concat fed one constant vector: the architecture without the embedding's content
 PAPER_FUSION = "concat"
+# values that only a fused model has: its reference none is trained without them
+FUSION_ONLY = ("fusion_vectors", "fusion_dropout", "fusion_context")
 
 
 def variant(values: dict) -> str:
@@ -35,14 +38,23 @@ class Curve:
     """The runs of one experiment grouped by variant and size: runs[variant][size] = its seeds' results."""
 
     runs: dict[str, dict[int, list[dict]]]
+    settings: dict[str, dict]  # variant → its values (without size and seed)
 
     @classmethod
     def of(cls, results: list[dict]) -> "Curve":
-        runs = defaultdict(lambda: defaultdict(list))
+        runs, settings = defaultdict(lambda: defaultdict(list)), {}
         for result in sorted(results, key=lambda r: r["values"].get("seed", 0)):
-            runs[variant(result["values"])][result["values"][SIZE]].append(result)
+            name = variant(result["values"])
+            runs[name][result["values"][SIZE]].append(result)
+            settings[name] = {k: v for k, v in result["values"].items() if k not in PLACE}
         order = sorted(runs, key=lambda v: (v != BASELINE_FUSION, v != PAPER_FUSION, v != CONTROL, v))
-        return cls({v: dict(sorted(runs[v].items())) for v in order})
+        return cls({v: dict(sorted(runs[v].items())) for v in order}, settings)
+
+    def reference(self, name: str) -> str:
+        """The none that `name` is compared with: trained the same way, else plain none."""
+        values = {k: v for k, v in self.settings[name].items() if k not in FUSION_ONLY}
+        same = run_name({**values, "fusion": BASELINE_FUSION})
+        return same if same in self.runs else BASELINE_FUSION
 
     @property
     def variants(self) -> list[str]:
@@ -61,9 +73,10 @@ class Curve:
         values = self.values(name, size, metric or converged)
         return statistics.mean(values) if values else None
 
-    def gain(self, name: str, size: int, metric=None, against: str = BASELINE_FUSION) -> float | None:
-        """The change of `name`'s mean against `against`'s at `size`, in %, or None where either is missing."""
-        value, reference = self.mean(name, size, metric), self.mean(against, size, metric)
+    def gain(self, name: str, size: int, metric=None, against: str | None = None) -> float | None:
+        """The change of `name`'s mean against `against`'s (default: its reference) at `size`, in %, or None where
+        either is missing."""
+        value, reference = self.mean(name, size, metric), self.mean(against or self.reference(name), size, metric)
         return (value / reference - 1) * 100 if value and reference else None
 
 
@@ -112,35 +125,39 @@ def seeds_apart(values: list[float]) -> str:
     return f"{(max(values) / min(values) - 1) * 100:.1f} %" if len(values) > 1 else "—"
 
 
-def converged_lines(curve: Curve, metric=converged) -> list[str]:
-    """A row per size: each variant's perplexity (mean ± sd over seeds), each variant's change against none, concat's
-    against the constant-vector control, and how far apart none's and concat's seeds are."""
-    others = [v for v in curve.variants if v != BASELINE_FUSION]
-    has_control = CONTROL in curve.variants and PAPER_FUSION in curve.variants
-    rows = [("training sentences", *(f"`{v}`" for v in curve.variants), *(f"`{v}` vs `{BASELINE_FUSION}`" for v in others),
-             *([f"`{PAPER_FUSION}` vs `{CONTROL}`"] if has_control else []),
-             *(f"`{v}` seeds apart" for v in (BASELINE_FUSION, PAPER_FUSION) if v in curve.variants))]
-    for size in curve.sizes:
-        rows.append((f"{size:,}", *(spread(curve.values(v, size, metric)) for v in curve.variants),
-                     *(percent(curve.gain(v, size, metric)) for v in others),
-                     *([percent(curve.gain(PAPER_FUSION, size, metric, against=CONTROL))] if has_control else []),
-                     *(seeds_apart(curve.values(v, size, metric)) for v in (BASELINE_FUSION, PAPER_FUSION)
-                       if v in curve.variants)))
+def converged_lines(curve: Curve) -> list[str]:
+    """A row per variant and size: its dev perplexity at convergence (mean ± sd over seeds) and how far apart its
+    seeds are, its change against its reference none (and, for a fusion, against the constant-vector control), and
+    the same models' test perplexity with its change."""
+    has_control = CONTROL in curve.variants
+    rows = [("variant", "training sentences", "dev perplexity", "seeds apart", "vs its none",
+             *([f"vs `{CONTROL}`"] if has_control else []), "test perplexity", "test vs its none")]
+    for name in curve.variants:
+        fused = name != curve.reference(name)
+        for size in curve.runs[name]:
+            control = curve.gain(name, size, against=CONTROL) if fused and name != CONTROL else None
+            rows.append((f"`{name}`" + (f" (vs `{curve.reference(name)}`)" if fused and curve.reference(name) != (
+                BASELINE_FUSION) else ""), f"{size:,}", spread(curve.values(name, size, converged)),
+                seeds_apart(curve.values(name, size, converged)), percent(curve.gain(name, size)) if fused else "—",
+                *([percent(control)] if has_control else []), spread(curve.values(name, size, test_perplexity)),
+                percent(curve.gain(name, size, test_perplexity)) if fused else "—"))
     return markdown_table(rows)
 
 
 def budget_lines(curve: Curve) -> list[str]:
     """A row per fused variant and size: its change against none after 1, 2 and 3 epochs (the evaluations there, the
     seeds' means) beside its change at convergence, and the epochs of the best evaluations."""
-    rows = [("variant", "training sentences", *(f"after {e} epoch{'s' if e > 1 else ''}" for e in BUDGET_EPOCHS),
-             "at convergence", "best epoch (its seeds)", f"best epoch of `{BASELINE_FUSION}`")]
+    rows = [("variant", "against", "training sentences",
+             *(f"after {e} epoch{'s' if e > 1 else ''}" for e in BUDGET_EPOCHS), "at convergence",
+             "best epoch (its seeds)", "best epoch of the one it is against")]
     for name in curve.variants:
-        if name == BASELINE_FUSION:
+        if name == curve.reference(name):
             continue
         for size in curve.runs[name]:
             epochs = lambda v: ", ".join(f"{best_epoch(r):g}" for r in curve.runs.get(v, {}).get(size, []))  # noqa: E731
-            rows.append((f"`{name}`", f"{size:,}", *(percent(curve.gain(name, size, at_epoch(e))) for e in BUDGET_EPOCHS),
-                         percent(curve.gain(name, size)), epochs(name) or "—", epochs(BASELINE_FUSION) or "—"))
+            rows.append((f"`{name}`", f"`{curve.reference(name)}`", f"{size:,}",
+                         *(percent(curve.gain(name, size, at_epoch(e))) for e in BUDGET_EPOCHS),
+                         percent(curve.gain(name, size)), epochs(name) or "—", epochs(curve.reference(name)) or "—"))
     return markdown_table(rows)
 
 
@@ -189,7 +206,7 @@ def change_curves(curve: Curve) -> dict[str, dict[int, float]]:
     """For the figure: each fused variant's change against none by size, at convergence and after 1 epoch."""
     out = {}
     for name in curve.variants:
-        if name == BASELINE_FUSION:
+        if name == curve.reference(name):
             continue
         for label, metric in (("converged", converged), ("after 1 epoch", at_epoch(1))):
             points = {n: g for n in curve.runs[name] if (g := curve.gain(name, n, metric)) is not None}

@@ -29,7 +29,7 @@ from .figures import (
     plot_similarity, plot_sub_prefix,
 )
 from .learning_curve import (
-    Curve, budget_lines, converged_lines, finding, headline_lines, test_perplexity, unfinished,
+    Curve, budget_lines, converged_lines, finding, headline_lines, unfinished,
 )
 from .similarity import similarity_rows
 from .speed import SpeedPages
@@ -418,10 +418,9 @@ def learning_curve_section(ctx: SectionContext) -> list[str]:
     open_runs = unfinished(curve)
     said = finding(curve)
     return [*ctx.prose(budget=budget(largest)), *([f"In short: {said}", ""] if said else []),
-            "Converged: the best validation perplexity over all evaluations (mean ± sd over seeds), and each "
-            "variant's change against the mean of `none` at the same size:", "", *converged_lines(curve), "",
-            "Test perplexity of the same models (the evaluation chosen on validation):", "",
-            *converged_lines(curve, test_perplexity), "",
+            "Converged: the best validation perplexity over all evaluations (mean ± sd over seeds), each fusion's "
+            "change against the none trained the same way at the same size, and the test perplexity of the same "
+            "models (the evaluation chosen on validation):", "", *converged_lines(curve), "",
             "The gain at a fixed budget, read off the same runs' evaluations, beside the gain at convergence:", "",
             *budget_lines(curve), "",
             *([f"Ended by the epoch limit, not by early stopping (not converged): {', '.join(open_runs)}.", ""]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fusion_lstm_reproduction.experiments import (
-    CONFIG_VALUES, EXPERIMENTS_DIR, RUN_KINDS, SCALES, SMOKE_TEST, execute, experiment_names, load_experiment, load_spec,
+    CONFIG_VALUES, EVALUATION_VALUES, EXPERIMENTS_DIR, RUN_KINDS, SCALES, SMOKE_TEST, execute, experiment_names, load_experiment, load_spec,
     with_evaluation_steps,
 )
 from fusion_lstm_reproduction.report import (
@@ -347,6 +347,9 @@ def test_shipped_train_experiments_expand_into_runs_that_run_clm_parses(name, sc
         for key, value in run.values.items():  # every varying argument lands where run_clm reads it
             if key in CONFIG_VALUES:  # a model config field: through config_overrides
                 assert model_args.config_fields()[key] == value, (run.id, key)
+                continue
+            if key in EVALUATION_VALUES:  # through the Trainer's evaluation steps
+                assert training_args.eval_steps <= value, (run.id, key)
                 continue
             parsed = [getattr(a, key) for a in (model_args, data_args, training_args) if hasattr(a, key)]
             assert parsed == [value], (run.id, key)
@@ -716,18 +719,26 @@ def test_the_learning_curve_reports_the_gain_at_convergence_and_at_a_fixed_budge
         curve_fixture("concat", 1000, 1, [300.0, 220.0, 194.0, 200.0]),
         curve_fixture("concat", 1000, 0, [380.0, 290.0, 198.0, 230.0], fusion_vectors="constant"),
         curve_fixture("none", 8000, 0, [200.0, 120.0, 100.0, 105.0]),
-        curve_fixture("concat", 8000, 0, [150.0, 110.0, 102.0, 110.0])])
+        curve_fixture("concat", 8000, 0, [150.0, 110.0, 102.0, 110.0]),
+        # the paper's optimizer regime: each fusion against the none trained the same way
+        curve_fixture("none", 1000, 0, [900.0, 700.0, 600.0], per_device_train_batch_size=1, learning_rate=1e-05),
+        curve_fixture("concat", 1000, 0, [800.0, 630.0, 540.0], per_device_train_batch_size=1, learning_rate=1e-05)])
     text = build_section(tmp_path / "results", tmp_path / "figures", tmp_path)
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
-    converged = next(row for row in rows if row[0] == "1,000")
-    # none 202 ± 2.8, concat 192, the control 198; concat -5.0 % vs none and -3.0 % vs the control
-    assert converged[1:4] == ["202.0 ± 2.8 (n=2)", "192.0 ± 2.8 (n=2)", "198.0"]
-    assert converged[4:7] == ["-5.0 %", "-2.0 %", "-3.0 %"]
+    converged = {(row[0], row[1]): row[2:] for row in rows}
+    # none 202 ± 2.8, concat 192, the control 198; concat -5.0 % vs none and -3.0 % vs the control; test = 1.1 × dev
+    assert converged[("`none`", "1,000")][:2] == ["202.0 ± 2.8 (n=2)", "2.0 %"]
+    assert converged[("`concat`", "1,000")] == ["192.0 ± 2.8 (n=2)", "2.1 %", "-5.0 %", "-3.0 %", "211.2 ± 3.1 (n=2)",
+                                                "-5.0 %"]
+    assert converged[("`concat_constant`", "1,000")][:4] == ["198.0", "—", "-2.0 %", "—"]
+    assert converged[("`concat_batch1_lr1e-05` (vs `none_batch1_lr1e-05`)", "1,000")][2] == "-10.0 %"
     # after 1 epoch concat leads by 25 %, at convergence by 5 %; at 8,000 it ends behind
-    budget = next(row for row in rows if row[:2] == ["`concat`", "1,000"])
-    assert budget[2:6] == ["-25.0 %", "-26.7 %", "-5.0 %", "-5.0 %"]
-    assert next(row for row in rows if row[:2] == ["`concat`", "8,000"])[2:6] == ["-25.0 %", "-8.3 %", "+2.0 %",
-                                                                                  "+2.0 %"]
+    budget = next(row for row in rows if row[:3] == ["`concat`", "`none`", "1,000"])
+    assert budget[3:7] == ["-25.0 %", "-26.7 %", "-5.0 %", "-5.0 %"]
+    assert next(row for row in rows if row[:3] == ["`concat`", "`none`", "8,000"])[3:7] == [
+        "-25.0 %", "-8.3 %", "+2.0 %", "+2.0 %"]
+    regime = next(row for row in rows if row[0] == "`concat_batch1_lr1e-05`")
+    assert regime[1:3] == ["`none_batch1_lr1e-05`", "1,000"] and regime[3:7] == ["-11.1 %", "-10.0 %", "-10.0 %", "-10.0 %"]
     finding = next(line for line in text.splitlines() if line.startswith("In short:"))
     assert "1,000 training sentences: `concat` -5.0 % against `none`" in finding and "8,000" in finding
     assert "-3.0 % against the constant-vector control" in finding
