@@ -101,9 +101,10 @@ def test_runs_that_read_the_same_vectors_share_one_cache(tmp_path):
     joined = next(t for t in tasks if t.key.startswith("embed") and "prefix+previous" in t.name)
     assert sorted(names[n] for n in joined.needs) == ["document_context/concat_previous_ctx3_seed0",
                                                       "document_context/concat_seed0"]
-    # the runs the lease starts first are runs of the lease
-    runs = {f"{e.name}/{r.id}" for e in (experiment, context) for r in e.runs}
-    assert set(load_lease().first) <= runs
+    # the runs the lease starts first are runs of the lease, the learning curve's largest size among them
+    lease = load_lease()
+    runs = {f"{name}/{r.id}" for name in lease.experiments for r in load_experiment(name, lease.scale, tmp_path).runs}
+    assert set(lease.first) <= runs and "learning_curve/concat_n28244_seed0" in lease.first
 
 
 def test_the_lease_runs_on_cpu_as_a_smoke_test_and_packs_what_report_reads(carry, tmp_path, monkeypatch):
