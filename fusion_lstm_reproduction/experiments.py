@@ -560,9 +560,12 @@ def collect(output_dir: Path, arguments: dict) -> dict:
     history = json.loads(state_file.read_text())["log_history"] if state_file.exists() else []
     curve = [{"epoch": h["epoch"], "eval_loss": h["eval_loss"], "eval_perplexity": h["eval_perplexity"]}
              for h in history if "eval_loss" in h]
+    # the training loss the Trainer logged (mean over each logging interval): does a run fit its training set better
+    # while it does worse on dev?
+    train_curve = [{"epoch": h["epoch"], "loss": h["loss"]} for h in history if "loss" in h]
     best = min(curve, key=lambda h: h["eval_loss"]) if curve else None
     best_perplexity = best["eval_perplexity"] if best else metrics.get("eval_perplexity")
-    return {"metrics": metrics, "eval_curve": curve, "best_eval_perplexity": best_perplexity,
+    return {"metrics": metrics, "eval_curve": curve, "train_curve": train_curve, "best_eval_perplexity": best_perplexity,
             "arguments": {k: v for k, v in arguments.items() if v is not None}}
 
 

@@ -94,8 +94,13 @@ def epochs_text(results: list[dict]) -> str:
     trained = [r["metrics"]["train_epochs"] for r in results if r["metrics"].get("train_epochs") is not None]
     ran = (f", trained {min(trained):g}" + (f"–{max(trained):g}" if max(trained) != min(trained) else "")) if (
         trained) else ""
+    window = f"{args['early_stopping_patience']} evaluations"
+    samples = results[0]["metrics"].get("train_samples")
+    if args.get("eval_strategy") == "steps" and samples:  # evaluations within epochs: the patience in epochs too
+        steps = math.ceil(samples / args.get("per_device_train_batch_size", 8))
+        window += f" ({args['early_stopping_patience'] * args['eval_steps'] / steps:.1f} epochs)"
     return (f"at most {args.get('num_train_epochs')} epochs, stopped once the validation loss had not improved for "
-            f"{args['early_stopping_patience']} evaluations{ran}")
+            f"{window}{ran}")
 
 
 def budget(results: list[dict]) -> str:
@@ -421,8 +426,8 @@ def learning_curve_section(ctx: SectionContext) -> list[str]:
             "Converged: the best validation perplexity over all evaluations (mean ± sd over seeds), each fusion's "
             "change against the none trained the same way at the same size, and the test perplexity of the same "
             "models (the evaluation chosen on validation):", "", *converged_lines(curve), "",
-            "The gain at a fixed budget, read off the same runs' evaluations, beside the gain at convergence:", "",
-            *budget_lines(curve), "",
+            *(["The gain at a fixed budget, read off the same runs' evaluations, beside the gain at convergence:", "",
+               *budget_lines(curve), ""] if len(budget_lines(curve)) > 2 else []),
             *([f"Ended by the epoch limit, not by early stopping (not converged): {', '.join(open_runs)}.", ""]
               if open_runs else []), f"![learning curves]({ctx.link(figure)})", ""]
 
@@ -646,6 +651,8 @@ def build_section(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str
            "levels.", ""]
     for scale in SCALE_ORDER:
         groups_started = set()
+        if any(found.get((scale, name)) for name in SECTIONS):
+            out += [f"**Protocol at `--scale {scale}`: {scales[scale]['protocol']}**", ""]
         for name, write in SECTIONS.items():
             results = found.get((scale, name), [])
             if not results:
