@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 
 from fusion_lstm_training.data import read_json_object
-from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
+from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
 
 from .experiments import (
     EXPERIMENTS_DIR, RESULT_FIELDS, ROOT, SHARED_DATA, SMOKE_TEST, execute, map_config, shared_data_path, load_experiment, load_spec,

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer
 
 import modeling_fusion_lstm
-from modeling_fusion_lstm.modeling_fusion_lstm import FusionLSTMPrefixEncoder
+from modeling_fusion_lstm.prefix_encoder_fusion_lstm import FusionLSTMPrefixEncoder
 
 from fusion_lstm_training.data import load_splits, tokenize_sentences
 from fusion_lstm_training.embeddings import EmbeddingCache, PrefixEmbedder

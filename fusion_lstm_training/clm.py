@@ -35,7 +35,7 @@ from transformers.trainer_utils import get_last_checkpoint
 import modeling_fusion_lstm
 from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionLSTMForCausalLM
 from modeling_fusion_lstm.configuration_fusion_lstm import CONTEXTS, ENCODER_POOLING_CHOICES
-from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
+from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
 
 from .bpe import train_bpe_tokenizer
 from .callbacks import FusionDropoutSchedule, parse_schedule

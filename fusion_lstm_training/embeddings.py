@@ -46,6 +46,20 @@ def encoder_flops(window_lengths, encoder_config) -> int:
     return int(encoder_config.num_hidden_layers * (lengths.sum() * per_token + 4 * (lengths ** 2).sum() * h))
 
 
+def encoder_fingerprint(prefix_encoder, context=None) -> str:
+    """Hash of everything that turns token ids into e_j (or into the vectors of one part of the context): the
+    prefix encoder's encoder config and weights, its pooling, the context (default: its own) and its truncation
+    length. Reads every weight: compute it once per run."""
+    context = context or prefix_encoder.context
+    config = prefix_encoder.config
+    digest = hashlib.sha256(json.dumps(config.encoder.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(prefix_encoder.encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    digest.update(f"{config.encoder_pooling}|{context.key}|{prefix_encoder.max_length}".encode())
+    return digest.hexdigest()
+
+
 def default_cache_dir() -> Path:
     from datasets import config as datasets_config
 
@@ -118,7 +132,7 @@ class PrefixEmbedder:
     def fingerprint(self) -> str:
         """Hash of what turns token ids into vectors: the prefix encoder (weights, config, pooling, context,
         truncation), the precision and the tokenizers."""
-        encoder = self.prefix_encoder.fingerprint(**self._context_argument())
+        encoder = encoder_fingerprint(self.prefix_encoder, self.context)
         digest = hashlib.sha256(f"{self.precision}|{encoder}".encode())
         for tokenizer in (self.lm_tokenizer, self.encoder_tokenizer):
             if tokenizer is not None:

@@ -19,7 +19,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import numpy as np
 from datasets import Dataset
 
-from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
+from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
 
 
 @runtime_checkable
@@ -152,9 +152,11 @@ class ConstantVectors:
         """The encoder's vector of an empty window ([CLS][SEP], as the BOS position reads), in its pooling."""
         import torch
 
+        from .embeddings import encoder_fingerprint  # embeddings.py reads this module's VectorSource
+
         with torch.no_grad():
             vector = prefix_encoder.embed_texts([""], encoder_tokenizer)[0]
-        return cls(vector.float().cpu().numpy(), f"empty-window:{prefix_encoder.fingerprint()[:16]}")
+        return cls(vector.float().cpu().numpy(), f"empty-window:{encoder_fingerprint(prefix_encoder)[:16]}")
 
     def fingerprint(self) -> str:
         return f"constant-{self.name}-" + hashlib.sha256(self.vector.tobytes()).hexdigest()[:16]
@@ -218,7 +220,7 @@ def zeros_source(*, tokenizer, train_texts, encoder_path) -> VectorSource:
 def constant_source(*, tokenizer, train_texts, encoder_path) -> VectorSource:
     from transformers import AutoTokenizer
 
-    from modeling_fusion_lstm.modeling_fusion_lstm import FusionLSTMPrefixEncoder
+    from modeling_fusion_lstm.prefix_encoder_fusion_lstm import FusionLSTMPrefixEncoder
 
     prefix_encoder = FusionLSTMPrefixEncoder.from_encoder_pretrained(encoder_path).eval()
     return ConstantVectors.empty_window(prefix_encoder, AutoTokenizer.from_pretrained(encoder_path))

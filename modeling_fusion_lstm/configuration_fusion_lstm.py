@@ -67,7 +67,7 @@ BASELINE_FUSION = _baselines[0]
 
 class ContextSpec(NamedTuple):
     """What a fusion_context is, as data. The window of each single-window mode (which tokens the encoder reads at
-    position j) lives in modeling_fusion_lstm.py (CONTEXT_WINDOWS, checked against this table at import); choices,
+    position j) lives in prefix_encoder_fusion_lstm.py (CONTEXT_WINDOWS, checked against this table at import); choices,
     validation, help texts, PrefixContext's properties and the report's labels are derived from this table."""
 
     encoder_reads: str  # what the encoder reads at position j, after the first token ([CLS], the LM's BOS)
@@ -157,7 +157,7 @@ class FusionLSTMConfig(PreTrainedConfig):
         (early fusion, e_j is the LSTM's initial state and the LSTM restarts at every position) or `embedding_only`
         (the paper's artefact-only probe: no LSTM, an MLP on e_j alone).
     fusion_context (`str`, defaults to `"prefix"`): what the encoder reads at position j, a key of `CONTEXTS` (the
-        table of what each mode reads; its window is in modeling_fusion_lstm.py's CONTEXT_WINDOWS): `prefix`,
+        table of what each mode reads; its window is in prefix_encoder_fusion_lstm.py's CONTEXT_WINDOWS): `prefix`,
         `sentence`, `subr`, `subl`, `previous`, `document` or `prefix+previous`.
     fusion_context_fraction (`float`, defaults to 0.5): k of the sub-prefix feeders, in [0, 1].
     encoder_pooling (`str`, defaults to `"cls"`): how the encoder's token states become e_j: `cls` (first

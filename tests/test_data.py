@@ -13,7 +13,7 @@ from fusion_lstm_training.bpe import build_bpe_tokenizer
 from fusion_lstm_training.callbacks import FusionDropoutSchedule, parse_schedule
 from fusion_lstm_training.reference import naive_context
 from fusion_lstm_training.vectors import BagOfWordsVectors, donors
-from modeling_fusion_lstm.modeling_fusion_lstm import PrefixContext
+from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
 from fusion_lstm_training.data import FusionDataCollator, pad_right, read_sentences, tokenize_sentences
 from fusion_lstm_training.embeddings import EmbeddingCache, PrefixEmbedder
 from helpers import ROOT, SENTENCES

@@ -459,7 +459,7 @@ def test_one_table_says_what_each_fusion_context_reads():
     from modeling_fusion_lstm.configuration_fusion_lstm import (
         CONTEXTS, DOCUMENT_CONTEXTS, FUSION_CONTEXT_CHOICES, SENTENCE_PROBES, context_parts,
     )
-    from modeling_fusion_lstm.modeling_fusion_lstm import CONTEXT_WINDOWS, PrefixContext
+    from modeling_fusion_lstm.prefix_encoder_fusion_lstm import CONTEXT_WINDOWS, PrefixContext
 
     assert FUSION_CONTEXT_CHOICES == tuple(CONTEXTS)
     assert set(DOCUMENT_CONTEXTS) == {"previous", "document", "prefix+previous"}

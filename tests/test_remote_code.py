@@ -18,6 +18,10 @@ def test_saved_folder_loads_with_trust_remote_code_without_the_package(tmp_path,
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_fusion_lstm.FusionLSTMForCausalLM"
     assert config["auto_map"]["AutoModel"] == "modeling_fusion_lstm.FusionLSTMModel"
+    # the model's code travels with it, the prefix encoder's module beside the model's
+    assert {"configuration_fusion_lstm.py", "modeling_fusion_lstm.py", "prefix_encoder_fusion_lstm.py",
+            "inputs_fusion_lstm.py"} <= {
+        p.name for p in folder.glob("*.py")}
 
     inputs = dict(tokenizer(SENTENCES, return_tensors="pt", padding=True))
     outputs, report = load_without_package(folder, inputs, tmp_path)

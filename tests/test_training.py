@@ -178,7 +178,7 @@ def test_constant_vectors_are_the_encoders_empty_window_at_every_position(tmp_pa
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from modeling_fusion_lstm.modeling_fusion_lstm import FusionLSTMPrefixEncoder
+    from modeling_fusion_lstm.prefix_encoder_fusion_lstm import FusionLSTMPrefixEncoder
 
     cache = tmp_path / "cache"  # the precompute alone (--embed_only): what the run would train on
     run_training(tiny_run_config(tmp_path / "out", cache, fusion_vectors="constant", embed_only=True), tmp_path)
