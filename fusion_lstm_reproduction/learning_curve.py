@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from modeling_fusion_lstm import BASELINE_FUSION
 
 from .experiments import run_name
-from .tables import markdown_table
+from .tables import markdown_table, percent, spread
 
 
 SIZE = "max_train_samples"
@@ -107,18 +107,6 @@ def best_epoch(result: dict) -> float:
 def stopped_early(result: dict) -> bool:
     """Whether early stopping ended the run (not the epoch limit): then it ran to convergence."""
     return result["metrics"].get("train_epochs", 0) < result["arguments"].get("num_train_epochs", 0) - 1e-6
-
-
-def spread(values: list[float]) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
-
-
-def percent(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.1f} %"
 
 
 def seeds_apart(values: list[float]) -> str:

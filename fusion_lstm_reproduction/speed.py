@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fusion_lstm_training.data import read_json_object
 
+from .pages import GeneratedText
 from .tables import markdown_table
 
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
@@ -274,11 +275,7 @@ class SpeedPages:
     summary: Path
     tables: Path | None = None
 
-    def markers(self) -> list[tuple[Path, str, str]]:
-        return [(Path(self.summary), SPEED_START, SPEED_END)] + (
-            [(Path(self.tables), BENCH_START, BENCH_END)] if self.tables else [])
-
-    def texts(self) -> list[tuple[Path, str, str, str]]:
-        """(page, start marker, end marker, the text between them), all built before any is written."""
-        built = [speed_text(self.results)] + ([bench_tables_text(self.results)] if self.tables else [])
-        return [(*marker, text) for marker, text in zip(self.markers(), built)]
+    def parts(self) -> list[GeneratedText]:
+        return [GeneratedText(Path(self.summary), SPEED_START, SPEED_END, lambda: speed_text(self.results))] + (
+            [GeneratedText(Path(self.tables), BENCH_START, BENCH_END, lambda: bench_tables_text(self.results))]
+            if self.tables else [])

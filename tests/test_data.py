@@ -552,7 +552,7 @@ class IdVectors:
 
 
 def test_built_in_and_user_sources_are_made_by_one_rule(tmp_path, monkeypatch):
-    from fusion_lstm_reproduction.report import SOURCE_LABELS
+    from fusion_lstm_reproduction.section_tables import SOURCE_LABELS
     from fusion_lstm_training.vectors import (
         SOURCES, ShuffledVectors, SourceOptions, ZeroVectors, make_source, needs_model_encoder, sources_help,
     )

@@ -19,7 +19,7 @@ from fusion_lstm_reproduction.lease import (
     DATA_ARCHIVE, MIB, Clock, Lease, build_carry, data_files, embedding_group, lease_tasks, load_lease, run_lease,
     unpack,
 )
-from fusion_lstm_reproduction.report import write_report
+from fusion_lstm_reproduction.report import write_reports
 
 
 DATA = ROOT / SHARED_DATA
@@ -130,7 +130,7 @@ def test_the_lease_runs_on_cpu_as_a_smoke_test_and_packs_what_report_reads(carry
     assert (unpacked / "gpu" / "fusion_table" / "runs" / "none_seed0" / "log.txt").is_file()
     doc = tmp_path / "reproducing.md"
     doc.write_text("# R\n\n<!-- results:start -->\n<!-- results:end -->\n")
-    write_report(unpacked, doc, tmp_path / "figures")
+    write_reports(unpacked, doc, None, tmp_path / "figures")
     assert "### Fusion variants (gpu scale)" in doc.read_text()
 
 

@@ -17,8 +17,9 @@ from fusion_lstm_reproduction.experiments import (
     with_evaluation_steps,
 )
 from fusion_lstm_reproduction.report import (
-    END, HEADLINE_END, HEADLINE_START, SECTIONS, START, standard_perplexity, write_headline, write_report,
+    END, HEADLINE_END, HEADLINE_START, SECTIONS, START, write_reports,
 )
+from fusion_lstm_reproduction.results import standard_perplexity
 from helpers import DATA, ROOT, TINY_OVERRIDES
 
 
@@ -161,7 +162,7 @@ def test_report_builds_the_readme_section_and_figures_from_results_jsons(tmp_pat
     write_results(results, fixtures)
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\n## Results\n\n{START}\nold\n{END}\n\n## After\n")
-    write_report(results, readme, results / "figures")
+    write_reports(results, readme, None, results / "figures")
 
     text = readme.read_text()
     assert text.startswith("# Title") and text.endswith("## After\n") and "\nold\n" not in text
@@ -179,7 +180,7 @@ def test_report_builds_the_readme_section_and_figures_from_results_jsons(tmp_pat
     # the front page's short table: each variant against none, beside the paper's change
     front = tmp_path / "FRONT.md"
     front.write_text(f"# Front\n{HEADLINE_START}\n{HEADLINE_END}\n")
-    write_headline(results, front, results / "figures", readme)
+    write_reports(results, readme, front, results / "figures")
     headline = {line.split("|")[1].strip(): line for line in front.read_text().splitlines() if line.startswith("| ")}
     assert "91.0 | -9.9 % | -8.0 %" in headline["`concat`"] and "95.0 | -5.9 % | — |" in headline["`init_hc`"]
     assert "](results/figures/fusion_table_cpu.png)" in front.read_text()
@@ -215,7 +216,7 @@ def test_report_of_reading_times_shows_the_held_out_delta_and_the_scoring_speed(
                             reading_fixture("concat", 0, 0.011, 30.0, [2.0, 1.5, 2.5], bits=13.5)])
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n{START}\n{END}\n")
-    write_report(results, readme, results / "figures")
+    write_reports(results, readme, None, results / "figures")
     rows = {line.split("|")[1].strip(): line for line in readme.read_text().splitlines() if line.startswith("| `")}
     assert "10.00 [8.00, 12.00] | 11.00 |" in rows["`none_0`"] and "11.00 [9.00, 13.00]" in rows["`concat_0`"]
     assert rows["`none_0`"].startswith("| `none_0` | 14.00 |") and rows["`concat_0`"].startswith("| `concat_0` | 13.50 |")
@@ -227,7 +228,7 @@ def test_report_of_reading_times_shows_the_held_out_delta_and_the_scoring_speed(
     assert (results / "figures" / "fit_vs_quality.png").read_bytes().startswith(b"\x89PNG")
     front = tmp_path / "FRONT.md"
     front.write_text(f"# Front\n{HEADLINE_START}\n{HEADLINE_END}\n")
-    write_headline(results, front, results / "figures", readme)
+    write_reports(results, readme, front, results / "figures")
     assert "`none` 1,100 words/s, `concat` 30 words/s" in front.read_text()
 
 
@@ -245,7 +246,8 @@ def test_reading_times_with_the_story_report_what_the_story_and_the_seed_change_
                             scored([1.0, 0.5, 1.5], **context, scored_context_sentences=0)])
     readme = tmp_path / "README.md"
     readme.write_text(f"{START}\n{END}\n")
-    section = write_report(results, readme, results / "figures")
+    write_reports(results, readme, None, results / "figures")
+    section = readme.read_text()
     (story,) = [line for line in section.splitlines() if line.startswith("*Reading the story against")]
     # 1 nat more in each of 3 stories of 100 words when the model reads its story; the sentence-level run has no pair
     assert story.endswith("`concat_previous_3_0` +10.00 [10.00, 10.00], p = 0.125.")
@@ -280,7 +282,8 @@ def test_report_of_the_probes(tmp_path):
     write_results(results, fixtures)
     readme = tmp_path / "README.md"
     readme.write_text(f"{START}\n{END}\n")
-    section = write_report(results, readme, results / "figures")
+    write_reports(results, readme, None, results / "figures")
+    section = readme.read_text()
     rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
     # fusion dropout: best dev, final with e_j, final with e_j zeroed and its change against none
     assert "95.0" in rows["`concat_0to1_vector_seed0`"] and "120.0 | +20.0 %" in rows["`concat_0to1_vector_seed0`"]
@@ -411,7 +414,7 @@ def test_report_refuses_to_replace_the_section_without_results(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"{START}\nkept\n{END}\n")
     with pytest.raises(ValueError, match="no results"):
-        write_report(tmp_path / "misspelled", readme, tmp_path / "figures")
+        write_reports(tmp_path / "misspelled", readme, None, tmp_path / "figures")
     assert readme.read_text() == f"{START}\nkept\n{END}\n"
 
 
@@ -513,7 +516,7 @@ def test_reading_times_with_the_story_score_the_document_context_models(tmp_path
 
 
 def test_broken_json_files_are_named(tmp_path):
-    from fusion_lstm_reproduction.report import load_results
+    from fusion_lstm_reproduction.results import load_results
 
     broken = tmp_path / "results" / "cpu" / "demo" / "none.json"
     broken.parent.mkdir(parents=True)
@@ -667,7 +670,7 @@ def test_document_context_gains_are_reported_against_none_the_constant_control_a
 
 
 def test_the_budget_says_how_far_early_stopping_let_the_runs_train_and_how_batches_were_ordered():
-    from fusion_lstm_reproduction.report import budget
+    from fusion_lstm_reproduction.results import budget
 
     runs = [fixture_result("document_context", "none", 100.0, seed=0), fixture_result("document_context", "concat",
                                                                                       90.0, seed=0)]
@@ -748,7 +751,7 @@ def test_the_learning_curve_reports_the_gain_at_convergence_and_at_a_fixed_budge
                                          fixture_result("fusion_table", "concat", 90.0, seed=0)])
     front = tmp_path / "FRONT.md"
     front.write_text(f"# Front\n{HEADLINE_START}\n{HEADLINE_END}\n")
-    write_headline(tmp_path / "results", front, tmp_path / "figures", tmp_path / "doc.md")
+    write_reports(tmp_path / "results", tmp_path / "doc.md", front, tmp_path / "figures")
     headline = front.read_text()
     assert headline.index("When does the sentence embedding help?") < headline.index("The short-budget regime")
     assert "8,000 training sentences: `concat` +2.0 % against `none`" in headline
