@@ -69,7 +69,7 @@ def main():
     from transformers import Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from fusion_lstm_training.data import FusionDataCollator
+    from fusion_lstm_data.batches import FusionDataCollator
     from fusion_lstm_training.embeddings import EmbeddingCache
     from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM
 

@@ -33,10 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import modeling_fusion_lstm  # noqa: E402
-from fusion_lstm_training.bpe import build_bpe_tokenizer  # noqa: E402
-from fusion_lstm_training.data import FusionDataCollator, read_sentences  # noqa: E402
-from fusion_lstm_training.precision import PRECISIONS, choose_precision  # noqa: E402
+from fusion_lstm_data.batches import FusionDataCollator  # noqa: E402
+from fusion_lstm_data.files import read_sentences  # noqa: E402
 from fusion_lstm_reproduction.speed import PRECOMPUTE_BEFORE, section_table  # noqa: E402
+from fusion_lstm_training.bpe import build_bpe_tokenizer  # noqa: E402
+from fusion_lstm_training.precision import PRECISIONS, choose_precision  # noqa: E402
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "wikipedia"
@@ -198,12 +199,8 @@ def bench_train(quick: bool, precisions: tuple[str, ...]) -> dict:
 def bench_embed(quick: bool, precisions: tuple[str, ...]) -> dict:
     from datasets import Dataset
 
-    from fusion_lstm_training.embeddings import (
-        SENTENCES_PER_MAP_BATCH,
-        EmbeddingCache,
-        PrefixEmbedder,
-        prefix_encoder_tokens,
-    )
+    from fusion_lstm_data.embedder import PrefixEmbedder
+    from fusion_lstm_training.embeddings import EmbeddingCache, SENTENCES_PER_MAP_BATCH, prefix_encoder_tokens
     from fusion_lstm_training.reference import naive_prefix_embeddings
 
     tokenizer = modeling_fusion_lstm.load_tokenizer()
@@ -289,8 +286,9 @@ def bench_precompute(quick: bool, precisions: tuple[str, ...]) -> dict:
     from datasets import Dataset
     from transformers import AutoTokenizer
 
+    from fusion_lstm_data.embedder import PrefixEmbedder
     from fusion_lstm_training.data import tokenize_sentences
-    from fusion_lstm_training.embeddings import SENTENCES_PER_MAP_BATCH, PrefixEmbedder, encoder_flops
+    from fusion_lstm_training.embeddings import SENTENCES_PER_MAP_BATCH, encoder_flops
 
     path = DOCUMENTS / "train.txt" if DOCUMENTS.exists() else ROOT / "data" / "wikitext2" / "train.txt"
     sentences = [line for line in read_sentences(str(path)) if line.strip()][: 64 if quick else 256]

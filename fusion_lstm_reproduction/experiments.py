@@ -44,9 +44,9 @@ from typing import Protocol
 
 from transformers.trainer_utils import get_last_checkpoint
 
+from fusion_lstm_data.files import read_json_object, read_sentences
 from fusion_lstm_surprisal.reading_times import held_out_text
 from fusion_lstm_training.bpe import build_bpe_tokenizer
-from fusion_lstm_training.data import read_json_object, read_sentences
 from fusion_lstm_training.precision import precision_arguments
 from modeling_fusion_lstm import BASELINE_FUSION
 

@@ -49,7 +49,7 @@ def build_headline(results_dir: Path, figures_dir: Path, readme_dir: Path, detai
                       f"{regime} fusion variants at `--scale {scale}` ({budget_line}); standard perplexity at the best "
                       "epoch, the paper's change converted to it.", "",
                       *markdown_table(rows), "", *([] if curve else [f"![fusion variants]({figure})", ""]),
-                      *scoring_speed(found.get((scale, "reading_times"), [])), HEADLINE_END])
+                      HEADLINE_END])
 
 
 def curve_headline(found: dict, figures_dir: Path, readme_dir: Path) -> list[str]:
@@ -65,22 +65,6 @@ def curve_headline(found: dict, figures_dir: Path, readme_dir: Path) -> list[str
     return [f"**When does the sentence embedding help?** The learning curve (`python reproduce.py learning_curve "
             f"--scale {scale}`: {budget(largest)}; every run to convergence), at {said}", "",
             *headline_lines(curve), "", f"![learning curves]({figure})", ""]
-
-
-def scoring_speed(results: list[dict]) -> list[str]:
-    """How fast run_surprisal scored Natural Stories with each fusion (mean words/s over its models), where the
-    reading_times results recorded it."""
-    speeds = by_fusion([r for r in results if "words_per_second" in r["metrics"]],
-                       lambda r: r["metrics"]["words_per_second"])
-    if not speeds:
-        return []
-    machine = results[0].get("machine", {})
-    where = machine["gpu"] if machine.get("gpu") else f"{machine.get('cpus', '?')}-core CPU"
-    words = results[0]["metrics"]["words"]
-    cells = ", ".join(f"`{f}` {statistics.mean(speeds[f]):,.0f} words/s" for f in FUSIONS if f in speeds)
-    return [f"Scoring surprisal (`run_surprisal.py`, the reading_times experiment) on Natural Stories ({words:,} "
-            f"words) on the {where} that made these results: {cells}. A fusion model runs its encoder once per "
-            "prefix, which dominates its time.", ""]
 
 
 class NoHeadline(ValueError):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from fusion_lstm_training.data import read_json_object
+from fusion_lstm_data.files import read_json_object
 from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
 
 from .experiments import (

@@ -99,3 +99,19 @@ def reading_seed_lines(results: list[dict]) -> list[str]:
         return []
     return ["*Seed to seed* (the same model trained with another seed, its held-out ΔLL minus the first seed's, "
             f"10⁻³ nats per word [95 %], paired by story): {'; '.join(pairs)}.", ""]
+
+
+def scoring_speed(results: list[dict]) -> list[str]:
+    """How fast run_surprisal scored Natural Stories with each fusion (mean words/s over its models), where the
+    reading_times results recorded it."""
+    speeds = by_fusion([r for r in results if "words_per_second" in r["metrics"]],
+                       lambda r: r["metrics"]["words_per_second"])
+    if not speeds:
+        return []
+    machine = results[0].get("machine", {})
+    where = machine["gpu"] if machine.get("gpu") else f"{machine.get('cpus', '?')}-core CPU"
+    words = results[0]["metrics"]["words"]
+    cells = ", ".join(f"`{f}` {statistics.mean(speeds[f]):,.0f} words/s" for f in FUSIONS if f in speeds)
+    return [f"Scoring surprisal (`run_surprisal.py`, the reading_times experiment) on Natural Stories ({words:,} "
+            f"words) on the {where} that made these results: {cells}. A fusion model runs its encoder once per "
+            "prefix, which dominates its time.", ""]

@@ -26,7 +26,7 @@ from .figures import (
 from .headline import HEADLINE_END, HEADLINE_START, NoHeadline, headline_text
 from .learning_curve import Curve, budget_lines, converged_lines, finding, unfinished
 from .pages import GeneratedText, write_pages
-from .reading_comparisons import reading_seed_lines, reading_times_lines, story_effect_lines
+from .reading_comparisons import reading_seed_lines, reading_times_lines, scoring_speed, story_effect_lines
 from .results import BASELINE, SCALE_ORDER, budget, by_fusion, is_plain, load_results, paper_change
 from .similarity import similarity_rows
 from .speed import SpeedPages
@@ -170,7 +170,8 @@ def reading_times_section(ctx: SectionContext) -> list[str]:
     first_words = excluded.get("first_words_of_sentence", excluded.get("first_word_of_sentence"))  # before spillover
     prose = ctx.prose(words=f"{m['words']:,}", paper=ctx.spec["report"]["paper_finding"], first_words=first_words,
                       punctuated=excluded["with_punctuation"], regression_words=f"{m['regression_words']:,}")
-    return [*prose, *reading_times_lines(ctx.results), "", f"![reading times]({ctx.link(figure)})", ""]
+    return [*prose, *reading_times_lines(ctx.results), "", *scoring_speed(ctx.results),
+            f"![reading times]({ctx.link(figure)})", ""]
 
 
 @section("fusion_dropout")

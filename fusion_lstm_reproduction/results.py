@@ -5,7 +5,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from fusion_lstm_training.data import read_json_object
+from fusion_lstm_data.files import read_json_object
 from modeling_fusion_lstm import BASELINE_FUSION
 
 from .experiments import RESULT_FIELDS, SCALES

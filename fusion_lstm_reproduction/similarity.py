@@ -12,8 +12,9 @@ from transformers import AutoTokenizer
 import modeling_fusion_lstm
 from modeling_fusion_lstm.prefix_encoder_fusion_lstm import FusionLSTMPrefixEncoder
 
+from fusion_lstm_data.embedder import PrefixEmbedder
 from fusion_lstm_training.data import load_splits, tokenize_sentences
-from fusion_lstm_training.embeddings import EmbeddingCache, PrefixEmbedder
+from fusion_lstm_training.embeddings import EmbeddingCache
 
 
 

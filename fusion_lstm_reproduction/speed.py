@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusion_lstm_training.data import read_json_object
+from fusion_lstm_data.files import read_json_object
 
 from .pages import GeneratedText
 from .tables import markdown_table

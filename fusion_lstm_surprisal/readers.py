@@ -8,8 +8,8 @@ sentence after its context becomes the model's input, and what the model needs b
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from fusion_lstm_training.data import known_ends
-from fusion_lstm_training.documents import encode_context
+from fusion_lstm_data.batches import known_ends
+from fusion_lstm_data.documents import encode_context
 
 from .sentences import Sentence, align
 
@@ -140,7 +140,7 @@ class FusionLM(CausalLM):
                 raise ValueError(f"The encoder tokenizer ({type(encoder_tokenizer).__name__}, {len(encoder_tokenizer)} "
                                  f"tokens) is not this model's encoder's ({encoder_vocabulary} tokens): pass the "
                                  "encoder the model was trained with as --encoder_name_or_path.")
-            from fusion_lstm_training.embeddings import PrefixEmbedder
+            from fusion_lstm_data.embedder import PrefixEmbedder
 
             self.embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_lstm_training.data import read_text_file
+from fusion_lstm_data.files import read_text_file
 
 
 PLAIN_WORD = re.compile(r"^[A-Za-z0-9]+(?:['’-][A-Za-z0-9]+)*$")

@@ -23,7 +23,7 @@ import numpy as np
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, PretrainedConfig
 
 import modeling_fusion_lstm
-from fusion_lstm_training.data import check_local_folder
+from fusion_lstm_data.files import check_local_folder
 
 from .reading_times import (
     BASELINES, DEFAULT_SPILLOVER, check_regression, check_same_words, compare_held_out, evaluate, plot,

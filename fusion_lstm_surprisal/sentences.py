@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusion_lstm_training.data import read_text_file
-from fusion_lstm_training.documents import blank_line_documents, ends_sentence
+from fusion_lstm_data.documents import blank_line_documents, ends_sentence
+from fusion_lstm_data.files import read_text_file
 
 
 logger = logging.getLogger(__name__)

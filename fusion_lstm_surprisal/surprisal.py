@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from fusion_lstm_training.data import FusionDataCollator
-from fusion_lstm_training.documents import previous_sentences
+from fusion_lstm_data.batches import FusionDataCollator
+from fusion_lstm_data.documents import previous_sentences
 
 from .readers import Encoded, reader_for
 from .sentences import Sentence, WordSurprisal

@@ -33,18 +33,18 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 import modeling_fusion_lstm
+from fusion_lstm_data.batches import FusionDataCollator
+from fusion_lstm_data.documents import CONTEXT_CONTROLS
+from fusion_lstm_data.embedder import PrefixEmbedder
+from fusion_lstm_data.files import TEXT_EXTENSIONS, check_local_folder, read_json_object
 from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionLSTMForCausalLM
 from modeling_fusion_lstm.configuration_fusion_lstm import CONTEXTS, ENCODER_POOLING_CHOICES
 from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
 
 from .bpe import train_bpe_tokenizer
 from .callbacks import FusionDropoutSchedule, parse_schedule
-from .data import (
-    TEXT_EXTENSIONS, FusionDataCollator, check_local_folder, load_splits, read_json_object, tokenize_sentences,
-    with_context,
-)
-from .documents import CONTEXT_CONTROLS
-from .embeddings import PrefixEmbedder, embedding_cache
+from .data import load_splits, tokenize_sentences, with_context
+from .embeddings import embedding_cache
 from .metrics import LanguageModelMetrics, preprocess_logits_for_metrics
 from .precision import check_cpu_bf16
 from .vectors import (

@@ -19,6 +19,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import numpy as np
 from datasets import Dataset
 
+from fusion_lstm_data.embedder import encoder_fingerprint
 from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
 
 
@@ -151,8 +152,6 @@ class ConstantVectors:
     def empty_window(cls, prefix_encoder, encoder_tokenizer) -> "ConstantVectors":
         """The encoder's vector of an empty window ([CLS][SEP], as the BOS position reads), in its pooling."""
         import torch
-
-        from .embeddings import encoder_fingerprint  # embeddings.py reads this module's VectorSource
 
         with torch.no_grad():
             vector = prefix_encoder.embed_texts([""], encoder_tokenizer)[0]

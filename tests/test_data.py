@@ -9,13 +9,16 @@ import torch
 from datasets import Dataset
 from transformers import AutoTokenizer
 
+from fusion_lstm_data.batches import FusionDataCollator, pad_right
+from fusion_lstm_data.embedder import PrefixEmbedder
+from fusion_lstm_data.files import read_sentences
 from fusion_lstm_training.bpe import build_bpe_tokenizer
 from fusion_lstm_training.callbacks import FusionDropoutSchedule, parse_schedule
+from fusion_lstm_training.data import tokenize_sentences
+from fusion_lstm_training.embeddings import EmbeddingCache
 from fusion_lstm_training.reference import naive_context
 from fusion_lstm_training.vectors import BagOfWordsVectors, donors
 from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
-from fusion_lstm_training.data import FusionDataCollator, pad_right, read_sentences, tokenize_sentences
-from fusion_lstm_training.embeddings import EmbeddingCache, PrefixEmbedder
 from helpers import ROOT, SENTENCES
 
 
@@ -137,7 +140,7 @@ def test_precomputed_embeddings_equal_the_models_own(make_model, tokenizer):
 def test_a_character_split_into_byte_tokens_enters_the_window_only_with_its_last_byte(tokenizer, context):
     """Byte-level BPE gives each byte token of a rare character the whole character's offsets: the window at its
     first byte must not hold the character yet (it would see the next token), for the sentence and its context."""
-    from fusion_lstm_training.documents import encode_context
+    from fusion_lstm_data.documents import encode_context
 
     bpe = build_bpe_tokenizer(SENTENCES * 20, vocab_size=300)
     sentence = "The caf\u00e9 \U0001f642 sat."
@@ -271,7 +274,7 @@ def test_bfloat16_precompute_stays_close_to_float32(make_model, tokenizer):
 def test_bfloat16_precompute_computes_what_autocast_on_the_models_own_encoder_does(make_model, tokenizer):
     """The embedder computes with a copy whose linear weights are bfloat16 (no cast at every call): the vectors are
     those of the model's own encoder under autocast, bit for bit, and the model's weights stay float32."""
-    from fusion_lstm_training.embeddings import linear_weights_in
+    from fusion_lstm_data.embedder import linear_weights_in
 
     model = make_model("concat")
     ids = [tokenizer(s)["input_ids"] for s in SENTENCES]
@@ -334,7 +337,7 @@ def run_clm_module():
 
 
 def test_paragraphs_are_split_into_sentences_without_headings():
-    from fusion_lstm_training.documents import split_into_sentences
+    from fusion_lstm_data.documents import split_into_sentences
 
     paragraphs = [" = Valkyria Chronicles = ", "", " The game was released in 2011. It sold well! Did it? Yes.",
                   " = = Reception = = ", "Mr. Smith arrived in 1990 . 2 more came.",

@@ -8,8 +8,10 @@ import pytest
 import torch
 from datasets import Dataset
 
-from fusion_lstm_training.data import FusionDataCollator, load_splits, read_documents, tokenize_sentences, with_context
-from fusion_lstm_training.documents import blank_line_documents, previous_sentences
+from fusion_lstm_data.batches import FusionDataCollator
+from fusion_lstm_data.documents import blank_line_documents, previous_sentences
+from fusion_lstm_data.files import read_documents
+from fusion_lstm_training.data import load_splits, tokenize_sentences, with_context
 from transformers import AutoConfig
 
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM, default_encoder_path
@@ -293,7 +295,8 @@ def test_run_clm_fuses_the_documents_context(tmp_path, mode, bpe):
 
 
 def test_the_cache_keys_each_row_by_its_context_and_reuses_what_is_the_same(tokenizer, tmp_path):
-    from fusion_lstm_training.embeddings import EmbeddingCache, PrefixEmbedder
+    from fusion_lstm_data.embedder import PrefixEmbedder
+    from fusion_lstm_training.embeddings import EmbeddingCache
 
     model = context_model("concat", "previous")
     cache = EmbeddingCache(PrefixEmbedder(model.prefix_encoder, tokenizer), tmp_path)
@@ -336,7 +339,8 @@ def test_a_context_of_the_wrong_shape_or_the_old_context_length_is_refused(token
 
 
 def test_prefix_and_previous_are_cached_apart_and_joined_as_the_model_computes_them(tokenizer, tmp_path):
-    from fusion_lstm_training.embeddings import PrefixEmbedder, embedding_cache
+    from fusion_lstm_data.embedder import PrefixEmbedder
+    from fusion_lstm_training.embeddings import embedding_cache
 
     model = context_model("concat", "prefix+previous")
     documents = [0, 0, 0, 1, 2, 2]
@@ -387,7 +391,7 @@ def test_the_model_card_says_what_context_a_model_reads(tmp_path):
 
 
 def test_another_documents_context_never_comes_from_the_same_document():
-    from fusion_lstm_training.documents import CONTEXT_CONTROLS
+    from fusion_lstm_data.documents import CONTEXT_CONTROLS
 
     documents = [0, 0, 0, 1, 2, 2]
     contexts = previous_sentences(SENTENCES, documents, 2)

@@ -223,7 +223,8 @@ def test_trained_bpe_tokenizer_gets_prefix_embeddings_from_text(tmp_path, encode
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from fusion_lstm_training.data import read_sentences, tokenize_sentences
+    from fusion_lstm_data.files import read_sentences
+    from fusion_lstm_training.data import tokenize_sentences
 
     config = tiny_run_config(tmp_path / "out", tmp_path / "cache", train_tokenizer_vocab_size=400)
     run_training(config, tmp_path)
