@@ -6,7 +6,7 @@ from pathlib import Path
 from fusion_lstm_surprisal.reading_times import (
     draw_delta_bars, pyplot, reading_times_figure, save_reading_times_figure,
 )
-from modeling_fusion_lstm import BASELINE_FUSION
+from modeling_fusion_lstm import BASELINE_FUSION, PAPER_FUSION
 
 
 def finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str):
@@ -73,7 +73,7 @@ def plot_sub_prefix(curves: dict, endpoints: dict, path: Path, scale: str):
     for context, curve in curves.items():
         ks = sorted(curve)
         ax.plot(ks, [curve[k] for k in ks], marker="o", label=context)
-    for name, style in ((BASELINE_FUSION, ":"), ("concat", "--")):
+    for name, style in ((BASELINE_FUSION, ":"), (PAPER_FUSION, "--")):
         if name in endpoints:
             ax.axhline(endpoints[name], color="gray", linestyle=style, linewidth=1, label=f"{name} (fusion_table)")
     finish(fig, ax, path, "k (the crop point is k·|S|)", "validation perplexity (best epoch)",

@@ -11,7 +11,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
-from modeling_fusion_lstm import BASELINE_FUSION
+from modeling_fusion_lstm import BASELINE_FUSION, PAPER_FUSION
 
 from .experiments import run_name
 from .tables import markdown_table, percent, spread
@@ -24,7 +24,6 @@ BUDGET_EPOCHS = (1, 2, 3)
 # an evaluation stands for epoch e when it lies this close to it (evaluations fall at whole steps)
 EPOCH_TOLERANCE = 0.15
 CONTROL = "concat_constant"  # concat fed one constant vector: the architecture without the embedding's content
-PAPER_FUSION = "concat"
 # values that only a fused model has: its reference none is trained without them
 FUSION_ONLY = ("fusion_vectors", "fusion_dropout", "fusion_context")
 

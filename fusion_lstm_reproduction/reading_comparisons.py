@@ -25,7 +25,7 @@ def paired_by_story(model: dict, reference: dict) -> dict | None:
     return compare_held_out(model["metrics"]["held_out"], reference["metrics"]["held_out"])
 
 
-def versus_baseline(results: list[dict]) -> dict[str, dict]:
+def held_out_vs_none(results: list[dict]) -> dict[str, dict]:
     """Each model's held-out ΔLL against that of the plain none model of its seed (paired_by_story), for the runs
     whose results hold the per-story gains."""
     references = {r["values"].get("seed"): r for r in results if is_plain(r["values"]) and has_story_gains(r)}
@@ -43,7 +43,7 @@ def comparison_text(comparison: dict | None, scale: float = 1000, digits: int = 
 
 
 def reading_times_lines(results: list[dict], means: bool = True) -> list[str]:
-    compared = versus_baseline(results)
+    compared = held_out_vs_none(results)
     rows = [("model", "bits per word", "Pearson r", "Spearman ρ", "ΔLL held out [95 % interval]", "ΔLL in-sample",
              "surprisal coefficient (ms per bit)", *([f"held-out ΔLL vs `{BASELINE}` [95 %]"] if compared else []))]
     for result in sorted(results, key=lambda r: (list(FUSIONS).index(r["values"]["fusion"]), r["run"])):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig
+from modeling_fusion_lstm import FUSIONS, PAPER_FUSION, FusionLSTMConfig
 
 from .experiments import EXPERIMENTS_DIR, RUN_KINDS, load_spec
 from .figures import (
@@ -229,12 +229,12 @@ def document_context_section(ctx: SectionContext) -> list[str]:
                   if is_plain(r["values"], fusion)]
         return statistics.mean(values) if values else None
 
-    none, concat = reference(BASELINE), reference("concat")
+    none, concat = reference(BASELINE), reference(PAPER_FUSION)
     # the control for what a fixed e_j does: concat with one constant vector, where it was run
     control = next((r["best_eval_perplexity"] for r in ctx.results if r["values"].get("fusion_vectors") == "constant"),
                    None)
     controls = [c for c, metric in CONTROL_COLUMNS.items() if any(metric in r["metrics"] for r in ctx.results)]
-    rows = [("run", "fusion", "context", "dev perplexity (best epoch)", f"vs {BASELINE}", "vs concat (the paper)",
+    rows = [("run", "fusion", "context", "dev perplexity (best epoch)", f"vs {BASELINE}", f"vs {PAPER_FUSION} (the paper)",
              *(["vs one constant vector (control)"] if control else []), *controls, "test perplexity",
              "train loss", "encoder sentences/s")]
     for r in sorted(ctx.results, key=lambda r: (r["values"]["fusion"] != BASELINE, r["values"].get("context_sentences", 0),

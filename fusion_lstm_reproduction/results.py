@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from fusion_lstm_data.files import read_json_object
-from modeling_fusion_lstm import BASELINE_FUSION
+from modeling_fusion_lstm import BASELINE_FUSION, PAPER_FUSION
 
 from .experiments import RESULT_FIELDS, SCALES
 
@@ -95,6 +95,6 @@ def seed_groups(results: list[dict]) -> list[list[dict]]:
 def paper_change(paper: dict) -> float | None:
     """The paper's change of concat against none, in % of standard perplexity."""
     table = paper["fusion_table"]
-    if BASELINE not in table or "concat" not in table:
+    if BASELINE not in table or PAPER_FUSION not in table:
         return None
-    return (standard_perplexity(table["concat"]) / standard_perplexity(table[BASELINE]) - 1) * 100
+    return (standard_perplexity(table[PAPER_FUSION]) / standard_perplexity(table[BASELINE]) - 1) * 100

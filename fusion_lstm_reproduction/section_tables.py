@@ -4,7 +4,7 @@ import statistics
 from collections import defaultdict
 
 from fusion_lstm_training.vectors import SOURCES
-from modeling_fusion_lstm import FUSIONS
+from modeling_fusion_lstm import FUSIONS, PAPER_FUSION
 
 from .results import BASELINE, by_fusion, seed_groups, standard_perplexity
 from .tables import change, markdown_table, spread, vs_baseline
@@ -98,7 +98,7 @@ def fusion_dropout_lines(results: list[dict]) -> list[str]:
 def sub_prefix_lines(results: list[dict], endpoints: dict[str, float]) -> tuple[list[str], dict]:
     """Perplexity per feeder and k; the endpoints (none, concat with the whole prefix) from another experiment.
     Returns the table and, per feeder, {k: perplexity} with the endpoints at k = 0 and 1."""
-    none, concat = endpoints.get(BASELINE), endpoints.get("concat")
+    none, concat = endpoints.get(BASELINE), endpoints.get(PAPER_FUSION)
     rows = [("feeder", "k", "encoder reads", "dev perplexity", f"vs {BASELINE}", "vs concat (whole prefix)")]
     reads = {"subr": r"tokens 0..min(j, k·\|S\|)", "subl": r"tokens k·\|S\|..j"}  # \| : a pipe inside a cell
     curves = {"subr": {}, "subl": {}}

@@ -25,7 +25,7 @@ class Encoded:
     ids: list[int]
     owners: list[int]
     ends: list[int]
-    context_length: int
+    context_tokens: int
     text: str
     context_ids: list[int] | None = None
     context_text: str = ""
@@ -33,7 +33,7 @@ class Encoded:
     @property
     def first_scored(self) -> int:
         """The index in `ids` of the sentence's first token."""
-        return 1 + self.context_length
+        return 1 + self.context_tokens
 
 
 class ModelReader(Protocol):

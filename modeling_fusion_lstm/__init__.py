@@ -5,7 +5,7 @@ Importing the package registers model_type "fusion_lstm" with AutoConfig, AutoMo
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .configuration_fusion_lstm import BASELINE_FUSION, FUSIONS, FusionLSTMConfig, FusionSpec, FusionStage
+from .configuration_fusion_lstm import BASELINE_FUSION, FUSIONS, PAPER_FUSION, FusionLSTMConfig, FusionSpec, FusionStage
 from .modeling_fusion_lstm import (
     FUSION_FUNCTIONS,
     FusionLSTMForCausalLM,
@@ -29,6 +29,7 @@ __all__ = [
     "BASELINE_FUSION",
     "FUSIONS",
     "FUSION_FUNCTIONS",
+    "PAPER_FUSION",
     "FusionLSTMConfig",
     "FusionLSTMForCausalLM",
     "FusionLSTMModel",

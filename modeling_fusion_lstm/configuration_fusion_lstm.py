@@ -63,12 +63,14 @@ _baselines = [name for name, spec in FUSIONS.items() if spec.stage == FusionStag
 if len(_baselines) != 1:
     raise ValueError(f"FUSIONS must hold exactly one strategy at stage NONE (the baseline), got {_baselines}.")
 BASELINE_FUSION = _baselines[0]
+# The paper's fusion, the one its headline result is about (variant 1, late: [h_j; e_j])
+PAPER_FUSION = "concat"
 
 
 class ContextSpec(NamedTuple):
     """What a fusion_context is, as data. The window of each single-window mode (which tokens the encoder reads at
-    position j) lives in prefix_encoder_fusion_lstm.py (CONTEXT_WINDOWS, checked against this table at import); choices,
-    validation, help texts, PrefixContext's properties and the report's labels are derived from this table."""
+    position j) lives in prefix_encoder_fusion_lstm.py (CONTEXT_WINDOWS, checked against this table at import);
+    choices, validation, help texts, PrefixContext's properties and the report's labels are derived from this table."""
 
     encoder_reads: str  # what the encoder reads at position j, after the first token ([CLS], the LM's BOS)
     vectors: str  # "position": one window per position; "sentence": one per sentence; "sample": the whole sample
@@ -76,32 +78,38 @@ class ContextSpec(NamedTuple):
     probe: bool  # a sentence-level probe of the paper that reads the sentence's length or future: not causal
     parts: tuple[str, ...]  # the single-window modes whose vectors make e_j, one after another
     description: str  # one line, for help texts and model cards
+    reads_fraction: bool = False  # its window depends on fusion_context_fraction
 
 
 # The one table of what the encoder reads. Adding a mode: a row here and its window in CONTEXT_WINDOWS.
 CONTEXTS: dict[str, ContextSpec] = {
     "prefix": ContextSpec(
-        "tokens 0..j of the sentence", "position", False, False, ("prefix",),
-        "tokens 0..j of the sentence (causal: the paper's model)"),
+        encoder_reads="tokens 0..j of the sentence", vectors="position", reads_document=False, probe=False,
+        parts=("prefix",), description="tokens 0..j of the sentence (causal: the paper's model)"),
     "sentence": ContextSpec(
-        "the whole sentence", "sample", False, True, ("sentence",),
-        "the whole sentence at every position (the paper's leaky probe: not causal)"),
+        encoder_reads="the whole sentence", vectors="sample", reads_document=False, probe=True, parts=("sentence",),
+        description="the whole sentence at every position (the paper's leaky probe: not causal)"),
     "subr": ContextSpec(
-        "tokens 0..min(j, c), c = fraction · the sentence's length", "position", False, True, ("subr",),
-        "only the sentence's first part (the paper's sub-prefix feeder: reads the length, a probe)"),
+        encoder_reads="tokens 0..min(j, c), c = fraction · the sentence's length", vectors="position",
+        reads_document=False, probe=True, parts=("subr",), reads_fraction=True,
+        description="only the sentence's first part (the paper's sub-prefix feeder: reads the length, a probe)"),
     "subl": ContextSpec(
-        "tokens c..j, c = fraction · the sentence's length", "position", False, True, ("subl",),
-        "the prefix without the sentence's first part (the paper's sub-prefix feeder: reads the length, a probe)"),
+        encoder_reads="tokens c..j, c = fraction · the sentence's length", vectors="position", reads_document=False,
+        probe=True, parts=("subl",), reads_fraction=True,
+        description="the prefix without the sentence's first part (the paper's sub-prefix feeder: reads the length, "
+                    "a probe)"),
     "previous": ContextSpec(
-        "the previous K sentences of the document", "sentence", True, False, ("previous",),
-        "the previous K sentences of the document: one vector for the whole sentence"),
+        encoder_reads="the previous K sentences of the document", vectors="sentence", reads_document=True,
+        probe=False, parts=("previous",),
+        description="the previous K sentences of the document: one vector for the whole sentence"),
     "document": ContextSpec(
-        "the previous K sentences and tokens 0..j of the sentence", "position", True, False, ("document",),
-        "the previous K sentences and tokens 0..j in one encoder input"),
+        encoder_reads="the previous K sentences and tokens 0..j of the sentence", vectors="position",
+        reads_document=True, probe=False, parts=("document",),
+        description="the previous K sentences and tokens 0..j in one encoder input"),
     "prefix+previous": ContextSpec(
-        "tokens 0..j of the sentence, and apart the previous K sentences", "position", True, False,
-        ("prefix", "previous"),
-        "the prefix's vector and the previous K sentences' side by side (twice the encoder's width)"),
+        encoder_reads="tokens 0..j of the sentence, and apart the previous K sentences", vectors="position",
+        reads_document=True, probe=False, parts=("prefix", "previous"),
+        description="the prefix's vector and the previous K sentences' side by side (twice the encoder's width)"),
 }
 FUSION_CONTEXT_CHOICES = tuple(CONTEXTS)
 # the modes whose encoder reads the previous sentences of the document, and the sentence-level probes
@@ -126,12 +134,6 @@ def encoder_is_causal(encoder_config) -> bool:
 
     model_type = getattr(encoder_config, "model_type", None)
     return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-
-def context_parts(fusion_context: str) -> tuple[str, ...]:
-    """The single-window modes of a fusion_context: one, or several (e_j is then their vectors one after another,
-    each embedded, and cached, on its own)."""
-    return CONTEXTS[fusion_context].parts
 
 
 @strict
@@ -274,21 +276,10 @@ class FusionLSTMConfig(PreTrainedConfig):
             raise ValueError(f"FusionLSTMConfig.fusion_context={self.fusion_context!r} is a sentence-level probe: use "
                              "it without context_sentences.")
 
-    @property
-    def lstm_reads_context(self) -> bool:
-        """Whether the LSTM reads the context tokens (otherwise only the encoder does, and the LSTM starts at BOS
-        followed by the sentence)."""
-        return self.context_as_tokens
-
-    @property
-    def fusion_context_parts(self) -> tuple[str, ...]:
-        """The single-window modes whose vectors make e_j, one after another (one for every mode but a "+" join)."""
-        return context_parts(self.fusion_context)
-
     def _resolve_fusion_embedding_size(self):
         encoder_width = getattr(self.encoder, "hidden_size", None)
         if encoder_width is not None:
-            encoder_width *= len(self.fusion_context_parts)
+            encoder_width *= len(CONTEXTS[self.fusion_context].parts)
         if encoder_width is not None and self.fusion_embedding_size not in (None, encoder_width):
             raise ValueError(
                 f"FusionLSTMConfig: fusion_embedding_size={self.fusion_embedding_size} but the encoder gives vectors "
@@ -348,4 +339,4 @@ def _check_choice(field: str, value, allowed: tuple[str, ...]):
         raise ValueError(f"FusionLSTMConfig.{field}={value!r} is not supported; allowed values: {', '.join(allowed)}.")
 
 
-__all__ = ["BASELINE_FUSION", "CONTEXTS", "FUSIONS", "ContextSpec", "FusionLSTMConfig", "FusionSpec", "FusionStage", "context_parts"]
+__all__ = ["BASELINE_FUSION", "CONTEXTS", "FUSIONS", "ContextSpec", "FusionLSTMConfig", "FusionSpec", "FusionStage", "PAPER_FUSION"]

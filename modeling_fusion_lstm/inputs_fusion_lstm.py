@@ -29,7 +29,7 @@ class SequenceSoFar(NamedTuple):
     embeds (batch, num_new, E): embeddings of the new tokens (before dropout); new_mask (batch, num_new): their
     attention mask; input_ids, attention_mask (batch, history + num_new): the sentence so far (input_ids None when the
     model was given inputs_embeds and keeps no history); context_input_ids, context_attention_mask (batch,
-    context_len): the document's previous sentences (None: none); lstm_reads_context: whether the LSTM reads them
+    context_len): the document's previous sentences (None: none); context_as_tokens: whether the LSTM reads them
     before the sentence (context_as_tokens), not only the encoder."""
 
     embeds: torch.Tensor
@@ -38,7 +38,7 @@ class SequenceSoFar(NamedTuple):
     attention_mask: torch.Tensor
     context_input_ids: torch.Tensor | None = None
     context_attention_mask: torch.Tensor | None = None
-    lstm_reads_context: bool = False
+    context_as_tokens: bool = False
 
     @property
     def has_history(self) -> bool:
@@ -78,7 +78,7 @@ def sequence_so_far(model, input_ids, attention_mask, inputs_embeds, state, cont
     check_mask_values(context_attention_mask, "context_attention_mask")
     return inputs._replace(context_input_ids=context_input_ids,
                            context_attention_mask=context_attention_mask.to(torch.long),
-                           lstm_reads_context=model.config.lstm_reads_context)
+                           context_as_tokens=model.config.context_as_tokens)
 
 
 def join_history(model, input_ids, attention_mask, inputs_embeds, state) -> SequenceSoFar:

@@ -108,7 +108,7 @@ class LateFusionLSTM(FusionLSTMStage):
 
     def forward(self, token_embeds, inputs, fusion_embeds, state, need_state: bool, embed_tokens):
         previous = state.hidden if state is not None else None
-        if previous is None and inputs.lstm_reads_context:
+        if previous is None and inputs.context_as_tokens:
             output, hidden = self.run_after_context(token_embeds, inputs, embed_tokens, need_state)
         else:
             output, hidden = self.run_sequence(token_embeds, inputs.new_mask, previous, need_state)
@@ -119,13 +119,13 @@ class LateFusionLSTM(FusionLSTMStage):
         """The LSTM over BOS, the document's previous sentences, then the sentence's tokens (context_as_tokens):
         the outputs at the sentence's positions (BOS's is the one after the context), (batch, num_new, H)."""
         mask = inputs.new_mask
-        joined, context_length = join_context(compact_rows(token_embeds, mask), embed_tokens(inputs.context_input_ids),
+        joined, context_tokens = join_context(compact_rows(token_embeds, mask), embed_tokens(inputs.context_input_ids),
                                               inputs.context_attention_mask)
-        lengths = mask.sum(1) + context_length
+        lengths = mask.sum(1) + context_tokens
         joined_mask = (torch.arange(joined.shape[1], device=joined.device).unsqueeze(0) < lengths.unsqueeze(1)).long()
         output, hidden = self.run_sequence(joined, joined_mask, None, need_state)
         # the sentence's token k (its k-th real token) sits at k + n in the joined row; BOS's output is the context's
-        index = (torch.arange(mask.shape[1], device=mask.device).unsqueeze(0) + context_length.unsqueeze(1))
+        index = (torch.arange(mask.shape[1], device=mask.device).unsqueeze(0) + context_tokens.unsqueeze(1))
         index = index.clamp(max=joined.shape[1] - 1).unsqueeze(-1).expand(-1, -1, output.shape[-1])
         return scatter_to_positions(output.gather(1, index), mask), hidden
 
@@ -162,10 +162,10 @@ class EarlyFusionLSTM(FusionLSTMStage):
         embeds = embed_tokens(inputs.input_ids) if inputs.has_history else token_embeds
         rows = PrefixRows.of(inputs.attention_mask, inputs.new_mask.shape[1])
         sequences, lengths = compact_rows(embeds, inputs.attention_mask), rows.length
-        if inputs.lstm_reads_context:  # each run reads BOS, the previous sentences, then tokens 1..j
-            sequences, context_length = join_context(sequences, embed_tokens(inputs.context_input_ids),
+        if inputs.context_as_tokens:  # each run reads BOS, the previous sentences, then tokens 1..j
+            sequences, context_tokens = join_context(sequences, embed_tokens(inputs.context_input_ids),
                                                      inputs.context_attention_mask)
-            lengths = lengths + context_length[rows.batch_index]
+            lengths = lengths + context_tokens[rows.batch_index]
         projected = self.project(fusion_embeds[rows.new_mask])
         zeros = embeds.new_zeros(projected.shape[0], self.config.hidden_size)
         h0, c0 = self.fusion_function(zeros, zeros, projected)
@@ -409,13 +409,13 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
             encoder when absent.
         state (`FusionLSTMState`, *optional*): returned by a previous call with `use_cache=True`; the model
             continues from it.
-        context_input_ids (`torch.LongTensor` of shape `(batch_size, context_length)`, *optional*): for a model
+        context_input_ids (`torch.LongTensor` of shape `(batch_size, context_len)`, *optional*): for a model
             trained with the document's previous sentences (`config.context_sentences`): those sentences, each
             followed by EOS, without BOS (padded like `attention_mask`, by `context_attention_mask`). They are
             conditioned on, never scored, and take no position of the output: the encoder reads them (fusion_context
             `previous`, `document`, `prefix+previous`) and, with `config.context_as_tokens`, the LSTM reads them
             after BOS, before the sentence. With a state: pass the same context at every step.
-        context_attention_mask (`torch.LongTensor` of shape `(batch_size, context_length)`, *optional*): 1 for the
+        context_attention_mask (`torch.LongTensor` of shape `(batch_size, context_len)`, *optional*): 1 for the
             context's real tokens, 0 for padding; all ones when absent.
         """
         use_cache = use_cache if use_cache is not None else self.config.use_cache

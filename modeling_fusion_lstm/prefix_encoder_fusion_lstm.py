@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import AutoModel
 
-from .configuration_fusion_lstm import CONTEXTS, FusionLSTMConfig, context_parts
+from .configuration_fusion_lstm import CONTEXTS, FusionLSTMConfig
 
 
 # Encoder rows of similar length are batched together up to this many tokens (rows × padded width), which
@@ -35,16 +35,16 @@ def join_context(compact: torch.Tensor, context: torch.Tensor,
     context_mask (batch, context_len) is 1. Returns the joined rows (batch, seq_len + context_len, ...):
     compact[b, 0], the n_b real context entries, compact[b, 1:], left-aligned, then padding (whatever lay behind: mask
     it); and n (batch,), each row's context length."""
-    context_length = context_mask.sum(1).to(compact.device)
+    context_tokens = context_mask.sum(1).to(compact.device)
     width = compact.shape[1]
     joined = torch.cat([compact, compact_rows(context, context_mask)], dim=1)
     position = torch.arange(joined.shape[1], device=joined.device).unsqueeze(0)
-    n = context_length.unsqueeze(1)
+    n = context_tokens.unsqueeze(1)
     source = torch.where(position == 0, 0, torch.where(position <= n, width + position - 1, position - n))
     source = source.clamp(max=joined.shape[1] - 1)
     if joined.dim() > 2:
         source = source.view(*source.shape, *([1] * (joined.dim() - 2))).expand(-1, -1, *joined.shape[2:])
-    return joined.gather(1, source), context_length
+    return joined.gather(1, source), context_tokens
 
 
 class PrefixRows(NamedTuple):
@@ -158,7 +158,7 @@ class PrefixContext(NamedTuple):
     @property
     def parts(self) -> tuple["PrefixContext", ...]:
         """The single-window contexts whose vectors make e_j, one after another (just this one, but for a join)."""
-        return tuple(PrefixContext(mode, self.fraction) for mode in context_parts(self.mode))
+        return tuple(PrefixContext(mode, self.fraction) for mode in CONTEXTS[self.mode].parts)
 
     @property
     def reads_document(self) -> bool:
@@ -180,7 +180,7 @@ class PrefixContext(NamedTuple):
     def key(self) -> str:
         """The context's part of an embedding fingerprint (the fraction only where it matters, so caches of the
         other modes stay valid)."""
-        return f"{self.mode}{self.fraction!r}" if self.mode in ("subr", "subl") else self.mode
+        return f"{self.mode}{self.fraction!r}" if CONTEXTS[self.mode].reads_fraction else self.mode
 
     def windows(self, length: torch.Tensor, sentence_length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For the prefix of `length` tokens (tokens 0..j of the sentence, j = length - 1) of a sentence of
@@ -300,8 +300,8 @@ class FusionLSTMPrefixEncoder(nn.Module):
         start, stop = context.windows(rows.length, attention_mask.sum(1)[rows.batch_index])
         if context.reads_document and document is not None:
             # the window starts right after the first token: the previous sentences come first
-            compact, context_length = document
-            stop = stop + context_length[rows.batch_index].to(stop.dtype)
+            compact, context_tokens = document
+            stop = stop + context_tokens[rows.batch_index].to(stop.dtype)
         if not context.is_one_per_sentence:
             return rows.to_positions(self.embed_rows(compact, rows.batch_index, stop, end, start))
         # the same window at every position of a sentence: each distinct window is embedded once

@@ -110,7 +110,7 @@ def test_the_config_records_the_context_and_refuses_what_nothing_reads():
         FusionLSTMConfig(fusion="none", fusion_context="document", context_sentences=1)
     with pytest.raises(ValueError, match="sentence-level probe"):
         FusionLSTMConfig(fusion="concat", fusion_context="subr", context_sentences=1, context_as_tokens=True)
-    assert FusionLSTMConfig(fusion="concat", fusion_context="previous", context_sentences=1).lstm_reads_context is False
+    assert FusionLSTMConfig(fusion="concat", fusion_context="previous", context_sentences=1).context_as_tokens is False
     with pytest.raises(ValueError, match="context_sentences must be 0 or more"):
         FusionLSTMConfig(fusion="none", context_sentences=-1)
 

@@ -457,14 +457,14 @@ def test_one_table_says_what_each_fusion_context_reads():
     it, and every single-window mode has its window."""
     import fusion_lstm_training.clm as clm
     from modeling_fusion_lstm.configuration_fusion_lstm import (
-        CONTEXTS, DOCUMENT_CONTEXTS, FUSION_CONTEXT_CHOICES, SENTENCE_PROBES, context_parts,
+        CONTEXTS, DOCUMENT_CONTEXTS, FUSION_CONTEXT_CHOICES, SENTENCE_PROBES,
     )
     from modeling_fusion_lstm.prefix_encoder_fusion_lstm import CONTEXT_WINDOWS, PrefixContext
 
     assert FUSION_CONTEXT_CHOICES == tuple(CONTEXTS)
     assert set(DOCUMENT_CONTEXTS) == {"previous", "document", "prefix+previous"}
     assert set(SENTENCE_PROBES) == {"sentence", "subr", "subl"}
-    assert context_parts("prefix+previous") == ("prefix", "previous") and context_parts("document") == ("document",)
+    assert CONTEXTS["prefix+previous"].parts == ("prefix", "previous") and CONTEXTS["document"].parts == ("document",)
     assert set(CONTEXT_WINDOWS) == {m for m in CONTEXTS if "+" not in m}
     assert [m for m in CONTEXTS if PrefixContext(m).is_one_per_sentence] == ["previous"]
     assert [m for m in CONTEXTS if PrefixContext(m).is_whole_sentence] == ["sentence"]
