@@ -52,9 +52,8 @@ class PrefixEmbedder:
     def encoder(self):
         """The module that computes the vectors: the prefix encoder itself, or under autocast a copy made at the first
         call whose linear layers hold their weights in the autocast dtype. Autocast casts a frozen weight again at
-        every call; the copy computes the same numbers (tested) without those casts (`bench/run.py --sections precompute`:
-        1.04× as fast on an idle 2-core machine, more where another process competes for memory bandwidth). The
-        fingerprint stays the prefix encoder's."""
+        every call; the copy computes the same numbers (tested) without those casts (`bench/run.py --sections precompute`
+        measures the difference). The fingerprint stays the prefix encoder's."""
         if self._encoder is None:
             self._encoder = self.prefix_encoder if self.autocast_dtype is None else linear_weights_in(
                 self.prefix_encoder, self.autocast_dtype)
@@ -62,8 +61,9 @@ class PrefixEmbedder:
 
     @property
     def windows(self) -> tuple:
-        """The single-window contexts of this embedder's context (a model saved before contexts of several windows
-        has one, and a prefix encoder without `part_width` or a `context` argument)."""
+        """The single-window contexts of this embedder's context. The getattr fallbacks here and below guard a model
+        loaded with the remote code it was saved with before contexts had several windows (no `parts`, `part_width`,
+        `reads_document`)."""
         return getattr(self.context, "parts", (self.context,))
 
     @property
