@@ -380,16 +380,28 @@ def context_controls(validation) -> dict:
             for name, control in CONTEXT_CONTROLS.items()}
 
 
-def vector_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path: str, context: PrefixContext,
-                  seed: int):
-    """The source of e_j named by --fusion_vectors when it is made without the model (SOURCES in vectors.py); None
-    for a source made around the model's own encoder (encoder, shuffled), which `main` makes once the model is."""
+def external_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path: str, context: PrefixContext,
+                    seed: int):
+    """The source of e_j named by --fusion_vectors when it is made without the model (SOURCES in vectors.py), which
+    decides the model (one without encoder, for vectors of its width); None for a source made around the model's own
+    encoder (encoder, shuffled)."""
     name = data_args.fusion_vectors
     if needs_model_encoder(name):
         return None
     options = SourceOptions(encoder_path=encoder_path, context=context, max_features=data_args.fusion_vectors_size,
                             seed=seed)
     return make_source(name, tokenizer, training_texts(name, raw), options)
+
+
+def model_source(model, data_args: DataTrainingArguments, tokenizer, raw, encoder_path: str, training_args):
+    """The source of e_j made around the model's own prefix encoder (--fusion_vectors encoder or shuffled). An LM
+    vocabulary that is not the encoder's (e.g. a BPE) makes e_j embed the text of each prefix, tokenized by the
+    encoder's own tokenizer; with --bf16 the encoder runs under bfloat16 autocast (cached apart from float32)."""
+    encoder_tokenizer = None if model.config.encoder_reads_lm_ids else AutoTokenizer.from_pretrained(encoder_path)
+    autocast = torch.bfloat16 if training_args.bf16 else None
+    embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer, autocast)
+    return make_source(data_args.fusion_vectors, tokenizer, training_texts(data_args.fusion_vectors, raw),
+                       SourceOptions(encoder=embedder, seed=training_args.seed))
 
 
 def training_texts(name: str, raw) -> list[str] | None:
@@ -453,21 +465,20 @@ def main(argv: list[str] | None = None):
         tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     else:
         tokenizer = modeling_fusion_lstm.load_tokenizer(encoder_path)
-    source = vector_source(data_args, tokenizer, raw, encoder_path, model_args.prefix_context, training_args.seed)
-    model = load_model(model_args, tokenizer, encoder_path, source)
+    external = external_source(data_args, tokenizer, raw, encoder_path, model_args.prefix_context, training_args.seed)
+    model = load_model(model_args, tokenizer, encoder_path, external)
     uses_fusion = model.config.uses_fusion
-    # an LM vocabulary that is not the encoder's (e.g. a BPE): e_j embeds the text of each prefix, tokenized by the
-    # encoder's own tokenizer
-    encoder_tokenizer = None
-    if uses_fusion and source is None and not model.config.encoder_reads_lm_ids:
-        encoder_tokenizer = AutoTokenizer.from_pretrained(encoder_path)
+    # e_j's one source, built once the model is: made without it, or around its own encoder (None without fusion)
+    source = (external or model_source(model, data_args, tokenizer, raw, encoder_path, training_args)) if (
+        uses_fusion) else None
+    # the precompute reads text and offsets unless the model's encoder reads the LM's own token ids
+    keep_offsets = uses_fusion and not (external is None and model.config.encoder_reads_lm_ids)
 
     # Preprocessing: only the splits this run uses
     used = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = {
-            split: tokenize_sentences(data, tokenizer, data_args.max_seq_length, split,
-                                      keep_offsets=encoder_tokenizer is not None or source is not None)
+            split: tokenize_sentences(data, tokenizer, data_args.max_seq_length, split, keep_offsets=keep_offsets)
             for split, data in raw.items()
             if used[split]
         }
@@ -478,13 +489,8 @@ def main(argv: list[str] | None = None):
                          for split, data in tokenized.items()}
     embedding_speed = None  # of the training sentences' precompute, when there is one
     if uses_fusion and data_args.precompute_fusion_embeddings:
-        if source is None:
+        if external is None:
             model.prefix_encoder.to(training_args.device)
-            # with --bf16 the encoder runs under bfloat16 autocast too (cached separately from float32 embeddings)
-            autocast = torch.bfloat16 if training_args.bf16 else None
-            embedder = PrefixEmbedder(model.prefix_encoder, tokenizer, encoder_tokenizer, autocast)
-            source = make_source(data_args.fusion_vectors, tokenizer, training_texts(data_args.fusion_vectors, raw),
-                                 SourceOptions(encoder=embedder, seed=training_args.seed))
         cache = embedding_cache(source, data_args.embedding_cache_dir)
         tokenized = {split: cache.attach(data, split) for split, data in tokenized.items()}
         if "train" in tokenized:
