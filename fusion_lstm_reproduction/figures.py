@@ -152,11 +152,16 @@ def plot_learning_curve(curve, path: Path, scale: str):
             left.plot([n] * len(seeds), seeds, ".", color=colours[name], alpha=0.6)
     left.set_xscale("log")
     left.set_yscale("log")
+    plain = plt.matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    left.yaxis.set_major_formatter(plain)
+    left.yaxis.set_minor_formatter(plain)
     for label, points in change_curves(curve).items():
         name, when = label.rsplit(", ", 1)
         sizes = sorted(points)
+        converged_line = when == "converged"
         right.plot(sizes, [points[n] for n in sizes], marker="o", color=colours.get(name),
-                   linestyle="-" if when == "converged" else "--", label=label)
+                   linestyle="-" if converged_line else "--", fillstyle="full" if converged_line else "none",
+                   label=label)
     right.axhline(0, color="black", linewidth=0.8)
     right.set_xscale("log")
     for ax, ylabel, title in ((left, "validation perplexity (best evaluation)", f"learning curves ({scale} scale)"),

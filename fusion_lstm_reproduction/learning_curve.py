@@ -164,10 +164,12 @@ def finding(curve: Curve) -> str | None:
         seeds = min(len(curve.values(v, size, converged)) for v in (BASELINE_FUSION, PAPER_FUSION))
         control = curve.gain(PAPER_FUSION, size, against=CONTROL)
         early = curve.gain(PAPER_FUSION, size, at_epoch(1))
+        apart = (f"; the seeds of `{BASELINE_FUSION}` {seeds_apart(curve.values(BASELINE_FUSION, size, converged))} "
+                 "apart") if seeds > 1 else ""
         return (f"{size:,} training sentences: `{PAPER_FUSION}` {percent(curve.gain(PAPER_FUSION, size))} against "
                 f"`{BASELINE_FUSION}` at convergence ({curve.mean(PAPER_FUSION, size):.1f} against "
-                f"{curve.mean(BASELINE_FUSION, size):.1f}, mean of {seeds} seed{'s' if seeds > 1 else ''} each; "
-                f"seeds of `{BASELINE_FUSION}` {seeds_apart(curve.values(BASELINE_FUSION, size, converged))} apart)"
+                f"{curve.mean(BASELINE_FUSION, size):.1f}, {'mean of ' if seeds > 1 else ''}{seeds} "
+                f"seed{'s' if seeds > 1 else ''} each{apart})"
                 + (f", {percent(control)} against the constant-vector control" if control is not None else "")
                 + (f", {percent(early)} after one epoch" if early is not None else ""))
 
