@@ -161,15 +161,29 @@ def test_fusion_dropout_schedule_holds_each_level_for_an_equal_part(tmp_path, ca
 
 @pytest.mark.parametrize("fusion, source", [("concat", "zeros"), ("concat", "shuffled"), ("embedding_only", "count"),
                                             ("concat", "tfidf")])
-def test_vector_sources_are_fused_through_the_cache(tmp_path, cache_dir, fusion, source):
-    config = tiny_run_config(tmp_path / "out", cache_dir, fusion=fusion, fusion_vectors=source, fusion_vectors_size=40)
+def test_vector_sources_are_fused_through_the_cache(tmp_path, fusion, source):
+    from datasets import Dataset
+
+    cache = tmp_path / "cache"  # its own: what this run's source wrote, and nothing else
+    config = tiny_run_config(tmp_path / "out", cache, fusion=fusion, fusion_vectors=source, fusion_vectors_size=40)
     run_training(config, tmp_path)
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     # a model fed external vectors has no encoder of its own; shuffled permutes the encoder's vectors
     assert (saved.get("encoder") is not None) == (source == "shuffled")
-    assert saved["fusion_embedding_size"] == {"zeros": 384, "shuffled": 384}.get(source, 40)
+    width = {"zeros": 384, "shuffled": 384}.get(source, 40)
+    assert saved["fusion_embedding_size"] == width
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert math.isfinite(results["eval_loss"])
+    # the run read its e_j from the cache: one view per split it used, each a row of vectors of the model's width
+    # per sentence, written by this source (zeros: only zeros)
+    views = sorted(cache.glob("*/view-*.arrow"))
+    records = [json.loads(v.with_suffix(".json").read_text()) for v in views]
+    assert {r["split"] for r in records} == {"train", "validation"}
+    for view, record in zip(views, records):
+        rows = Dataset.from_file(str(view)).with_format("numpy")["fusion_embeds"]
+        assert len(rows) == record["sentences"] and all(row.shape[-1] == width for row in rows)
+        if source == "zeros":
+            assert all(not row.any() for row in rows)
 
 
 def test_constant_vectors_are_the_encoders_empty_window_at_every_position(tmp_path, encoder_path):
