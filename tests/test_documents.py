@@ -292,6 +292,16 @@ def test_run_clm_fuses_the_documents_context(tmp_path, mode, bpe):
     records = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("view-*.json")]
     assert {r["sentences"] for r in records} == {18, 36}
     assert metrics.get("train_embedding_sentences_per_second", 0) > 0
+    # the context reaches e_j: in the cache of the model's whole e_j, a validation sentence's vectors change when its
+    # context is emptied, unless it opens its document (it has none to lose)
+    views = {}
+    for view in (tmp_path / "cache").rglob("view-*.arrow"):
+        split = json.loads(view.with_suffix(".json").read_text())["split"]
+        rows = Dataset.from_file(str(view)).with_format("numpy")["fusion_embeds"]
+        views.setdefault(view.parent, {})[split] = rows
+    whole = max(views.values(), key=lambda splits: splits["validation"][0].shape[-1])
+    for i, (own, emptied) in enumerate(zip(whole["validation"], whole["validation_empty_context"])):
+        assert (i % 6 == 0) == bool((own == emptied).all()), (mode, i)
 
 
 def test_the_cache_keys_each_row_by_its_context_and_reuses_what_is_the_same(tokenizer, tmp_path):
