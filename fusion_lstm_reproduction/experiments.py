@@ -50,13 +50,12 @@ from fusion_lstm_training.bpe import build_bpe_tokenizer
 from fusion_lstm_training.precision import precision_arguments
 from modeling_fusion_lstm import BASELINE_FUSION
 
+from .records import RESULT_FIELDS, Result
 from .tables import change, plain_table
 
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = ROOT / "configuration" / "experiments"
-# what every results JSON holds (the report and the runner read them)
-RESULT_FIELDS = ("experiment", "scale", "run", "values", "metrics")
 # files of the experiments folder that are not experiments
 NOT_EXPERIMENTS = ("scales", "paper")
 SCALES = tuple(json.loads((EXPERIMENTS_DIR / "scales.json").read_text()))  # cpu, gpu, large
@@ -145,21 +144,21 @@ class TrainRuns:
         their models, so there they run again when a later experiment needs them."""
         return (Path(run.arguments["output_dir"]) / "config.json").exists()
 
-    def summary(self, results: list[dict]) -> list[str]:
+    def summary(self, results: list[Result]) -> list[str]:
         """Validation (and test) perplexity and the change against the baseline run (BASELINE_FUSION) that differs
         only in `fusion`."""
 
-        def besides_fusion(result: dict) -> str:
-            return json.dumps({k: v for k, v in result["values"].items() if k != "fusion"}, sort_keys=True)
+        def besides_fusion(result: Result) -> str:
+            return json.dumps({k: v for k, v in result.values.items() if k != "fusion"}, sort_keys=True)
 
-        reference = {besides_fusion(r): r for r in results if r["values"].get("fusion") == BASELINE_FUSION}
+        reference = {besides_fusion(r): r for r in results if r.values.get("fusion") == BASELINE_FUSION}
         rows = [("run", "validation perplexity", f"vs {BASELINE_FUSION}", "test perplexity", "without e_j")]
         for result in results:
-            ppl = result["best_eval_perplexity"]
+            ppl = result.best_eval_perplexity
             none = reference.get(besides_fusion(result))
-            test = result["metrics"].get("test_perplexity")
-            zeroed = result["metrics"].get("eval_without_fusion_perplexity")
-            rows.append((result["run"], f"{ppl:.2f}", change(ppl, none["best_eval_perplexity"]) if none else "",
+            test = result.metrics.get("test_perplexity")
+            zeroed = result.metrics.get("eval_without_fusion_perplexity")
+            rows.append((result.run, f"{ppl:.2f}", change(ppl, none.best_eval_perplexity) if none else "",
                          f"{test:.2f}" if test else "", f"{zeroed:.2f}" if zeroed else ""))
         return plain_table(rows)
 
@@ -234,11 +233,11 @@ class SurprisalRuns:
     def is_complete(self, run: Run) -> bool:
         return True
 
-    def summary(self, results: list[dict]) -> list[str]:
+    def summary(self, results: list[Result]) -> list[str]:
         header = ("run", "Pearson r", "Spearman rho", "ΔLL held out (nats/word) [95 %]", "ΔLL in-sample")
         return plain_table([header] + [
-            (r["run"], f"{r['metrics']['pearson_r']:.4f}", f"{r['metrics']['spearman_rho']:.4f}",
-             held_out_text(r["metrics"]), f"{r['metrics']['delta_log_likelihood']:.5f}") for r in results])
+            (r.run, f"{r.metrics['pearson_r']:.4f}", f"{r.metrics['spearman_rho']:.4f}",
+             held_out_text(r.metrics), f"{r.metrics['delta_log_likelihood']:.5f}") for r in results])
 
 
 class SimilarityRuns:
@@ -264,7 +263,7 @@ class SimilarityRuns:
     def is_complete(self, run: Run) -> bool:
         return True
 
-    def summary(self, results: list[dict]) -> list[str]:
+    def summary(self, results: list[Result]) -> list[str]:
         from .similarity import similarity_rows
 
         return plain_table(similarity_rows(results))
@@ -640,5 +639,5 @@ def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: di
 
 
 def summary(experiment: str, results: list[dict]) -> list[str]:
-    """The terminal table of an experiment's results, as its kind prints it."""
-    return RUN_KINDS[load_spec(experiment).get("kind", "train")].summary(results)
+    """The terminal table of an experiment's results (run_experiment's), as its kind prints it."""
+    return RUN_KINDS[load_spec(experiment).get("kind", "train")].summary([Result.of(r) for r in results])

@@ -25,9 +25,9 @@ def plot_curves(results: list[dict], path: Path, title: str, ylabel: str = "vali
     """Dev perplexity at every evaluation, one line per run."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    for r in sorted(results, key=lambda r: r["run"]):
-        curve = r["eval_curve"]
-        ax.plot([c["epoch"] for c in curve], [c["eval_perplexity"] for c in curve], marker="o", label=r["run"])
+    for r in sorted(results, key=lambda r: r.run):
+        curve = r.eval_curve
+        ax.plot([c["epoch"] for c in curve], [c["eval_perplexity"] for c in curve], marker="o", label=r.run)
     ax.set_yscale("log")
     finish(fig, ax, path, "epoch", ylabel, title)
 
@@ -85,11 +85,11 @@ def plot_similarity(results: list[dict], path: Path, scale: str, min_count: int 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
-        curves = r["metrics"]["curves"]
+        curves = r.metrics["curves"]
         for key, style in (("previous", "-"), ("last", "--")):
             points = sorted((int(n), c[key]) for n, c in curves.items() if c.get(f"{key}_count", 0) >= min_count)
             ax.plot([p[0] for p in points], [p[1] for p in points], style,
-                    label=f"{r['metrics']['encoder_pooling']}: cos(e_j, e_{'j-1' if key == 'previous' else 'last'})")
+                    label=f"{r.metrics['encoder_pooling']}: cos(e_j, e_{'j-1' if key == 'previous' else 'last'})")
     finish(fig, ax, path, "prefix length (tokens 0..j)", "mean cosine similarity",
            f"prefix embeddings along the sentence ({scale} scale, validation)")
 
@@ -98,17 +98,17 @@ def plot_reading_times(results: list[dict], path: Path, scale: str):
     """Binned surprisal vs reading time with each model's fitted line, and ΔLL per model."""
     plt, fig, scatter, bars = reading_times_figure(len(results))
     for result in results:
-        m = result["metrics"]
+        m = result.metrics
         xs = [b["surprisal"] for b in m["binned"]]
-        points = scatter.plot(xs, [b["rt"] for b in m["binned"]], "o", markersize=4, label=result["run"])[0]
+        points = scatter.plot(xs, [b["rt"] for b in m["binned"]], "o", markersize=4, label=result.run)[0]
         fit = m["linear_fit"]
         scatter.plot([min(xs), max(xs)], [fit["intercept_ms"] + fit["ms_per_bit"] * x for x in (min(xs), max(xs))],
                      color=points.get_color(), linewidth=1.5)
     scatter.set_xlabel("word surprisal (bits), 20 equally filled bins")
     scatter.set_ylabel("mean reading time (ms)")
     scatter.set_title(f"Natural Stories ({scale} scale)")
-    names = [r["run"] for r in results]
-    draw_delta_bars(bars, names, [r["metrics"] for r in results])
+    names = [r.run for r in results]
+    draw_delta_bars(bars, names, [r.metrics for r in results])
     bars.set_title("gain of surprisal over the baseline regression")
     save_reading_times_figure(plt, fig, scatter, path)
 
@@ -120,10 +120,10 @@ def plot_fit_vs_quality(results: list[dict], path: Path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     groups: dict[str, list[dict]] = {}
     for r in results:
-        groups.setdefault(f"{r['experiment']} ({r['scale']} scale)", []).append(r)
+        groups.setdefault(f"{r.experiment} ({r.scale} scale)", []).append(r)
     for label, members in sorted(groups.items()):
-        xs = [r["metrics"]["mean_surprisal_bits"] for r in members]
-        held_out = [r["metrics"]["held_out"] for r in members]
+        xs = [r.metrics["mean_surprisal_bits"] for r in members]
+        held_out = [r.metrics["held_out"] for r in members]
         ys = [h["delta_log_likelihood"] * 1000 for h in held_out]
         errors = [[y - h["interval_95"][0] * 1000 for y, h in zip(ys, held_out)],
                   [h["interval_95"][1] * 1000 - y for y, h in zip(ys, held_out)]]

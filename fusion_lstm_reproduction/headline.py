@@ -25,7 +25,7 @@ def build_headline(results_dir: Path, figures_dir: Path, readme_dir: Path, detai
     found = load_results(results_dir)
 
     def compares(results: list[dict]) -> bool:
-        fusions = {r["values"].get("fusion") for r in results}
+        fusions = {r.values.get("fusion") for r in results}
         return BASELINE in fusions and len(fusions) > 1
 
     scale = next((s for s in reversed(SCALE_ORDER) if compares(found.get((s, "fusion_table"), []))), None)
@@ -33,7 +33,7 @@ def build_headline(results_dir: Path, figures_dir: Path, readme_dir: Path, detai
         raise NoHeadline(f"{results_dir} holds no fusion_table results that compare a fusion with none: run python "
                          "reproduce.py fusion_table first.")
     best = {f: statistics.mean(v) for f, v in
-            by_fusion(found[(scale, "fusion_table")], lambda r: r["best_eval_perplexity"]).items()}
+            by_fusion(found[(scale, "fusion_table")], lambda r: r.best_eval_perplexity).items()}
     theirs = {f: standard_perplexity(v) for f, v in paper["fusion_table"].items()}
     rows = [("variant", "validation perplexity", f"change vs {BASELINE}", "the paper's change")]
     for fusion in (f for f in FUSIONS if f in best):
@@ -61,7 +61,7 @@ def curve_headline(found: dict, figures_dir: Path, readme_dir: Path) -> list[str
     if not said:
         return []
     figure = Path(os.path.relpath(figures_dir / f"learning_curve_{scale}.png", readme_dir)).as_posix()
-    largest = [r for r in found[(scale, "learning_curve")] if r["values"]["max_train_samples"] == curve.sizes[-1]]
+    largest = [r for r in found[(scale, "learning_curve")] if r.values["max_train_samples"] == curve.sizes[-1]]
     return [f"**When does the sentence embedding help?** The learning curve (`python reproduce.py learning_curve "
             f"--scale {scale}`: {budget(largest)}; every run to convergence), at {said}", "",
             *headline_lines(curve), "", f"![learning curves]({figure})", ""]

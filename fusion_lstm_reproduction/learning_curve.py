@@ -42,10 +42,10 @@ class Curve:
     @classmethod
     def of(cls, results: list[dict]) -> "Curve":
         runs, settings = defaultdict(lambda: defaultdict(list)), {}
-        for result in sorted(results, key=lambda r: r["values"].get("seed", 0)):
-            name = variant(result["values"])
-            runs[name][result["values"][SIZE]].append(result)
-            settings[name] = {k: v for k, v in result["values"].items() if k not in PLACE}
+        for result in sorted(results, key=lambda r: r.values.get("seed", 0)):
+            name = variant(result.values)
+            runs[name][result.values[SIZE]].append(result)
+            settings[name] = {k: v for k, v in result.values.items() if k not in PLACE}
         order = sorted(runs, key=lambda v: (v != BASELINE_FUSION, v != PAPER_FUSION, v != CONTROL, v))
         return cls({v: dict(sorted(runs[v].items())) for v in order}, settings)
 
@@ -81,31 +81,31 @@ class Curve:
 
 def converged(result: dict) -> float:
     """The best dev perplexity over all evaluations (early stopping kept that model)."""
-    return result["best_eval_perplexity"]
+    return result.best_eval_perplexity
 
 
 def test_perplexity(result: dict) -> float | None:
     """The test perplexity of the model kept (the best evaluation's): chosen on dev, never on test."""
-    return result["metrics"].get("test_perplexity")
+    return result.metrics.get("test_perplexity")
 
 
 def at_epoch(epoch: float):
     """A metric: the dev perplexity of the evaluation at `epoch` (None where the run stopped before it)."""
 
     def metric(result: dict) -> float | None:
-        near = [c for c in result["eval_curve"] if abs(c["epoch"] - epoch) <= EPOCH_TOLERANCE]
+        near = [c for c in result.eval_curve if abs(c["epoch"] - epoch) <= EPOCH_TOLERANCE]
         return min(near, key=lambda c: abs(c["epoch"] - epoch))["eval_perplexity"] if near else None
 
     return metric
 
 
 def best_epoch(result: dict) -> float:
-    return min(result["eval_curve"], key=lambda c: c["eval_loss"])["epoch"]
+    return min(result.eval_curve, key=lambda c: c["eval_loss"])["epoch"]
 
 
 def stopped_early(result: dict) -> bool:
     """Whether early stopping ended the run (not the epoch limit): then it ran to convergence."""
-    return result["metrics"].get("train_epochs", 0) < result["arguments"].get("num_train_epochs", 0) - 1e-6
+    return result.metrics.get("train_epochs", 0) < result.arguments.get("num_train_epochs", 0) - 1e-6
 
 
 def seeds_apart(values: list[float]) -> str:
@@ -150,7 +150,7 @@ def budget_lines(curve: Curve) -> list[str]:
 
 def unfinished(curve: Curve) -> list[str]:
     """The runs that the epoch limit ended instead of early stopping (not converged), by run id."""
-    return [r["run"] for sizes in curve.runs.values() for runs in sizes.values() for r in runs if not stopped_early(r)]
+    return [r.run for sizes in curve.runs.values() for runs in sizes.values() for r in runs if not stopped_early(r)]
 
 
 def finding(curve: Curve) -> str | None:

@@ -32,9 +32,10 @@ from fusion_lstm_data.files import read_json_object
 from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
 
 from .experiments import (
-    EXPERIMENTS_DIR, RESULT_FIELDS, ROOT, SHARED_DATA, SMOKE_TEST, execute, map_config, shared_data_path, load_experiment, load_spec,
-    STOPPING, result_path, run_script, stop_running,
+    EXPERIMENTS_DIR, ROOT, SHARED_DATA, SMOKE_TEST, STOPPING, execute, load_experiment, load_spec, map_config,
+    result_path, run_script, shared_data_path, stop_running,
 )
+from .records import RESULT_FIELDS
 
 
 logger = logging.getLogger(__name__)

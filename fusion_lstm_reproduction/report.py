@@ -66,8 +66,8 @@ class SectionContext:
     def endpoints(self) -> dict[str, float]:
         """The best dev perplexity of the runs named by the JSON's "endpoints" (another experiment's runs)."""
         spec = self.spec["endpoints"]
-        runs = {r["run"]: r for r in self.results_of(spec["experiment"])}
-        return {name: runs[run]["best_eval_perplexity"] for name, run in spec["runs"].items() if run in runs}
+        runs = {r.run: r for r in self.results_of(spec["experiment"])}
+        return {name: runs[run].best_eval_perplexity for name, run in spec["runs"].items() if run in runs}
 
     def prose(self, **values) -> list[str]:
         """The section's heading, the paper's description (if the JSON has one) and its text with {fields}
@@ -105,7 +105,7 @@ def fill(text: str, **values) -> str:
 
 @section("demo")
 def demo_section(ctx: SectionContext) -> list[str]:
-    minutes = sum(r["wall_seconds"] for r in ctx.results) / 60
+    minutes = sum(r.wall_seconds for r in ctx.results) / 60
     return [*ctx.prose(budget=budget(ctx.results), minutes=f"{minutes:.1f}"), "```",
             *RUN_KINDS["train"].summary(ctx.results), "```", ""]
 
@@ -114,7 +114,7 @@ def demo_section(ctx: SectionContext) -> list[str]:
 def fusion_table_section(ctx: SectionContext) -> list[str]:
     out = [*ctx.prose(budget=budget(ctx.results)), *fusion_table_lines(ctx.results, ctx.paper), "",
            ctx.spec["report"]["after"]]
-    best = {f: statistics.mean(v) for f, v in by_fusion(ctx.results, lambda r: r["best_eval_perplexity"]).items()}
+    best = {f: statistics.mean(v) for f, v in by_fusion(ctx.results, lambda r: r.best_eval_perplexity).items()}
     figure = ctx.figure("fusion_table")
     if BASELINE in best:
         plot_changes({f: {"validation": (best[f] / best[BASELINE] - 1) * 100} for f in FUSIONS
@@ -128,7 +128,7 @@ def limited_data_section(ctx: SectionContext) -> list[str]:
     lines, curves = limited_data_lines(ctx.results)
     figure = ctx.figure("limited_data")
     plot_limited_data(curves, figure, ctx.scale)
-    largest = max(ctx.results, key=lambda r: r["values"]["max_train_samples"])
+    largest = max(ctx.results, key=lambda r: r.values["max_train_samples"])
     return [*ctx.prose(budget=budget([largest])), *lines, "", f"![limited data]({ctx.link(figure)})", ""]
 
 
@@ -137,7 +137,7 @@ def learning_curve_section(ctx: SectionContext) -> list[str]:
     curve = Curve.of(ctx.results)
     figure = ctx.figure("learning_curve")
     plot_learning_curve(curve, figure, ctx.scale)
-    largest = [r for r in ctx.results if r["values"]["max_train_samples"] == curve.sizes[-1]]
+    largest = [r for r in ctx.results if r.values["max_train_samples"] == curve.sizes[-1]]
     open_runs = unfinished(curve)
     said = finding(curve)
     return [*ctx.prose(budget=budget(largest)), *([f"In short: {said}", ""] if said else []),
@@ -157,7 +157,7 @@ def cross_domain_section(ctx: SectionContext) -> list[str]:
     plot_changes({domain: {f: (v / row[BASELINE] - 1) * 100 for f, v in row.items() if f != BASELINE}
                   for domain, row in table.items() if BASELINE in row},
                  figure, f"cross-domain: change vs {BASELINE} ({ctx.scale} scale)", paper_change(ctx.paper))
-    samples = sorted({Path(r["arguments"]["validation_file"]).name for r in ctx.results})
+    samples = sorted({Path(r.arguments["validation_file"]).name for r in ctx.results})
     return [*ctx.prose(samples=", ".join(samples)), *lines, "", f"![cross-domain]({ctx.link(figure)})", ""]
 
 
@@ -165,7 +165,7 @@ def cross_domain_section(ctx: SectionContext) -> list[str]:
 def reading_times_section(ctx: SectionContext) -> list[str]:
     figure = ctx.figure("reading_times")
     plot_reading_times(ctx.results, figure, ctx.scale)
-    m = ctx.results[0]["metrics"]
+    m = ctx.results[0].metrics
     excluded = m["excluded_from_regression"]
     first_words = excluded.get("first_words_of_sentence", excluded.get("first_word_of_sentence"))  # before spillover
     prose = ctx.prose(words=f"{m['words']:,}", paper=ctx.spec["report"]["paper_finding"], first_words=first_words,
@@ -179,7 +179,7 @@ def fusion_dropout_section(ctx: SectionContext) -> list[str]:
     figure = ctx.figure("fusion_dropout")
     plot_curves(ctx.results, figure, f"fusion dropout schedules ({ctx.scale} scale)",
                 "validation perplexity (e_j present)")
-    evaluations = max(len(r["eval_curve"]) for r in ctx.results)
+    evaluations = max(len(r.eval_curve) for r in ctx.results)
     return [*ctx.prose(budget=budget(ctx.results), evaluations=evaluations), *fusion_dropout_lines(ctx.results), "",
             f"![fusion dropout]({ctx.link(figure)})", ""]
 
@@ -197,9 +197,9 @@ def sub_prefix_section(ctx: SectionContext) -> list[str]:
 @section("vector_sources")
 def vector_sources_section(ctx: SectionContext) -> list[str]:
     endpoints = ctx.endpoints()
-    mlp = next((r for r in ctx.results if r["values"]["fusion"] == "embedding_only"), ctx.results[0])
+    mlp = next((r for r in ctx.results if r.values["fusion"] == "embedding_only"), ctx.results[0])
     sizes = {"hidden_size": FusionLSTMConfig.hidden_size, "projection_size": FusionLSTMConfig.projection_size}
-    overrides = mlp["arguments"].get("config_overrides")
+    overrides = mlp.arguments.get("config_overrides")
     sizes.update(item.split("=") for item in (overrides or "").split(",") if item)
     none = f"{endpoints[BASELINE]:.1f}" if BASELINE in endpoints else "not run"
     return [*ctx.prose(budget=budget(ctx.results), mlp_sizes=f"{sizes['hidden_size']} → {sizes['projection_size']}",
@@ -225,30 +225,30 @@ def document_context_section(ctx: SectionContext) -> list[str]:
     def reference(fusion: str) -> float | None:
         """The mean best dev perplexity over seeds of the plain runs of `fusion`: sentence-level, the encoder's e_j,
         nothing else changed."""
-        values = [r["best_eval_perplexity"] for r in ctx.results
-                  if is_plain(r["values"], fusion)]
+        values = [r.best_eval_perplexity for r in ctx.results
+                  if is_plain(r.values, fusion)]
         return statistics.mean(values) if values else None
 
     none, concat = reference(BASELINE), reference(PAPER_FUSION)
     # the control for what a fixed e_j does: concat with one constant vector, where it was run
-    control = next((r["best_eval_perplexity"] for r in ctx.results if r["values"].get("fusion_vectors") == "constant"),
+    control = next((r.best_eval_perplexity for r in ctx.results if r.values.get("fusion_vectors") == "constant"),
                    None)
-    controls = [c for c, metric in CONTROL_COLUMNS.items() if any(metric in r["metrics"] for r in ctx.results)]
+    controls = [c for c, metric in CONTROL_COLUMNS.items() if any(metric in r.metrics for r in ctx.results)]
     rows = [("run", "fusion", "context", "dev perplexity (best epoch)", f"vs {BASELINE}", f"vs {PAPER_FUSION} (the paper)",
              *(["vs one constant vector (control)"] if control else []), *controls, "test perplexity",
              "train loss", "encoder sentences/s")]
-    for r in sorted(ctx.results, key=lambda r: (r["values"]["fusion"] != BASELINE, r["values"].get("context_sentences", 0),
-                                                r["run"])):
-        ppl, metrics = r["best_eval_perplexity"], r["metrics"]
+    for r in sorted(ctx.results, key=lambda r: (r.values["fusion"] != BASELINE, r.values.get("context_sentences", 0),
+                                                r.run)):
+        ppl, metrics = r.best_eval_perplexity, r.metrics
         test, speed = metrics.get("test_perplexity"), metrics.get("train_embedding_sentences_per_second")
         loss = metrics.get("train_loss")
         replaced = [metrics.get(CONTROL_COLUMNS[c]) for c in controls]
-        rows.append((f"`{r['run']}`", f"`{r['values']['fusion']}`", context_label(r["values"]), f"{ppl:.1f}",
+        rows.append((f"`{r.run}`", f"`{r.values['fusion']}`", context_label(r.values), f"{ppl:.1f}",
                      vs_baseline(ppl, none), change(ppl, concat) if concat else "—",
                      *([change(ppl, control)] if control else []),
                      *(f"{value:.1f} ({change(value, ppl)})" if value else "—" for value in replaced),
                      f"{test:.1f}" if test else "—", f"{loss:.2f}" if loss else "—", f"{speed:.1f}" if speed else "—"))
-    train = ctx.results[0]["metrics"].get("train_samples", "?")
+    train = ctx.results[0].metrics.get("train_samples", "?")
     figure = ctx.figure("document_context_curves")  # which runs learn sooner, and which overfit sooner
     plot_curves(ctx.results, figure, f"validation perplexity per epoch ({ctx.scale} scale)")
     return [*ctx.prose(budget=budget(ctx.results), train=f"{train:,}" if isinstance(train, int) else train),
@@ -260,7 +260,7 @@ def document_reading_times_section(ctx: SectionContext) -> list[str]:
     figure = ctx.figure("document_reading_times")
     plot_reading_times(ctx.results, figure, ctx.scale)
     # one seed each and runs that differ in more than the fusion: no means by fusion
-    return [*ctx.prose(words=f"{ctx.results[0]['metrics']['words']:,}"), *reading_times_lines(ctx.results, False), "",
+    return [*ctx.prose(words=f"{ctx.results[0].metrics['words']:,}"), *reading_times_lines(ctx.results, False), "",
             *story_effect_lines(ctx.results), *reading_seed_lines(ctx.results),
             f"![reading times with the story]({ctx.link(figure)})", ""]
 
@@ -309,7 +309,7 @@ def fit_vs_quality_lines(found: dict, figures_dir: Path, link: Callable[[Path], 
     """Every scored model of every reading-time experiment and scale in one figure: its held-out ΔLL against how well
     it predicts the corpus (bits per word), with the question it answers; nothing with fewer than two such models."""
     scored = [r for results in found.values() for r in results
-              if "mean_surprisal_bits" in r["metrics"] and r["metrics"].get("held_out")]
+              if "mean_surprisal_bits" in r.metrics and r.metrics.get("held_out")]
     if len(scored) < 2:
         return []
     figure = figures_dir / "fit_vs_quality.png"

@@ -1,14 +1,15 @@
 """The results JSONs as the report reads them: found per scale and experiment, grouped, and the budget line that says
 how a set of runs was trained."""
 
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
 
-from fusion_lstm_data.files import read_json_object
 from modeling_fusion_lstm import BASELINE_FUSION, PAPER_FUSION
 
-from .experiments import RESULT_FIELDS, SCALES
+from .experiments import SCALES, experiment_names
+from .records import Result
 
 
 SCALE_ORDER = SCALES
@@ -22,15 +23,22 @@ def standard_perplexity(paper_value: float) -> float:
     return math.exp(math.log2(paper_value))
 
 
-def load_results(results_dir: Path) -> dict[tuple[str, str], list[dict]]:
-    """(scale, experiment) → its results, from results_dir/<scale>/<experiment>/*.json."""
+def load_results(results_dir: Path) -> dict[tuple[str, str], list[Result]]:
+    """(scale, experiment) → its results, from results_dir/<scale>/<experiment>/*.json, each checked
+    (Result.read); two files of one run (the same values) are refused, naming both."""
+    experiments = set(experiment_names())
     found = defaultdict(list)
+    seen = {}
     for scale in SCALE_ORDER:
         for path in sorted(Path(results_dir).glob(f"{scale}/*/*.json")):
             if path.parent.name.startswith("tokenizer-"):  # the shared tokenizer's files
                 continue
-            result = read_json_object(path, "results file", RESULT_FIELDS)
-            found[(result["scale"], result["experiment"])].append(result)
+            result = Result.read(path, experiments)
+            key = (result.scale, result.experiment, json.dumps(result.values, sort_keys=True))
+            if key in seen:
+                raise ValueError(f"{path} and {seen[key]} hold the same run ({result.values}): keep one.")
+            seen[key] = path
+            found[(result.scale, result.experiment)].append(result)
     return found
 
 
@@ -39,7 +47,7 @@ def by_fusion(results: list[dict], metric) -> dict[str, list[float]]:
     for result in results:
         value = metric(result)
         if value is not None:
-            grouped[result["values"]["fusion"]].append(value)
+            grouped[result.values["fusion"]].append(value)
     return grouped
 
 
@@ -49,14 +57,14 @@ BATCH_ORDER = {"group_by_length": "batches grouped by length", "random": "batche
 
 def epochs_text(results: list[dict]) -> str:
     """The epochs of the budget: as configured, or with early stopping the most and the range the runs trained."""
-    args = results[0]["arguments"]
+    args = results[0].arguments
     if not args.get("early_stopping_patience"):
         return f"{args.get('num_train_epochs')} epochs"
-    trained = [r["metrics"]["train_epochs"] for r in results if r["metrics"].get("train_epochs") is not None]
+    trained = [r.metrics["train_epochs"] for r in results if r.metrics.get("train_epochs") is not None]
     ran = (f", trained {min(trained):g}" + (f"–{max(trained):g}" if max(trained) != min(trained) else "")) if (
         trained) else ""
     window = f"{args['early_stopping_patience']} evaluations"
-    samples = results[0]["metrics"].get("train_samples")
+    samples = results[0].metrics.get("train_samples")
     if args.get("eval_strategy") == "steps" and samples:  # evaluations within epochs: the patience in epochs too
         steps = math.ceil(samples / args.get("per_device_train_batch_size", 8))
         window += f" ({args['early_stopping_patience'] * args['eval_steps'] / steps:.1f} epochs)"
@@ -65,11 +73,11 @@ def epochs_text(results: list[dict]) -> str:
 
 
 def budget(results: list[dict]) -> str:
-    args = results[0]["arguments"]
-    machine = results[0]["machine"]
+    args = results[0].arguments
+    machine = results[0].machine
     device = machine.get("gpu") or f"{machine['cpus']}-core CPU ({machine['processor']})"
     order = BATCH_ORDER.get(args.get("train_sampling_strategy"))
-    return (f"{results[0]['metrics'].get('train_samples', '?')} training sentences, {epochs_text(results)}, "
+    return (f"{results[0].metrics.get('train_samples', '?')} training sentences, {epochs_text(results)}, "
             f"batch {args.get('per_device_train_batch_size')}{f' ({order})' if order else ''}, "
             f"lr {args.get('learning_rate')}, "
             f"sizes `{args.get('config_overrides')}`, max {args.get('max_seq_length')} tokens, "
@@ -88,8 +96,8 @@ def seed_groups(results: list[dict]) -> list[list[dict]]:
     """The runs that differ only in their seed, for each run trained with more than one, in the order of the seeds."""
     groups = defaultdict(list)
     for r in results:
-        groups[tuple(sorted((k, str(v)) for k, v in r["values"].items() if k != "seed"))].append(r)
-    return [sorted(g, key=lambda r: r["values"]["seed"]) for g in groups.values() if len(g) > 1]
+        groups[tuple(sorted((k, str(v)) for k, v in r.values.items() if k != "seed"))].append(r)
+    return [sorted(g, key=lambda r: r.values["seed"]) for g in groups.values() if len(g) > 1]
 
 
 def paper_change(paper: dict) -> float | None:

@@ -11,10 +11,10 @@ from .tables import change, markdown_table, spread, vs_baseline
 
 
 def fusion_table_lines(results: list[dict], paper: dict) -> list[str]:
-    best = by_fusion(results, lambda r: r["best_eval_perplexity"])
-    test = by_fusion(results, lambda r: r["metrics"].get("test_perplexity"))
-    loss = by_fusion(results, lambda r: r["metrics"].get("train_loss"))
-    speed = by_fusion(results, lambda r: r["metrics"].get("train_tokens_per_second"))
+    best = by_fusion(results, lambda r: r.best_eval_perplexity)
+    test = by_fusion(results, lambda r: r.metrics.get("test_perplexity"))
+    loss = by_fusion(results, lambda r: r.metrics.get("train_loss"))
+    speed = by_fusion(results, lambda r: r.metrics.get("train_tokens_per_second"))
     none = statistics.mean(best[BASELINE]) if BASELINE in best else None
     paper_none = paper["fusion_table"].get(BASELINE)
     rows = [("variant", "paper (its unit)", "paper, standard perplexity", "change (paper)",
@@ -55,8 +55,8 @@ def fusion_columns_lines(first: str, groups: dict[str, dict[str, list[float]]], 
 def limited_data_lines(results: list[dict]) -> tuple[list[str], dict]:
     sizes = defaultdict(lambda: defaultdict(list))  # train size → fusion → perplexities
     for result in results:
-        sizes[result["values"]["max_train_samples"]][result["values"]["fusion"]].append(result["best_eval_perplexity"])
-    epochs = {r["values"]["max_train_samples"]: r["arguments"].get("num_train_epochs") for r in results}
+        sizes[result.values["max_train_samples"]][result.values["fusion"]].append(result.best_eval_perplexity)
+    epochs = {r.values["max_train_samples"]: r.arguments.get("num_train_epochs") for r in results}
     groups = {f"{n:,}": sizes[n] for n in sorted(sizes)}
     lines = fusion_columns_lines("training sentences", groups, {f"{n:,}": (f"{epochs[n]}",) for n in sizes},
                                  ("epochs",))
@@ -70,10 +70,10 @@ def limited_data_lines(results: list[dict]) -> tuple[list[str], dict]:
 def cross_domain_lines(results: list[dict], table_results: list[dict]) -> tuple[list[str], dict]:
     domains = defaultdict(lambda: defaultdict(list))  # domain → fusion → perplexities
     for result in table_results:
-        if result["values"]["fusion"] in {r["values"]["fusion"] for r in results}:
-            domains["wikipedia (validation)"][result["values"]["fusion"]].append(result["best_eval_perplexity"])
+        if result.values["fusion"] in {r.values["fusion"] for r in results}:
+            domains["wikipedia (validation)"][result.values["fusion"]].append(result.best_eval_perplexity)
     for result in results:
-        domains[result["values"]["domain"]][result["values"]["fusion"]].append(result["metrics"]["eval_perplexity"])
+        domains[result.values["domain"]][result.values["fusion"]].append(result.metrics["eval_perplexity"])
     table = {domain: {f: statistics.mean(v) for f, v in per_fusion.items()} for domain, per_fusion in domains.items()}
     return fusion_columns_lines("evaluated on", domains), table
 
@@ -81,15 +81,15 @@ def cross_domain_lines(results: list[dict], table_results: list[dict]) -> tuple[
 def fusion_dropout_lines(results: list[dict]) -> list[str]:
     """Each schedule: the best dev perplexity over the evaluations, and the final model's with e_j and with every
     e_j zeroed."""
-    none = next((r["best_eval_perplexity"] for r in results if r["values"]["fusion"] == BASELINE), None)
+    none = next((r.best_eval_perplexity for r in results if r.values["fusion"] == BASELINE), None)
     rows = [("run", "schedule", "dropout", "best dev perplexity", f"vs {BASELINE}", "final, with e_j", "final, e_j zeroed",
              f"zeroed vs {BASELINE}")]
-    for r in sorted(results, key=lambda r: (r["values"]["fusion"] != BASELINE, r["run"])):
-        values, metrics = r["values"], r["metrics"]
+    for r in sorted(results, key=lambda r: (r.values["fusion"] != BASELINE, r.run)):
+        values, metrics = r.values, r.metrics
         zeroed = metrics.get("eval_without_fusion_perplexity")
-        rows.append((f"`{r['run']}`", values.get("fusion_dropout_schedule", "—"),
+        rows.append((f"`{r.run}`", values.get("fusion_dropout_schedule", "—"),
                      values.get("fusion_dropout_mode", "—" if values["fusion"] == BASELINE else "vector"),
-                     f"{r['best_eval_perplexity']:.1f}", vs_baseline(r["best_eval_perplexity"], none),
+                     f"{r.best_eval_perplexity:.1f}", vs_baseline(r.best_eval_perplexity, none),
                      f"{metrics['eval_perplexity']:.1f}", f"{zeroed:.1f}" if zeroed else "—",
                      vs_baseline(zeroed, none)))
     return markdown_table(rows)
@@ -102,9 +102,9 @@ def sub_prefix_lines(results: list[dict], endpoints: dict[str, float]) -> tuple[
     rows = [("feeder", "k", "encoder reads", "dev perplexity", f"vs {BASELINE}", "vs concat (whole prefix)")]
     reads = {"subr": r"tokens 0..min(j, k·\|S\|)", "subl": r"tokens k·\|S\|..j"}  # \| : a pipe inside a cell
     curves = {"subr": {}, "subl": {}}
-    for r in sorted(results, key=lambda r: (r["values"]["fusion_context"], r["values"]["fusion_context_fraction"])):
-        context, k = r["values"]["fusion_context"], r["values"]["fusion_context_fraction"]
-        ppl = r["best_eval_perplexity"]
+    for r in sorted(results, key=lambda r: (r.values["fusion_context"], r.values["fusion_context_fraction"])):
+        context, k = r.values["fusion_context"], r.values["fusion_context_fraction"]
+        ppl = r.best_eval_perplexity
         curves[context][k] = ppl
         rows.append((context, f"{k}", reads[context], f"{ppl:.1f}", vs_baseline(ppl, none),
                      change(ppl, concat) if concat else ""))
@@ -131,7 +131,7 @@ def vector_sources_lines(results: list[dict], none: float | None) -> list[str]:
     """Rows: vector sources; columns: the artefact-only MLP and concat."""
     table = defaultdict(dict)
     for r in results:
-        table[source_name(r["values"])][r["values"]["fusion"]] = r["best_eval_perplexity"]
+        table[source_name(r.values)][r.values["fusion"]] = r.best_eval_perplexity
     rows = [("vector source", "artefact-only MLP (no LSTM)", "concat", f"concat vs {BASELINE}")]
     for source in [s for s in SOURCE_LABELS if s in table] + [s for s in table if s not in SOURCE_LABELS]:
         row = table[source]
@@ -172,8 +172,8 @@ def seed_spread_lines(results: list[dict]) -> list[str]:
     yardstick for the differences between runs of one seed."""
     spreads = []
     for runs in seed_groups(results):
-        values = [r["best_eval_perplexity"] for r in runs]
-        names = " / ".join(f"`{r['run']}`" for r in runs)
+        values = [r.best_eval_perplexity for r in runs]
+        names = " / ".join(f"`{r.run}`" for r in runs)
         spreads.append(f"{names}: {' / '.join(f'{v:.1f}' for v in values)} "
                        f"({(max(values) / min(values) - 1) * 100:.1f} % apart)")
     if not spreads:

@@ -77,8 +77,8 @@ def similarity_rows(results: list[dict]) -> list[tuple[str, ...]]:
     lengths = ("2", "5", "10", "20", "40")
     rows = [("pooling", "sentences", *(f"prev @{n}" for n in lengths), *(f"last @{n}" for n in lengths))]
     for r in results:
-        curves = r["metrics"]["curves"]
+        curves = r.metrics["curves"]
         cell = lambda n, key: f"{curves[n][key]:.3f}" if n in curves and key in curves[n] else "—"  # noqa: E731
-        rows.append((r["metrics"]["encoder_pooling"], str(r["metrics"]["sentences"]),
+        rows.append((r.metrics["encoder_pooling"], str(r.metrics["sentences"]),
                      *(cell(n, "previous") for n in lengths), *(cell(n, "last") for n in lengths)))
     return rows

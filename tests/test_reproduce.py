@@ -668,17 +668,18 @@ def test_document_context_gains_are_reported_against_none_the_constant_control_a
 
 
 def test_the_budget_says_how_far_early_stopping_let_the_runs_train_and_how_batches_were_ordered():
+    from fusion_lstm_reproduction.records import Result
     from fusion_lstm_reproduction.results import budget
 
     runs = [fixture_result("document_context", "none", 100.0, seed=0), fixture_result("document_context", "concat",
                                                                                       90.0, seed=0)]
-    assert "3 epochs, batch" in budget(runs) and "order" not in budget(runs)
+    assert "3 epochs, batch" in budget(list(map(Result.of, runs))) and "order" not in budget(list(map(Result.of, runs)))
     for result, epochs in zip(runs, (6.0, 9.0)):
         result["arguments"].update(num_train_epochs=10, early_stopping_patience=2, per_device_train_batch_size=32,
                                    train_sampling_strategy="random")
         result["metrics"]["train_epochs"] = epochs
     assert ("at most 10 epochs, stopped once the validation loss had not improved for 2 evaluations, trained 6–9, "
-            "batch 32 (batches in random order)") in budget(runs)
+            "batch 32 (batches in random order)") in budget(list(map(Result.of, runs)))
 
 
 def test_the_learning_curve_evaluates_every_size_near_its_minimum_and_stops_after_two_epochs(tmp_path):
@@ -755,3 +756,32 @@ def test_the_learning_curve_reports_the_gain_at_convergence_and_at_a_fixed_budge
     assert "8,000 training sentences: `concat` +2.0 % against `none`" in headline
     row = next(line for line in headline.splitlines() if line.startswith("| 1,000 |"))
     assert [c.strip() for c in row.strip("|").split("|")][3:] == ["-5.0 %", "-3.0 %", "-25.0 %"]
+
+
+def test_the_report_reads_each_results_file_once_checked_and_names_the_file_it_refuses(tmp_path):
+    from fusion_lstm_reproduction.results import load_results
+
+    good = [fixture_result("fusion_table", "none", 100.0, seed=0), fixture_result("fusion_table", "concat", 90.0, seed=0)]
+    folder = tmp_path / "results" / "cpu" / "fusion_table"
+
+    def refused(name: str, record: dict, match: str):
+        write_results(tmp_path / "results", good)
+        (folder / name).write_text(json.dumps(record).replace('"NAN"', "NaN"))
+        with pytest.raises(ValueError, match=match) as error:
+            load_results(tmp_path / "results")
+        assert str(folder / name) in str(error.value)
+        (folder / name).unlink()
+
+    write_results(tmp_path / "results", good)
+    found = load_results(tmp_path / "results")
+    assert [r.run for r in found[("cpu", "fusion_table")]] == ["concat_0", "none_0"]
+    assert found[("cpu", "fusion_table")][1].best_eval_perplexity == 100.0
+    # a copy beside the original would make none n = 2
+    refused("none_0 (copy).json", good[0], "does not belong where it lies")
+    # a cpu result filed under another scale would join that scale's table
+    refused("concat_0.json", {**good[1], "scale": "gpu"}, "scale 'gpu'")
+    refused("none_0.json", {**good[0], "experiment": "nosuch"}, "experiment 'nosuch'")
+    # a number that is not one
+    refused("none_0.json", {**good[0], "best_eval_perplexity": "NAN"}, "not a finite number: best_eval_perplexity")
+    # one run under two names
+    refused("other.json", {**good[0], "run": "other"}, "hold the same run")
