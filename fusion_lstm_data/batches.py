@@ -10,7 +10,7 @@ def known_ends(offsets) -> list[int]:
     """For each token's (start, end) characters, where the text that tokens up to it determine ends: its end, or,
     where the next token starts before that end (a byte-level BPE splits a rare character into several byte tokens,
     each given the whole character), where the next token starts: a window cut there never holds a character whose
-    last byte comes later (the text path's prefixes, PrefixContext.texts)."""
+    last byte comes later (the text path's prefixes, EncoderWindow.texts)."""
     offsets = [tuple(o) for o in offsets]
     return [min(end, offsets[k + 1][0]) if k + 1 < len(offsets) else end for k, (_, end) in enumerate(offsets)]
 

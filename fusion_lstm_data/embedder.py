@@ -34,7 +34,7 @@ class PrefixEmbedder:
 
     With the encoder's vocabulary (the default) the encoder reads the LM's token ids, exactly as inside the model.
     With another LM tokenizer (e.g. a trained BPE), pass the encoder's own `encoder_tokenizer`: e_j then embeds the
-    text of the prefix's window (`PrefixContext.texts`), read from the sentence's text and token `offsets`.
+    text of the prefix's window (`EncoderWindow.texts`), read from the sentence's text and token `offsets`.
     `context` (default: the prefix encoder's) may be one part of the prefix encoder's context: the embedder then
     gives just that part's vectors (see `parts`).
     """

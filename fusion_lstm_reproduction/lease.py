@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 
 from fusion_lstm_data.files import read_json_object
-from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
+from modeling_fusion_lstm.prefix_encoder_fusion_lstm import EncoderWindow
 
 from .experiments import (
     EXPERIMENTS_DIR, ROOT, SHARED_DATA, SMOKE_TEST, STOPPING, execute, load_experiment, load_spec, map_config,
@@ -288,8 +288,8 @@ def lease_tasks(runs: list, results_dir: Path, overrides: dict | None, clock: Cl
         if group is not None:
             if group not in embeds:
                 parts = [embedding_group(part_arguments(arguments, part))
-                         for part in PrefixContext(arguments["fusion_context"]).parts] if len(
-                    PrefixContext(arguments.get("fusion_context", "prefix")).parts) > 1 else []
+                         for part in EncoderWindow(arguments["fusion_context"]).parts] if len(
+                    EncoderWindow(arguments.get("fusion_context", "prefix")).parts) > 1 else []
                 embeds[group] = Task(f"embed {group}", partial(embed_run, experiment, run, arguments, clock),
                                      summary["embed"], f"{experiment.name}/{run.id}",
                                      [f"embed {p}" for p in parts if p in embeds])
@@ -301,7 +301,7 @@ def lease_tasks(runs: list, results_dir: Path, overrides: dict | None, clock: Cl
 
 
 def part_arguments(arguments: dict, part) -> dict:
-    """The arguments of a run that fuses one part (a PrefixContext) of a run's context alone: a part that never reads
+    """The arguments of a run that fuses one part (a EncoderWindow) of a run's context alone: a part that never reads
     the document is cached as a sentence-level run's (EmbeddingCache.attach)."""
     alone = {**arguments, "fusion_context": part.mode}
     if not part.reads_document:

@@ -39,7 +39,7 @@ from fusion_lstm_data.embedder import PrefixEmbedder
 from fusion_lstm_data.files import TEXT_EXTENSIONS, check_local_folder, read_json_object
 from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionLSTMForCausalLM
 from modeling_fusion_lstm.configuration_fusion_lstm import CONTEXTS, ENCODER_POOLING_CHOICES
-from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
+from modeling_fusion_lstm.prefix_encoder_fusion_lstm import EncoderWindow
 
 from .bpe import train_bpe_tokenizer
 from .callbacks import FusionDropoutSchedule, parse_schedule
@@ -159,8 +159,8 @@ class ModelArguments:
         return FusionLSTMConfig(fusion=self.fusion).uses_fusion
 
     @property
-    def prefix_context(self) -> PrefixContext:
-        return PrefixContext(self.fusion_context, self.fusion_context_fraction)
+    def prefix_context(self) -> EncoderWindow:
+        return EncoderWindow(self.fusion_context, self.fusion_context_fraction)
 
 
 @dataclass
@@ -380,7 +380,7 @@ def context_controls(validation) -> dict:
             for name, control in CONTEXT_CONTROLS.items()}
 
 
-def external_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path: str, context: PrefixContext,
+def external_source(data_args: DataTrainingArguments, tokenizer, raw, encoder_path: str, context: EncoderWindow,
                     seed: int):
     """The source of e_j named by --fusion_vectors when it is made without the model (SOURCES in vectors.py), which
     decides the model (one without encoder, for vectors of its width); None for a source made around the model's own

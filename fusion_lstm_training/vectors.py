@@ -20,7 +20,7 @@ import numpy as np
 from datasets import Dataset
 
 from fusion_lstm_data.embedder import encoder_fingerprint
-from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
+from modeling_fusion_lstm.prefix_encoder_fusion_lstm import EncoderWindow
 
 
 @runtime_checkable
@@ -169,7 +169,7 @@ class BagOfWordsVectors:
     default), from a scikit-learn vectorizer fitted on the training text with a vocabulary of at most `max_features`
     words. `width` is the fitted vocabulary's size."""
 
-    def __init__(self, kind: str, train_texts: list[str], max_features: int, context: PrefixContext = PrefixContext()):
+    def __init__(self, kind: str, train_texts: list[str], max_features: int, context: EncoderWindow = EncoderWindow()):
         from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
         if kind not in ("count", "tfidf"):
@@ -201,7 +201,7 @@ class SourceOptions:
 
     encoder_path: str | None = None
     encoder: VectorSource | None = None
-    context: PrefixContext = PrefixContext()
+    context: EncoderWindow = EncoderWindow()
     max_features: int = 1024
     seed: int = 0
 

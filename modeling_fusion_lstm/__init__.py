@@ -12,7 +12,7 @@ from .modeling_fusion_lstm import (
     FusionLSTMModel,
     FusionLSTMPreTrainedModel,
     FusionLSTMState,
-    PrefixContext,
+    EncoderWindow,
 )
 from .tokenization_fusion_lstm import default_encoder_path, load_tokenizer
 
@@ -37,7 +37,7 @@ __all__ = [
     "FusionLSTMState",
     "FusionSpec",
     "FusionStage",
-    "PrefixContext",
+    "EncoderWindow",
     "default_encoder_path",
     "load_tokenizer",
 ]

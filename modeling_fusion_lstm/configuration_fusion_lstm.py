@@ -70,7 +70,7 @@ PAPER_FUSION = "concat"
 class ContextSpec(NamedTuple):
     """What a fusion_context is, as data. The window of each single-window mode (which tokens the encoder reads at
     position j) lives in prefix_encoder_fusion_lstm.py (CONTEXT_WINDOWS, checked against this table at import);
-    choices, validation, help texts, PrefixContext's properties and the report's labels are derived from this table."""
+    choices, validation, help texts, EncoderWindow's properties and the report's labels are derived from this table."""
 
     encoder_reads: str  # what the encoder reads at position j, after the first token ([CLS], the LM's BOS)
     vectors: str  # "position": one window per position; "sentence": one per sentence; "sample": the whole sample

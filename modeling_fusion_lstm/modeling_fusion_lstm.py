@@ -15,7 +15,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionStage
 from .inputs_fusion_lstm import SequenceSoFar, refuse_context_length, sequence_so_far
-from .prefix_encoder_fusion_lstm import FusionLSTMPrefixEncoder, PrefixContext, PrefixRows, compact_rows, join_context
+from .prefix_encoder_fusion_lstm import FusionLSTMPrefixEncoder, EncoderWindow, PrefixRows, compact_rows, join_context
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -619,4 +619,4 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         return state.index_select(beam_idx)
 
 
-__all__ = ["FusionLSTMForCausalLM", "FusionLSTMModel", "FusionLSTMPreTrainedModel", "FusionLSTMState", "PrefixContext"]
+__all__ = ["FusionLSTMForCausalLM", "FusionLSTMModel", "FusionLSTMPreTrainedModel", "FusionLSTMState", "EncoderWindow"]

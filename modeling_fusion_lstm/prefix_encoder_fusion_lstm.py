@@ -1,4 +1,4 @@
-"""The prefix encoder of FusionLSTM: which tokens the pretrained encoder reads at each position j (`PrefixContext`,
+"""The prefix encoder of FusionLSTM: which tokens the pretrained encoder reads at each position j (`EncoderWindow`,
 the windows of every `fusion_context`) and the module that runs the encoder on those windows and pools each into one
 vector e_j (`FusionLSTMPrefixEncoder`). modeling_fusion_lstm.py fuses e_j into the LSTM."""
 
@@ -130,8 +130,9 @@ def encoder_text_ends(tokenizer) -> tuple[int, int]:
     return start, end
 
 
-class PrefixContext(NamedTuple):
-    """What the encoder reads at position j: the one rule of `fusion_context`, used by the in-model encoder (token
+class EncoderWindow(NamedTuple):
+    """What the encoder reads at position j (its window; the config field keeps its saved name, `fusion_context`;
+    "context" alone means the document's previous sentences): the one rule of `fusion_context`, used by the in-model encoder (token
     ids), the precompute from text (an LM tokenizer other than the encoder's), the count/tfidf vector sources and
     the similarity probe. Always the first token ([CLS], the LM's BOS), then:
 
@@ -152,13 +153,13 @@ class PrefixContext(NamedTuple):
     fraction: float = 0.5
 
     @classmethod
-    def of(cls, config: FusionLSTMConfig) -> "PrefixContext":
+    def of(cls, config: FusionLSTMConfig) -> "EncoderWindow":
         return cls(config.fusion_context, config.fusion_context_fraction)
 
     @property
-    def parts(self) -> tuple["PrefixContext", ...]:
+    def parts(self) -> tuple["EncoderWindow", ...]:
         """The single-window contexts whose vectors make e_j, one after another (just this one, but for a join)."""
-        return tuple(PrefixContext(mode, self.fraction) for mode in CONTEXTS[self.mode].parts)
+        return tuple(EncoderWindow(mode, self.fraction) for mode in CONTEXTS[self.mode].parts)
 
     @property
     def reads_document(self) -> bool:
@@ -225,7 +226,7 @@ class FusionLSTMPrefixEncoder(nn.Module):
     the encoder's [SEP]), so with BOS = [CLS] it is exactly what the encoder saw in pre-training. Prefixes longer
     than the encoder's maximum keep their first token ([CLS]) and their most recent tokens.
 
-    Which tokens of the prefix it reads is `PrefixContext`'s rule (config.fusion_context). This module owns the
+    Which tokens of the prefix it reads is `EncoderWindow`'s rule (config.fusion_context). This module owns the
     encoder's freezing: with `config.freeze_encoder` the encoder has no gradients and stays in eval mode
     (deterministic e_j) whatever mode the LM is in.
     """
@@ -233,7 +234,7 @@ class FusionLSTMPrefixEncoder(nn.Module):
     def __init__(self, config: FusionLSTMConfig):
         super().__init__()
         self.config = config
-        self.context = PrefixContext.of(config)
+        self.context = EncoderWindow.of(config)
         self.encoder = AutoModel.from_config(config.encoder)
         self.max_length = getattr(config.encoder, "max_position_embeddings", None) or 512
         # checked once: whether the encoder can read the LM's token ids (the text path, embed_texts, always works)
@@ -269,7 +270,7 @@ class FusionLSTMPrefixEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_new: int,
                 context_input_ids: torch.Tensor | None = None, context_attention_mask: torch.Tensor | None = None,
-                context: PrefixContext | None = None) -> torch.Tensor:
+                context: EncoderWindow | None = None) -> torch.Tensor:
         """input_ids, attention_mask (batch, seq_len): the sentence so far; context_input_ids, context_attention_mask
         (batch, context_len): the document's previous sentences (None: none). Returns (batch, num_new, width): e_j for
         each of the last `num_new` positions (zeros at padded positions); with `context`, one part of this module's
@@ -286,7 +287,7 @@ class FusionLSTMPrefixEncoder(nn.Module):
         vectors = [self._embed_window(part, compact, document, attention_mask, num_new) for part in parts]
         return vectors[0] if len(vectors) == 1 else torch.cat(vectors, dim=-1)
 
-    def _embed_window(self, context: PrefixContext, compact, document, attention_mask, num_new):
+    def _embed_window(self, context: EncoderWindow, compact, document, attention_mask, num_new):
         """The vectors of one window per position; `compact` holds the real tokens of each row, left-aligned,
         `document` (or None) the same rows with their previous sentences after the first token, and their count."""
         end = self.config.eos_token_id
@@ -380,5 +381,5 @@ class FusionLSTMPrefixEncoder(nn.Module):
         return pooled
 
 
-__all__ = ["CONTEXT_WINDOWS", "FusionLSTMPrefixEncoder", "PrefixContext", "PrefixRows", "compact_rows",
+__all__ = ["CONTEXT_WINDOWS", "FusionLSTMPrefixEncoder", "EncoderWindow", "PrefixRows", "compact_rows",
            "encoder_text_ends", "join_context"]

@@ -18,7 +18,7 @@ from fusion_lstm_training.data import tokenize_sentences
 from fusion_lstm_training.embeddings import EmbeddingCache
 from fusion_lstm_training.reference import naive_context
 from fusion_lstm_training.vectors import BagOfWordsVectors, donors
-from modeling_fusion_lstm.prefix_encoder_fusion_lstm import PrefixContext
+from modeling_fusion_lstm.prefix_encoder_fusion_lstm import EncoderWindow
 from helpers import ROOT, SENTENCES
 
 
@@ -150,7 +150,7 @@ def test_a_character_split_into_byte_tokens_enters_the_window_only_with_its_last
     if context:
         row = encode_context(["A na\u00efve cat."], bpe, 128, with_text=True)
         before, context_ids = row["context_text"], row["context_input_ids"]
-    windows = PrefixContext("document" if context else "prefix").texts(text, ends, before)
+    windows = EncoderWindow("document" if context else "prefix").texts(text, ends, before)
     tokens = bpe.convert_ids_to_tokens(ids)
     for j in range(len(ids)):  # each window is exactly the characters that tokens 0..j complete
         complete = bpe.decode([*context_ids, *ids[1: j + 1]]).replace("\ufffd", "").replace(bpe.eos_token, "")

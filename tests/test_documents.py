@@ -254,7 +254,7 @@ def test_generation_with_context_caches_as_it_recomputes(tokenizer, mode, as_tok
 @pytest.mark.parametrize("mode", ["previous", "document", "prefix"])
 def test_the_text_windows_read_the_tokens_the_model_reads(tokenizer, mode):
     from fusion_lstm_training.reference import naive_context
-    from modeling_fusion_lstm import PrefixContext
+    from modeling_fusion_lstm import EncoderWindow
 
     data = Dataset.from_dict({"text": SENTENCES[:3], "document": [0, 0, 0],
                               "context": previous_sentences(SENTENCES[:3], [0, 0, 0], 2)})
@@ -263,7 +263,7 @@ def test_the_text_windows_read_the_tokens_the_model_reads(tokenizer, mode):
     config = FusionLSTMConfig(fusion="concat", fusion_context=mode, context_sentences=2, context_as_tokens=True)
     for row in rows:
         ids, context = torch.tensor(row["input_ids"]), torch.tensor(row["context_input_ids"], dtype=torch.long)
-        texts = PrefixContext.of(config).texts(row["text"], row["offsets"], row["context_text"])
+        texts = EncoderWindow.of(config).texts(row["text"], row["offsets"], row["context_text"])
         assert len(texts) == len(ids)
         for j in range(len(ids)):
             expected = tokenizer.decode(naive_context(config, ids, j, context)[1:], skip_special_tokens=True)

@@ -459,15 +459,15 @@ def test_one_table_says_what_each_fusion_context_reads():
     from modeling_fusion_lstm.configuration_fusion_lstm import (
         CONTEXTS, DOCUMENT_CONTEXTS, FUSION_CONTEXT_CHOICES, SENTENCE_PROBES,
     )
-    from modeling_fusion_lstm.prefix_encoder_fusion_lstm import CONTEXT_WINDOWS, PrefixContext
+    from modeling_fusion_lstm.prefix_encoder_fusion_lstm import CONTEXT_WINDOWS, EncoderWindow
 
     assert FUSION_CONTEXT_CHOICES == tuple(CONTEXTS)
     assert set(DOCUMENT_CONTEXTS) == {"previous", "document", "prefix+previous"}
     assert set(SENTENCE_PROBES) == {"sentence", "subr", "subl"}
     assert CONTEXTS["prefix+previous"].parts == ("prefix", "previous") and CONTEXTS["document"].parts == ("document",)
     assert set(CONTEXT_WINDOWS) == {m for m in CONTEXTS if "+" not in m}
-    assert [m for m in CONTEXTS if PrefixContext(m).is_one_per_sentence] == ["previous"]
-    assert [m for m in CONTEXTS if PrefixContext(m).is_whole_sentence] == ["sentence"]
+    assert [m for m in CONTEXTS if EncoderWindow(m).is_one_per_sentence] == ["previous"]
+    assert [m for m in CONTEXTS if EncoderWindow(m).is_whole_sentence] == ["sentence"]
     help_text = next(f.metadata["help"] for f in clm.dataclass_fields(clm.ModelArguments) if f.name == "fusion_context")
     assert all(f"{mode}: {spec.description}" in help_text for mode, spec in CONTEXTS.items())
     with pytest.raises(ValueError, match="fusion_context.*prefix, sentence, subr, subl, previous, document"):
