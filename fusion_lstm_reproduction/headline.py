@@ -6,7 +6,7 @@ import os
 import statistics
 from pathlib import Path
 
-from modeling_fusion_lstm import FUSIONS
+from modeling_fusion_lstm import FUSIONS, PAPER_FUSION
 
 from .experiments import EXPERIMENTS_DIR
 from .learning_curve import Curve, finding, headline_lines
@@ -61,7 +61,9 @@ def curve_headline(found: dict, figures_dir: Path, readme_dir: Path) -> list[str
     if not said:
         return []
     figure = Path(os.path.relpath(figures_dir / f"learning_curve_{scale}.png", readme_dir)).as_posix()
-    largest = [r for r in found[(scale, "learning_curve")] if r.values["max_train_samples"] == curve.sizes[-1]]
+    # the budget of the largest size the finding compares
+    compared = max(n for n in curve.sizes if curve.mean(PAPER_FUSION, n) and curve.mean(BASELINE, n))
+    largest = [r for r in found[(scale, "learning_curve")] if r.values["max_train_samples"] == compared]
     return [f"**When does the sentence embedding help?** The learning curve (`python reproduce.py learning_curve "
             f"--scale {scale}`: {budget(largest)}; every run to convergence), at {said}", "",
             *headline_lines(curve), "", f"![learning curves]({figure})", ""]
