@@ -398,6 +398,12 @@ def training_sentences(path: str) -> int:
     return sum(1 for s in read_sentences(path) if s.strip())
 
 
+def steps_per_epoch(sentences: int, arguments: dict) -> int:
+    """The optimizer steps of one epoch over `sentences` with these run_clm arguments (batch, gradient accumulation)."""
+    batch = arguments.get("per_device_train_batch_size", 8) * arguments.get("gradient_accumulation_steps", 1)
+    return math.ceil(sentences / batch)
+
+
 def with_evaluation_steps(arguments: dict) -> dict:
     """`arguments` with `evaluate_every_steps` (s) turned into the Trainer's steps: k = ceil(steps per epoch / s)
     evaluations per epoch, at least one, evenly spaced so that one falls at each epoch's end; the run saves (the best
@@ -415,9 +421,7 @@ def with_evaluation_steps(arguments: dict) -> dict:
             raise ValueError("early_stopping_epochs counts the evaluations of evaluate_every_steps: give both.")
         return arguments
     sentences = training_sentences(arguments["train_file"])
-    sentences = min(sentences, arguments.get("max_train_samples") or sentences)
-    batch = arguments.get("per_device_train_batch_size", 8) * arguments.get("gradient_accumulation_steps", 1)
-    per_epoch_steps = math.ceil(sentences / batch)
+    per_epoch_steps = steps_per_epoch(min(sentences, arguments.get("max_train_samples") or sentences), arguments)
     per_epoch = math.ceil(per_epoch_steps / every)
     steps = math.ceil(per_epoch_steps / per_epoch)
     patience = {"early_stopping_patience": patience_epochs * per_epoch} if patience_epochs else {}

@@ -8,6 +8,8 @@ from fusion_lstm_surprisal.reading_times import (
 )
 from modeling_fusion_lstm import BASELINE_FUSION, PAPER_FUSION
 
+from .records import Result
+
 
 def finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str):
     """Labels, legend and grid of a one-axes figure, saved to `path` as PNG."""
@@ -21,7 +23,7 @@ def finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str):
     pyplot().close(fig)
 
 
-def plot_curves(results: list[dict], path: Path, title: str, ylabel: str = "validation perplexity"):
+def plot_curves(results: list[Result], path: Path, title: str, ylabel: str = "validation perplexity"):
     """Dev perplexity at every evaluation, one line per run."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -80,7 +82,7 @@ def plot_sub_prefix(curves: dict, endpoints: dict, path: Path, scale: str):
            f"sub-prefix feeders ({scale} scale); k=0/1 are the endpoints")
 
 
-def plot_similarity(results: list[dict], path: Path, scale: str, min_count: int = 20):
+def plot_similarity(results: list[Result], path: Path, scale: str, min_count: int = 20):
     """Cosine of e_j to e_{j-1} and to the last prefix's e, by prefix length (lengths with ≥ min_count prefixes)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -94,7 +96,7 @@ def plot_similarity(results: list[dict], path: Path, scale: str, min_count: int 
            f"prefix embeddings along the sentence ({scale} scale, validation)")
 
 
-def plot_reading_times(results: list[dict], path: Path, scale: str):
+def plot_reading_times(results: list[Result], path: Path, scale: str):
     """Binned surprisal vs reading time with each model's fitted line, and ΔLL per model."""
     plt, fig, scatter, bars = reading_times_figure(len(results))
     for result in results:
@@ -113,12 +115,12 @@ def plot_reading_times(results: list[dict], path: Path, scale: str):
     save_reading_times_figure(plt, fig, scatter, path)
 
 
-def plot_fit_vs_quality(results: list[dict], path: Path):
+def plot_fit_vs_quality(results: list[Result], path: Path):
     """Each scored model's held-out ΔLL (with its 95 % interval) against its mean word surprisal on the corpus, one
     colour per scale and experiment: do better language models fit the reading times better?"""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[Result]] = {}
     for r in results:
         groups.setdefault(f"{r.experiment} ({r.scale} scale)", []).append(r)
     for label, members in sorted(groups.items()):

@@ -6,8 +6,9 @@ import os
 import statistics
 from pathlib import Path
 
-from modeling_fusion_lstm import FUSIONS, PAPER_FUSION
+from modeling_fusion_lstm import FUSIONS
 
+from .records import Result
 from .experiments import EXPERIMENTS_DIR
 from .learning_curve import Curve, finding, headline_lines
 from .results import BASELINE, SCALE_ORDER, budget, by_fusion, load_results, standard_perplexity
@@ -24,7 +25,7 @@ def build_headline(results_dir: Path, figures_dir: Path, readme_dir: Path, detai
     paper = json.loads((EXPERIMENTS_DIR / "paper.json").read_text())
     found = load_results(results_dir)
 
-    def compares(results: list[dict]) -> bool:
+    def compares(results: list[Result]) -> bool:
         fusions = {r.values.get("fusion") for r in results}
         return BASELINE in fusions and len(fusions) > 1
 
@@ -62,8 +63,7 @@ def curve_headline(found: dict, figures_dir: Path, readme_dir: Path) -> list[str
         return []
     figure = Path(os.path.relpath(figures_dir / f"learning_curve_{scale}.png", readme_dir)).as_posix()
     # the budget of the largest size the finding compares
-    compared = max(n for n in curve.sizes if curve.mean(PAPER_FUSION, n) and curve.mean(BASELINE, n))
-    largest = [r for r in found[(scale, "learning_curve")] if r.values["max_train_samples"] == compared]
+    largest = [r for r in found[(scale, "learning_curve")] if r.values["max_train_samples"] == curve.compared_sizes[-1]]
     return [f"**When does the sentence embedding help?** The learning curve (`python reproduce.py learning_curve "
             f"--scale {scale}`: {budget(largest)}; every run to convergence), at {said}", "",
             *headline_lines(curve), "", f"![learning curves]({figure})", ""]

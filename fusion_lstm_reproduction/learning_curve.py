@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from modeling_fusion_lstm import BASELINE_FUSION, PAPER_FUSION
 
 from .experiments import run_name
+from .records import Result
 from .tables import markdown_table, percent, spread
 
 
@@ -36,11 +37,11 @@ def variant(values: dict) -> str:
 class Curve:
     """The runs of one experiment grouped by variant and size: runs[variant][size] = its seeds' results."""
 
-    runs: dict[str, dict[int, list[dict]]]
+    runs: dict[str, dict[int, list[Result]]]
     settings: dict[str, dict]  # variant → its values (without size and seed)
 
     @classmethod
-    def of(cls, results: list[dict]) -> "Curve":
+    def of(cls, results: list[Result]) -> "Curve":
         runs, settings = defaultdict(lambda: defaultdict(list)), {}
         for result in sorted(results, key=lambda r: r.values.get("seed", 0)):
             name = variant(result.values)
@@ -63,6 +64,11 @@ class Curve:
     def sizes(self) -> list[int]:
         return sorted({n for sizes in self.runs.values() for n in sizes})
 
+    @property
+    def compared_sizes(self) -> list[int]:
+        """The sizes where both the paper's fusion and none ran: where a finding about the gain can be read."""
+        return [n for n in self.sizes if self.mean(PAPER_FUSION, n) and self.mean(BASELINE_FUSION, n)]
+
     def values(self, name: str, size: int, metric) -> list[float]:
         """`metric` of each seed of `name` at `size` (seeds where it is None are left out)."""
         found = (metric(r) for r in self.runs.get(name, {}).get(size, []))
@@ -79,12 +85,12 @@ class Curve:
         return (value / reference - 1) * 100 if value and reference else None
 
 
-def converged(result: dict) -> float:
+def converged(result: Result) -> float:
     """The best dev perplexity over all evaluations (early stopping kept that model)."""
     return result.best_eval_perplexity
 
 
-def test_perplexity(result: dict) -> float | None:
+def test_perplexity(result: Result) -> float | None:
     """The test perplexity of the model kept (the best evaluation's): chosen on dev, never on test."""
     return result.metrics.get("test_perplexity")
 
@@ -92,18 +98,18 @@ def test_perplexity(result: dict) -> float | None:
 def at_epoch(epoch: float):
     """A metric: the dev perplexity of the evaluation at `epoch` (None where the run stopped before it)."""
 
-    def metric(result: dict) -> float | None:
+    def metric(result: Result) -> float | None:
         near = [c for c in result.eval_curve if abs(c["epoch"] - epoch) <= EPOCH_TOLERANCE]
         return min(near, key=lambda c: abs(c["epoch"] - epoch))["eval_perplexity"] if near else None
 
     return metric
 
 
-def best_epoch(result: dict) -> float:
+def best_epoch(result: Result) -> float:
     return min(result.eval_curve, key=lambda c: c["eval_loss"])["epoch"]
 
 
-def stopped_early(result: dict) -> bool:
+def stopped_early(result: Result) -> bool:
     """Whether early stopping ended the run (not the epoch limit): then it ran to convergence."""
     return result.metrics.get("train_epochs", 0) < result.arguments.get("num_train_epochs", 0) - 1e-6
 
@@ -156,7 +162,7 @@ def unfinished(curve: Curve) -> list[str]:
 def finding(curve: Curve) -> str | None:
     """One sentence per end of the curve: concat's converged change against none at the smallest and the largest size
     where both ran, with the seeds and the control; None before such a size exists."""
-    sizes = [n for n in curve.sizes if curve.mean(PAPER_FUSION, n) and curve.mean(BASELINE_FUSION, n)]
+    sizes = curve.compared_sizes
     if not sizes:
         return None
 
@@ -182,12 +188,11 @@ def headline_lines(curve: Curve) -> list[str]:
     none, against the constant-vector control and after one epoch."""
     rows = [("training sentences", f"`{BASELINE_FUSION}`", f"`{PAPER_FUSION}`", "change at convergence",
              f"vs the control (`{CONTROL}`)", "change after 1 epoch")]
-    for size in curve.sizes:
-        if curve.mean(PAPER_FUSION, size) and curve.mean(BASELINE_FUSION, size):
-            rows.append((f"{size:,}", spread(curve.values(BASELINE_FUSION, size, converged)),
-                         spread(curve.values(PAPER_FUSION, size, converged)), percent(curve.gain(PAPER_FUSION, size)),
-                         percent(curve.gain(PAPER_FUSION, size, against=CONTROL)),
-                         percent(curve.gain(PAPER_FUSION, size, at_epoch(1)))))
+    for size in curve.compared_sizes:
+        rows.append((f"{size:,}", spread(curve.values(BASELINE_FUSION, size, converged)),
+                     spread(curve.values(PAPER_FUSION, size, converged)), percent(curve.gain(PAPER_FUSION, size)),
+                     percent(curve.gain(PAPER_FUSION, size, against=CONTROL)),
+                     percent(curve.gain(PAPER_FUSION, size, at_epoch(1)))))
     return markdown_table(rows) if len(rows) > 1 else []
 
 

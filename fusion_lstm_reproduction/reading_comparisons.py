@@ -7,17 +7,18 @@ import statistics
 from fusion_lstm_surprisal.reading_times import compare_held_out, held_out_text
 from modeling_fusion_lstm import FUSIONS
 
+from .records import Result
 from .results import BASELINE, by_fusion, is_plain, seed_groups
 from .tables import markdown_table
 
 
-def has_story_gains(result: dict) -> bool:
+def has_story_gains(result: Result) -> bool:
     """Whether a reading-time result holds its per-story held-out gains (results scored before they were stored do
     not), which every paired comparison needs."""
     return "by_group" in result.metrics.get("held_out", {})
 
 
-def paired_by_story(model: dict, reference: dict) -> dict | None:
+def paired_by_story(model: Result, reference: Result) -> dict | None:
     """compare_held_out of two reading-time results (the model's held-out ΔLL minus the reference's, its interval and
     the paired sign-flip p), or None where either lacks the per-story gains."""
     if not (has_story_gains(model) and has_story_gains(reference)):
@@ -25,7 +26,7 @@ def paired_by_story(model: dict, reference: dict) -> dict | None:
     return compare_held_out(model.metrics["held_out"], reference.metrics["held_out"])
 
 
-def held_out_vs_none(results: list[dict]) -> dict[str, dict]:
+def held_out_vs_none(results: list[Result]) -> dict[str, dict]:
     """Each model's held-out ΔLL against that of the plain none model of its seed (paired_by_story), for the runs
     whose results hold the per-story gains."""
     references = {r.values.get("seed"): r for r in results if is_plain(r.values) and has_story_gains(r)}
@@ -42,7 +43,7 @@ def comparison_text(comparison: dict | None, scale: float = 1000, digits: int = 
             f"p = {comparison['p_value']:.3g}")
 
 
-def reading_times_lines(results: list[dict], means: bool = True) -> list[str]:
+def reading_times_lines(results: list[Result], means: bool = True) -> list[str]:
     compared = held_out_vs_none(results)
     rows = [("model", "bits per word", "Pearson r", "Spearman ρ", "ΔLL held out [95 % interval]", "ΔLL in-sample",
              "surprisal coefficient (ms per bit)", *([f"held-out ΔLL vs `{BASELINE}` [95 %]"] if compared else []))]
@@ -68,7 +69,7 @@ def reading_times_lines(results: list[dict], means: bool = True) -> list[str]:
             f"given), interval: bootstrap over them.{versus}"]
 
 
-def story_effect_lines(results: list[dict]) -> list[str]:
+def story_effect_lines(results: list[Result]) -> list[str]:
     """For each model scored both reading its story and reading none of it (`_read0`): the held-out ΔLL of the one
     minus the other's, paired by story (paired_by_story), the story's own share of the model's fit."""
     with_story = {json.dumps(r.values, sort_keys=True): r for r in results}
@@ -87,7 +88,7 @@ def story_effect_lines(results: list[dict]) -> list[str]:
             f"{'; '.join(effects)}.", ""]
 
 
-def reading_seed_lines(results: list[dict]) -> list[str]:
+def reading_seed_lines(results: list[Result]) -> list[str]:
     """For each model trained with more than one seed: the held-out ΔLL of each later seed minus its first seed's,
     paired by story, the yardstick for the comparisons between models of one seed."""
     pairs = []
@@ -101,7 +102,7 @@ def reading_seed_lines(results: list[dict]) -> list[str]:
             f"10⁻³ nats per word [95 %], paired by story): {'; '.join(pairs)}.", ""]
 
 
-def scoring_speed(results: list[dict]) -> list[str]:
+def scoring_speed(results: list[Result]) -> list[str]:
     """How fast run_surprisal scored Natural Stories with each fusion (mean words/s over its models), where the
     reading_times results recorded it."""
     speeds = by_fusion([r for r in results if "words_per_second" in r.metrics],

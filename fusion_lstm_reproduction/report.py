@@ -18,6 +18,7 @@ from pathlib import Path
 
 from modeling_fusion_lstm import FUSIONS, PAPER_FUSION, FusionLSTMConfig
 
+from .records import Result
 from .experiments import EXPERIMENTS_DIR, RUN_KINDS, load_spec
 from .figures import (
     plot_changes, plot_curves, plot_fit_vs_quality, plot_learning_curve, plot_limited_data, plot_reading_times,
@@ -50,7 +51,7 @@ class SectionContext:
 
     name: str
     scale: str
-    results: list[dict]
+    results: list[Result]
     spec: dict
     paper: dict
     found: dict
@@ -60,7 +61,7 @@ class SectionContext:
     def figure(self, stem: str) -> Path:
         return self.figures_dir / f"{stem}_{self.scale}.png"
 
-    def results_of(self, experiment: str) -> list[dict]:
+    def results_of(self, experiment: str) -> list[Result]:
         return self.found.get((self.scale, experiment), [])
 
     def endpoints(self) -> dict[str, float]:
@@ -140,12 +141,13 @@ def learning_curve_section(ctx: SectionContext) -> list[str]:
     largest = [r for r in ctx.results if r.values["max_train_samples"] == curve.sizes[-1]]
     open_runs = unfinished(curve)
     said = finding(curve)
+    early = budget_lines(curve)  # a header and its rule alone where no fusion ran yet
     return [*ctx.prose(budget=budget(largest)), *([f"In short: {said}", ""] if said else []),
             "Converged: the best validation perplexity over all evaluations (mean ± sd over seeds), each fusion's "
             "change against the none trained the same way at the same size, and the test perplexity of the same "
             "models (the evaluation chosen on validation):", "", *converged_lines(curve), "",
             *(["The gain at a fixed budget, read off the same runs' evaluations, beside the gain at convergence:", "",
-               *budget_lines(curve), ""] if len(budget_lines(curve)) > 2 else []),
+               *early, ""] if len(early) > 2 else []),
             *([f"Ended by the epoch limit, not by early stopping (not converged): {', '.join(open_runs)}.", ""]
               if open_runs else []), f"![learning curves]({ctx.link(figure)})", ""]
 

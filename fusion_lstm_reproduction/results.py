@@ -8,7 +8,7 @@ from pathlib import Path
 
 from modeling_fusion_lstm import BASELINE_FUSION, PAPER_FUSION
 
-from .experiments import SCALES, experiment_names
+from .experiments import SCALES, experiment_names, steps_per_epoch
 from .records import Result
 
 
@@ -42,7 +42,7 @@ def load_results(results_dir: Path) -> dict[tuple[str, str], list[Result]]:
     return found
 
 
-def by_fusion(results: list[dict], metric) -> dict[str, list[float]]:
+def by_fusion(results: list[Result], metric) -> dict[str, list[float]]:
     grouped = defaultdict(list)
     for result in results:
         value = metric(result)
@@ -55,7 +55,7 @@ def by_fusion(results: list[dict], metric) -> dict[str, list[float]]:
 BATCH_ORDER = {"group_by_length": "batches grouped by length", "random": "batches in random order"}
 
 
-def epochs_text(results: list[dict]) -> str:
+def epochs_text(results: list[Result]) -> str:
     """The epochs of the budget: as configured, or with early stopping the most and the range the runs trained."""
     args = results[0].arguments
     if not args.get("early_stopping_patience"):
@@ -66,13 +66,13 @@ def epochs_text(results: list[dict]) -> str:
     window = f"{args['early_stopping_patience']} evaluations"
     samples = results[0].metrics.get("train_samples")
     if args.get("eval_strategy") == "steps" and samples:  # evaluations within epochs: the patience in epochs too
-        steps = math.ceil(samples / args.get("per_device_train_batch_size", 8))
-        window += f" ({args['early_stopping_patience'] * args['eval_steps'] / steps:.1f} epochs)"
+        epochs = args["early_stopping_patience"] * args["eval_steps"] / steps_per_epoch(samples, args)
+        window += f" ({epochs:.1f} epochs)"
     return (f"at most {args.get('num_train_epochs')} epochs, stopped once the validation loss had not improved for "
             f"{window}{ran}")
 
 
-def budget(results: list[dict]) -> str:
+def budget(results: list[Result]) -> str:
     args = results[0].arguments
     machine = results[0].machine
     device = machine.get("gpu") or f"{machine['cpus']}-core CPU ({machine['processor']})"
@@ -92,7 +92,7 @@ def is_plain(values: dict, fusion: str = BASELINE) -> bool:
     return values["fusion"] == fusion and set(values) <= {"fusion", "seed"}
 
 
-def seed_groups(results: list[dict]) -> list[list[dict]]:
+def seed_groups(results: list[Result]) -> list[list[Result]]:
     """The runs that differ only in their seed, for each run trained with more than one, in the order of the seeds."""
     groups = defaultdict(list)
     for r in results:

@@ -6,11 +6,12 @@ from collections import defaultdict
 from fusion_lstm_training.vectors import SOURCES
 from modeling_fusion_lstm import FUSIONS, PAPER_FUSION
 
+from .records import Result
 from .results import BASELINE, by_fusion, seed_groups, standard_perplexity
 from .tables import change, markdown_table, spread, vs_baseline
 
 
-def fusion_table_lines(results: list[dict], paper: dict) -> list[str]:
+def fusion_table_lines(results: list[Result], paper: dict) -> list[str]:
     best = by_fusion(results, lambda r: r.best_eval_perplexity)
     test = by_fusion(results, lambda r: r.metrics.get("test_perplexity"))
     loss = by_fusion(results, lambda r: r.metrics.get("train_loss"))
@@ -52,7 +53,7 @@ def fusion_columns_lines(first: str, groups: dict[str, dict[str, list[float]]], 
     return markdown_table(rows)
 
 
-def limited_data_lines(results: list[dict]) -> tuple[list[str], dict]:
+def limited_data_lines(results: list[Result]) -> tuple[list[str], dict]:
     sizes = defaultdict(lambda: defaultdict(list))  # train size → fusion → perplexities
     for result in results:
         sizes[result.values["max_train_samples"]][result.values["fusion"]].append(result.best_eval_perplexity)
@@ -67,7 +68,7 @@ def limited_data_lines(results: list[dict]) -> tuple[list[str], dict]:
     return lines, dict(curves)
 
 
-def cross_domain_lines(results: list[dict], table_results: list[dict]) -> tuple[list[str], dict]:
+def cross_domain_lines(results: list[Result], table_results: list[Result]) -> tuple[list[str], dict]:
     domains = defaultdict(lambda: defaultdict(list))  # domain → fusion → perplexities
     for result in table_results:
         if result.values["fusion"] in {r.values["fusion"] for r in results}:
@@ -78,7 +79,7 @@ def cross_domain_lines(results: list[dict], table_results: list[dict]) -> tuple[
     return fusion_columns_lines("evaluated on", domains), table
 
 
-def fusion_dropout_lines(results: list[dict]) -> list[str]:
+def fusion_dropout_lines(results: list[Result]) -> list[str]:
     """Each schedule: the best dev perplexity over the evaluations, and the final model's with e_j and with every
     e_j zeroed."""
     none = next((r.best_eval_perplexity for r in results if r.values["fusion"] == BASELINE), None)
@@ -95,7 +96,7 @@ def fusion_dropout_lines(results: list[dict]) -> list[str]:
     return markdown_table(rows)
 
 
-def sub_prefix_lines(results: list[dict], endpoints: dict[str, float]) -> tuple[list[str], dict]:
+def sub_prefix_lines(results: list[Result], endpoints: dict[str, float]) -> tuple[list[str], dict]:
     """Perplexity per feeder and k; the endpoints (none, concat with the whole prefix) from another experiment.
     Returns the table and, per feeder, {k: perplexity} with the endpoints at k = 0 and 1."""
     none, concat = endpoints.get(BASELINE), endpoints.get(PAPER_FUSION)
@@ -127,7 +128,7 @@ def source_name(values: dict) -> str:
     return "_".join(str(v) for k, v in values.items() if k not in ("fusion", "seed"))
 
 
-def vector_sources_lines(results: list[dict], none: float | None) -> list[str]:
+def vector_sources_lines(results: list[Result], none: float | None) -> list[str]:
     """Rows: vector sources; columns: the artefact-only MLP and concat."""
     table = defaultdict(dict)
     for r in results:
@@ -167,7 +168,7 @@ def context_label(values: dict) -> str:
     return ", ".join([label, *filter(None, changes)])
 
 
-def seed_spread_lines(results: list[dict]) -> list[str]:
+def seed_spread_lines(results: list[Result]) -> list[str]:
     """For each run trained with more than one seed: its best dev perplexities and how far apart they are, the
     yardstick for the differences between runs of one seed."""
     spreads = []
