@@ -6,40 +6,40 @@ import os
 import statistics
 from pathlib import Path
 
-from modeling_fusion_lstm import FUSIONS
+from modeling_fusion_lstm import BASELINE_FUSION, FUSIONS
 
 from .records import Result
-from .experiments import EXPERIMENTS_DIR
+from .experiments import EXPERIMENTS_DIR, SCALES
 from .learning_curve import Curve, finding, headline_lines
-from .results import BASELINE, SCALE_ORDER, budget, by_fusion, load_results, standard_perplexity
+from .results import budget, by_fusion, standard_perplexity
 from .tables import markdown_table, vs_baseline
 
 
 HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
 
 
-def build_headline(results_dir: Path, figures_dir: Path, readme_dir: Path, details: str) -> str:
+def build_headline(found: dict[tuple[str, str], list[Result]], figures_dir: Path, readme_dir: Path,
+                   details: str) -> str:
     """The README's short results table: each fusion variant of the largest scale whose fusion_table compares a
     fusion with none, beside the paper's change, and the figure that `build_section` drew for it; `details` links
     the full results."""
     paper = json.loads((EXPERIMENTS_DIR / "paper.json").read_text())
-    found = load_results(results_dir)
 
     def compares(results: list[Result]) -> bool:
         fusions = {r.values.get("fusion") for r in results}
-        return BASELINE in fusions and len(fusions) > 1
+        return BASELINE_FUSION in fusions and len(fusions) > 1
 
-    scale = next((s for s in reversed(SCALE_ORDER) if compares(found.get((s, "fusion_table"), []))), None)
+    scale = next((s for s in reversed(SCALES) if compares(found.get((s, "fusion_table"), []))), None)
     if scale is None:
-        raise NoHeadline(f"{results_dir} holds no fusion_table results that compare a fusion with none: run python "
+        raise NoHeadline("the results hold no fusion_table results that compare a fusion with none: run python "
                          "reproduce.py fusion_table first.")
     best = {f: statistics.mean(v) for f, v in
             by_fusion(found[(scale, "fusion_table")], lambda r: r.best_eval_perplexity).items()}
     theirs = {f: standard_perplexity(v) for f, v in paper["fusion_table"].items()}
-    rows = [("variant", "validation perplexity", f"change vs {BASELINE}", "the paper's change")]
+    rows = [("variant", "validation perplexity", f"change vs {BASELINE_FUSION}", "the paper's change")]
     for fusion in (f for f in FUSIONS if f in best):
-        paper_cell = vs_baseline(theirs.get(fusion), theirs.get(BASELINE)) if fusion != BASELINE else "—"
-        rows.append((f"`{fusion}`", f"{best[fusion]:.1f}", vs_baseline(best[fusion], best[BASELINE]) if fusion != BASELINE
+        paper_cell = vs_baseline(theirs.get(fusion), theirs.get(BASELINE_FUSION)) if fusion != BASELINE_FUSION else "—"
+        rows.append((f"`{fusion}`", f"{best[fusion]:.1f}", vs_baseline(best[fusion], best[BASELINE_FUSION]) if fusion != BASELINE_FUSION
                      else "—", paper_cell))
     figure = Path(os.path.relpath(figures_dir / f"fusion_table_{scale}.png", readme_dir)).as_posix()
     budget_line = budget(found[(scale, "fusion_table")])
@@ -56,7 +56,7 @@ def build_headline(results_dir: Path, figures_dir: Path, readme_dir: Path, detai
 def curve_headline(found: dict, figures_dir: Path, readme_dir: Path) -> list[str]:
     """The headline's first part, where a learning curve compares concat with none: the finding at its two ends,
     its table and figure (drawn by its section)."""
-    scale = next((s for s in reversed(SCALE_ORDER) if found.get((s, "learning_curve"))), None)
+    scale = next((s for s in reversed(SCALES) if found.get((s, "learning_curve"))), None)
     curve = Curve.of(found[(scale, "learning_curve")]) if scale else None
     said = finding(curve) if curve else None
     if not said:
@@ -73,7 +73,8 @@ class NoHeadline(ValueError):
     """The results hold no fusion_table that compares a fusion with none: there is no headline to write."""
 
 
-def headline_text(results_dir: Path, readme: Path, figures_dir: Path, document: Path) -> str:
+def headline_text(found: dict[tuple[str, str], list[Result]], readme: Path, figures_dir: Path, document: Path) -> str:
+    """The headline of `readme` from `found` (load_results), linking `document`'s results."""
     readme_dir = Path(readme).resolve().parent
     details = Path(os.path.relpath(Path(document).resolve(), readme_dir)).as_posix()
-    return build_headline(Path(results_dir).resolve(), Path(figures_dir).resolve(), readme_dir, details)
+    return build_headline(found, Path(figures_dir).resolve(), readme_dir, details)

@@ -5,10 +5,10 @@ import json
 import statistics
 
 from fusion_lstm_surprisal.reading_times import compare_held_out, held_out_text
-from modeling_fusion_lstm import FUSIONS
+from modeling_fusion_lstm import BASELINE_FUSION, FUSIONS
 
 from .records import Result
-from .results import BASELINE, by_fusion, is_plain, seed_groups
+from .results import by_fusion, is_plain, seed_groups
 from .tables import markdown_table
 
 
@@ -46,7 +46,7 @@ def comparison_text(comparison: dict | None, scale: float = 1000, digits: int = 
 def reading_times_lines(results: list[Result], means: bool = True) -> list[str]:
     compared = held_out_vs_none(results)
     rows = [("model", "bits per word", "Pearson r", "Spearman ρ", "ΔLL held out [95 % interval]", "ΔLL in-sample",
-             "surprisal coefficient (ms per bit)", *([f"held-out ΔLL vs `{BASELINE}` [95 %]"] if compared else []))]
+             "surprisal coefficient (ms per bit)", *([f"held-out ΔLL vs `{BASELINE_FUSION}` [95 %]"] if compared else []))]
     for result in sorted(results, key=lambda r: (list(FUSIONS).index(r.values["fusion"]), r.run)):
         m = result.metrics
         rows.append((f"`{result.run}`", f"{m['mean_surprisal_bits']:.2f}", f"{m['pearson_r']:.4f}",
@@ -61,7 +61,7 @@ def reading_times_lines(results: list[Result], means: bool = True) -> list[str]:
             rows.append((f"mean {label}", ", ".join(f"`{f}` {v * scale:.4f}" for f, v in by.items()), "", "", "",
                          "", "", *([""] if compared else [])))
     spillover = {r.metrics.get("spillover", 1) for r in results}
-    versus = (f" The last column: the model's held-out ΔLL minus that of `{BASELINE}` of its seed, with the one-sided "
+    versus = (f" The last column: the model's held-out ΔLL minus that of `{BASELINE_FUSION}` of its seed, with the one-sided "
               "sign-flip p that it is larger, paired by story (`compare_held_out`).") if compared else ""
     return [*markdown_table(rows), "", "*Bits per word*: the model's mean word surprisal on the corpus (log2 of its "
             f"word perplexity). ΔLL in 10⁻³ nats per word; spillover: {', '.join(map(str, spillover))} "

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modeling_fusion_lstm import FUSIONS, PAPER_FUSION, FusionLSTMConfig
+from modeling_fusion_lstm import BASELINE_FUSION, FUSIONS, FusionLSTMConfig, PAPER_FUSION
 
 from .records import Result
-from .experiments import EXPERIMENTS_DIR, RUN_KINDS, load_spec
+from .experiments import EXPERIMENTS_DIR, RUN_KINDS, SCALES, load_spec
 from .figures import (
     plot_changes, plot_curves, plot_fit_vs_quality, plot_learning_curve, plot_limited_data, plot_reading_times,
     plot_similarity, plot_sub_prefix,
@@ -28,7 +28,7 @@ from .headline import HEADLINE_END, HEADLINE_START, NoHeadline, headline_text
 from .learning_curve import Curve, budget_lines, converged_lines, finding, unfinished
 from .pages import GeneratedText, write_pages
 from .reading_comparisons import reading_seed_lines, reading_times_lines, scoring_speed, story_effect_lines
-from .results import BASELINE, SCALE_ORDER, budget, by_fusion, is_plain, load_results, paper_change
+from .results import budget, by_fusion, is_plain, load_results, paper_change
 from .similarity import similarity_rows
 from .speed import SpeedPages
 from .section_tables import (
@@ -117,10 +117,10 @@ def fusion_table_section(ctx: SectionContext) -> list[str]:
            ctx.spec["report"]["after"]]
     best = {f: statistics.mean(v) for f, v in by_fusion(ctx.results, lambda r: r.best_eval_perplexity).items()}
     figure = ctx.figure("fusion_table")
-    if BASELINE in best:
-        plot_changes({f: {"validation": (best[f] / best[BASELINE] - 1) * 100} for f in FUSIONS
-                      if f in best and f != BASELINE},
-                     figure, f"fusion variants vs {BASELINE} ({ctx.scale} scale)", paper_change(ctx.paper))
+    if BASELINE_FUSION in best:
+        plot_changes({f: {"validation": (best[f] / best[BASELINE_FUSION] - 1) * 100} for f in FUSIONS
+                      if f in best and f != BASELINE_FUSION},
+                     figure, f"fusion variants vs {BASELINE_FUSION} ({ctx.scale} scale)", paper_change(ctx.paper))
     return out + ["", f"![fusion variants]({ctx.link(figure)})", ""]
 
 
@@ -156,9 +156,9 @@ def learning_curve_section(ctx: SectionContext) -> list[str]:
 def cross_domain_section(ctx: SectionContext) -> list[str]:
     lines, table = cross_domain_lines(ctx.results, ctx.results_of("fusion_table"))
     figure = ctx.figure("cross_domain")
-    plot_changes({domain: {f: (v / row[BASELINE] - 1) * 100 for f, v in row.items() if f != BASELINE}
-                  for domain, row in table.items() if BASELINE in row},
-                 figure, f"cross-domain: change vs {BASELINE} ({ctx.scale} scale)", paper_change(ctx.paper))
+    plot_changes({domain: {f: (v / row[BASELINE_FUSION] - 1) * 100 for f, v in row.items() if f != BASELINE_FUSION}
+                  for domain, row in table.items() if BASELINE_FUSION in row},
+                 figure, f"cross-domain: change vs {BASELINE_FUSION} ({ctx.scale} scale)", paper_change(ctx.paper))
     samples = sorted({Path(r.arguments["validation_file"]).name for r in ctx.results})
     return [*ctx.prose(samples=", ".join(samples)), *lines, "", f"![cross-domain]({ctx.link(figure)})", ""]
 
@@ -203,10 +203,10 @@ def vector_sources_section(ctx: SectionContext) -> list[str]:
     sizes = {"hidden_size": FusionLSTMConfig.hidden_size, "projection_size": FusionLSTMConfig.projection_size}
     overrides = mlp.arguments.get("config_overrides")
     sizes.update(item.split("=") for item in (overrides or "").split(",") if item)
-    none = f"{endpoints[BASELINE]:.1f}" if BASELINE in endpoints else "not run"
+    none = f"{endpoints[BASELINE_FUSION]:.1f}" if BASELINE_FUSION in endpoints else "not run"
     return [*ctx.prose(budget=budget(ctx.results), mlp_sizes=f"{sizes['hidden_size']} → {sizes['projection_size']}",
                        endpoints=ctx.spec["endpoints"]["experiment"], none=none),
-            *vector_sources_lines(ctx.results, endpoints.get(BASELINE)), ""]
+            *vector_sources_lines(ctx.results, endpoints.get(BASELINE_FUSION)), ""]
 
 
 @section("prefix_similarity")
@@ -231,15 +231,15 @@ def document_context_section(ctx: SectionContext) -> list[str]:
                   if is_plain(r.values, fusion)]
         return statistics.mean(values) if values else None
 
-    none, concat = reference(BASELINE), reference(PAPER_FUSION)
+    none, concat = reference(BASELINE_FUSION), reference(PAPER_FUSION)
     # the control for what a fixed e_j does: concat with one constant vector, where it was run
     control = next((r.best_eval_perplexity for r in ctx.results if r.values.get("fusion_vectors") == "constant"),
                    None)
     controls = [c for c, metric in CONTROL_COLUMNS.items() if any(metric in r.metrics for r in ctx.results)]
-    rows = [("run", "fusion", "context", "dev perplexity (best epoch)", f"vs {BASELINE}", f"vs {PAPER_FUSION} (the paper)",
+    rows = [("run", "fusion", "context", "dev perplexity (best epoch)", f"vs {BASELINE_FUSION}", f"vs {PAPER_FUSION} (the paper)",
              *(["vs one constant vector (control)"] if control else []), *controls, "test perplexity",
              "train loss", "encoder sentences/s")]
-    for r in sorted(ctx.results, key=lambda r: (r.values["fusion"] != BASELINE, r.values.get("context_sentences", 0),
+    for r in sorted(ctx.results, key=lambda r: (r.values["fusion"] != BASELINE_FUSION, r.values.get("context_sentences", 0),
                                                 r.run)):
         ppl, metrics = r.best_eval_perplexity, r.metrics
         test, speed = metrics.get("test_perplexity"), metrics.get("train_embedding_sentences_per_second")
@@ -271,10 +271,11 @@ def document_reading_times_section(ctx: SectionContext) -> list[str]:
 GROUP_INTROS = {"probes": lambda paper: [f"**The paper's probes.** {paper['probes']['note']}", ""]}
 
 
-def build_section(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str:
-    """The generated results section (markdown) and the figures it links, from results_dir."""
+def build_section(found: dict[tuple[str, str], list[Result]], results_dir: Path, figures_dir: Path,
+                  readme_dir: Path) -> str:
+    """The generated results section (markdown) and the figures it links, from `found` (load_results of
+    results_dir)."""
     paper = json.loads((EXPERIMENTS_DIR / "paper.json").read_text())
-    found = load_results(results_dir)
     if not found:
         raise ValueError(f"{results_dir} holds no results JSONs (results/<scale>/<experiment>/<run>.json): run an "
                          "experiment first, or pass the --results_dir that has them.")
@@ -289,7 +290,7 @@ def build_section(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str
            "(WikiText-103 sentences with its BPE and bert-base-cased; here the Wikipedia sentences of "
            f"`../shared/data` with an {vocabulary}-token BPE and the packaged MiniLM), so compare the changes, not the "
            "levels.", ""]
-    for scale in SCALE_ORDER:
+    for scale in SCALES:
         groups_started = set()
         if any(found.get((scale, name)) for name in SECTIONS):
             out += [f"**Protocol at `--scale {scale}`: {scales[scale]['protocol']}**", ""]
@@ -332,15 +333,17 @@ def write_reports(results_dir: Path, document: Path, readme: Path | None, figure
         document.parent.mkdir(parents=True, exist_ok=True)
         document.write_text(f"# Results\n\n{START}\n{END}\n", encoding="utf-8")
 
+    results_dir, figures_dir = Path(results_dir).resolve(), Path(figures_dir).resolve()
+    found = load_results(results_dir)
+
     def headline() -> str | None:
         try:
-            return headline_text(results_dir, readme, figures_dir, document)
+            return headline_text(found, readme, figures_dir, document)
         except NoHeadline as reason:
             logger.warning("%s keeps its headline: %s", readme, reason)
             return None
 
-    section = lambda: build_section(Path(results_dir).resolve(), Path(figures_dir).resolve(),  # noqa: E731
-                                    document.resolve().parent)
+    section = lambda: build_section(found, results_dir, figures_dir, document.resolve().parent)  # noqa: E731
     parts = [GeneratedText(document, START, END, section)]
     parts += [GeneratedText(Path(readme), HEADLINE_START, HEADLINE_END, headline)] if readme else []
     return write_pages(parts + (speed.parts() if speed else []))

@@ -12,12 +12,6 @@ from .experiments import SCALES, experiment_names, steps_per_epoch
 from .records import Result
 
 
-SCALE_ORDER = SCALES
-
-
-BASELINE = BASELINE_FUSION  # the strategy without fusion (FUSIONS' one row at stage NONE): every change is against it
-
-
 def standard_perplexity(paper_value: float) -> float:
     """The paper's 'perplexity' is 2 ** (mean cross-entropy in nats); the standard one is exp of that mean."""
     return math.exp(math.log2(paper_value))
@@ -29,7 +23,7 @@ def load_results(results_dir: Path) -> dict[tuple[str, str], list[Result]]:
     experiments = set(experiment_names())
     found = defaultdict(list)
     seen = {}
-    for scale in SCALE_ORDER:
+    for scale in SCALES:
         for path in sorted(Path(results_dir).glob(f"{scale}/*/*.json")):
             if path.parent.name.startswith("tokenizer-"):  # the shared tokenizer's files
                 continue
@@ -86,7 +80,7 @@ def budget(results: list[Result]) -> str:
             f"on {device}")
 
 
-def is_plain(values: dict, fusion: str = BASELINE) -> bool:
+def is_plain(values: dict, fusion: str = BASELINE_FUSION) -> bool:
     """A sentence-level run of `fusion` with nothing else changed (only its seed varies): what other runs are compared
     with (none by default, whose surprisal every model's is compared with)."""
     return values["fusion"] == fusion and set(values) <= {"fusion", "seed"}
@@ -103,6 +97,6 @@ def seed_groups(results: list[Result]) -> list[list[Result]]:
 def paper_change(paper: dict) -> float | None:
     """The paper's change of concat against none, in % of standard perplexity."""
     table = paper["fusion_table"]
-    if BASELINE not in table or PAPER_FUSION not in table:
+    if BASELINE_FUSION not in table or PAPER_FUSION not in table:
         return None
-    return (standard_perplexity(table[PAPER_FUSION]) / standard_perplexity(table[BASELINE]) - 1) * 100
+    return (standard_perplexity(table[PAPER_FUSION]) / standard_perplexity(table[BASELINE_FUSION]) - 1) * 100

@@ -4,10 +4,10 @@ import statistics
 from collections import defaultdict
 
 from fusion_lstm_training.vectors import SOURCES
-from modeling_fusion_lstm import FUSIONS, PAPER_FUSION
+from modeling_fusion_lstm import BASELINE_FUSION, FUSIONS, PAPER_FUSION
 
 from .records import Result
-from .results import BASELINE, by_fusion, seed_groups, standard_perplexity
+from .results import by_fusion, seed_groups, standard_perplexity
 from .tables import change, markdown_table, spread, vs_baseline
 
 
@@ -16,10 +16,10 @@ def fusion_table_lines(results: list[Result], paper: dict) -> list[str]:
     test = by_fusion(results, lambda r: r.metrics.get("test_perplexity"))
     loss = by_fusion(results, lambda r: r.metrics.get("train_loss"))
     speed = by_fusion(results, lambda r: r.metrics.get("train_tokens_per_second"))
-    none = statistics.mean(best[BASELINE]) if BASELINE in best else None
-    paper_none = paper["fusion_table"].get(BASELINE)
+    none = statistics.mean(best[BASELINE_FUSION]) if BASELINE_FUSION in best else None
+    paper_none = paper["fusion_table"].get(BASELINE_FUSION)
     rows = [("variant", "paper (its unit)", "paper, standard perplexity", "change (paper)",
-             "validation perplexity (best epoch)", f"change vs {BASELINE}", "test perplexity", "train loss", "train tokens/s")]
+             "validation perplexity (best epoch)", f"change vs {BASELINE_FUSION}", "test perplexity", "train loss", "train tokens/s")]
     for fusion in FUSIONS:
         if fusion not in best:
             continue
@@ -43,13 +43,13 @@ def fusion_columns_lines(first: str, groups: dict[str, dict[str, list[float]]], 
     group (its label, then its `extra` cells), a column per fusion (the mean over seeds, ± sd), then each fusion's
     change against the baseline."""
     fusions = [f for f in FUSIONS if any(f in per_fusion for per_fusion in groups.values())]
-    others = [f for f in fusions if f != BASELINE]
-    rows = [(first, *extra_header, *(f"`{f}`" for f in fusions), *(f"`{f}` vs {BASELINE}" for f in others))]
+    others = [f for f in fusions if f != BASELINE_FUSION]
+    rows = [(first, *extra_header, *(f"`{f}`" for f in fusions), *(f"`{f}` vs {BASELINE_FUSION}" for f in others))]
     for label, per_fusion in groups.items():
         means = {f: statistics.mean(v) for f, v in per_fusion.items()}
         rows.append((label, *(extra or {}).get(label, ()), *(spread(per_fusion[f]) if f in per_fusion else "—"
                                                                for f in fusions),
-                     *(vs_baseline(means.get(f), means.get(BASELINE)) for f in others)))
+                     *(vs_baseline(means.get(f), means.get(BASELINE_FUSION)) for f in others)))
     return markdown_table(rows)
 
 
@@ -82,14 +82,14 @@ def cross_domain_lines(results: list[Result], table_results: list[Result]) -> tu
 def fusion_dropout_lines(results: list[Result]) -> list[str]:
     """Each schedule: the best dev perplexity over the evaluations, and the final model's with e_j and with every
     e_j zeroed."""
-    none = next((r.best_eval_perplexity for r in results if r.values["fusion"] == BASELINE), None)
-    rows = [("run", "schedule", "dropout", "best dev perplexity", f"vs {BASELINE}", "final, with e_j", "final, e_j zeroed",
-             f"zeroed vs {BASELINE}")]
-    for r in sorted(results, key=lambda r: (r.values["fusion"] != BASELINE, r.run)):
+    none = next((r.best_eval_perplexity for r in results if r.values["fusion"] == BASELINE_FUSION), None)
+    rows = [("run", "schedule", "dropout", "best dev perplexity", f"vs {BASELINE_FUSION}", "final, with e_j", "final, e_j zeroed",
+             f"zeroed vs {BASELINE_FUSION}")]
+    for r in sorted(results, key=lambda r: (r.values["fusion"] != BASELINE_FUSION, r.run)):
         values, metrics = r.values, r.metrics
         zeroed = metrics.get("eval_without_fusion_perplexity")
         rows.append((f"`{r.run}`", values.get("fusion_dropout_schedule", "—"),
-                     values.get("fusion_dropout_mode", "—" if values["fusion"] == BASELINE else "vector"),
+                     values.get("fusion_dropout_mode", "—" if values["fusion"] == BASELINE_FUSION else "vector"),
                      f"{r.best_eval_perplexity:.1f}", vs_baseline(r.best_eval_perplexity, none),
                      f"{metrics['eval_perplexity']:.1f}", f"{zeroed:.1f}" if zeroed else "—",
                      vs_baseline(zeroed, none)))
@@ -99,8 +99,8 @@ def fusion_dropout_lines(results: list[Result]) -> list[str]:
 def sub_prefix_lines(results: list[Result], endpoints: dict[str, float]) -> tuple[list[str], dict]:
     """Perplexity per feeder and k; the endpoints (none, concat with the whole prefix) from another experiment.
     Returns the table and, per feeder, {k: perplexity} with the endpoints at k = 0 and 1."""
-    none, concat = endpoints.get(BASELINE), endpoints.get(PAPER_FUSION)
-    rows = [("feeder", "k", "encoder reads", "dev perplexity", f"vs {BASELINE}", "vs concat (whole prefix)")]
+    none, concat = endpoints.get(BASELINE_FUSION), endpoints.get(PAPER_FUSION)
+    rows = [("feeder", "k", "encoder reads", "dev perplexity", f"vs {BASELINE_FUSION}", "vs concat (whole prefix)")]
     reads = {"subr": r"tokens 0..min(j, k·\|S\|)", "subl": r"tokens k·\|S\|..j"}  # \| : a pipe inside a cell
     curves = {"subr": {}, "subl": {}}
     for r in sorted(results, key=lambda r: (r.values["fusion_context"], r.values["fusion_context_fraction"])):
@@ -133,7 +133,7 @@ def vector_sources_lines(results: list[Result], none: float | None) -> list[str]
     table = defaultdict(dict)
     for r in results:
         table[source_name(r.values)][r.values["fusion"]] = r.best_eval_perplexity
-    rows = [("vector source", "artefact-only MLP (no LSTM)", "concat", f"concat vs {BASELINE}")]
+    rows = [("vector source", "artefact-only MLP (no LSTM)", "concat", f"concat vs {BASELINE_FUSION}")]
     for source in [s for s in SOURCE_LABELS if s in table] + [s for s in table if s not in SOURCE_LABELS]:
         row = table[source]
         mlp, concat = row.get("embedding_only"), row.get("concat")
@@ -163,7 +163,7 @@ def context_label(values: dict) -> str:
                else f"by the encoder ({values.get('fusion_context')})")
         label = f"previous {count} sentence{'s' if count > 1 else ''}, {how}"
     else:
-        label = "none (the sentence alone)" if values["fusion"] == BASELINE else "the prefix, by the encoder (the paper)"
+        label = "none (the sentence alone)" if values["fusion"] == BASELINE_FUSION else "the prefix, by the encoder (the paper)"
     changes = [said(values[key]) for key, said in TRAINING_CHANGES.items() if key in values]
     return ", ".join([label, *filter(None, changes)])
 

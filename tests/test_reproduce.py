@@ -19,7 +19,7 @@ from fusion_lstm_reproduction.experiments import (
 from fusion_lstm_reproduction.report import (
     END, HEADLINE_END, HEADLINE_START, SECTIONS, START, write_reports,
 )
-from fusion_lstm_reproduction.results import standard_perplexity
+from fusion_lstm_reproduction.results import load_results, standard_perplexity
 from helpers import DATA, ROOT, TINY_OVERRIDES
 
 
@@ -514,7 +514,6 @@ def test_reading_times_with_the_story_score_the_document_context_models(tmp_path
 
 
 def test_broken_json_files_are_named(tmp_path):
-    from fusion_lstm_reproduction.results import load_results
 
     broken = tmp_path / "results" / "cpu" / "demo" / "none.json"
     broken.parent.mkdir(parents=True)
@@ -650,7 +649,7 @@ def test_document_context_gains_are_reported_against_none_the_constant_control_a
         # a none that changes how it trains is a run of its own, not part of the none it is compared with
         fixture_result("document_context", "none", 70.0, dropout=0.3, seed=0),
         fixture_result("document_context", "none", 72.1, dropout=0.3, seed=1)])
-    text = build_section(tmp_path / "results", tmp_path / "figures", tmp_path)
+    text = build_section(load_results(tmp_path / "results"), tmp_path / "results", tmp_path / "figures", tmp_path)
     header = next(line for line in text.splitlines() if line.startswith("| run | fusion | context"))
     assert "vs one constant vector (control)" in header and "context emptied" in header
     row = next(line for line in text.splitlines() if line.startswith("| `concat_previous_3_0`"))
@@ -725,7 +724,7 @@ def test_the_learning_curve_reports_the_gain_at_convergence_and_at_a_fixed_budge
         # the paper's optimizer regime: each fusion against the none trained the same way
         curve_fixture("none", 1000, 0, [900.0, 700.0, 600.0], per_device_train_batch_size=1, learning_rate=1e-05),
         curve_fixture("concat", 1000, 0, [800.0, 630.0, 540.0], per_device_train_batch_size=1, learning_rate=1e-05)])
-    text = build_section(tmp_path / "results", tmp_path / "figures", tmp_path)
+    text = build_section(load_results(tmp_path / "results"), tmp_path / "results", tmp_path / "figures", tmp_path)
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
     converged = {(row[0], row[1]): row[2:] for row in rows}
     # none 202 ± 2.8, concat 192, the control 198; concat -5.0 % vs none and -3.0 % vs the control; test = 1.1 × dev
@@ -759,7 +758,6 @@ def test_the_learning_curve_reports_the_gain_at_convergence_and_at_a_fixed_budge
 
 
 def test_the_report_reads_each_results_file_once_checked_and_names_the_file_it_refuses(tmp_path):
-    from fusion_lstm_reproduction.results import load_results
 
     good = [fixture_result("fusion_table", "none", 100.0, seed=0), fixture_result("fusion_table", "concat", 90.0, seed=0)]
     folder = tmp_path / "results" / "cpu" / "fusion_table"
