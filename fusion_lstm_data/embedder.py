@@ -61,14 +61,12 @@ class PrefixEmbedder:
 
     @property
     def windows(self) -> tuple:
-        """The single-window contexts of this embedder's context. The getattr fallbacks here and below guard a model
-        loaded with the remote code it was saved with before contexts had several windows (no `parts`, `part_width`,
-        `reads_document`)."""
-        return getattr(self.context, "parts", (self.context,))
+        """The single-window contexts of this embedder's context (prefix+previous: two)."""
+        return self.context.parts
 
     @property
     def width(self) -> int:
-        return getattr(self.prefix_encoder, "part_width", self.prefix_encoder.width) * len(self.windows)
+        return self.prefix_encoder.part_width * len(self.windows)
 
     @functools.cached_property
     def parts(self) -> list["PrefixEmbedder"]:
@@ -80,7 +78,7 @@ class PrefixEmbedder:
     @property
     def reads_document(self) -> bool:
         """Whether a window reaches into the document's previous sentences (see EmbeddingCache.attach)."""
-        return any(getattr(part, "reads_document", True) for part in self.windows)
+        return any(part.reads_document for part in self.windows)
 
     def _context_argument(self) -> dict:
         """How the prefix encoder is told which window to embed: nothing for its own context."""

@@ -150,7 +150,7 @@ class FusionLM(CausalLM):
 
     @classmethod
     def trained_context(cls, config) -> int:
-        return getattr(config, "context_sentences", 0)
+        return config.context_sentences
 
     @classmethod
     def check_context(cls, config, context_sentences: int | str | None) -> None:
@@ -173,9 +173,8 @@ class FusionLM(CausalLM):
         encoded = self.encode_alone(sentence)
         if not context:
             return encoded
-        # (a config saved before max_context_length was recorded used the default, 128)
-        limit = getattr(self.model.config, "max_context_length", 128)
-        row = encode_context([c.text for c in context], self.tokenizer, limit, with_text=True)
+        row = encode_context([c.text for c in context], self.tokenizer, self.model.config.max_context_length,
+                             with_text=True)
         encoded.context_ids, encoded.context_text = row["context_input_ids"], row["context_text"]
         return encoded
 

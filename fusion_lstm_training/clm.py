@@ -21,11 +21,11 @@ import datasets
 import torch
 import transformers
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     EarlyStoppingCallback,
     HfArgumentParser,
+    PreTrainedConfig,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -339,26 +339,33 @@ def context_reading(model_args: ModelArguments) -> tuple[int, int]:
     the checkpoint are refused."""
     if not model_args.model_name_or_path:
         return model_args.context_sentences, model_args.max_context_length
-    config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
-    saved = (getattr(config, "context_sentences", 0), getattr(config, "context_as_tokens", False))
+    config = checkpoint_config(model_args.model_name_or_path)
+    saved = (config.context_sentences, config.context_as_tokens)
     asked = (model_args.context_sentences, model_args.context_as_tokens)
     if asked != (0, False) and asked != saved:
         raise ValueError(f"{model_args.model_name_or_path} was trained with context_sentences={saved[0]}, "
                          f"context_as_tokens={saved[1]}; drop --context_sentences/--context_as_tokens to use its own.")
-    return saved[0], getattr(config, "max_context_length", 128)
+    return saved[0], config.max_context_length
+
+
+def checkpoint_config(model_name_or_path: str) -> FusionLSTMConfig:
+    """The config of a fusion_lstm checkpoint to continue from, read by this package's FusionLSTMConfig (a config
+    saved before a field existed gets its default); any other model type is refused."""
+    model_type = PreTrainedConfig.get_config_dict(model_name_or_path)[0].get("model_type")
+    if model_type != FusionLSTMConfig.model_type:
+        raise ValueError(
+            f"{model_name_or_path} is a {model_type!r} model, not a fusion_lstm checkpoint. To build a fusion model "
+            "around it as the encoder, pass it as --encoder_name_or_path."
+        )
+    return FusionLSTMConfig.from_pretrained(model_name_or_path)
 
 
 def load_model(model_args: ModelArguments, tokenizer, encoder_path: str, source=None) -> FusionLSTMForCausalLM:
     """The checkpoint to continue from, or a new model: around the encoder, or, for an external vector `source`,
     without encoder, for e_j of the source's width."""
     if model_args.model_name_or_path:
-        config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
-        if config.model_type != FusionLSTMConfig.model_type:
-            raise ValueError(
-                f"{model_args.model_name_or_path} is a {config.model_type!r} model, not a fusion_lstm checkpoint. To "
-                "build a fusion model around it as the encoder, pass it as --encoder_name_or_path."
-            )
-        model = FusionLSTMForCausalLM.from_pretrained(model_args.model_name_or_path)
+        model = FusionLSTMForCausalLM.from_pretrained(model_args.model_name_or_path,
+                                                      config=checkpoint_config(model_args.model_name_or_path))
         if source is not None and source.width != model.config.fusion_embedding_size:
             raise ValueError(f"{model_args.model_name_or_path} fuses e_j of width {model.config.fusion_embedding_size}"
                              f", but the vector source gives {source.width}.")

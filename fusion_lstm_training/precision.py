@@ -1,6 +1,6 @@
-"""Which precision pays on the machine at hand: bfloat16 autocast is about twice as fast as float32 on a GPU and on
-some CPUs, and slower on others (without AMX, a CPU with only AVX512-BF16 was measured 1.5× slower for training).
-`choose_precision("auto")` measures instead of guessing from CPU flags."""
+"""Which precision pays on the machine at hand: bfloat16 autocast is faster than float32 on a GPU and on some CPUs,
+and slower on others (docs/reproducing.md gives the measurements). `choose_precision("auto")` measures instead of
+guessing from CPU flags."""
 
 import logging
 import time
@@ -75,8 +75,8 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
 
 
 def check_cpu_bf16(cpuinfo: str | None = None):
-    """bf16 autocast on a CPU without native bfloat16 is refused: measured 13.6× slower than fp32 on an AVX2-only CPU,
-    where the LSTM of fusion none also crashes inside oneDNN."""
+    """bf16 autocast on a CPU without native bfloat16 is refused: many times slower than fp32 there (docs/reproducing.md),
+    and the LSTM of fusion none crashes inside oneDNN."""
     if cpu_has_native_bf16(cpuinfo) is False:
         raise ValueError("--bf16 on this CPU, which has no native bfloat16 (neither AVX512-BF16 nor AMX): bf16 autocast "
                          "is many times slower than fp32 here and the LSTM of fusion none crashes inside oneDNN. Train "

@@ -1,5 +1,6 @@
 """Forward semantics: causality first, then equivalence with naive per-prefix references, padding, save/load."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -258,6 +259,35 @@ def test_save_and_load_give_identical_logits(tmp_path, make_model, tokenizer, ba
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     backbone = AutoModel.from_pretrained(tmp_path)
     assert isinstance(backbone, FusionLSTMModel)
+
+
+def test_a_checkpoint_saved_before_the_context_fields_continues_and_scores_with_their_defaults(
+        tmp_path, make_model, tokenizer, batch):
+    """A config.json without context_sentences, context_as_tokens and max_context_length (as saved before they
+    existed) is read by this package's config with their defaults: training continues it sentence by sentence and
+    run_surprisal scores it with the logits it was saved with. Another model type is refused by name."""
+    from transformers import GPT2Config
+
+    from fusion_lstm_surprisal.readers import FusionLM
+    from fusion_lstm_surprisal.score import load_model as load_for_scoring
+    from fusion_lstm_training.clm import ModelArguments, context_reading
+
+    model = make_model("concat")
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    fields = ("context_sentences", "context_as_tokens", "max_context_length")
+    assert all(field in saved for field in fields)
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in saved.items() if k not in fields}))
+    assert context_reading(ModelArguments(model_name_or_path=str(tmp_path))) == (0, 128)
+    loaded, _, _ = load_for_scoring(str(tmp_path))
+    assert FusionLM.trained_context(loaded.config) == 0
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(real_logits(loaded, batch["input_ids"], batch["attention_mask"])[mask],
+                               real_logits(model, batch["input_ids"], batch["attention_mask"])[mask], rtol=0, atol=1e-6)
+    GPT2Config(n_layer=1).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(ValueError, match="is a 'gpt2' model, not a fusion_lstm checkpoint.*--encoder_name_or_path"):
+        context_reading(ModelArguments(model_name_or_path=str(tmp_path / "gpt2")))
 
 
 def test_encoder_weights_are_saved_in_the_same_safetensors_file(tmp_path, make_model):
