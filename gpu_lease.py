@@ -51,9 +51,13 @@ def main(argv: list[str] | None = None):
     run.add_argument("--deadline", type=float, default=None, help="Seconds for all runs (default: the lease's); "
                                                                     "what is unfinished then is stopped.")
     run.add_argument("--results_dir", default=str(ROOT / "results"), help="Where results JSONs and runs go.")
-    unpack = commands.add_parser("unpack", help="Unpack a lease's results into results/.")
+    unpack = commands.add_parser("unpack", help="Unpack a lease's results into results/ (everything checked first).")
     unpack.add_argument("archive")
     unpack.add_argument("--results_dir", default=str(ROOT / "results"))
+    unpack.add_argument("--replace", action="store_true", help="Replace committed files that the archive holds with "
+                                                               "other content (refused without it, naming them).")
+    unpack.add_argument("--smoke_test", action="store_true", help="The archive of a `run --smoke_test`: into "
+                                                                  "results/smoke.")
     args = parser.parse_args(argv)
 
     logging.basicConfig(format="%(asctime)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
@@ -71,8 +75,11 @@ def main(argv: list[str] | None = None):
         failed = [key for key, r in summary["runs"].items() if r.get("status") not in ("done", "done before")]
         if failed:
             print(f"{len(failed)} runs did not finish: {', '.join(failed)}")
+            sys.exit(1)
     else:
-        for name in lease.unpack(args.archive, args.results_dir):
+        from fusion_lstm_reproduction.lease_archive import unpack
+
+        for name in unpack(args.archive, args.results_dir, replace=args.replace, smoke_test=args.smoke_test):
             print(name)
 
 

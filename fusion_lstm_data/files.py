@@ -134,8 +134,13 @@ def check_local_folder(path: str | None, flag: str):
 def read_json_object(path: str | Path, what: str, fields: tuple[str, ...] = ()) -> dict:
     """The JSON object in `path` (`what` it is, for the message): a file that does not parse, is no object or lacks
     one of `fields` is refused, naming the file."""
+    return parse_json_object(Path(path).read_bytes(), path, what, fields)
+
+
+def parse_json_object(data: bytes, path: str | Path, what: str, fields: tuple[str, ...] = ()) -> dict:
+    """read_json_object for the bytes of a file not written yet (`path`: where it would lie, for the message)."""
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
+        value = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: the {what} is not valid JSON ({error}); a cut-short file? Restore or remove it.") \
             from None

@@ -293,6 +293,11 @@ def experiment_names() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.json") if p.stem not in NOT_EXPERIMENTS)
 
 
+def experiment_kinds() -> dict[str, str]:
+    """Each shipped experiment's kind (a key of RUN_KINDS)."""
+    return {name: load_spec(name).get("kind", "train") for name in experiment_names()}
+
+
 def experiments_help() -> str:
     """Each shipped experiment on a line of its own with its JSON's `summary`, for reproduce.py --help."""
     names = experiment_names()

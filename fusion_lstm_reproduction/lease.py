@@ -10,7 +10,7 @@ runs it there (gpu_lease.py is the command line):
                     runs that read it train once it is there; runs without e_j start at once, the listed ones first.
                     Each finished run writes its results JSON as reproduce.py does; at the end the JSONs, the runs'
                     logs and a summary are packed into <out>/lease.tar.gz, to unpack into results/ (gpu_lease.py
-                    unpack) and turn into tables with `python reproduce.py report`
+                    unpack: lease_archive.py) and turn into tables with `python reproduce.py report`
 """
 
 import json
@@ -35,7 +35,6 @@ from .experiments import (
     EXPERIMENTS_DIR, ROOT, SHARED_DATA, SMOKE_TEST, STOPPING, execute, load_experiment, load_spec, map_config,
     result_path, run_script, shared_data_path, stop_running,
 )
-from .records import RESULT_FIELDS
 
 
 logger = logging.getLogger(__name__)
@@ -43,9 +42,8 @@ LEASE_FILE = ROOT / "configuration" / "gpu_lease.json"
 CARRY = ROOT / ".carry"
 MIB = 1024 * 1024
 DATA_ARCHIVE = "data.tar.xz"
-# the encoder's files a model needs (the package's folder holds other formats too)
-ENCODER_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                 "special_tokens_map.json")
+# the carried encoder's files that every run loads
+ENCODER_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
 # the run_clm arguments that decide which e_j a fusing run caches: runs that agree on them share one cache
 EMBEDDING_ARGUMENTS = ("train_file", "validation_file", "test_file", "max_train_samples", "max_eval_samples",
                        "max_seq_length", "tokenizer_name", "encoder_name_or_path", "encoder_pooling", "fusion_context",
@@ -199,15 +197,24 @@ def run_lease(lease: Lease | None = None, carry: str | Path = CARRY, out: str | 
     module's text); `only`: just these "experiment/run_id"; `smoke_test`: two steps per run on a few sentences, into
     <results_dir>/smoke, on whatever device there is; `deadline`: seconds instead of the lease's (what is left of a
     session's device time). Returns the summary, also written to <out>/lease.json beside <out>/lease.tar.gz."""
+    lease = lease or load_lease()
+    carry = Path(carry)
+    check_carry(carry)
+    workers = lease.workers if workers is None else workers
+    deadline = lease.deadline_seconds if deadline is None else deadline
+    if workers < 1:
+        raise ValueError(f"--workers {workers}: at least 1 training at a time (the lease's default: {lease.workers}).")
+    if not deadline >= MIN_RUN_SECONDS + PACK_SECONDS:
+        raise ValueError(f"--deadline {deadline}: at least {MIN_RUN_SECONDS + PACK_SECONDS} s, what one run and the "
+                         f"packing need (the lease's default: {lease.deadline_seconds} s).")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise FileExistsError(f"--out {out} is a file: name a folder (the device's $OUT).")
+
     import torch
 
     from .experiments import gpu_name
 
-    lease = lease or load_lease()
-    carry = Path(carry)
-    if not (carry / "manifest.json").is_file():
-        raise FileNotFoundError(f"{carry} holds no carry (manifest.json): build it with `python gpu_lease.py carry`.")
-    clock = Clock(deadline or lease.deadline_seconds)
+    clock = Clock(deadline)
     cuda = torch.cuda.is_available()
     results_dir = Path(results_dir or ROOT / "results") / ("smoke" if smoke_test else "")
     # unpacked beside the results, not into the carry: the carry travels again with the next device call
@@ -229,11 +236,10 @@ def run_lease(lease: Lease | None = None, carry: str | Path = CARRY, out: str | 
         raise ValueError(f"Unknown runs {sorted(set(only) - set(known))}; the lease's runs are: {', '.join(known)}.")
     order = {key: i for i, key in enumerate(lease.first)}
     runs.sort(key=lambda pair: order.get(f"{pair[0].name}/{pair[1].id}", len(order)))
-    workers = workers or lease.workers
     # each training process gets its share of the cores
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     summary = {"gpu": gpu_name(), "scale": lease.scale, "smoke_test": smoke_test, "workers": workers,
-               "deadline_seconds": deadline or lease.deadline_seconds, "versions": versions(), "embed": {}, "runs": {}}
+               "deadline_seconds": deadline, "versions": versions(), "embed": {}, "runs": {}}
     logger.info("lease: %d runs of %s at %s scale on %s, %d at a time, %d s", len(runs), ", ".join(experiments),
                 lease.scale, summary["gpu"] or "CPU", workers, summary["deadline_seconds"])
 
@@ -250,6 +256,16 @@ def run_lease(lease: Lease | None = None, carry: str | Path = CARRY, out: str | 
         summary["seconds"] = round(clock.elapsed(), 1)
         pack(summary, results_dir, lease, out)
     return summary
+
+
+def check_carry(carry: Path):
+    """The carry holds what every run reads (its manifest, the encoder's files, the data), or nothing starts."""
+    if not (carry / "manifest.json").is_file():
+        raise FileNotFoundError(f"{carry} holds no carry (manifest.json): build it with `python gpu_lease.py carry`.")
+    missing = [name for name in (*(f"encoder/{f}" for f in ENCODER_FILES), DATA_ARCHIVE) if not (carry / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{carry} lacks {', '.join(missing)}: every run would fail. Build the carry again with "
+                                "`python gpu_lease.py carry`.")
 
 
 def interrupt(signum, frame):
@@ -414,21 +430,3 @@ def pack(summary: dict, results_dir: Path, lease: Lease, out: Path):
     done = sum(1 for r in summary["runs"].values() if r.get("status") == "done")
     logger.info("lease: %d of %d runs done in %.0f s; packed into %s", done, len(summary["runs"]), summary["seconds"],
                 out / "lease.tar.gz")
-
-
-def unpack(archive: str | Path, results_dir: str | Path = ROOT / "results") -> list[str]:
-    """Unpacks a lease's results into results_dir (each member checked to stay inside it); returns the results JSONs
-    it held."""
-    results_dir = Path(results_dir).resolve()
-    written = []
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar.getmembers():
-            target = (results_dir / member.name).resolve()
-            if not member.isfile() or results_dir not in target.parents:
-                raise ValueError(f"{archive}: {member.name} is not a file inside the results folder; not unpacked.")
-        tar.extractall(results_dir, filter="data")
-        written = [m.name for m in tar.getmembers() if m.name.endswith(".json") and "/runs/" not in m.name
-                   and not m.name.endswith("lease.json")]
-    for name in written:
-        read_json_object(results_dir / name, "results file", RESULT_FIELDS)
-    return written

@@ -36,19 +36,28 @@ class Result:
         return cls(path=Path(path), **{k: v for k, v in record.items() if k in known})
 
     @classmethod
-    def read(cls, path: Path, experiments: set[str]) -> "Result":
-        """The results JSON at `path`, refused (naming the file) unless its run, experiment and scale are the ones its
-        path says, the experiment is known, and every number in it is finite."""
-        record = read_json_object(path, "results file", RESULT_FIELDS)
+    def read(cls, path: Path, kinds: dict[str, str]) -> "Result":
+        """The results JSON at `path`, checked (`checked`); `kinds`: each known experiment's kind
+        (experiments.experiment_kinds)."""
+        return cls.checked(read_json_object(path, "results file", RESULT_FIELDS), path, kinds)
+
+    @classmethod
+    def checked(cls, record: dict, path: Path, kinds: dict[str, str]) -> "Result":
+        """`record` (a results JSON object, to lie at `path`), refused (naming the file) unless its run, experiment
+        and scale are the ones its path says, the experiment is known, a training run has its best_eval_perplexity,
+        and every number in it is finite."""
         where = {"run": path.stem, "experiment": path.parent.name, "scale": path.parent.parent.name}
         wrong = [f"{key} {record[key]!r} (its path says {value!r})" for key, value in where.items()
                  if record[key] != value]
         if wrong:
             raise ValueError(f"{path}: the results file does not belong where it lies: {'; '.join(wrong)}. A copy or "
                              "a file moved by hand? Remove it or put it back where it came from.")
-        if record["experiment"] not in experiments:
+        if record["experiment"] not in kinds:
             raise ValueError(f"{path}: unknown experiment {record['experiment']!r} (the experiments are "
-                             f"{', '.join(sorted(experiments))}): remove the file or add its experiment.")
+                             f"{', '.join(sorted(kinds))}): remove the file or add its experiment.")
+        if kinds[record["experiment"]] == "train" and record.get("best_eval_perplexity") is None:
+            raise ValueError(f"{path}: a training run's results without best_eval_perplexity: the run did not finish "
+                             "its evaluations (or the file was cut): rerun it.")
         bad = [name for name, value in numbers(record) if not math.isfinite(value)]
         if bad:
             raise ValueError(f"{path}: not a finite number: {', '.join(bad[:5])}. The run's results are broken: rerun it.")

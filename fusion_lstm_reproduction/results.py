@@ -8,7 +8,7 @@ from pathlib import Path
 
 from modeling_fusion_lstm import BASELINE_FUSION, PAPER_FUSION
 
-from .experiments import SCALES, experiment_names, steps_per_epoch
+from .experiments import SCALES, experiment_kinds, steps_per_epoch
 from .records import Result
 
 
@@ -20,14 +20,14 @@ def standard_perplexity(paper_value: float) -> float:
 def load_results(results_dir: Path) -> dict[tuple[str, str], list[Result]]:
     """(scale, experiment) → its results, from results_dir/<scale>/<experiment>/*.json, each checked
     (Result.read); two files of one run (the same values) are refused, naming both."""
-    experiments = set(experiment_names())
+    kinds = experiment_kinds()
     found = defaultdict(list)
     seen = {}
     for scale in SCALES:
         for path in sorted(Path(results_dir).glob(f"{scale}/*/*.json")):
             if path.parent.name.startswith("tokenizer-"):  # the shared tokenizer's files
                 continue
-            result = Result.read(path, experiments)
+            result = Result.read(path, kinds)
             key = (result.scale, result.experiment, json.dumps(result.values, sort_keys=True))
             if key in seen:
                 raise ValueError(f"{path} and {seen[key]} hold the same run ({result.values}): keep one.")

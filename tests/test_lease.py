@@ -1,8 +1,10 @@
 """The GPU lease prepared here: the carry (what travels, its size), the runs on whatever device there is (a smoke
 test on CPU), the packed results and their report."""
 
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +19,8 @@ from transformers.utils.versions import require_version
 from fusion_lstm_reproduction.experiments import ROOT, SHARED_DATA, load_experiment, relocated
 from fusion_lstm_reproduction.lease import (
     DATA_ARCHIVE, MIB, Clock, Lease, build_carry, data_files, embedding_group, lease_tasks, load_lease, run_lease,
-    unpack,
 )
+from fusion_lstm_reproduction.lease_archive import unpack
 from fusion_lstm_reproduction.report import write_reports
 
 
@@ -125,23 +127,166 @@ def test_the_lease_runs_on_cpu_as_a_smoke_test_and_packs_what_report_reads(carry
     assert not (carry / "data").exists()  # the carry stays as built: it travels again
     # the archive unpacks into a results folder that report turns into the gpu scale's sections
     unpacked = tmp_path / "unpacked"
-    assert sorted(unpack(out / "lease.tar.gz", unpacked)) == ["gpu/document_context/concat_previous_ctx1_seed0.json",
-                                                              "gpu/fusion_table/none_seed0.json"]
-    assert (unpacked / "gpu" / "fusion_table" / "runs" / "none_seed0" / "log.txt").is_file()
+    # (a smoke test's archive into results/smoke only: it is refused as results)
+    with pytest.raises(ValueError, match="a smoke test's .* unpack it with --smoke_test"):
+        unpack(out / "lease.tar.gz", unpacked)
+    assert not unpacked.exists()
+    assert sorted(unpack(out / "lease.tar.gz", unpacked, smoke_test=True)) == [
+        "gpu/document_context/concat_previous_ctx1_seed0.json", "gpu/fusion_table/none_seed0.json"]
+    assert (unpacked / "smoke" / "gpu" / "fusion_table" / "runs" / "none_seed0" / "log.txt").is_file()
     doc = tmp_path / "reproducing.md"
     doc.write_text("# R\n\n<!-- results:start -->\n<!-- results:end -->\n")
-    write_reports(unpacked, doc, None, tmp_path / "figures")
+    write_reports(unpacked / "smoke", doc, None, tmp_path / "figures")
     assert "### Fusion variants (gpu scale)" in doc.read_text()
 
 
-def test_an_archive_that_reaches_outside_the_results_folder_is_refused(tmp_path):
-    archive = tmp_path / "bad.tar.gz"
-    (tmp_path / "x.json").write_text("{}")
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(tmp_path / "x.json", arcname="../x.json")
-    with pytest.raises(ValueError, match="not a file inside the results folder"):
-        unpack(archive, tmp_path / "results")
-    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+# ------------------------------------------------------------------------------- unpack: the committed results are safe
+
+COMMITTED = "gpu/fusion_table/none_seed0.json"
+SUMMARY = {"scale": "gpu", "smoke_test": False, "runs": {}}
+
+
+def archive_of(path: Path, members: list[tuple[str, bytes | str]]) -> Path:
+    """A .tar.gz holding `members` (name, content) in this order, as written, names unchecked."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in members:
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture
+def committed(tmp_path) -> Path:
+    """A results folder holding one committed gpu result (a real one, copied)."""
+    results = tmp_path / "results"
+    (results / COMMITTED).parent.mkdir(parents=True)
+    (results / COMMITTED).write_bytes((ROOT / "results" / COMMITTED).read_bytes())
+    return results
+
+
+def unchanged(results: Path) -> bool:
+    return sorted(str(p.relative_to(results)) for p in results.rglob("*")) == ["gpu", "gpu/fusion_table", COMMITTED] \
+        and (results / COMMITTED).read_bytes() == (ROOT / "results" / COMMITTED).read_bytes()
+
+
+def test_a_good_archive_unpacks_and_replaces_a_committed_result_only_when_asked(committed, tmp_path):
+    record = json.loads((ROOT / "results" / COMMITTED).read_text())
+    other = json.dumps({**record, "best_eval_perplexity": 1.5})
+    seed2 = json.dumps({**record, "run": "none_seed2", "values": {**record["values"], "seed": 2}})
+    members = [("gpu/lease.json", json.dumps(SUMMARY)), ("gpu/fusion_table/none_seed2.json", seed2),
+               ("gpu/fusion_table/runs/none_seed2/log.txt", "trained\n"), (COMMITTED, other)]
+    archive = archive_of(tmp_path / "new.tar.gz", members)
+    with pytest.raises(FileExistsError, match=f"would replace 1 committed file.*{COMMITTED}.*--replace"):
+        unpack(archive, committed)
+    assert unchanged(committed)
+    assert unpack(archive, committed, replace=True) == ["gpu/fusion_table/none_seed2.json", COMMITTED]
+    assert json.loads((committed / COMMITTED).read_text())["best_eval_perplexity"] == 1.5
+    assert (committed / "gpu/fusion_table/runs/none_seed2/log.txt").read_text() == "trained\n"
+    assert not list(committed.rglob(".*.unpacking"))
+    # the same content again changes nothing and needs no --replace
+    assert unpack(archive, committed) == ["gpu/fusion_table/none_seed2.json", COMMITTED]
+
+
+def bad_archives(record: dict) -> dict[str, tuple[list, str]]:
+    """name → (members, what the error says); each written after a good lease.json and a good result."""
+    good = json.dumps(record)
+    nan = json.dumps({**record, "best_eval_perplexity": float("nan")})
+    return {
+        "half-written result": ([(COMMITTED, good[: len(good) // 2])], "not valid JSON"),
+        "a list": ([(COMMITTED, "[1, 2]")], "must be a JSON object"),
+        "empty": ([(COMMITTED, "")], "not valid JSON"),
+        "{}": ([(COMMITTED, "{}")], "lacks experiment"),
+        "not finite": ([(COMMITTED, nan)], "not a finite number"),
+        "no best_eval_perplexity": ([(COMMITTED, json.dumps({k: v for k, v in record.items()
+                                                             if k != "best_eval_perplexity"}))],
+                                    "without best_eval_perplexity"),
+        "misfiled scale": ([("gpu/fusion_table/none_seed7.json", json.dumps({**record, "run": "none_seed7",
+                                                                              "scale": "cpu"}))], "its path says"),
+        "a figure": ([("figures/fusion_table_gpu.png", b"\x89PNG")], "writes only under gpu/"),
+        "a figure of the scale": ([("gpu/fusion_table.png", b"\x89PNG")], "not a file a lease writes"),
+        "another scale": ([("cpu/fusion_table/none_seed0.json", good)], "writes only under gpu/"),
+        "unknown experiment": ([("gpu/nosuch/none_seed0.json", good)], "unknown experiment 'nosuch'"),
+        "garbage arguments": ([("gpu/fusion_table/runs/none_seed0/arguments.json", "garbage")], "not valid JSON"),
+        "a second summary": ([("gpu/lease.json", "garbage")], "twice"),
+        "a long name": ([("gpu/fusion_table/runs/" + "x" * 240 + "/log.txt", "")], "name part over 200 bytes"),
+        "a folder's name": ([("gpu/fusion_table", "x")], "would replace the folder"),
+        "a newline in a name": ([("gpu/fusion_table/runs/a\nb/log.txt", "")], "control character"),
+        "outside": ([("../x.json", "{}")], "not a file inside the results folder"),
+        "too big": ([("gpu/fusion_table/runs/none_seed0/log.txt", bytes(17 * MIB))], "more than a lease writes"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_archives({})))
+def test_a_bad_archive_is_refused_before_anything_is_written(committed, tmp_path, case):
+    record = json.loads((ROOT / "results" / COMMITTED).read_text())
+    members, message = bad_archives(record)[case]
+    good = [("gpu/lease.json", json.dumps(SUMMARY)),
+            ("gpu/fusion_table/none_seed2.json", json.dumps({**record, "run": "none_seed2",
+                                                             "values": {**record["values"], "seed": 2}}))]
+    archive = archive_of(tmp_path / "bad.tar.gz", good + members)
+    with pytest.raises(ValueError, match=message):
+        unpack(archive, committed, replace=True)
+    assert unchanged(committed), case
+
+
+@pytest.mark.parametrize("summary, message", [
+    (None, "holds 0 lease summaries"), ("garbage", "not valid JSON"), ({"scale": "gpu", "runs": {}}, "lacks smoke_test"),
+    ({**SUMMARY, "scale": "tpu"}, "scale 'tpu'"), ({**SUMMARY, "smoke_test": "no"}, "not true or false"),
+])
+def test_an_archive_without_a_lease_summary_of_its_own_is_refused(committed, tmp_path, summary, message):
+    members = [] if summary is None else [("gpu/lease.json", summary if isinstance(summary, str)
+                                           else json.dumps(summary))]
+    archive = archive_of(tmp_path / "bad.tar.gz", members + [("gpu/fusion_table/runs/x/log.txt", "")])
+    with pytest.raises(ValueError, match=message):
+        unpack(archive, committed, replace=True)
+    assert unchanged(committed)
+
+
+def test_a_truncated_or_foreign_archive_is_refused_by_name(committed, tmp_path):
+    archive = archive_of(tmp_path / "good.tar.gz", [("gpu/lease.json", json.dumps(SUMMARY)),
+                                                    ("gpu/fusion_table/runs/x/log.txt", os.urandom(200_000))])
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[:-5000])
+    with pytest.raises(ValueError, match="cut.tar.gz is not a complete lease archive"):
+        unpack(cut, committed)
+    (tmp_path / "plain.txt").write_text("hello")
+    with pytest.raises(ValueError, match="plain.txt is not a complete lease archive"):
+        unpack(tmp_path / "plain.txt", committed)
+    assert unchanged(committed)
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    ({"workers": 0}, ValueError, "--workers 0: at least 1"), ({"workers": -1}, ValueError, "--workers -1"),
+    ({"deadline": 0}, ValueError, "--deadline 0: at least 60 s"), ({"deadline": -5}, ValueError, "--deadline -5"),
+    ({"deadline": float("nan")}, ValueError, "--deadline nan"),
+    ({"out": "a-file"}, FileExistsError, "--out .*a-file is a file"),
+])
+def test_lease_arguments_that_cannot_work_are_refused_before_anything_runs(carry, tmp_path, arguments, error, message):
+    (tmp_path / "a-file").write_text("")
+    if "out" in arguments:
+        arguments = {"out": tmp_path / "a-file"}
+    with pytest.raises(error, match=message):
+        run_lease(carry=carry, smoke_test=True, results_dir=tmp_path / "results", **arguments)
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_carry_without_its_encoder_is_refused_and_a_lease_with_failed_runs_exits_non_zero(carry, tmp_path):
+    broken = tmp_path / "carry"
+    shutil.copytree(carry, broken)
+    shutil.rmtree(broken / "encoder")
+    with pytest.raises(FileNotFoundError, match="lacks encoder/config.json.*python gpu_lease.py carry"):
+        run_lease(carry=broken, smoke_test=True, results_dir=tmp_path / "results")
+    # an encoder whose weights cannot be read: the fusing run fails, and so does the command
+    shutil.copytree(carry / "encoder", broken / "encoder")
+    (broken / "encoder" / "model.safetensors").write_bytes(b"not weights")
+    command = [sys.executable, str(ROOT / "gpu_lease.py"), "run", "--smoke_test", "--carry", str(broken),
+               "--results_dir", str(tmp_path / "results"), "--out", str(tmp_path / "out"), "--only",
+               "fusion_table/concat_seed0"]
+    finished = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert finished.returncode == 1, finished.stderr[-2000:]
+    assert "1 runs did not finish: fusion_table/concat_seed0" in finished.stdout
 
 
 def test_a_lease_without_its_carry_says_how_to_build_it(tmp_path):

@@ -781,5 +781,8 @@ def test_the_report_reads_each_results_file_once_checked_and_names_the_file_it_r
     refused("none_0.json", {**good[0], "experiment": "nosuch"}, "experiment 'nosuch'")
     # a number that is not one
     refused("none_0.json", {**good[0], "best_eval_perplexity": "NAN"}, "not a finite number: best_eval_perplexity")
+    # a training run without its best evaluation
+    refused("none_0.json", {k: v for k, v in good[0].items() if k != "best_eval_perplexity"},
+            "training run's results without best_eval_perplexity")
     # one run under two names
     refused("other.json", {**good[0], "run": "other"}, "hold the same run")
