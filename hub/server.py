@@ -11,8 +11,8 @@ reads of private repositories need `Authorization: Bearer <token>` (LFS uploads 
 URL instead; a private repository is "not found" without the token, as on the Hub).
 
 Scope: the offline path of one user on one machine (loopback), not a public service. It still keeps request text
-out of response headers, closes connections that stay silent for 30 s, serves at most 64 at once, and streams files
-from disk.
+out of response headers, closes connections that stay silent for 30 s or send too slowly (headers within 20 s, a body
+at 500 bytes/s or more), serves at most 64 at once, and streams files from disk.
 """
 
 import argparse
@@ -25,6 +25,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import NamedTuple
@@ -51,9 +52,15 @@ TYPE_TO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 MAX_JSON_BODY = 8 * 1024**2  # JSON and ndjson requests are read into memory: at most this much
 MAX_UPLOAD = 64 * 1024**3  # one LFS object, streamed to disk
 REQUEST_TIMEOUT = 30.0  # seconds a connection may stay silent
-REQUEST_DEADLINE = 300.0  # seconds from a request's first byte to its last (headers and body): no slow drip holds a slot
+REQUEST_DEADLINE = 300.0  # seconds from a request's first byte to its last (headers and body)
+HEADER_DEADLINE = 20.0  # seconds from a request's first byte to the end of its headers
+MIN_BODY_RATE = 500.0  # bytes/s a request body must average, after BODY_GRACE seconds
+BODY_GRACE = 20.0
 MAX_CONNECTIONS = 64  # open at once: a single user's tools need a handful
 READ_CHUNK = 1024**2
+MAX_BATCH_OBJECTS = 1000  # objects in one LFS batch request (huggingface_hub sends at most 256)
+GRANT_SECONDS = 3600.0  # an LFS upload URL is valid this long
+MAX_GRANTS = 10_000  # upload URLs outstanding at once
 STORE_STATUS = {InvalidInput: 400, NotFound: 404, Forbidden: 403, Conflict: 412, MissingContent: 422}
 
 
@@ -97,7 +104,7 @@ def escape_control_characters(text: str) -> str:
 
 class DeadlineReader(io.RawIOBase):
     """A connection's reads for a handler: each waits at most the handler's silence timeout, and none past the
-    current request's deadline (REQUEST_DEADLINE after its first byte); past it, TimeoutError."""
+    current request's deadline (RequestClock); past it, TimeoutError."""
 
     def __init__(self, connection, handler: "HubRequestHandler"):
         self.connection = connection
@@ -107,18 +114,57 @@ class DeadlineReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        ends = self.handler.request_ends
+        clock = self.handler.clock
+        ends = clock.deadline()
         if ends is not None:
             left = ends - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"the request was not complete within {self.handler.server.request_deadline} s")
+                raise TimeoutError(clock.missed())
             self.connection.settimeout(min(self.handler.timeout, left))
         else:
             self.connection.settimeout(self.handler.timeout)
         received = self.connection.recv_into(buffer)
-        if ends is None and received:
-            self.handler.request_ends = time.monotonic() + self.handler.server.request_deadline
+        clock.received(received)
         return received
+
+
+class RequestClock:
+    """The deadlines of one request on a connection, so that no slow drip holds a slot: its headers must be in
+    `header_deadline` seconds after its first byte; its body must arrive at `min_body_rate` bytes/s on average, after
+    `body_grace` seconds; and the whole request within `request_deadline` of its first byte (as nginx's
+    client_header_timeout and Apache's mod_reqtimeout MinRate)."""
+
+    def __init__(self, server: "LocalHub"):
+        self.server = server
+        self.started = self.body_started = None
+        self.body_bytes = 0
+
+    def received(self, count: int):
+        if self.started is None and count:
+            self.started = time.monotonic()
+        elif self.body_started is not None:
+            self.body_bytes += count
+
+    def body_begins(self):
+        """The headers are in: from here the body's rate counts."""
+        self.body_started = time.monotonic()
+
+    def deadline(self) -> float | None:
+        if self.started is None:
+            return None
+        whole = self.started + self.server.request_deadline
+        if self.body_started is None:
+            return min(whole, self.started + self.server.header_deadline)
+        return min(whole, self.body_started + self.server.body_grace + self.body_bytes / self.server.min_body_rate)
+
+    def missed(self) -> str:
+        server = self.server
+        if self.body_started is None:
+            return f"the request's headers were not complete within {server.header_deadline:g} s"
+        if time.monotonic() < self.started + server.request_deadline:
+            return (f"the request body arrived slower than {server.min_body_rate:g} bytes/s "
+                    f"({self.body_bytes} bytes in {time.monotonic() - self.body_started:.0f} s)")
+        return f"the request was not complete within {server.request_deadline:g} s"
 
 
 def byte_range(header: str, size: int) -> tuple[int, int] | None:
@@ -160,23 +206,63 @@ def lfs_info(entry: dict, oid_key: str) -> dict:
             "pointerSize": len(lfs_pointer(entry["sha256"], entry["size"]))}
 
 
+class UploadGrants:
+    """The one-time capabilities of LFS upload URLs (capability → the sha256 it may upload), each valid for
+    GRANT_SECONDS; at most MAX_GRANTS at once, the oldest dropped first, so unused batches cannot pile up."""
+
+    def __init__(self, seconds: float = GRANT_SECONDS, limit: int = MAX_GRANTS):
+        self.seconds, self.limit = seconds, limit
+        self._grants: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def grant(self, oid: str) -> str:
+        capability = secrets.token_urlsafe(24)
+        with self._lock:
+            self._expire()
+            while len(self._grants) >= self.limit:
+                self._grants.popitem(last=False)
+            self._grants[capability] = (oid, time.monotonic() + self.seconds)
+        return capability
+
+    def allows(self, capability: str, oid: str) -> bool:
+        with self._lock:
+            self._expire()
+            return self._grants.get(capability, (None, 0))[0] == oid
+
+    def spend(self, capability: str):
+        with self._lock:
+            self._grants.pop(capability, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._expire()
+            return len(self._grants)
+
+    def _expire(self):
+        now = time.monotonic()
+        while self._grants and next(iter(self._grants.values()))[1] <= now:
+            self._grants.popitem(last=False)
+
+
 class LocalHub(ThreadingHTTPServer):
     """One thread per connection, at most `max_connections` at once (more are answered 503 and closed); a connection
     idle, or a request body stalled, for `timeout` seconds is closed (a stalled body is answered 408), and so is one
-    whose request (headers and body) is not complete `request_deadline` seconds after its first byte."""
+    whose request is too slow (RequestClock: its headers, its body's rate, the whole request) is closed too."""
 
     daemon_threads = True
 
     def __init__(self, address, store: HubStore, token: str | None = None, timeout: float = REQUEST_TIMEOUT,
-                 max_connections: int = MAX_CONNECTIONS, request_deadline: float = REQUEST_DEADLINE):
+                 max_connections: int = MAX_CONNECTIONS, request_deadline: float = REQUEST_DEADLINE,
+                 header_deadline: float = HEADER_DEADLINE, min_body_rate: float = MIN_BODY_RATE,
+                 body_grace: float = BODY_GRACE):
         super().__init__(address, HubRequestHandler)
         self.store = store
         self.token = token
         self.request_timeout = timeout
-        self.request_deadline = request_deadline
+        self.request_deadline, self.header_deadline = request_deadline, header_deadline
+        self.min_body_rate, self.body_grace = min_body_rate, body_grace
         self.slots = threading.BoundedSemaphore(max_connections)
-        self.upload_grants: dict[str, str] = {}  # capability → sha256 it may upload
-        self.grants_lock = threading.Lock()
+        self.upload_grants = UploadGrants()
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
@@ -214,11 +300,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
-        self.request_ends = None  # the current request's deadline, from its first byte (DeadlineReader)
+        self.clock = RequestClock(self.server)  # the current request's deadlines (DeadlineReader)
         self.rfile = io.BufferedReader(DeadlineReader(self.connection, self))
 
     def handle_one_request(self):
-        self.request_ends = None
+        self.clock = RequestClock(self.server)
         super().handle_one_request()
 
     def log_message(self, fmt, *args):
@@ -342,6 +428,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str):
         head = method == "HEAD"
         self._body_read = False
+        self.clock.body_begins()
         try:
             segments, query = self._segments()
             route = self._route(method, segments)
@@ -358,9 +445,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         except ConnectionError as error:  # the client went away (or a blob shrank): nothing left to answer
             logger.info("%s %s: connection ended early (%s)", method, self.path, error)
             self.close_connection = True
-        except TimeoutError:
+        except TimeoutError as error:
             self.close_connection = True
-            self._send_error(HubError(408, f"The request was not received within {self.timeout} s"), head=head)
+            why = str(error) if str(error) != "timed out" else f"silent for {self.timeout:g} s"  # the socket's own
+            self._send_error(HubError(408, f"The request was too slow: {why}"), head=head)
         except Exception as error:  # noqa: BLE001 - report, don't kill the server
             logger.exception("internal error on %s %s", method, self.path)
             self._send_error(HubError(500, f"Internal error: {error}"), head=head)
@@ -395,6 +483,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                           ("GET", None): self.repo_info, ("GET", "revision"): self.repo_info,
                           ("GET", "tree"): self.tree}
                 handler = routes.get((method, action))
+                if action in ("preupload", "commit") and len(s) > 6:  # .../{action}/{revision}, nothing after it
+                    return None
                 target = Target(RepoId(s[1][:-1], s[2], s[3]), s[5] if len(s) > 5 else "main", "/".join(s[6:]))
                 return (handler, target) if handler else None
         if s[:2] == ["lfs", "upload"] and method == "PUT":
@@ -460,13 +550,13 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             requested = [(str(obj["oid"]), int(obj["size"])) for obj in payload.get("objects", [])]
         if operation != "upload":
             raise HubError(400, "Only the LFS upload operation is supported")
+        if len(requested) > MAX_BATCH_OBJECTS:
+            raise HubError(413, f"An LFS batch of {len(requested)} objects; at most {MAX_BATCH_OBJECTS} per batch")
         objects = []
         for oid, size in requested:
             entry = {"oid": oid, "size": size}
             if not self.server.store.has_blob(oid, size):
-                grant = secrets.token_urlsafe(24)
-                with self.server.grants_lock:
-                    self.server.upload_grants[grant] = oid
+                grant = self.server.upload_grants.grant(oid)
                 base = self.endpoint
                 entry["actions"] = {
                     "upload": {"href": f"{base}/lfs/upload/{oid}?grant={grant}"},
@@ -479,13 +569,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def lfs_upload(self, t, q):
         oid = t.path
         grant = (q.get("grant") or [""])[0]
-        with self.server.grants_lock:
-            allowed = self.server.upload_grants.get(grant) == oid
-        if not allowed:
-            raise HubError(403, "This upload URL is not valid (ask the LFS batch endpoint for one)")
+        if not self.server.upload_grants.allows(grant, oid):
+            raise HubError(403, "This upload URL is not valid or has expired (ask the LFS batch endpoint for one)")
         self.server.store.put_blob_stream(self._body_chunks(MAX_UPLOAD), expected_sha256=oid)
-        with self.server.grants_lock:
-            self.server.upload_grants.pop(grant, None)
+        self.server.upload_grants.spend(grant)
         self._send(200)
 
     def lfs_verify(self, t, q):
@@ -608,7 +695,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
 def serve(root: str, host: str = "127.0.0.1", port: int = 0, token: str | None = None, **limits) -> LocalHub:
     """A server bound to (host, port) (port 0: a free one); call serve_forever() on it, or run it in a thread.
-    `limits`: LocalHub's timeout, max_connections and request_deadline."""
+    `limits`: LocalHub's timeout, max_connections, request_deadline, header_deadline, min_body_rate and body_grace."""
     return LocalHub((host, port), HubStore(root), token=token, **limits)
 
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_TYPES = ("model", "dataset", "space")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-COMMIT_ID = re.compile(r"^[0-9a-f]{40}$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# matched whole (fullmatch): `$` would also match before a final newline
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+COMMIT_ID = re.compile(r"[0-9a-f]{40}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 # files at least this large, or with these extensions, go through LFS, as on the Hub
 LFS_MIN_SIZE = 10 * 1024 * 1024
 LFS_EXTENSIONS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".onnx", ".msgpack", ".arrow", ".parquet",
@@ -67,6 +68,17 @@ def check_repo_path(path: str) -> str:
     return path
 
 
+def check_no_file_is_a_folder(paths) -> None:
+    """A snapshot in which `a` is a file cannot also hold `a/b` (no checkout or download could write both)."""
+    paths = set(paths)
+    for path in paths:
+        parts = path.split("/")
+        clash = next(("/".join(parts[:i]) for i in range(1, len(parts)) if "/".join(parts[:i]) in paths), None)
+        if clash is not None:
+            raise InvalidInput(f"Cannot commit {path!r}: {clash!r} is a file in this revision, not a folder. Delete "
+                               f"{clash!r} in the same commit, or choose another path.", "InvalidPath")
+
+
 def uses_lfs(path: str, size: int) -> bool:
     return size >= LFS_MIN_SIZE or path.lower().endswith(LFS_EXTENSIONS)
 
@@ -89,7 +101,7 @@ class RepoId:
         if self.repo_type not in REPO_TYPES:
             raise InvalidInput(f"Unknown repo type {self.repo_type!r}; one of {', '.join(REPO_TYPES)}")
         for part in (self.namespace, self.name):
-            if not NAME.match(part) or part.endswith(".git"):
+            if not NAME.fullmatch(part) or part.endswith(".git"):
                 raise InvalidInput(f"Invalid repo id {self.namespace}/{self.name}", "InvalidRepoId")
 
     @property
@@ -124,7 +136,7 @@ class HubStore:
     # ------------------------------------------------------------------------------------------------------ blobs
 
     def blob_path(self, sha256: str) -> Path:
-        if not SHA256.match(sha256):
+        if not SHA256.fullmatch(sha256):
             raise InvalidInput(f"Invalid sha256 {sha256!r}")
         path = self.root / "blobs" / sha256
         return self._inside(path) if path.exists() else path
@@ -197,7 +209,7 @@ class HubStore:
     def resolve(self, repo: RepoId, revision: str) -> dict:
         """The commit a branch name or a commit id points to."""
         refs = self.refs(repo)
-        commit_id = refs.get(revision) or (revision if COMMIT_ID.match(revision) else None)
+        commit_id = refs.get(revision) or (revision if COMMIT_ID.fullmatch(revision) else None)
         path = self._repo_dir(repo) / "commits" / f"{commit_id}.json"
         if commit_id is None or not path.exists():
             raise NotFound(f"Revision {revision!r} not found in {repo.id}", "RevisionNotFound")
@@ -208,6 +220,10 @@ class HubStore:
         """A new commit on `branch`: the branch head's files, minus `deletions` (files or folders), plus
         `additions` ({path: {"sha256", "size", "lfs"}}, contents already in the blob store)."""
         with self._lock:
+            if branch not in self.refs(repo) and COMMIT_ID.fullmatch(branch):
+                raise InvalidInput(f"Cannot commit onto {branch}: it is a commit id, and a commit never changes. Commit "
+                                   "onto a branch (revision='main', or a branch made with create_branch).",
+                                   "InvalidRevision")
             head = self.resolve(repo, branch)
             if parent and parent != head["id"]:
                 raise Conflict(f"parentCommit {parent} is not the head of {branch} ({head['id']})")
@@ -225,6 +241,7 @@ class HubStore:
                 if not self.has_blob(entry["sha256"], entry["size"]):
                     raise MissingContent(f"The content of {path} was not uploaded (sha256 {entry['sha256']})")
                 files[path] = entry
+            check_no_file_is_a_folder(files)
             return self._commit_locked(repo, branch, files, summary, description, head["id"])
 
     def _commit_locked(self, repo, branch, files, summary, description, parent=None) -> dict:

@@ -18,6 +18,7 @@ from helpers import (
     tiny_run_config,
 )
 from hub.server import serve
+from hub.store import RepoId
 
 
 def start_server(root, token=None):
@@ -534,3 +535,112 @@ def test_a_bad_repo_id_or_token_for_push_to_hub_is_refused_before_training(guard
         result = run_training(config, tmp_path, check=False, env={**hub_env(guarded), "HF_TOKEN": token})
         assert result.returncode != 0 and re.search(message, result.log), result.log[-2000:]
         assert "Prefix embeddings" not in result.log and not (out / "config.json").exists()  # nothing was trained
+
+
+# ------------------------------------------------------------------------------------------------ hardening, round 4
+
+
+def test_a_commit_id_is_immutable_and_never_becomes_a_branch(hub, tmp_path):
+    api = HfApi(endpoint=hub.endpoint, token="local")
+    api.create_repo("erin/fixed", exist_ok=True)
+    first = api.upload_file(path_or_fileobj=b"one", path_in_repo="a.txt", repo_id="erin/fixed").oid
+    api.upload_file(path_or_fileobj=b"two", path_in_repo="a.txt", repo_id="erin/fixed")
+    status, headers, _ = request(hub, "POST", f"/api/models/erin/fixed/commit/{first}", commit_body("a.txt"),
+                                 {"Content-Type": "application/x-ndjson"})
+    assert status == 400 and "is a commit id" in headers["X-Error-Message"]
+    refs = json.loads((hub.store.root / "models" / "erin" / "fixed" / "refs.json").read_text())
+    assert list(refs) == ["main"]
+    old = hf_hub_download("erin/fixed", "a.txt", revision=first, endpoint=hub.endpoint, cache_dir=tmp_path)
+    assert open(old, "rb").read() == b"one"
+
+
+@pytest.mark.parametrize("payload", [{"name": "nl\n"}, {"name": "nl", "organization": "me\n"}])
+def test_a_repo_name_with_a_trailing_newline_is_refused(hub, payload):
+    status, headers, _ = request(hub, "POST", "/api/repos/create", json.dumps(payload).encode())
+    assert status == 400 and headers["X-Error-Code"] == "InvalidRepoId"
+    assert not any("\n" in p.name for p in hub.store.root.rglob("*"))
+
+
+def test_a_commit_url_with_a_path_after_the_revision_is_not_a_commit(hub):
+    HfApi(endpoint=hub.endpoint).create_repo("erin/urls", exist_ok=True)
+    before = hub.store.resolve(RepoId("model", "erin", "urls"), "main")["id"]
+    for path in ("/api/models/erin/urls/commit/main/..", "/api/models/erin/urls/commit/main/x"):
+        status, _, _ = request(hub, "POST", path, commit_body("evil.txt"), {"Content-Type": "application/x-ndjson"})
+        assert status == 404, path
+    assert hub.store.resolve(RepoId("model", "erin", "urls"), "main")["id"] == before
+
+
+def test_a_file_and_a_folder_of_one_name_cannot_share_a_snapshot(hub):
+    HfApi(endpoint=hub.endpoint).create_repo("erin/clash", exist_ok=True)
+    assert request(hub, "POST", "/api/models/erin/clash/commit/main", commit_body("clash"))[0] == 200
+    status, headers, _ = request(hub, "POST", "/api/models/erin/clash/commit/main", commit_body("clash/inner.txt"))
+    assert status == 400 and "'clash' is a file in this revision" in headers["X-Error-Message"]
+    status, _, _ = request(hub, "POST", "/api/models/erin/clash/commit/main", "\n".join(json.dumps(line) for line in [
+        {"key": "header", "value": {"summary": "folder now"}}, {"key": "deletedFile", "value": {"path": "clash"}},
+        {"key": "file", "value": {"path": "clash/inner.txt", "content": "aGk=", "encoding": "base64"}}]).encode())
+    assert status == 200  # replacing the file by a folder in one commit is fine
+
+
+def test_lfs_upload_grants_are_bounded_and_expire(tmp_path):
+    from hub.server import MAX_BATCH_OBJECTS, UploadGrants
+
+    server = start_server(tmp_path)
+    try:
+        HfApi(endpoint=server.endpoint).create_repo("erin/lfs")
+        objects = [{"oid": f"{i:064x}", "size": 1} for i in range(MAX_BATCH_OBJECTS + 1)]
+        status, _, _ = request(server, "POST", "/erin/lfs.git/info/lfs/objects/batch",
+                               json.dumps({"operation": "upload", "objects": objects}).encode())
+        assert status == 413 and len(server.upload_grants) == 0
+        status, _, body = request(server, "POST", "/erin/lfs.git/info/lfs/objects/batch",
+                                  json.dumps({"operation": "upload", "objects": objects[:3]}).encode())
+        assert status == 200 and len(server.upload_grants) == 3
+    finally:
+        server.shutdown()
+        server.server_close()
+    grants = UploadGrants(seconds=0.2, limit=4)
+    capabilities = [grants.grant(f"{i:064x}") for i in range(6)]
+    assert len(grants) == 4 and not grants.allows(capabilities[0], f"{0:064x}")  # the oldest went first
+    assert grants.allows(capabilities[5], f"{5:064x}")
+    import time
+    time.sleep(0.3)
+    assert len(grants) == 0 and not grants.allows(capabilities[5], f"{5:064x}")
+
+
+def drip(server, head: bytes, body: bytes, every: float) -> tuple[int, float]:
+    """Sends `head` at once, then `body` a byte every `every` s until the server closes; returns (body bytes sent,
+    seconds)."""
+    import select
+    import socket
+    import time
+
+    started = time.monotonic()
+    with socket.create_connection(server.server_address[:2], timeout=30) as sock:
+        sock.sendall(head)
+        sent = 0
+        for byte in body:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            sent += 1
+            readable, _, _ = select.select([sock], [], [], every)
+            if readable:
+                break
+        return sent, time.monotonic() - started
+
+
+def test_headers_have_their_own_deadline_and_a_body_a_minimum_rate(tmp_path):
+    """A slow drip is cut by the headers' deadline or the body's rate long before the whole request's deadline."""
+    server = serve(str(tmp_path), port=0, timeout=5, request_deadline=100, header_deadline=1.0, min_body_rate=20,
+                   body_grace=1.0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sent, seconds = drip(server, b"", b"GET /api/whoami-v2 HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200, 0.2)
+        assert sent < 20 and seconds < 8  # headers: cut after about 1 s, not 100
+        head = b"POST /api/validate-yaml HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n"
+        sent, seconds = drip(server, head, b" " * 500, 0.2)  # 5 bytes/s, under 20
+        assert sent < 40 and seconds < 10
+        assert request(server, "POST", "/api/validate-yaml", b"{}")[0] == 200  # a normal request is served
+    finally:
+        server.shutdown()
+        server.server_close()
