@@ -31,6 +31,37 @@ def blank_line_documents(lines: list[str]) -> list[int | None]:
     return documents
 
 
+class DocumentNumbers:
+    """Numbers documents 0, 1, … in file order from each sentence's (or row's) document id, a change of id starting
+    the next document. A document must be contiguous: an id that comes back after another document's, or an empty
+    id, is refused, naming `where` the sentence is (`number` below)."""
+
+    def __init__(self):
+        self.first_seen: dict = {}  # id → where its document started
+        self.current = None
+
+    def number(self, document_id, where: str) -> int:
+        if document_id is None or not str(document_id).strip():
+            raise ValueError(f"{where}: an empty document id; give every sentence its document.")
+        if document_id != self.current:
+            if document_id in self.first_seen:
+                raise ValueError(f"{where}: document {document_id!r} comes back after other documents (it started at "
+                                 f"{self.first_seen[document_id]}): a document's sentences must be together. Sort the "
+                                 "file by document, keeping each document's sentence order (and, for data of several "
+                                 "readers, name the reader's column as part of the document).")
+            self.first_seen[document_id], self.current = where, document_id
+        return len(self.first_seen) - 1
+
+
+def single_sentence_documents(documents: list, context_sentences, where: str) -> str | None:
+    """The warning for a context asked of documents that all have one sentence (none would get any), else None."""
+    if context_sentences and documents and len(set(documents)) == len(documents):
+        return (f"{where}: a context of {context_sentences} previous sentences is asked, but each of its "
+                f"{len(documents)} documents has a single sentence: no sentence gets any context. Is the document "
+                "column the right one?")
+    return None
+
+
 def previous_sentences(sentences: list[str], documents: list[int], count: int) -> list[list[str]]:
     """For each sentence, the (at most) `count` sentences before it in its own document, in order (none for the
     first sentence of a document): nothing crosses a document boundary."""

@@ -1,10 +1,11 @@
 """Data files read with checks: text (one sentence a line), json or csv with a `text` column, JSON objects, local
 folders; each error names the file and the fix."""
 
+import io
 import json
 from pathlib import Path
 
-from .documents import blank_line_documents
+from .documents import DocumentNumbers, blank_line_documents
 
 
 TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
@@ -26,6 +27,12 @@ def read_text_file(path: str | Path, what: str) -> str:
                          "UTF-8.") from None
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a file's text as files and the csv module count them: ended by \\n, \\r\\n or \\r only (str.splitlines
+    also ends a line at U+2028, U+0085, a form feed and more, which may stand inside a word)."""
+    return [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
+
+
 def read_sentences(path: str, column: str = "text") -> list[str]:
     """Sentences of a data file (text: one per line; json/jsonl/csv: a `text` column), checked on the way:
     a missing or empty file, a file that is not UTF-8 (with the line), or json/csv without `text` raise.
@@ -36,7 +43,7 @@ def read_sentences(path: str, column: str = "text") -> list[str]:
     if kind is None:
         raise ValueError(f"{path}: unsupported extension {file.suffix!r}; use one of {', '.join(TEXT_EXTENSIONS)}.")
     if kind == "text":
-        sentences = text.splitlines()
+        sentences = text_lines(text)
     elif kind == "csv":
         sentences = _csv_texts(path, text, column)
     else:
@@ -48,9 +55,8 @@ def read_sentences(path: str, column: str = "text") -> list[str]:
 
 def _csv_texts(path: str, text: str, column: str = "text") -> list[str]:
     import csv
-    import io
 
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if reader.fieldnames is None or column not in reader.fieldnames:
         raise ValueError(f"{path} has no `{column}` column (columns: {', '.join(reader.fieldnames or [])}).")
     sentences = []
@@ -86,7 +92,7 @@ def _json_texts(path: str, text: str, whole_file: bool, column: str = "text") ->
         if isinstance(data, list):
             return [_record_text(path, f"record {i}", r, column) for i, r in enumerate(data)]
     sentences = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text_lines(text), 1):
         if line.strip():
             try:
                 record = json.loads(line)
@@ -110,18 +116,15 @@ def _record_text(path: str, where: str, record, column: str = "text") -> str:
 def read_documents(path: str) -> tuple[list[str], list[int]]:
     """The non-empty sentences of a data file and the document of each (0, 1, …, in file order). A text file
     separates documents by blank lines; a json/jsonl/csv file names each sentence's document in a `document`
-    column, a change of value starting the next document."""
+    column, a change of value starting the next document (a document's records together: DocumentNumbers)."""
     sentences = read_sentences(path)
     if TEXT_EXTENSIONS[Path(path).suffix.lower()] == "text":
         documents = blank_line_documents(sentences)
         return [s for s in sentences if s.strip()], [d for d in documents if d is not None]
     labels = read_sentences(path, column="document")
-    kept = [(s, label) for s, label in zip(sentences, labels) if s.strip()]
-    documents = []
-    for i, (_, label) in enumerate(kept):
-        starts = i == 0 or label != kept[i - 1][1]
-        documents.append((documents[-1] if documents else -1) + starts)
-    return [s for s, _ in kept], documents
+    kept = [(i, s, label) for i, (s, label) in enumerate(zip(sentences, labels), 1) if s.strip()]
+    numbers = DocumentNumbers()
+    return [s for _, s, _ in kept], [numbers.number(label, f"{path}: record {i}") for i, _, label in kept]
 
 
 def check_local_folder(path: str | None, flag: str):

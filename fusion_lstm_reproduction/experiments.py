@@ -44,7 +44,7 @@ from typing import Protocol
 
 from transformers.trainer_utils import get_last_checkpoint
 
-from fusion_lstm_data.files import read_json_object, read_sentences
+from fusion_lstm_data.files import read_json_object, read_sentences, text_lines
 from fusion_lstm_surprisal.reading_times import held_out_text
 from fusion_lstm_training.bpe import build_bpe_tokenizer
 from fusion_lstm_training.precision import precision_arguments
@@ -220,7 +220,7 @@ class SurprisalRuns:
         output_file = Path(run.arguments["output_file"])
         arguments = dict(run.arguments)
         if overrides:  # a smoke test: the corpus's first rows, the same file for the words and their times
-            lines = Path(arguments["input_file"]).read_text(encoding="utf-8").splitlines()[: SMOKE_TEST_WORDS + 1]
+            lines = text_lines(Path(arguments["input_file"]).read_text(encoding="utf-8"))[: SMOKE_TEST_WORDS + 1]
             sample = output_file.parent / "smoke-input.tsv"
             sample.parent.mkdir(parents=True, exist_ok=True)
             sample.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_lstm_data.files import read_text_file
+from fusion_lstm_data.files import read_text_file, text_lines
 
 
 PLAIN_WORD = re.compile(r"^[A-Za-z0-9]+(?:['’-][A-Za-z0-9]+)*$")
@@ -35,7 +35,7 @@ MAX_READING_TIME = 1e5
 def read_reading_times(path: str, rt_column: str = "meanItemRT", word_column: str = "word") -> list[tuple[str, float]]:
     """(word, reading time) per row of a TSV, in order. Reading times that cannot be regressed on are refused: not a
     number, negative, above MAX_READING_TIME, or all the same."""
-    rows = list(csv.DictReader(read_text_file(path, "Reading-time file").splitlines(), delimiter="\t",
+    rows = list(csv.DictReader(text_lines(read_text_file(path, "Reading-time file")), delimiter="\t",
                                quoting=csv.QUOTE_NONE))
     if not rows:
         raise ValueError(f"Reading-time file {path} has no rows.")
@@ -137,6 +137,27 @@ def design(surprisal: np.ndarray, base: dict[str, np.ndarray], keep: np.ndarray,
     baseline = np.column_stack([np.ones(len(surprisal)), *(base[name] for name in sorted(base))])[keep]
     lags = [lagged(surprisal, lag)[keep] for lag in range(spillover + 1)]
     return baseline, np.column_stack([baseline, *lags])
+
+
+def design_names(base: dict[str, np.ndarray], spillover: int) -> list[str]:
+    """The columns of `design`'s full matrix, by name."""
+    return ["constant", *sorted(base), "surprisal", *(f"surprisal_{lag}_back" for lag in range(1, spillover + 1))]
+
+
+def check_design(x: np.ndarray, names: list[str]):
+    """Every predictor varies over the regression's words and none is a linear combination of the others: a
+    rank-deficient design gives coefficients and p-values that mean nothing. Refused, naming the columns."""
+    constant = [name for name, column in zip(names[1:], x[:, 1:].T) if np.ptp(column) == 0]
+    if constant:
+        raise ValueError(f"The predictor(s) {', '.join(constant)} take a single value over all {len(x)} regression "
+                         "words: there is nothing to fit. A constant surprisal column (check --surprisal_column or "
+                         "the model's scores) or too few distinct words.")
+    rank = np.linalg.matrix_rank(x)
+    if rank < x.shape[1]:
+        dependent = [name for i, name in enumerate(names) if np.linalg.matrix_rank(np.delete(x, i, axis=1)) == rank]
+        raise ValueError(f"The regression's predictors are linearly dependent (rank {rank} of {x.shape[1]}): "
+                         f"{', '.join(dependent)} can be written by the others over these {len(x)} words, so their "
+                         "coefficients are not determined. Score more words, or a column that differs from these.")
 
 
 def gaussian_log_likelihood(y: np.ndarray, x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -250,6 +271,9 @@ def delta_log_likelihood(rt: np.ndarray, surprisal: np.ndarray, base: dict[str, 
     baseline, full = design(surprisal, base, keep, spillover)
     y = rt[keep]
     check_regression_words(len(y), full.shape[1] + (entropy is not None))
+    names = design_names(base, spillover)
+    check_design(full if entropy is None else np.column_stack([full, entropy[keep]]),
+                 names if entropy is None else [*names, "entropy"])
     base_fit = sm.OLS(y, baseline).fit()
     full_fit = sm.OLS(y, full).fit()
     lags = slice(baseline.shape[1], full.shape[1])  # the word's surprisal, then each spillover word's

@@ -23,6 +23,7 @@ import numpy as np
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, PretrainedConfig
 
 import modeling_fusion_lstm
+from fusion_lstm_data.documents import single_sentence_documents
 from fusion_lstm_data.files import check_local_folder
 
 from .reading_times import (
@@ -51,8 +52,10 @@ class SurprisalArguments:
     sentence_column: str | None = field(default=None, metadata={"help": "The TSV's sentence id column (default: "
                                                                         "sentences end at '.' or '?')."})
     document_column: str | None = field(default=None, metadata={"help": "The TSV's document column (Natural "
-                                                                        "Stories: item); a text file separates "
-                                                                        "documents by blank lines."})
+                                                                        "Stories: item), or several that name a "
+                                                                        "document together (item,WorkerId: one "
+                                                                        "reader's copy of a story); a text file "
+                                                                        "separates documents by blank lines."})
     context_sentences: str | None = field(default=None, metadata={
         "help": "Read each sentence after the K sentences before it in its document (conditioned on, never scored); "
                 "'all': the document so far. Default: a fusion model's own (as it was trained), 0 for other models."})
@@ -249,7 +252,11 @@ def surprisal_from_column(sentences, column: str, path: str) -> list[WordSurpris
 
 
 def warn_without_documents(args: SurprisalArguments, context_sentences, sentences):
-    """A context read from a TSV without --document_column runs across its documents: said, with a likely column."""
+    """A context read from a TSV without --document_column runs across its documents, and one asked of documents of
+    a sentence each gives none: said, with a likely column."""
+    if args.document_column and (warning := single_sentence_documents([s.document for s in sentences],
+                                                                       context_sentences, args.input_file)):
+        logger.warning(warning)
     if not context_sentences or args.document_column or not sentences or sentences[0].fields is None:
         return
     likely = [c for c in sentences[0].fields[0] if c.lower() in LIKELY_DOCUMENT_COLUMNS]

@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusion_lstm_data.documents import blank_line_documents, ends_sentence
-from fusion_lstm_data.files import read_text_file
+from fusion_lstm_data.documents import DocumentNumbers, blank_line_documents, ends_sentence
+from fusion_lstm_data.files import read_text_file, text_lines
 
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
     """Sentences of a text file (one sentence a line, words split on whitespace; a blank line between documents) or
     of a TSV with a word column (words in order; sentences by `sentence_column`, else where documents.ends_sentence says:
     after a word ending in . ! or ? and any closing quotes, not a title such as "Mr." or an initial, unless the next
-    word starts in lower case; documents by `document_column`, a change of value ending the sentence too)."""
+    word starts in lower case; documents by `document_column`, a change of value ending the sentence too; several
+    columns, comma-separated, name a document together: item,WorkerId for one reader's copy of each story)."""
     file = Path(path)
     text = read_text_file(path, "Input file")
     if not text.strip():
@@ -61,24 +62,28 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
         if document_column:
             raise ValueError(f"{path} is a text file: its documents are separated by blank lines, not named by a "
                              f"column ({document_column!r}); drop --document_column.")
-        lines, sentences = text.splitlines(), []
+        lines, sentences = text_lines(text), []
         for number, (line, document) in enumerate(zip(lines, blank_line_documents(lines)), 1):
             if document is not None:  # a blank line separates documents
                 sentences.append(Sentence(str(len(sentences) + 1), line.split(), f"{path}:{number}", str(document)))
         return sentences
-    rows = list(csv.DictReader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
-    columns = list(rows[0]) if rows else text.splitlines()[0].split("\t")
+    rows = list(csv.DictReader(text_lines(text), delimiter="\t", quoting=csv.QUOTE_NONE))
+    columns = list(rows[0]) if rows else text_lines(text)[0].split("\t")
+    document_columns = document_column.split(",") if document_column else []
     for column, flag in ((word_column, "--word_column"), (sentence_column, "--sentence_column"),
-                         (document_column, "--document_column")):
+                         *((c, "--document_column") for c in document_columns)):
         if column and column not in columns:
             raise ValueError(f"{path} has no column {column!r} (columns: {', '.join(columns)}); choose it with {flag}.")
     if not rows:
         raise ValueError(f"Input file {path} has a header but no rows.")
+    # each row's document: the values of the document columns, joined by "/" (None: no documents)
+    documents = [("/".join(row[c] or "" for c in document_columns) if any((row[c] or "").strip()
+                                                                         for c in document_columns) else "")
+                 if document_columns else None for row in rows]
     sentences, words, fields, first_line, sentence_id, document = [], [], [], 2, None, None
     # the next row's word, where it is in the same document: whether a sentence ends is documents.ends_sentence's rule
-    following = [rows[k + 1][word_column] if k + 1 < len(rows) and (
-        not document_column or rows[k + 1][document_column] == rows[k][document_column]) else None
-        for k in range(len(rows))]
+    following = [rows[k + 1][word_column] if k + 1 < len(rows) and documents[k + 1] == documents[k] else None
+                 for k in range(len(rows))]
 
     def close():
         sentences.append(Sentence(sentence_id if sentence_column else str(len(sentences) + 1), words,
@@ -87,25 +92,28 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
     # sentences already closed, as (document, sentence id): one may not come back (two would share its label); ids may
     # restart in each document
     seen = set()
-    for number, row in enumerate(rows, 2):  # line 1 is the header
+    numbers = DocumentNumbers()  # a document's rows are together
+    for number, (row, row_document) in enumerate(zip(rows, documents), 2):  # line 1 is the header
         if None in row:
             raise ValueError(f"{path}:{number}: the row has more fields than the header (a tab inside a field?).")
         word = (row[word_column] or "").strip()
         if not word or len(word.split()) != 1:
             raise ValueError(f"{path}:{number}: the {word_column!r} column must hold one word, got {word!r}.")
+        if document_column:
+            numbers.number(row_document, f"{path}:{number} ({document_column!r})")
         new_sentence = sentence_column and row[sentence_column] != sentence_id
-        new_document = document_column and row[document_column] != document
+        new_document = document_column and row_document != document
         if words and (new_sentence or new_document):
             close()
             seen.add((document, sentence_id))
             words, fields, first_line = [], [], number
-        if sentence_column and (row[document_column] if document_column else None, row[sentence_column]) in seen:
-            within = f" of document {row[document_column]!r}" if document_column else ""
+        if sentence_column and (row_document, row[sentence_column]) in seen:
+            within = f" of document {row_document!r}" if document_column else ""
             raise ValueError(f"{path}:{number}: sentence {row[sentence_column]!r}{within} comes back after other "
                              f"sentences; the rows of a sentence must be together (sort the file by "
                              f"{sentence_column!r}).")
         sentence_id = row[sentence_column] if sentence_column else None
-        document = row[document_column] if document_column else None
+        document = row_document
         words.append(word)
         fields.append(row)
         if not sentence_column and ends_sentence(word, (following[number - 2] or "").strip() or None):

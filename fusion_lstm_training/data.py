@@ -6,7 +6,9 @@ import logging
 from datasets import Dataset, DatasetDict, load_dataset
 
 from fusion_lstm_data.batches import known_ends
-from fusion_lstm_data.documents import encode_context, previous_sentences, split_into_sentences
+from fusion_lstm_data.documents import (
+    encode_context, previous_sentences, single_sentence_documents, split_into_sentences,
+)
 from fusion_lstm_data.files import read_documents, read_sentences
 
 
@@ -68,6 +70,8 @@ def sentence_dataset(path: str, context_sentences: int = 0) -> Dataset:
                          "use a text file with a blank line between documents.") from None
     logger.info("%s: %d sentences in %d documents, each with up to %d previous sentences of its document", path,
                 len(sentences), documents[-1] + 1, context_sentences)
+    if warning := single_sentence_documents(documents, context_sentences, path):
+        logger.warning(warning)
     return Dataset.from_dict({"text": sentences, "document": documents,
                               "context": previous_sentences(sentences, documents, context_sentences)})
 

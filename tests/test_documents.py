@@ -34,8 +34,16 @@ def test_blank_lines_separate_documents_for_training_and_surprisal_alike(tmp_pat
 
 def test_a_document_column_names_the_documents_of_csv_and_jsonl(tmp_path):
     csv = tmp_path / "docs.csv"
-    csv.write_text("document,text\nA,One a.\nA,One b.\nB,Two a.\nA,Three a.\n")
+    csv.write_text("document,text\nA,One a.\nA,One b.\nB,Two a.\nC,Three a.\n")
     assert read_documents(str(csv)) == (["One a.", "One b.", "Two a.", "Three a."], [0, 0, 1, 2])
+    # a document is contiguous: one that comes back (interleaved or unsorted documents), or an empty id, is refused
+    csv.write_text("document,text\nA,One a.\nA,One b.\nB,Two a.\nA,Three a.\n")
+    with pytest.raises(ValueError, match=r"docs.csv: record 4: document 'A' comes back after other documents .*"
+                                         r"record 1\): .*Sort the file by document"):
+        read_documents(str(csv))
+    csv.write_text("document,text\nA,One a.\n,One b.\n")
+    with pytest.raises(ValueError, match=r"docs.csv: record 2: an empty document id"):
+        read_documents(str(csv))
     jsonl = tmp_path / "docs.jsonl"
     jsonl.write_text("\n".join(json.dumps({"text": t, "document": d}) for t, d in (("x.", 7), ("y.", 7), ("z.", 8))))
     assert read_documents(str(jsonl)) == (["x.", "y.", "z."], [0, 0, 1])
@@ -43,6 +51,14 @@ def test_a_document_column_names_the_documents_of_csv_and_jsonl(tmp_path):
     without.write_text(json.dumps({"text": "x."}) + "\n")
     with pytest.raises(ValueError, match=r"plain.jsonl, line 1: the record has no `document` field.*add a `document`"):
         load_splits(train_file=str(without), validation_split_percentage=0, context_sentences=1)
+
+
+def test_a_context_asked_of_one_sentence_documents_is_warned_about(tmp_path, caplog):
+    jsonl = tmp_path / "interleaved.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": f"Sentence {i}.", "document": i}) for i in range(40)))
+    with caplog.at_level("WARNING", logger="fusion_lstm_training.data"):
+        load_splits(train_file=str(jsonl), validation_split_percentage=0, context_sentences=2)
+    assert "each of its 40 documents has a single sentence: no sentence gets any context" in caplog.text
 
 
 def test_the_context_is_the_previous_sentences_of_the_same_document():

@@ -225,6 +225,19 @@ def synthetic(seed: int, from_surprisal: bool) -> tuple[list[WordSurprisal], lis
     return rows, [(w, float(t)) for w, t in zip(words, rt)]
 
 
+def test_a_constant_or_dependent_predictor_is_refused_naming_it():
+    """A rank-deficient regression gives a coefficient and a p-value that mean nothing (a constant surprisal got
+    23.6 ms/bit, p = 3e-125): refused, naming the columns."""
+    rows, rts = synthetic(0, from_surprisal=True)
+    constant = [WordSurprisal(r.sentence, r.word_index, r.word, 7.0, 1) for r in rows]
+    with pytest.raises(ValueError, match=r"predictor\(s\) surprisal, surprisal_1_back, surprisal_2_back take a single value"):
+        evaluate(constant, rts)
+    # a surprisal that is a linear function of the word's length: the design's columns are dependent
+    lengths = [WordSurprisal(r.sentence, r.word_index, r.word, 2.0 * len(r.word) + 1, 1) for r in rows]
+    with pytest.raises(ValueError, match=r"linearly dependent .*length.*surprisal"):
+        evaluate(lengths, rts)
+
+
 def test_delta_log_likelihood_finds_surprisal_that_drives_reading_times():
     rows, rts = synthetic(0, from_surprisal=True)
     result = evaluate(rows, rts)
@@ -407,6 +420,40 @@ def test_documents_of_a_text_file_and_of_a_tsv_column(tmp_path):
                                                         (["Rain", "fell."], "2")]
     with pytest.raises(ValueError, match="no column 'story'.*--document_column"):
         read_sentences_of_words(str(tsv), document_column="story")
+
+
+def test_a_document_is_contiguous_and_may_be_named_by_several_columns(tmp_path):
+    """Per-reader rows sorted reader-then-story bring story 1 back after story 2: refused, as is an empty story id;
+    naming the reader's column too makes each reader's copy of a story a document of its own."""
+    tsv = tmp_path / "readers.tsv"
+    rows = [(s, item, w) for s in ("A", "B") for item, w in ((1, "A"), (1, "fox."), (2, "Rain"), (2, "fell."))]
+    tsv.write_text("subject\titem\tword\n" + "".join(f"{s}\t{item}\t{w}\n" for s, item, w in rows))
+    with pytest.raises(ValueError, match=r"readers.tsv:6 \('item'\): document '1' comes back after other documents"
+                                         r".*name the reader's column"):
+        read_sentences_of_words(str(tsv), document_column="item")
+    sentences = read_sentences_of_words(str(tsv), document_column="item,subject")
+    assert [(s.words, s.document) for s in sentences] == [(["A", "fox."], "1/A"), (["Rain", "fell."], "2/A"),
+                                                        (["A", "fox."], "1/B"), (["Rain", "fell."], "2/B")]
+    with pytest.raises(ValueError, match="no column 'reader'.*--document_column"):
+        read_sentences_of_words(str(tsv), document_column="item,reader")
+    tsv.write_text("item\tword\n1\tA\n\tfox.\n")
+    with pytest.raises(ValueError, match=r"readers.tsv:3 \('item'\): an empty document id"):
+        read_sentences_of_words(str(tsv), document_column="item")
+
+
+def test_a_word_with_a_unicode_line_separator_stays_on_its_row(tmp_path):
+    tsv = tmp_path / "odd.tsv"
+    tsv.write_text("item\tword\n1\tOne\n1\tw\u2028x\n1\tthen.\n", encoding="utf-8")
+    # Python counts U+2028 as whitespace inside a word: refused on its own line (3), not read as two rows
+    with pytest.raises(ValueError, match=r"odd.tsv:3: the 'word' column must hold one word, got 'w\\u2028x'"):
+        read_sentences_of_words(str(tsv), document_column="item")
+    tsv.write_text("item\tword\tnote\n1\tOne\ta\u2028b\n1\tthen.\tc\x85d\n", encoding="utf-8")
+    sentences = read_sentences_of_words(str(tsv), document_column="item")
+    assert [s.words for s in sentences] == [["One", "then."]]
+    assert [row["note"] for row in sentences[0].fields] == ["a\u2028b", "c\x85d"]
+    reading = tmp_path / "rt.tsv"
+    reading.write_text("word\tmeanItemRT\nOne\t300\nw\u2028x\t310\ny\x85z.\t320\n", encoding="utf-8")
+    assert read_reading_times(str(reading)) == [("One", 300.0), ("w\u2028x", 310.0), ("y\x85z.", 320.0)]
 
 
 def test_any_causal_lm_reads_the_previous_sentences_of_its_document(tokenizer, tmp_path):
