@@ -130,6 +130,8 @@ def read_documents(path: str) -> tuple[list[str], list[int]]:
 def check_local_folder(path: str | None, flag: str):
     """A path that names a local folder (it starts with . / ~ or has more than one /) must exist: otherwise the Hub
     client's "Repo id must be in the form …" would be all the user sees."""
+    if path and Path(path).expanduser().is_file():
+        raise ValueError(f"--{flag} {path} is a file: give the folder that holds it (with config.json), or a Hub id.")
     if path and not Path(path).expanduser().exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
         raise FileNotFoundError(f"--{flag} {path}: folder not found (a Hub id is owner/name).")
 

@@ -56,6 +56,11 @@ class ModelReader(Protocol):
     def needs_encoder_tokenizer(cls, config) -> bool:
         """Whether the model embeds text with its encoder's own tokenizer (load it beside the model)."""
 
+    @classmethod
+    def reads_every_prefix(cls, config) -> bool:
+        """Whether a row of n tokens costs about n²/2 token reads (a fusion model's encoder reads every prefix) rather
+        than n."""
+
     def encode(self, sentence: Sentence, context: list[Sentence]) -> Encoded:
         """The model's input for `sentence` after `context` (the previous sentences of its document)."""
 
@@ -84,6 +89,10 @@ class CausalLM:
     @classmethod
     def trained_context(cls, config) -> int:
         return 0
+
+    @classmethod
+    def reads_every_prefix(cls, config) -> bool:
+        return False
 
     @classmethod
     def check_context(cls, config, context_sentences: int | str | None) -> None:
@@ -151,6 +160,10 @@ class FusionLM(CausalLM):
     @classmethod
     def trained_context(cls, config) -> int:
         return config.context_sentences
+
+    @classmethod
+    def reads_every_prefix(cls, config) -> bool:
+        return config.uses_fusion
 
     @classmethod
     def check_context(cls, config, context_sentences: int | str | None) -> None:

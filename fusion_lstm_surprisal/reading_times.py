@@ -49,10 +49,9 @@ def read_reading_times(path: str, rt_column: str = "meanItemRT", word_column: st
         if None in row or None in row.values():
             raise ValueError(f"{path}:{number}: the row's fields do not match the header's {len(header)} (a missing "
                              "or an extra tab).")
-        try:
-            value = float(row[rt_column])
-        except ValueError:
-            raise ValueError(f"{path}:{number}: {rt_column}={row[rt_column]!r} is not a number.") from None
+        value = decimal_number(row[rt_column])
+        if value is None:
+            raise ValueError(f"{path}:{number}: {rt_column}={row[rt_column]!r} is not a number.")
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{path}:{number}: {rt_column}={row[rt_column]!r} is not a reading time (a finite number "
                              "≥ 0): fix or remove the row.")
@@ -64,6 +63,16 @@ def read_reading_times(path: str, rt_column: str = "meanItemRT", word_column: st
         raise ValueError(f"{path}: every {rt_column} is {out[0][1]:g}: reading times without variance give no "
                          "statistic to publish (choose the reading-time column with --rt_column).")
     return out
+
+
+# a number as a data file writes one: digits, one decimal point, an exponent (not Python's 1_000, nan, inf, ２)
+DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def decimal_number(text: str | None) -> float | None:
+    """`text` as a number, or None where it is not one as data files write numbers (DECIMAL)."""
+    text = (text or "").strip()
+    return float(text) if DECIMAL.fullmatch(text) else None
 
 
 DEFAULT_SPILLOVER = 2

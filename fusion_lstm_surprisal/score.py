@@ -27,12 +27,12 @@ from fusion_lstm_data.documents import single_sentence_documents
 from fusion_lstm_data.files import check_local_folder
 
 from .reading_times import (
-    BASELINES, DEFAULT_SPILLOVER, check_regression, check_same_words, compare_held_out, evaluate, plot,
+    BASELINES, DEFAULT_SPILLOVER, check_regression, check_same_words, compare_held_out, decimal_number, evaluate, plot,
     read_reading_times,
 )
 from .readers import reader_class
 from .sentences import WordSurprisal, read_sentences_of_words
-from .surprisal import SurprisalScorer, check_stride, write_tsv
+from .surprisal import SurprisalScorer, check_stride, checked_device, write_tsv
 from .word_boundary import word_start_ids
 
 
@@ -100,6 +100,12 @@ class SurprisalArguments:
             raise ValueError("Nothing to score: pass --model_name_or_path and/or --surprisal_column.")
         if self.surprisal_column and not self.reading_times:
             raise ValueError("--surprisal_column is fitted against reading times: pass --reading_times.")
+        if self.entropy and not self.model_name_or_path:
+            raise ValueError("--entropy is each word's entropy of a model's next-token distribution; a "
+                             "--surprisal_column carries none: add --model_name_or_path, or drop --entropy.")
+        if self.entropy and self.surprisal_column:
+            logger.warning("--entropy: for the models only; the surprisal columns %s carry none (their ΔLL is "
+                           "surprisal's alone).", ", ".join(self.surprisal_column))
         self.model_names = self.names()
         if set(self.model_names) & set(self.surprisal_column):
             raise ValueError(f"A model and a surprisal column share the name(s) "
@@ -107,6 +113,7 @@ class SurprisalArguments:
                              "--model_names.")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}.")
+        checked_device(self.device)
         for name in ("input_file", "reading_times"):
             if getattr(self, name) and not Path(getattr(self, name)).is_file():
                 raise FileNotFoundError(f"--{name} {getattr(self, name)} does not exist.")
@@ -240,11 +247,8 @@ def surprisal_from_column(sentences, column: str, path: str) -> list[WordSurpris
     for sentence in sentences:
         for index, (word, fields) in enumerate(zip(sentence.words, sentence.fields)):
             number += 1
-            try:
-                value = float(fields[column])
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value) or value < 0:
+            value = decimal_number(fields[column])
+            if value is None or value < 0:
                 raise ValueError(f"{path}:{number}: {column}={fields[column]!r} is not a surprisal (a finite number "
                                  "≥ 0, in bits).")
             rows.append(WordSurprisal(sentence.id, index, word, value, 0))

@@ -62,6 +62,9 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
         if document_column:
             raise ValueError(f"{path} is a text file: its documents are separated by blank lines, not named by a "
                              f"column ({document_column!r}); drop --document_column.")
+        if sentence_column or word_column != "word":
+            raise ValueError(f"{path} is a text file (one sentence a line, words split on spaces), without columns: "
+                             "drop --sentence_column and --word_column, or give a .tsv.")
         lines, sentences = text_lines(text), []
         for number, (line, document) in enumerate(zip(lines, blank_line_documents(lines)), 1):
             if document is not None:  # a blank line separates documents

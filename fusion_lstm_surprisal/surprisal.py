@@ -26,6 +26,8 @@ from .word_boundary import word_start_ids
 logger = logging.getLogger(__name__)
 # a model without a window reads a sentence at once: its logits alone take tokens × vocabulary × 4 bytes
 MAX_UNWINDOWED_TOKENS = 4096
+# a row longer than this, for a model that reads every prefix, is announced with its share of the work
+LONG_ROW_TOKENS = 256
 
 
 def check_stride(window: int | None, stride: int | None) -> int | None:
@@ -97,7 +99,7 @@ class SurprisalScorer:
                              "it has no character offsets to map tokens to words; load it with use_fast=True.")
         if tokenizer.bos_token_id is None:
             raise ValueError("The tokenizer has no BOS token: surprisal needs every sentence to start with one.")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = checked_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -182,22 +184,40 @@ class SurprisalScorer:
                         self.window - self.stride)
         # batches of similar length waste little padding; the scores go back to their sentences below
         order = sorted(range(len(pieces)), key=lambda i: pieces[i].stop - pieces[i].start)
-        left = [0] * len(encoded)  # pieces of each sentence not scored yet: its words count when the last is done
-        for piece in pieces:
-            left[piece.item] += 1
         scores = [None] * len(pieces)
-        with tqdm(total=sum(len(s.words) for s in sentences), desc="Surprisal", unit="word",
-                  disable=not progress) as bar:
+        work = [self.work(piece) for piece in pieces]
+        self.announce_long_rows(pieces, work)
+        unit = "prefix token" if self.reader.reads_every_prefix(self.model.config) else "token"
+        with tqdm(total=sum(work), desc="Surprisal", unit=unit, unit_scale=True, disable=not progress) as bar:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 for i, score in zip(chunk, self.token_surprisals(encoded, [pieces[i] for i in chunk])):
                     scores[i] = score
-                    left[pieces[i].item] -= 1
-                    bar.update(0 if left[pieces[i].item] else len(encoded[pieces[i].item].sentence.words))
+                    bar.update(work[i])
         per_sentence = [[] for _ in encoded]
         for piece, score in zip(pieces, scores):  # pieces are in sentence order, and in order within a sentence
             per_sentence[piece.item].append(score)
         return [row for item, parts in zip(encoded, per_sentence) for row in self.words(item, parts)]
+
+    def work(self, piece: Piece) -> int:
+        """What reading `piece` costs, in the progress bar's unit: its tokens, or for a model that reads every prefix
+        the tokens of all its prefixes (n(n+1)/2)."""
+        length = piece.stop - piece.start
+        return length * (length + 1) // 2 if self.reader.reads_every_prefix(self.model.config) else length
+
+    def announce_long_rows(self, pieces: list[Piece], work: list[int]):
+        """A model that reads every prefix spends most of its time on the longest rows: said before scoring, with
+        their share of the work (the progress bar counts the same work, so its time estimate holds)."""
+        if not self.reader.reads_every_prefix(self.model.config):
+            return
+        long = [i for i, piece in enumerate(pieces) if piece.stop - piece.start > LONG_ROW_TOKENS]
+        if long:
+            longest = max(pieces[i].stop - pieces[i].start for i in long)
+            logger.warning("%d of %d rows have more than %d tokens (the longest %d): this model's encoder reads every "
+                           "prefix, so a row of n tokens costs n(n+1)/2 prefix tokens, and these rows are %.0f %% of "
+                           "the work. The progress bar counts prefix tokens: its time estimate includes them.",
+                           len(long), len(pieces), LONG_ROW_TOKENS, longest,
+                           100 * sum(work[i] for i in long) / sum(work))
 
     def words(self, item: "Encoded", parts: list[TokenScores]) -> list[WordSurprisal]:
         """The sentence's word rows from its pieces' token scores: the sum over each word's tokens, plus the
@@ -227,6 +247,36 @@ class SurprisalScorer:
                 for j, word in enumerate(sentence.words)]
 
 
+def checked_device(device: str | None) -> torch.device:
+    """The device to score on (default: cuda when available), refused before any model loads where it is no device
+    name or is not on this machine."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps, …).") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(chosen.type, False):
+        raise ValueError(f"--device {device}: no {chosen.type} device on this machine; use "
+                         f"{' or '.join(name for name, there in available.items() if there)}.")
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} cuda device(s).")
+    return chosen
+
+
+def output_names(columns: list[str], scored: list[str]) -> list[str]:
+    """The scored columns' names in a TSV that keeps the input's `columns`: each as it is, or prefixed with model_
+    until no input column has it (surprisal → model_surprisal → model_model_surprisal)."""
+    names = []
+    for name in scored:
+        while name in columns:
+            name = f"model_{name}"
+        names.append(name)
+    return names
+
+
 def write_tsv(rows: list[WordSurprisal], path: str | Path, sentences: list[Sentence] | None = None):
     """One line per word: a TSV input's own columns first (every field as read), then sentence, word_index, (word, for
     a text input), surprisal, tokens and, with the correction, bow_correction; a scored column whose name the input
@@ -240,7 +290,7 @@ def write_tsv(rows: list[WordSurprisal], path: str | Path, sentences: list[Sente
     with open(path, "w", encoding="utf-8", newline="") as handle:
         # words and a TSV's fields hold no tab or newline, so none needs quoting or escaping: each is written as given
         writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n")
-        writer.writerow([*columns, *(f"model_{c}" if c in columns else c for c in scored)])
+        writer.writerow([*columns, *output_names(columns, scored)])
         for k, row in enumerate(rows):
             extra = ([f"{row.bow_correction:.6f}"] if corrected else []) + (
                 [f"{row.entropy:.6f}"] if with_entropy else [])

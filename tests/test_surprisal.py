@@ -628,6 +628,24 @@ def test_a_line_too_long_to_read_at_once_is_refused_naming_it(tokenizer, tmp_pat
         SurprisalScorer(tiny_model("none"), tokenizer).score(sentences, progress=False)
 
 
+def test_a_long_row_of_a_fusion_model_is_announced_and_counted_as_the_work_it_is(tokenizer, tmp_path, caplog):
+    """A fusion model's encoder reads every prefix: a row of n tokens costs n(n+1)/2 prefix tokens. The long rows are
+    announced with their share, and the progress bar counts that work (its time estimate holds)."""
+    (tmp_path / "long.txt").write_text("A short one.\n" + " ".join(["word"] * 300) + ".\n")
+    sentences = read_sentences_of_words(str(tmp_path / "long.txt"))
+    scorer = SurprisalScorer(tiny_model("concat"), tokenizer)
+    with caplog.at_level("WARNING", logger="fusion_lstm_surprisal.surprisal"):
+        rows = scorer.score(sentences, progress=False)
+    assert len(rows) == 3 + 300
+    assert "1 of 2 rows have more than 256 tokens (the longest 302)" in caplog.text and "100 % of the work" in caplog.text
+    pieces = scorer.pieces([scorer.encode(s, []) for s in sentences])
+    assert [scorer.work(p) for p in pieces] == [5 * 6 // 2, 302 * 303 // 2]  # BOS + tokens, all prefixes
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fusion_lstm_surprisal.surprisal"):
+        SurprisalScorer(tiny_model("none"), tokenizer).score(sentences, progress=False)
+    assert "more than 256 tokens" not in caplog.text  # a plain LSTM reads n tokens for n
+
+
 def test_an_encoder_tokenizer_that_is_not_the_encoders_is_refused(tokenizer, encoder_path):
     from transformers import AutoTokenizer
 

@@ -346,3 +346,48 @@ def test_each_model_family_is_read_by_its_own_reader_and_a_new_family_is_one_ent
     rows = scorer.score([sentence], progress=False)
     expected = [-log2_softmax(gpt2, ids[:t])[ids[t]].item() for t in range(1, len(ids))]
     assert sum(r.surprisal for r in rows) == pytest.approx(sum(expected), rel=1e-4)
+
+
+def test_flags_and_values_that_would_be_ignored_or_misread_are_refused(tmp_path):
+    from fusion_lstm_surprisal.reading_times import decimal_number, read_reading_times
+    from fusion_lstm_surprisal.surprisal import output_names
+
+    rt = tmp_path / "rt.tsv"
+    rt.write_text("item\tword\tmeanItemRT\tmine\n1\tOne\t300\t2.5\n1\tday.\t1_000\t3\n")
+    # --entropy comes from a model: a surprisal column alone has none
+    with pytest.raises(ValueError, match="--entropy .* a --surprisal_column carries none"):
+        run_surprisal("--surprisal_column", "mine", "--input_file", rt, "--reading_times", rt, "--entropy",
+                      "--output_file", tmp_path / "out.tsv")
+    # Python's float() reads 1_000 as 1000; a data file's number does not
+    assert decimal_number("1_000") is None and decimal_number(" 2.5e3 ") == 2500.0 and decimal_number("inf") is None
+    with pytest.raises(ValueError, match=r"rt.tsv:3: meanItemRT='1_000' is not a number"):
+        read_reading_times(str(rt))
+    # a text file has no columns to name
+    text = tmp_path / "story.txt"
+    text.write_text("One day.\n")
+    for flags in ({"sentence_column": "sent"}, {"word_column": "token"}):
+        with pytest.raises(ValueError, match="story.txt is a text file .* drop --sentence_column and --word_column"):
+            read_sentences_of_words(str(text), **flags)
+    # an input that has both surprisal and model_surprisal gets a third name, not a second model_surprisal
+    assert output_names(["word", "surprisal", "model_surprisal"], ["sentence", "surprisal", "tokens"]) == [
+        "sentence", "model_model_surprisal", "tokens"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--device", "cuda"], "--device cuda: no cuda device on this machine; use cpu"),
+    (["--device", "tpu9"], "--device 'tpu9' is not a device name"),
+    (["--model_name_or_path", "MODEL/config.json"], "--model_name_or_path .*config.json is a file: give the folder"),
+])
+def test_a_device_or_model_that_cannot_work_is_refused_before_any_model_loads(bpe, tmp_path, flags, message):
+    if "cuda" in flags and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has a cuda device")
+    model = tmp_path / "model"
+    tiny_gpt2(bpe, 16).save_pretrained(model)
+    flags = [str(f).replace("MODEL", str(model)) for f in flags]
+    text = tmp_path / "story.txt"
+    text.write_text("One day.\n")
+    arguments = ["--input_file", text, "--output_file", tmp_path / "out.tsv"]
+    if "--model_name_or_path" not in flags:
+        arguments += ["--model_name_or_path", model]
+    with pytest.raises(ValueError, match=message):
+        run_surprisal(*flags, *arguments)
