@@ -14,8 +14,27 @@ def check_mask_values(mask: torch.Tensor, name: str):
                          f"{sorted(set(mask.unique().tolist()))[:5]}.")
 
 
+# what transformers' Trainer and loss functions pass through a model's **kwargs
+PASSED_THROUGH = ("num_items_in_batch", "ignore_index")
+
+
+def check_keywords(kwargs: dict, known, where: str):
+    """A keyword that no parameter of `where` takes (a misspelt `context_ids=`, `fusion_embed=`) is refused, with the
+    closest parameter names: it would otherwise be ignored without a word. `known`: the parameter names."""
+    refuse_context_length(kwargs)
+    unknown = [name for name in kwargs if name not in PASSED_THROUGH]
+    if unknown:
+        import difflib
+
+        close = list(dict.fromkeys(match for name in unknown  # the closest first
+                                   for match in difflib.get_close_matches(name, list(known), n=2, cutoff=0.6)))
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise TypeError(f"{where}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}{hint}")
+
+
 def refuse_context_length(kwargs: dict):
-    """`context_length` (the document's previous sentences inside input_ids) is gone: say how to pass them now."""
+    """`context_length` (the document's previous sentences inside input_ids) was an input before the context got its
+    own tensors: a caller that still sends it is told how to pass them."""
     if "context_length" in kwargs:
         raise ValueError("`context_length` is no longer an input: pass the document's previous sentences as their own "
                          "tensors, context_input_ids and context_attention_mask (batch, context_len), and input_ids as "
@@ -61,10 +80,18 @@ def sequence_so_far(model, input_ids, attention_mask, inputs_embeds, state, cont
     """Checks the inputs and joins the state's history (ids and mask) to the new tokens; adds the document's
     previous sentences, checked."""
     inputs = join_history(model, input_ids, attention_mask, inputs_embeds, state)
+    check_state_context(model, state, context_input_ids, context_attention_mask)
     if context_input_ids is None:
         if context_attention_mask is not None:
             raise ValueError("context_attention_mask was given without context_input_ids: pass both.")
         return inputs
+    if not model.config.context_sentences:
+        raise ValueError("context_input_ids were given to a model trained without the document's previous sentences "
+                         f"(context_sentences=0, fusion_context={model.config.fusion_context!r}, context_as_tokens="
+                         f"{model.config.context_as_tokens}): it would not read them. Drop context_input_ids, or use a "
+                         "model trained with --context_sentences.")
+    if context_input_ids.is_floating_point() or context_input_ids.dtype == torch.bool:
+        raise TypeError(f"context_input_ids must hold token ids (an integer tensor), got {context_input_ids.dtype}.")
     batch = inputs.new_mask.shape[0]
     if context_input_ids.dim() != 2 or context_input_ids.shape[0] != batch:
         raise ValueError(f"context_input_ids must have shape (batch, context_len) with batch = {batch}, got "
@@ -79,6 +106,24 @@ def sequence_so_far(model, input_ids, attention_mask, inputs_embeds, state, cont
     return inputs._replace(context_input_ids=context_input_ids,
                            context_attention_mask=context_attention_mask.to(torch.long),
                            context_as_tokens=model.config.context_as_tokens)
+
+
+def check_state_context(model, state, context_input_ids, context_attention_mask):
+    """A state continues the sequence it was made for: with the document context it was made with, the same at every
+    step (a model that reads none keeps none in its state)."""
+    if state is None or not model.config.context_sentences:
+        return
+    kept, given = state.context_input_ids, context_input_ids
+    mask = context_attention_mask if given is None or context_attention_mask is not None else torch.ones_like(given)
+    same = (kept is None and given is None) or (
+        kept is not None and given is not None and kept.shape == given.shape
+        and torch.equal(kept, given.to(kept.device)) and torch.equal(state.context_attention_mask,
+                                                                     mask.to(kept.device).long()))
+    if not same:
+        raise ValueError("This state was made with "
+                         f"{'no document context' if kept is None else 'another document context'} than the "
+                         "context_input_ids given now: pass the same context_input_ids (and context_attention_mask) "
+                         "at every step of a sequence, or start it again without a state.")
 
 
 def join_history(model, input_ids, attention_mask, inputs_embeds, state) -> SequenceSoFar:

@@ -1,6 +1,7 @@
 """PyTorch FusionLSTM: an LSTM language model with a pretrained sentence encoder's prefix embeddings fused in
 (Zouhar, Mosbach, Klakow 2022, "Fusing Sentence Embeddings Into LSTM-based Autoregressive Language Models")."""
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
 from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionStage
-from .inputs_fusion_lstm import SequenceSoFar, refuse_context_length, sequence_so_far
+from .inputs_fusion_lstm import SequenceSoFar, check_keywords, refuse_context_length, sequence_so_far
 from .prefix_encoder_fusion_lstm import FusionLSTMPrefixEncoder, EncoderWindow, PrefixRows, compact_rows, join_context
 
 
@@ -303,17 +304,22 @@ class FusionLSTMState:
         early fusion, which restarts the LSTM at every position.
     input_ids, attention_mask (batch, seq_len): the sequence seen so far; kept when the next positions need the
         whole prefix (the encoder's prefix embedding, early fusion), None otherwise.
+    context_input_ids, context_attention_mask (batch, context_len): the document context the sequence was read
+        with, for a model that reads one (each later step must pass the same); None otherwise.
     """
 
     hidden: tuple[torch.Tensor, torch.Tensor] | None = None
     input_ids: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
+    context_input_ids: torch.Tensor | None = None
+    context_attention_mask: torch.Tensor | None = None
 
     def index_select(self, index: torch.Tensor) -> "FusionLSTMState":
         """The state of the batch rows `index` (beam search reorders and duplicates rows)."""
         hidden = None if self.hidden is None else tuple(t.index_select(1, index.to(t.device)) for t in self.hidden)
         pick = lambda t: None if t is None else t.index_select(0, index.to(t.device))  # noqa: E731
-        return FusionLSTMState(hidden, pick(self.input_ids), pick(self.attention_mask))
+        return FusionLSTMState(hidden, pick(self.input_ids), pick(self.attention_mask), pick(self.context_input_ids),
+                               pick(self.context_attention_mask))
 
 
 @dataclass
@@ -426,7 +432,7 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
         # 1. Token embeddings of the new tokens, and the whole sequence so far (the state's history joined in)
-        refuse_context_length(kwargs)
+        check_keywords(kwargs, inspect.signature(self.forward).parameters, "FusionLSTMModel.forward")
         inputs = sequence_so_far(self, input_ids, attention_mask, inputs_embeds, state, context_input_ids,
                                        context_attention_mask)
         # 2. e_j of every new position: given, or from the prefix encoder
@@ -455,6 +461,8 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
             hidden=hidden,
             input_ids=inputs.input_ids if keep_sequence else None,
             attention_mask=inputs.attention_mask if keep_sequence else None,
+            context_input_ids=inputs.context_input_ids,
+            context_attention_mask=inputs.context_attention_mask,
         )
 
     def _fusion_embeds(self, fusion_embeds, inputs: SequenceSoFar):
@@ -573,7 +581,7 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         token_type_ids: accepted and ignored, so that a BERT tokenizer's output can be passed as is.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        refuse_context_length(kwargs)
+        check_keywords(kwargs, inspect.signature(self.forward).parameters, "FusionLSTMForCausalLM.forward")
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -15,7 +15,7 @@ from fusion_lstm_training.data import load_splits, tokenize_sentences, with_cont
 from transformers import AutoConfig
 
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM, default_encoder_path
-from helpers import DATA, TINY, TINY_OVERRIDES, run_training, tiny_run_config
+from helpers import DATA, TINY, TINY_OVERRIDES, run_training, tiny_model, tiny_run_config
 
 DOCUMENTS = "\nOne a.\nOne b.\nOne c.\n\n\nTwo a.\n  \nThree a.\nThree b.\n"
 SENTENCES = ["One a.", "One b.", "One c.", "Two a.", "Three a.", "Three b."]
@@ -362,6 +362,41 @@ def test_a_context_of_the_wrong_shape_or_the_old_context_length_is_refused(token
         model(input_ids=ids[None], context_length=torch.tensor([2]))
     with pytest.raises(ValueError, match="`context_length` is no longer an input"):
         model.generate(input_ids=ids[None], context_length=torch.tensor([2]), max_new_tokens=2)
+
+
+def test_a_context_the_model_does_not_read_a_misspelt_keyword_and_a_state_of_another_context_are_refused(tokenizer):
+    ids, context = document_row(tokenizer, ["The river rose."], "The town waited.")
+    plain = tiny_model("concat")
+    for call in (lambda: plain(input_ids=ids[None], context_input_ids=context[None]),
+                 lambda: plain.generate(input_ids=ids[None], context_input_ids=context[None], max_new_tokens=2)):
+        with pytest.raises(ValueError, match=r"trained without the document's previous sentences \(context_sentences=0"):
+            call()
+    model = context_model("concat", "document")
+    with pytest.raises(TypeError, match=r"got unexpected keyword argument\(s\) 'context_ids'; did you mean "
+                                        "context_input_ids"):
+        model(input_ids=ids[None], context_ids=context[None])
+    with pytest.raises(TypeError, match="'fusion_embed'; did you mean fusion_embeds"):
+        model.model(input_ids=ids[None], fusion_embed=None)
+    with pytest.raises(TypeError, match="context_input_ids must hold token ids .* torch.float32"):
+        model(input_ids=ids[None], context_input_ids=context[None].float())
+    # a state continues the sequence with the context it was made with
+    state = model(input_ids=ids[None, :3], context_input_ids=context[None], use_cache=True).state
+    model(input_ids=ids[None, 3:4], context_input_ids=context[None], state=state)  # the same: fine
+    other = context.clone()
+    other[0] = (other[0] + 1) % tokenizer.vocab_size
+    for changed in ({"context_input_ids": other[None]}, {}):
+        with pytest.raises(ValueError, match="This state was made with another document context"):
+            model(input_ids=ids[None, 3:4], state=state, **changed)
+    without = model(input_ids=ids[None, :3], use_cache=True).state
+    with pytest.raises(ValueError, match="This state was made with no document context"):
+        model(input_ids=ids[None, 3:4], context_input_ids=context[None], state=without)
+    # generation carries the context to every step: the same tokens as a forward over the whole sequence
+    generated = model.generate(input_ids=ids[None], context_input_ids=context[None], max_new_tokens=3,
+                               do_sample=False)
+    assert generated.shape[1] == len(ids) + 3
+    # the Trainer's loss keyword passes through
+    assert model(input_ids=ids[None], labels=ids[None], context_input_ids=context[None],
+                 num_items_in_batch=torch.tensor(len(ids) - 1)).loss is not None
 
 
 def test_prefix_and_previous_are_cached_apart_and_joined_as_the_model_computes_them(tokenizer, tmp_path):
