@@ -379,6 +379,38 @@ def load_model(model_args: ModelArguments, tokenizer, encoder_path: str, source=
     return FusionLSTMForCausalLM.from_encoder_pretrained(encoder_path, **fields)
 
 
+# the config fields a checkpoint's weights and data depend on: a resumed run must build the same (the rest, such as
+# dropout, may change when training continues)
+RESUMED_FIELDS = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "projection_size", "fusion",
+                  "fusion_context", "fusion_context_fraction", "encoder_pooling", "fusion_embedding_size",
+                  "fusion_projection", "context_sentences", "context_as_tokens", "max_context_length",
+                  "tie_word_embeddings")
+
+
+def check_resume(checkpoint: str, config: FusionLSTMConfig):
+    """Before a checkpoint is resumed: it is whole (its weights' file readable to the end) and was made by a model
+    of the same build as this run's, else refused naming the flag that differs (as torch's size mismatch or the
+    optimizer's error would not)."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = Path(checkpoint) / "model.safetensors"
+    try:
+        with safe_open(str(weights), "pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"--resume_from_checkpoint {checkpoint}: {weights.name} cannot be read ({error}); a save cut "
+                         "short? Resume from an earlier checkpoint-N, or start again.") from None
+    saved = FusionLSTMConfig.from_pretrained(checkpoint)
+    differ = [name for name in RESUMED_FIELDS if getattr(saved, name) != getattr(config, name)]
+    if differ:
+        own_flags = {f.name for f in dataclass_fields(ModelArguments)}
+        flags = [f"--{name}" if name in own_flags else f"--config_overrides {name}=…" for name in differ]
+        raise ValueError(f"--resume_from_checkpoint {checkpoint} was trained with "
+                         f"{', '.join(f'{n}={getattr(saved, n)!r}' for n in differ)}, this run builds "
+                         f"{', '.join(f'{n}={getattr(config, n)!r}' for n in differ)}: resume with the checkpoint's "
+                         f"settings (drop or change {', '.join(flags)}), or start a new run in another --output_dir.")
+
+
 def context_controls(validation) -> dict:
     """The validation split with its contexts replaced, one split per CONTEXT_CONTROLS entry
     (validation_<control>)."""
@@ -474,6 +506,8 @@ def main(argv: list[str] | None = None):
         tokenizer = modeling_fusion_lstm.load_tokenizer(encoder_path)
     external = external_source(data_args, tokenizer, raw, encoder_path, model_args.prefix_context, training_args.seed)
     model = load_model(model_args, tokenizer, encoder_path, external)
+    if training_args.do_train and training_args.resume_from_checkpoint:
+        check_resume(training_args.resume_from_checkpoint, model.config)
     uses_fusion = model.config.uses_fusion
     # e_j's one source, built once the model is: made without it, or around its own encoder (None without fusion)
     source = (external or model_source(model, data_args, tokenizer, raw, encoder_path, training_args)) if (

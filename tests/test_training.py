@@ -122,6 +122,29 @@ def test_two_cpu_processes_train_one_model(tmp_path, cache_dir):
     AutoModelForCausalLM.from_pretrained(tmp_path / "out", trust_remote_code=True)
 
 
+def test_a_checkpoint_of_another_build_or_a_cut_weights_file_is_refused_before_resuming(tmp_path):
+    """Resuming builds the model from the run's flags, then loads the checkpoint into it: a checkpoint of another
+    fusion, size or context is refused naming the flag (not torch's size mismatch, or a config that would claim a
+    context the weights never saw); a weights file cut short is refused naming the checkpoint."""
+    from fusion_lstm_training.clm import check_resume
+
+    checkpoint = tmp_path / "checkpoint-10"
+    FusionLSTMForCausalLM.from_encoder_pretrained(fusion="concat", **TINY).save_pretrained(checkpoint)
+    config = FusionLSTMForCausalLM.from_pretrained(checkpoint).config
+    check_resume(str(checkpoint), config)  # the same build resumes
+    for changes, named in (({"fusion": "init_h"}, "--fusion"), ({"hidden_size": TINY["hidden_size"] + 8},
+                                                                 "--config_overrides hidden_size="),
+                           ({"context_sentences": 2, "context_as_tokens": True}, "--context_sentences, "
+                                                                                 "--context_as_tokens")):
+        other = config.__class__.from_dict({**config.to_dict(), **changes})
+        with pytest.raises(ValueError, match=f"checkpoint-10 was trained with .*drop or change {named}"):
+            check_resume(str(checkpoint), other)
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match="checkpoint-10: model.safetensors cannot be read .* earlier checkpoint"):
+        check_resume(str(checkpoint), config)
+
+
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, cache_dir):
     steps = {"max_steps": 8, "save_strategy": "steps", "save_steps": 2, "eval_strategy": "no", "learning_rate": 0.005}
     reference = run_training(tiny_run_config(tmp_path / "reference", cache_dir, **steps), tmp_path)
