@@ -24,7 +24,7 @@ import torch
 from transformers import HfArgumentParser
 
 from fusion_lstm_reproduction.experiments import (
-    SCALES, SMOKE_TEST, experiments_help, load_spec, run_experiment, summary,
+    SCALES, SMOKE_TEST, check_run_ids, experiments_help, load_experiment, load_spec, run_experiment, summary,
 )
 from fusion_lstm_reproduction.report import write_reports
 from fusion_lstm_reproduction.speed import SpeedPages
@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None):
         return
     # on a machine without CUDA (a gpu-scale check on a laptop) bf16 needs use_cpu
     overrides = {**SMOKE_TEST, "use_cpu": not torch.cuda.is_available()} if args.smoke_test else None
+    if args.runs:  # before the precision is measured (minutes where bf16 is slow)
+        check_run_ids(load_experiment(args.experiment, args.scale, results_dir, data_dir=args.data_dir,
+                                      encoder=args.encoder_name_or_path), args.runs)
     precision = choose_precision(args.precision)
     results = run_experiment(args.experiment, args.scale, results_dir, overrides, progress=logger.info,
                              precision=precision, data_dir=args.data_dir, encoder=args.encoder_name_or_path,

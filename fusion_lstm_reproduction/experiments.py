@@ -617,6 +617,14 @@ def gpu_name() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
+def check_run_ids(experiment: Experiment, only: list[str]):
+    """`only` names runs of the experiment, or is refused listing its runs (before anything runs or is measured)."""
+    unknown = sorted(set(only) - {run.id for run in experiment.runs})
+    if unknown:
+        raise ValueError(f"{experiment.name} has no runs {unknown} at {experiment.scale} scale; its runs are: "
+                         f"{', '.join(run.id for run in experiment.runs)}.")
+
+
 def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: dict | None = None,
                    progress=print, precision: str | None = None, data_dir: str | Path | None = None,
                    encoder: str | None = None, only: list[str] | None = None) -> list[dict]:
@@ -625,10 +633,7 @@ def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: di
     results_dir = Path(results_dir)
     experiment = load_experiment(name, scale, results_dir, precision, data_dir, encoder)
     if only is not None:
-        unknown = sorted(set(only) - {run.id for run in experiment.runs})
-        if unknown:
-            raise ValueError(f"{experiment.name} has no runs {unknown} at {scale} scale; its runs are: "
-                             f"{', '.join(run.id for run in experiment.runs)}.")
+        check_run_ids(experiment, only)
         experiment.runs = [run for run in experiment.runs if run.id in only]
     results = []
     for number, run in enumerate(experiment.runs, 1):

@@ -286,6 +286,20 @@ def test_the_text_windows_read_the_tokens_the_model_reads(tokenizer, mode):
             assert texts[j].replace(" ", "").lower() == expected.replace(" ", ""), (mode, j, texts[j], expected)  # uncased
 
 
+def test_context_controls_of_a_single_document_are_refused_naming_the_file_and_the_flag(tmp_path):
+    from fusion_lstm_training.clm import main
+
+    one = tmp_path / "one.txt"
+    one.write_text("One a.\nOne b.\nOne c.\n")
+    config = tiny_run_config(tmp_path / "out", tmp_path / "cache", fusion="concat", fusion_context="previous",
+                             train_file=str(one), validation_file=str(one), context_sentences=1,
+                             eval_context_controls=True)
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"--eval_context_controls .* validation data \(.*one.txt\) holds 1 "
+                                         "document: it needs at least two"):
+        main([str(tmp_path / "run.json")])
+
+
 @pytest.mark.parametrize("mode, bpe", [("previous", False), ("document", True), ("prefix+previous", True)])
 def test_run_clm_fuses_the_documents_context(tmp_path, mode, bpe):
     lines = [s for s in (DATA / "train.txt").read_text().splitlines() if s.strip()][:36]

@@ -542,6 +542,8 @@ def test_a_broken_experiment_is_refused_before_the_precision_is_measured(tmp_pat
         reproduce.main([str(cut), "--results_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="Experiment demo has no scale 'gpu'; it has: cpu"):
         reproduce.main(["demo", "--scale", "gpu", "--results_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"demo has no runs \['nosuch'\] at cpu scale; its runs are: none_seed0"):
+        reproduce.main(["demo", "--runs", "nosuch", "--results_dir", str(tmp_path)])
 
 
 def test_reproduce_works_from_any_folder_and_a_smoke_test_shrinks_a_probe(tmp_path):
