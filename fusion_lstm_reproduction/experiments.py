@@ -581,13 +581,52 @@ def result_path(results_dir: Path, experiment: Experiment, run: Run) -> Path:
     return results_dir / experiment.scale / experiment.name / f"{run.id}.json"
 
 
+class RunLocked(RuntimeError):
+    """Another process is running this run (its lock file says which)."""
+
+
+@contextlib.contextmanager
+def run_lock(path: Path):
+    """Holds `path`'s lock for one run while it runs, or raises RunLocked naming the process that holds it. The lock
+    is the kernel's (flock): it ends with its process, so a killed run leaves no stale lock behind."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunLocked(f"being run by {holder} (lock {path})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_path(results_dir: Path, experiment: Experiment, run: Run) -> Path:
+    return results_dir / experiment.scale / experiment.name / "runs" / f"{run.id}.lock"
+
+
 def execute(experiment: Experiment, run: Run, results_dir: Path, overrides: dict | None = None, **limits) -> dict:
-    """Runs `run` as its kind does and writes its results JSON; `limits` (a train run's timeout and log) go to
-    run_script."""
-    started = time.time()
-    outcome = experiment.run_kind.execute(run, overrides, **limits)
-    return write_result(results_dir, experiment, run, record(experiment, run, seconds=time.time() - started,
-                                                             **outcome))
+    """Runs `run` as its kind does and writes its results JSON, holding the run's lock (two processes on one results
+    folder never run, resume or clean up one run at once: the second gets RunLocked); `limits` (a train run's timeout
+    and log) go to run_script."""
+    with run_lock(lock_path(results_dir, experiment, run)):
+        path = result_path(results_dir, experiment, run)
+        if path.exists() and experiment.run_kind.is_complete(run):  # finished by another process meanwhile
+            return read_json_object(path, "results file", RESULT_FIELDS)
+        started = time.time()
+        outcome = experiment.run_kind.execute(run, overrides, **limits)
+        return write_result(results_dir, experiment, run, record(experiment, run, seconds=time.time() - started,
+                                                                 **outcome))
 
 
 def write_result(results_dir: Path, experiment: Experiment, run: Run, result: dict) -> dict:
@@ -643,7 +682,11 @@ def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: di
             results.append(read_json_object(path, "results file", RESULT_FIELDS))
             continue
         progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: running ({run.values})")
-        result = execute(experiment, run, results_dir, overrides)
+        try:
+            result = execute(experiment, run, results_dir, overrides)
+        except RunLocked as held:
+            progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: {held}: skipped here")
+            continue
         ppl = result["metrics"].get("eval_perplexity")
         outcome = f"validation perplexity {ppl:.2f}" if ppl is not None else "done"
         progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: {outcome}, "

@@ -788,3 +788,34 @@ def test_the_report_reads_each_results_file_once_checked_and_names_the_file_it_r
             "training run's results without best_eval_perplexity")
     # one run under two names
     refused("other.json", {**good[0], "run": "other"}, "hold the same run")
+
+
+def test_a_run_held_by_another_process_is_skipped_naming_it_and_its_lock_ends_with_its_process(tmp_path):
+    """Two reproduce.py processes on one results folder never run (resume, clean up) one run at once."""
+    import subprocess
+    import sys
+
+    from fusion_lstm_reproduction.experiments import RunLocked, execute, load_experiment, lock_path, run_experiment
+
+    experiment = load_experiment("demo", "cpu", tmp_path)
+    run = next(r for r in experiment.runs if r.id == "none_seed0")
+    lock = lock_path(tmp_path, experiment, run)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from fusion_lstm_reproduction.experiments import run_lock\n"
+        f"with run_lock(Path({str(lock)!r})):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        said = []
+        assert run_experiment("demo", "cpu", tmp_path, only=["none_seed0"], progress=said.append) == []
+        assert f"being run by process {holder.pid} on " in said[-1] and said[-1].endswith("skipped here")
+        with pytest.raises(RunLocked, match=f"process {holder.pid}"):
+            execute(experiment, run, tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    # killed, its lock is gone with it: the run may be taken again
+    from fusion_lstm_reproduction.experiments import run_lock
+
+    with run_lock(lock):
+        pass
