@@ -14,7 +14,6 @@ naming that process, so two commands on one results folder share the work. `--sm
 `<results_dir>/smoke`, to check a configuration (e.g. the gpu scale) without its cost.
 """
 
-import argparse
 import logging
 import os
 import sys
@@ -22,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser
 
+from fusion_lstm_data.cli import argument_parser
 from fusion_lstm_reproduction.experiments import (
     SCALES, SMOKE_TEST, check_run_ids, experiments_help, load_experiment, load_spec, run_experiment, summary,
 )
@@ -44,7 +43,9 @@ class ReproduceArguments:
                                                         "gpu (the paper's sizes, one GPU lease) or large (the document "
                                                         "experiments, the strongest models 2 cores train: hours); "
                                                         "configuration/experiments/scales.json says what each is."})
-    results_dir: str = field(default=str(ROOT / "results"), metadata={"help": "Where results JSONs and runs go."})
+    results_dir: str | None = field(default=None, metadata={
+        "help": "Where results JSONs and runs go (default: outputs/, your own runs; results/ is the repository's "
+                "record: pass --results_dir results to add to it). `report` reads results/ by default."})
     precision: str = field(default="auto", metadata={"help": "fp32, bf16, or auto: bf16 on a GPU or where a short "
                                                              "measurement finds it faster on this CPU, fp32 elsewhere. "
                                                              "Replaces the experiment configs' bf16."})
@@ -81,16 +82,24 @@ class ReproduceArguments:
                 raise FileNotFoundError(f"--{flag} {getattr(self, flag)}: no such folder.")
 
 
+def default_results_dir(experiment: str) -> Path:
+    """A user's runs go to outputs/ and never change the repository's record (results/), which report reads."""
+    return ROOT / ("results" if experiment == "report" else "outputs")
+
+
 def main(argv: list[str] | None = None):
-    parser = HfArgumentParser(ReproduceArguments, description=__doc__, epilog=f"experiments:\n{experiments_help()}",
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(ReproduceArguments, description=__doc__, usage="python reproduce.py EXPERIMENT "
+                             "[--scale SCALE] [--runs RUN ...] [--results_dir DIR] [options]  (or --experiment NAME)",
+                             epilog="experiments (the time is that of the repository's runs, on the machines their "
+                                    f"results name):\n{experiments_help()}")
     argv = sys.argv[1:] if argv is None else argv
     if argv and not argv[0].startswith("-"):
         argv = ["--experiment", *argv]  # the experiment may come first, without its flag
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     # the experiments name their data relative to the repository: work from there, whatever the current folder, with
     # the paths given on the command line taken as given
-    args.results_dir = str(Path(args.results_dir).resolve())
+    args.results_dir = str(Path(args.results_dir).resolve()) if args.results_dir else str(
+        default_results_dir(args.experiment))
     ours = Path(args.results_dir) == ROOT / "results"
     args.results_doc = str(Path(args.results_doc).resolve()) if args.results_doc else str(
         ROOT / "docs" / "reproducing.md" if ours else Path(args.results_dir) / "report.md")

@@ -34,10 +34,12 @@ import platform
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -160,7 +162,31 @@ class TrainRuns:
             zeroed = result.metrics.get("eval_without_fusion_perplexity")
             rows.append((result.run, f"{ppl:.2f}", change(ppl, none.best_eval_perplexity) if none else "",
                          f"{test:.2f}" if test else "", f"{zeroed:.2f}" if zeroed else ""))
-        return plain_table(rows)
+        kept = [i for i in range(len(rows[0])) if any(row[i] for row in rows[1:])]  # no column left empty
+        return plain_table([tuple(row[i] for i in kept) for row in rows]) + seeds_verdict(results)
+
+
+def seeds_verdict(results: list[Result]) -> list[str]:
+    """Where each fusion ran with several seeds (and nothing else varies): each fusion's mean against none's, and
+    whether the difference is larger than the seeds' spread (the largest gap between two seeds of one fusion)."""
+    by_fusion = defaultdict(list)
+    for result in results:
+        if set(result.values) <= {"fusion", "seed"}:
+            by_fusion[result.values["fusion"]].append(result.best_eval_perplexity)
+    none = by_fusion.get(BASELINE_FUSION, [])
+    lines = []
+    for fusion, values in by_fusion.items():
+        if fusion == BASELINE_FUSION or len(values) < 2 or len(none) < 2:
+            continue
+        gap = abs(statistics.mean(values) - statistics.mean(none))
+        spread = max(max(values) - min(values), max(none) - min(none))
+        verdict = (f"{gap / spread:.1f}× the largest gap between two seeds of one variant ({spread:.1f}): larger "
+                   "than seed-to-seed variation" if gap > 2 * spread else "not twice the largest gap between two "
+                   f"seeds of one variant ({spread:.1f}): these seeds show no clear difference")
+        lines.append(f"{fusion} vs {BASELINE_FUSION} over {len(values)} and {len(none)} seeds: "
+                     f"{statistics.mean(values):.1f} against {statistics.mean(none):.1f} "
+                     f"({change(statistics.mean(values), statistics.mean(none))}), a gap of {gap:.1f}, {verdict}.")
+    return [""] + lines if lines else []
 
 
 class EvaluateRuns(TrainRuns):
@@ -298,11 +324,22 @@ def experiment_kinds() -> dict[str, str]:
     return {name: load_spec(name).get("kind", "train") for name in experiment_names()}
 
 
-def experiments_help() -> str:
-    """Each shipped experiment on a line of its own with its JSON's `summary`, for reproduce.py --help."""
+def experiments_help(results_dir: Path = ROOT / "results") -> str:
+    """Each shipped experiment on a line of its own with its JSON's `summary` and, where the repository's record
+    holds its runs, how long they took at each scale (their wall times summed), for reproduce.py --help."""
     names = experiment_names()
     width = max(map(len, names))
-    return "\n".join(f"  {name:<{width}}  {load_spec(name).get('summary', '')}" for name in names)
+    lines = []
+    for name in names:
+        took = []
+        for scale in SCALES:
+            seconds = sum(json.loads(p.read_text()).get("wall_seconds") or 0
+                          for p in (results_dir / scale / name).glob("*.json"))
+            if seconds:
+                took.append(f"{scale} {seconds / 60:.0f} min" if seconds < 5400 else f"{scale} {seconds / 3600:.1f} h")
+        timing = f" (measured: {', '.join(took)})" if took else ""
+        lines.append(f"  {name:<{width}}  {load_spec(name).get('summary', '')}{timing}")
+    return "\n".join(lines)
 
 
 def experiment_file(name: str) -> Path:
@@ -571,7 +608,7 @@ def collect(output_dir: Path, arguments: dict) -> dict:
     # the training loss the Trainer logged (mean over each logging interval): does a run fit its training set better
     # while it does worse on dev?
     train_curve = [{"epoch": h["epoch"], "loss": h["loss"]} for h in history if "loss" in h]
-    best = min(curve, key=lambda h: h["eval_loss"]) if curve else None
+    best = min(curve, key=lambda h: h["eval_perplexity"]) if curve else None  # the lowest the docs promise
     best_perplexity = best["eval_perplexity"] if best else metrics.get("eval_perplexity")
     return {"metrics": metrics, "eval_curve": curve, "train_curve": train_curve, "best_eval_perplexity": best_perplexity,
             "arguments": {k: v for k, v in arguments.items() if v is not None}}
@@ -687,8 +724,8 @@ def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: di
         except RunLocked as held:
             progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: {held}: skipped here")
             continue
-        ppl = result["metrics"].get("eval_perplexity")
-        outcome = f"validation perplexity {ppl:.2f}" if ppl is not None else "done"
+        ppl = result.get("best_eval_perplexity")  # the number the tables show
+        outcome = f"best validation perplexity {ppl:.2f}" if ppl is not None else "done"
         progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: {outcome}, "
                  f"{result['wall_seconds']:.0f} s")
         results.append(result)

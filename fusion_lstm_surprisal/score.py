@@ -1,6 +1,17 @@
 """Per-word surprisal from one or several causal LMs, and optionally how well it predicts human reading times: the
 library part of run_surprisal.py (`main(argv)`), also run as `python -m fusion_lstm_surprisal.score`.
 
+    python run_surprisal.py --model_name_or_path outputs/cpu/demo/runs/concat_seed0 \\
+        --input_file sentences.txt --output_file surprisal.tsv
+    python run_surprisal.py --model_name_or_path outputs/cpu/demo/runs/{none,concat}_seed0 \\
+        --input_file ../shared/data/natural_stories/word_reading_times.tsv --document_column item \\
+        --reading_times ../shared/data/natural_stories/word_reading_times.tsv --output_file ns/surprisal.tsv
+
+The input is a text file (one sentence a line, words split on spaces) or a TSV with a word column (sentences by
+--sentence_column, else ending after a word that ends in . ! or ?, unless the next word starts in lower case). The
+output TSV has one row per input word, in order: the TSV's own columns, sentence, word_index, (word,) surprisal
+(bits), tokens.
+
 One model writes --output_file; several write one TSV each, `<output>.<name>.tsv`, scored one after another (one
 model in memory at a time). With --reading_times, one JSON and one figure compare them all:
 `<output>.reading_times.json` holds {"models": {name: results}} and, with several models, whether each raises the
@@ -20,9 +31,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 import modeling_fusion_lstm
+from fusion_lstm_data.cli import argument_parser
 from fusion_lstm_data.documents import single_sentence_documents
 from fusion_lstm_data.files import check_local_folder
 
@@ -50,7 +62,9 @@ class SurprisalArguments:
                 "model), fitted against --reading_times like a model's, with no model loaded; named by the column."})
     word_column: str = field(default="word", metadata={"help": "The TSV's word column."})
     sentence_column: str | None = field(default=None, metadata={"help": "The TSV's sentence id column (default: "
-                                                                        "sentences end at '.' or '?')."})
+                                                                        "a sentence ends after a word ending in . ! "
+                                                                        "or ? unless the next starts in lower "
+                                                                        "case)."})
     document_column: str | None = field(default=None, metadata={"help": "The TSV's document column (Natural "
                                                                         "Stories: item), or several that name a "
                                                                         "document together (item,WorkerId: one "
@@ -84,7 +98,9 @@ class SurprisalArguments:
         "help": "For a fusion model with a BPE: the encoder's tokenizer (default: the packaged MiniLM)."})
     batch_size: int = field(default=16, metadata={"help": "Sentences per forward pass."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
-    trust_remote_code: bool = field(default=True, metadata={"help": "Load a model's own code (fusion models)."})
+    trust_remote_code: bool = field(default=True, metadata={
+        "help": "Run the code saved beside a model of another project (its config's auto_map); this project's own "
+                "models always load with the installed package."})
 
     def __post_init__(self):
         if self.context_sentences is not None and self.context_sentences != "all":
@@ -292,7 +308,9 @@ def score_model(args: SurprisalArguments, path: str, name: str, sentences) -> tu
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    parser = HfArgumentParser(SurprisalArguments)
+    parser = argument_parser(SurprisalArguments, description=__doc__, usage="python run_surprisal.py "
+                             "--model_name_or_path MODEL [MODEL ...] --input_file FILE --output_file FILE.tsv "
+                             "[--reading_times FILE.tsv] [options]")
     (args,) = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
 

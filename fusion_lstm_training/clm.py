@@ -24,7 +24,6 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     EarlyStoppingCallback,
-    HfArgumentParser,
     PreTrainedConfig,
     Trainer,
     TrainingArguments,
@@ -36,6 +35,7 @@ import modeling_fusion_lstm
 from fusion_lstm_data.batches import FusionDataCollator
 from fusion_lstm_data.documents import CONTEXT_CONTROLS
 from fusion_lstm_data.embedder import PrefixEmbedder
+from fusion_lstm_data.cli import argument_parser
 from fusion_lstm_data.files import TEXT_EXTENSIONS, check_local_folder, read_json_object
 from modeling_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionLSTMForCausalLM
 from modeling_fusion_lstm.configuration_fusion_lstm import CONTEXTS, ENCODER_POOLING_CHOICES
@@ -256,7 +256,9 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
     gloo process group only with use_cpu=True; without it each process silently trains its own model, so it is
     switched on before TrainingArguments sets up the device, and a world size that disagrees with the launch is
     refused."""
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    parser = argument_parser((ModelArguments, DataTrainingArguments, TrainingArguments), description=__doc__,
+                             usage="python run_clm.py CONFIG.json [--flag value ...]  or  python run_clm.py --flag "
+                                   "value ...  (flags: the model's, the data's, then transformers' TrainingArguments)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith(".json"):
         argv = json_to_flags(read_json_object(argv[0], "training configuration")) + argv[1:]
@@ -662,13 +664,21 @@ def publish(model, model_args, data_args, training_args, encoder_path):
     logger.info("pushed %s to %s", training_args.output_dir, commit.commit_url)
 
 
+# how the reloaded model continues the prompt: sampled with a fixed seed and a repetition penalty, since a small LM's
+# greedy continuation repeats one word ("the the the")
+SHOWN_GENERATION = {"max_new_tokens": 20, "do_sample": True, "top_p": 0.9, "repetition_penalty": 1.3}
+SHOWN_GENERATION_SEED = 0
+
+
 def show_generation(output_dir: str, prompt: str):
-    """Reload the saved folder as a user would and continue a prompt."""
+    """Reload the saved folder as a user would and continue a prompt (SHOWN_GENERATION)."""
     model = AutoModelForCausalLM.from_pretrained(output_dir, trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(output_dir, trust_remote_code=True)
-    generated = model.generate(**tokenizer([prompt], return_tensors="pt"), max_new_tokens=20, do_sample=False)
+    torch.manual_seed(SHOWN_GENERATION_SEED)
+    generated = model.generate(**tokenizer([prompt], return_tensors="pt"), **SHOWN_GENERATION)
     text = tokenizer.decode(generated[0], skip_special_tokens=True)
-    print(f"reloaded {output_dir} with AutoModelForCausalLM; generated: {text}")
+    how = ", ".join(f"{k} {v}" for k, v in SHOWN_GENERATION.items() if k != "max_new_tokens")
+    print(f"reloaded {output_dir} with AutoModelForCausalLM; generated ({how}, seed {SHOWN_GENERATION_SEED}): {text}")
 
 
 if __name__ == "__main__":

@@ -45,4 +45,5 @@ def test_fuse_your_own_vectors_snippet_runs(tmp_path, monkeypatch):
     collated, out = namespace["collated"], namespace["out"]
     assert collated["fusion_embeds"].shape == (*collated["input_ids"].shape, 3)
     assert out.logits.shape[:2] == collated["input_ids"].shape and out.loss is not None
-    assert list((tmp_path / "embedding-cache" / "prefix-length-v1").glob("view-*.arrow"))
+    assert list((Path(namespace["cache"]) / "prefix-length-v1").glob("view-*.arrow"))
+    assert not list(tmp_path.iterdir())  # nothing left in the folder it ran from

@@ -529,6 +529,14 @@ def test_broken_json_files_are_named(tmp_path):
         load_experiment(str(listed), "cpu", tmp_path)
 
 
+def test_a_users_runs_go_to_outputs_and_report_reads_the_record():
+    import reproduce
+
+    assert reproduce.default_results_dir("demo") == ROOT / "outputs"
+    assert reproduce.default_results_dir("report") == ROOT / "results"
+    assert "/outputs/" in (ROOT / ".gitignore").read_text().split()
+
+
 def test_a_broken_experiment_is_refused_before_the_precision_is_measured(tmp_path, monkeypatch):
     import reproduce
 
@@ -819,3 +827,23 @@ def test_a_run_held_by_another_process_is_skipped_naming_it_and_its_lock_ends_wi
 
     with run_lock(lock):
         pass
+
+
+def test_the_terminal_summary_shows_no_empty_column_and_says_whether_seeds_separate_the_variants():
+    from fusion_lstm_reproduction.experiments import RUN_KINDS
+    from fusion_lstm_reproduction.records import Result
+
+    def run(fusion, perplexity, seed):
+        result = fixture_result("demo", fusion, perplexity, seed=seed)
+        result["metrics"].pop("test_perplexity")
+        return Result.of(result)
+
+    apart = RUN_KINDS["train"].summary([run("none", 100.0, 0), run("none", 101.0, 1), run("concat", 90.0, 0),
+                                        run("concat", 90.5, 1)])
+    assert apart[0].split() == ["run", "validation", "perplexity", "vs", "none"]  # no empty test or e_j column
+    assert apart[-1] == ("concat vs none over 2 and 2 seeds: 90.2 against 100.5 (-10.2 %), a gap of 10.2, 10.2× the "
+                         "largest gap between two seeds of one variant (1.0): larger than seed-to-seed variation.")
+    close = RUN_KINDS["train"].summary([run("none", 100.0, 0), run("none", 104.0, 1), run("concat", 99.0, 0),
+                                        run("concat", 98.0, 1)])
+    assert close[-1].endswith("not twice the largest gap between two seeds of one variant (4.0): these seeds show no "
+                              "clear difference.")

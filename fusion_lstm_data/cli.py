@@ -1,0 +1,30 @@
+"""The command lines' shared parser: HfArgumentParser with a --help a newcomer can read (the description first,
+kept as written; a flag's default shown only where it says something; each --no_* flag described as what it does)."""
+
+import argparse
+
+from transformers import HfArgumentParser
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written; "(default: …)" added only where the default is set and the help does not already
+    name it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or action.default is argparse.SUPPRESS or action.nargs == 0 or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def argument_parser(dataclass_types, description: str, usage: str, **kwargs) -> HfArgumentParser:
+    """HfArgumentParser over `dataclass_types` with `usage` and `description` at the top of --help, HelpFormatter,
+    and each boolean's --no_<flag> complement described as turning --<flag> off (transformers copies the flag's own
+    help to it)."""
+    parser = HfArgumentParser(dataclass_types, description=description, usage=usage, formatter_class=HelpFormatter,
+                              **kwargs)
+    for action in parser._actions:
+        negative = next((o for o in action.option_strings if o.startswith("--no_")), None)
+        if negative:
+            action.help = f"Turn --{negative[len('--no_'):]} off."
+    return parser
