@@ -34,9 +34,10 @@ def bf16_time_ratio(device: str = "cpu", repeats: int = 5) -> float:
     return best["bf16"] / best["fp32"]
 
 
-def choose_precision(precision: str) -> str:
+def choose_precision(precision: str, cpuinfo: str | None = None) -> str:
     """fp32 or bf16: as asked, or for "auto" bf16 where a GPU is present or a measurement on this CPU finds it
-    faster, fp32 elsewhere. The choice and, for auto, its measurement are logged."""
+    faster, fp32 elsewhere (at once on a CPU without native bfloat16; `cpuinfo`: /proc/cpuinfo's text, read when
+    None). The choice and, for auto, its measurement are logged."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}.")
     if precision != "auto":
@@ -44,6 +45,10 @@ def choose_precision(precision: str) -> str:
     if torch.cuda.is_available():
         logger.info("precision auto: bf16 (a GPU)")
         return "bf16"
+    if cpu_has_native_bf16(cpuinfo) is False:  # emulated bfloat16 is many times slower: even its measurement took minutes
+        logger.info("precision auto: fp32 (this CPU has no native bfloat16: neither AVX512-BF16 nor AMX)")
+        return "fp32"
+    logger.info("precision auto: timing bf16 autocast against fp32 on this CPU (seconds) …")
     ratio = bf16_time_ratio()
     chosen = "bf16" if ratio < BF16_TIME_RATIO else "fp32"
     logger.info("precision auto: %s (bf16 autocast takes %.2f× the time of fp32 on this CPU)", chosen, ratio)

@@ -478,6 +478,20 @@ def test_bf16_on_a_cpu_without_native_bfloat16_is_refused_naming_the_fix():
     check_cpu_bf16(amx)
 
 
+def test_auto_precision_on_a_cpu_without_native_bfloat16_is_fp32_without_measuring(monkeypatch, caplog):
+    """Emulated bfloat16 is so slow that measuring it took minutes before the first line of a run."""
+    import torch
+
+    from fusion_lstm_training import precision
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU chooses bf16 before the CPU's flags are read")
+    monkeypatch.setattr(precision, "bf16_time_ratio", lambda: pytest.fail("measured where no native bf16 exists"))
+    with caplog.at_level("INFO", logger="fusion_lstm_training.precision"):
+        assert precision.choose_precision("auto", "flags\t\t: fpu sse2 avx avx2 fma\n") == "fp32"
+    assert "fp32 (this CPU has no native bfloat16" in caplog.text
+
+
 def test_precision_replaces_the_configs_bf16_and_is_recorded(tmp_path):
     from fusion_lstm_reproduction.experiments import record
     from fusion_lstm_training.precision import choose_precision, precision_arguments
