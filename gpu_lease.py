@@ -84,4 +84,6 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    main()
+    from fusion_lstm_data.cli import run_command
+
+    run_command(main)

@@ -3,8 +3,6 @@ kept as written; a flag's default shown only where it says something; each --no_
 
 import argparse
 
-from transformers import HfArgumentParser
-
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The description as written; "(default: …)" added only where the default is set and the help does not already
@@ -17,10 +15,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         return super()._get_help_string(action)
 
 
-def argument_parser(dataclass_types, description: str, usage: str, **kwargs) -> HfArgumentParser:
+def argument_parser(dataclass_types, description: str, usage: str, **kwargs):
     """HfArgumentParser over `dataclass_types` with `usage` and `description` at the top of --help, HelpFormatter,
     and each boolean's --no_<flag> complement described as turning --<flag> off (transformers copies the flag's own
-    help to it)."""
+    help to it). (transformers is imported here: gpu_lease.py imports this module before it installs the wheels.)"""
+    from transformers import HfArgumentParser
+
     parser = HfArgumentParser(dataclass_types, description=description, usage=usage, formatter_class=HelpFormatter,
                               **kwargs)
     for action in parser._actions:
@@ -28,3 +28,22 @@ def argument_parser(dataclass_types, description: str, usage: str, **kwargs) -> 
         if negative:
             action.help = f"Turn --{negative[len('--no_'):]} off."
     return parser
+
+
+# the errors a user's input causes (a flag, a file, a path): each already names the problem and the fix
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError)
+
+
+def run_command(main) -> None:
+    """Runs a script's `main()`: an error the user's input caused ends in one line on stderr (exit 2, as argparse's
+    own refusals) instead of a traceback; FUSION_LSTM_TRACEBACK=1 shows the traceback too."""
+    import os
+    import sys
+
+    try:
+        main()
+    except USER_ERRORS as error:
+        if os.environ.get("FUSION_LSTM_TRACEBACK") == "1":
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

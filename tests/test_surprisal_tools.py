@@ -391,3 +391,19 @@ def test_a_device_or_model_that_cannot_work_is_refused_before_any_model_loads(bp
         arguments += ["--model_name_or_path", model]
     with pytest.raises(ValueError, match=message):
         run_surprisal(*flags, *arguments)
+
+
+def test_an_error_the_user_causes_ends_in_one_line_not_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, str(ROOT / "run_surprisal.py"), "--model_name_or_path", str(tmp_path / "nothing"),
+               "--input_file", str(ROOT / "README.md"), "--output_file", str(tmp_path / "out.tsv")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: --model_name_or_path {tmp_path / 'nothing'}: folder not "
+                                                  "found (a Hub id is owner/name)."]
+    shown = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path,
+                           env={**os.environ, "FUSION_LSTM_TRACEBACK": "1"})
+    assert shown.returncode == 1 and "Traceback" in shown.stderr  # for a bug report
