@@ -257,14 +257,17 @@ SIGN_FLIP_DRAWS = 10_000  # random sign flips where there are too many groups to
 def sign_flip_p_value(gains: np.ndarray, rng: np.random.Generator) -> float:
     """One-sided p-value that the gains are positive (surprisal adds to the baseline, or one model's surprisal adds
     more than another's): each held-out group's summed ΔLL keeps or flips its sign
-    (every one of the 2^groups flips up to 16 groups, else SIGN_FLIP_DRAWS random ones); p is the share of flipped
-    totals at least the observed total. A useless predictor loses a little on held-out words (about k/2n nats a
-    word for k extra predictors), so its p stays large rather than reading that loss as an effect either way."""
+    (every one of the 2^groups flips up to 16 groups, whose smallest p is 1/2^groups: 1/1024 with 10 stories; else
+    SIGN_FLIP_DRAWS random flips and the observed signs, so that p ≥ 1/(SIGN_FLIP_DRAWS + 1), never 0); p is the
+    share of flipped totals at least the observed total. A useless predictor loses a little on held-out words (about
+    k/2n nats a word for k extra predictors), so its p stays large rather than reading that loss as an effect either
+    way."""
     observed = gains.sum()
     if len(gains) <= 16:
         signs = 1 - 2 * ((np.arange(2 ** len(gains))[:, None] >> np.arange(len(gains))) & 1)
-    else:
-        signs = rng.choice([-1, 1], size=(SIGN_FLIP_DRAWS, len(gains)))
+    else:  # the observed signs count as one of the draws (a Monte-Carlo p-value is never 0)
+        drawn = rng.choice([-1, 1], size=(SIGN_FLIP_DRAWS, len(gains)))
+        signs = np.vstack([np.ones((1, len(gains)), dtype=int), drawn])
     totals = signs @ gains
     return float(np.mean(totals >= observed - 1e-12 * abs(observed)))
 

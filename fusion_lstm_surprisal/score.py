@@ -321,6 +321,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         args.reading_times) else None
     # the held-out ΔLL holds out whole stories where the input names them, else whole sentences
     groups = [s.document if args.document_column else s.id for s in sentences for _ in s.words]
+    if reading_times is not None and not args.document_column:
+        logger.warning("the held-out ΔLL holds out sentences (no --document_column): sentences of one story are not "
+                       "independent, so its interval and p-value are too narrow; name the stories with "
+                       "--document_column (Natural Stories: item).")
     if reading_times is not None:  # before any model is scored
         check_same_words([w for s in sentences for w in s.words], reading_times, args.reading_times)
         check_regression([w for s in sentences for w in s.words], [i for s in sentences for i in range(len(s.words))],
@@ -339,9 +343,10 @@ def main(argv: list[str] | None = None) -> dict | None:
             surprisals[name] = np.array([r.surprisal for r in rows])
             held_out = results[name]["held_out"]
             logger.info("%s: Pearson r %.3f, Spearman rho %.3f, ΔLL held out %.5f nats per word (95 %% interval "
-                        "%.5f to %.5f; in-sample %.5f; %d words in the regression)", name, results[name]["pearson_r"],
-                        results[name]["spearman_rho"], held_out["delta_log_likelihood"], *held_out["interval_95"],
-                        results[name]["delta_log_likelihood"], results[name]["regression_words"])
+                        "%.5f to %.5f, sign-flip p %.4f over %d groups; in-sample %.5f; %d words in the regression)",
+                        name, results[name]["pearson_r"], results[name]["spearman_rho"],
+                        held_out["delta_log_likelihood"], *held_out["interval_95"], held_out["p_value"],
+                        held_out["groups"], results[name]["delta_log_likelihood"], results[name]["regression_words"])
     if reading_times is None:
         return None
     output = Path(args.output_file)

@@ -682,3 +682,11 @@ def test_a_fusion_model_saved_with_older_code_is_scored_with_the_installed_packa
     expected = SurprisalScorer(model, tokenizer).score([sentence], progress=False)
     got = SurprisalScorer(loaded, tokenizer).score([sentence], progress=False)
     assert [r.surprisal for r in got] == pytest.approx([r.surprisal for r in expected], rel=1e-5)
+
+
+def test_a_sampled_sign_flip_p_value_counts_the_observed_signs_and_is_never_zero():
+    from fusion_lstm_surprisal.reading_times import SIGN_FLIP_DRAWS, sign_flip_p_value
+
+    gains = np.full(40, 0.01)  # every group gains: no random flip reaches the observed total
+    assert sign_flip_p_value(gains, np.random.default_rng(0)) == pytest.approx(1 / (SIGN_FLIP_DRAWS + 1))
+    assert sign_flip_p_value(np.full(10, 0.01), np.random.default_rng(0)) == 1 / 1024  # all 2^10 flips, exact
