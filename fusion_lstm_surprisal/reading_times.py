@@ -214,11 +214,13 @@ def held_out_delta(y: np.ndarray, baseline: np.ndarray, full: np.ndarray, groups
         test, train = fold == k, fold != k
         delta[test] = (gaussian_log_likelihood(y[test], full[train], y[train], full[test])
                        - gaussian_log_likelihood(y[test], baseline[train], y[train], baseline[test]))
+    per_fold = [float(delta[fold == k].mean()) for k in range(folds)]
     index = {name: np.flatnonzero(groups == name) for name in names}
     sums = np.array([delta[index[n]].sum() for n in names])
     counts = np.array([len(index[n]) for n in names])
     return {"delta_log_likelihood": float(delta.mean()), "interval_95": bootstrap_interval(sums, counts, rng),
-            "folds": folds, "groups": len(names), "p_value": sign_flip_p_value(sums, rng),
+            "folds": folds, "per_fold": per_fold, "groups": len(names), "seed": seed,
+            "p_value": sign_flip_p_value(sums, rng),
             # each group's summed held-out gain: what compare_held_out pairs two models by
             "by_group": {"names": [str(n) for n in names], "words": counts.tolist(), "sums": sums.tolist()}}
 
@@ -274,7 +276,7 @@ def sign_flip_p_value(gains: np.ndarray, rng: np.random.Generator) -> float:
 
 def delta_log_likelihood(rt: np.ndarray, surprisal: np.ndarray, base: dict[str, np.ndarray], keep: np.ndarray,
                          spillover: int = DEFAULT_SPILLOVER, groups: np.ndarray | None = None,
-                         entropy: np.ndarray | None = None) -> dict:
+                         entropy: np.ndarray | None = None, seed: int = 0) -> dict:
     """ΔLL per word of OLS rt ~ baseline + surprisal (of the word and `spillover` previous words) over OLS
     rt ~ baseline: in-sample, and held out over `groups` (one label per word; None: in-sample only). With `entropy`
     (of the next-word distribution before each word), also what it adds to the full regression: `entropy`."""
@@ -294,16 +296,21 @@ def delta_log_likelihood(rt: np.ndarray, surprisal: np.ndarray, base: dict[str, 
               "surprisal_coefficient_ms_per_bit": float(full_fit.params[baseline.shape[1]]),
               "surprisal_p_value": float(full_fit.pvalues[baseline.shape[1]]),
               "surprisal_coefficients_ms_per_bit": [float(v) for v in full_fit.params[lags]],
-              "surprisal_p_values": [float(v) for v in full_fit.pvalues[lags]]}
+              "surprisal_standard_errors": [float(v) for v in full_fit.bse[lags]],
+              "surprisal_p_values": [float(v) for v in full_fit.pvalues[lags]],
+              # every coefficient of the full regression with its standard error: what a paper's table shows
+              "coefficients": {name: {"estimate": float(b), "standard_error": float(s)}
+                               for name, b, s in zip(names, full_fit.params, full_fit.bse)},
+              "formula": f"rt ~ {' + '.join(names[1:])}  (baseline: rt ~ {' + '.join(names[1:baseline.shape[1]])})"}
     if groups is not None:
-        result["held_out"] = held_out_delta(y, baseline, full, np.asarray(groups)[keep])
+        result["held_out"] = held_out_delta(y, baseline, full, np.asarray(groups)[keep], seed)
     if entropy is not None:
         with_entropy = np.column_stack([full, entropy[keep]])
         fit = sm.OLS(y, with_entropy).fit()
         result["entropy"] = {"delta_log_likelihood": (fit.llf - full_fit.llf) / len(y),
                              "coefficient_ms_per_bit": float(fit.params[-1]), "p_value": float(fit.pvalues[-1])}
         if groups is not None:
-            result["entropy"]["held_out"] = held_out_delta(y, full, with_entropy, np.asarray(groups)[keep])
+            result["entropy"]["held_out"] = held_out_delta(y, full, with_entropy, np.asarray(groups)[keep], seed)
     return result
 
 
@@ -318,11 +325,12 @@ def check_same_words(words: list[str], reading_times: list[tuple[str, float]], s
 
 
 def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], source: str = "reading times",
-             spillover: int = DEFAULT_SPILLOVER, groups: list[str] | None = None, baseline: str = "simple") -> dict:
+             spillover: int = DEFAULT_SPILLOVER, groups: list[str] | None = None, baseline: str = "simple",
+             seed: int = 0) -> dict:
     """r, rho and ΔLL of one model's word surprisals (rows from SurprisalScorer.score, in the order of the
     reading-time rows) against the reading times over the `baseline` regression (BASELINES); the held-out ΔLL over
     `groups` (one label per word, e.g. its story; default: its sentence); with the rows' entropy (when scored), what
-    it adds beside surprisal."""
+    it adds beside surprisal. `seed`: of the folds, the bootstrap and the sign flips."""
     from scipy import stats
 
     words = [row.word for row in surprisal_rows]
@@ -336,7 +344,7 @@ def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], sourc
     entropy = [getattr(row, "entropy", None) for row in surprisal_rows]
     entropy = np.array(entropy, dtype=float) if all(e is not None for e in entropy) else None
     regression = delta_log_likelihood(rt, surprisal, predictors(words, indices, spillover, baseline), keep, spillover,
-                                      groups, entropy)
+                                      groups, entropy, seed)
     slope, intercept = np.polyfit(surprisal, rt, 1)
     return {
         "pearson_r": float(stats.pearsonr(surprisal, rt)[0]),

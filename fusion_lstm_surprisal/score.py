@@ -97,6 +97,8 @@ class SurprisalArguments:
     encoder_name_or_path: str | None = field(default=None, metadata={
         "help": "For a fusion model with a BPE: the encoder's tokenizer (default: the packaged MiniLM)."})
     batch_size: int = field(default=16, metadata={"help": "Sentences per forward pass."})
+    seed: int = field(default=0, metadata={"help": "Seed of every resampling: the held-out folds, the bootstrap "
+                                                   "intervals and the sign-flip tests."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
     trust_remote_code: bool = field(default=True, metadata={
         "help": "Run the code saved beside a model of another project (its config's auto_map); this project's own "
@@ -339,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         rows, info = score()
         if reading_times is not None:
             results[name] = {**info, **evaluate(rows, reading_times, args.reading_times, args.spillover, groups,
-                                                args.baseline)}
+                                                args.baseline, args.seed)}
             surprisals[name] = np.array([r.surprisal for r in rows])
             held_out = results[name]["held_out"]
             logger.info("%s: Pearson r %.3f, Spearman rho %.3f, ΔLL held out %.5f nats per word (95 %% interval "
@@ -351,9 +353,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     output = Path(args.output_file)
     summary = {"input_file": args.input_file, "reading_times": args.reading_times, "spillover": args.spillover,
-               "baseline": args.baseline,
+               "baseline": args.baseline, "seed": args.seed,
                "held_out_groups": "document" if args.document_column else "sentence", "models": results,
-               **versus_first(results)}
+               **versus_first(results, args.seed)}
     # a statistic that is not a number (e.g. r of a model whose surprisal never varies) is null: the file stays JSON
     output.with_suffix(".reading_times.json").write_text(json.dumps(finite_or_null(summary), indent=2,
                                                                     allow_nan=False))
@@ -361,14 +363,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     return summary
 
 
-def versus_first(results: dict[str, dict]) -> dict:
+def versus_first(results: dict[str, dict], seed: int = 0) -> dict:
     """With several models: does each raise the held-out ΔLL over the first one named? (compare_held_out, logged)"""
     if len(results) < 2:
         return {}
     (first, reference), *others = results.items()
     comparisons = {}
     for name, result in others:
-        comparisons[name] = compare_held_out(result["held_out"], reference["held_out"])
+        comparisons[name] = compare_held_out(result["held_out"], reference["held_out"], seed)
         logger.info("%s against %s: held-out ΔLL %+.5f nats per word (95 %% interval %.5f to %.5f), p = %.3g",
                     name, first, comparisons[name]["difference"], *comparisons[name]["interval_95"],
                     comparisons[name]["p_value"])

@@ -238,6 +238,23 @@ def test_a_constant_or_dependent_predictor_is_refused_naming_it():
         evaluate(lengths, rts)
 
 
+def test_the_results_carry_every_number_a_paper_reports_and_a_seed_reproduces_them():
+    rows, rts = synthetic(0, from_surprisal=True)
+    result = evaluate(rows, rts, seed=3)
+    assert result["formula"].startswith("rt ~ frequency + frequency_1_back") and "surprisal_2_back" in result["formula"]
+    assert set(result["coefficients"]) == {"constant", "frequency", "frequency_1_back", "frequency_2_back", "length",
+                                           "length_1_back", "length_2_back", "position", "surprisal",
+                                           "surprisal_1_back", "surprisal_2_back"}
+    surprisal = result["coefficients"]["surprisal"]
+    assert surprisal["estimate"] == pytest.approx(result["surprisal_coefficient_ms_per_bit"])
+    assert surprisal["standard_error"] == pytest.approx(result["surprisal_standard_errors"][0]) and 0 < surprisal[
+        "standard_error"] < 1
+    held_out = result["held_out"]
+    assert len(held_out["per_fold"]) == held_out["folds"] == 10 and held_out["seed"] == 3
+    again, other = evaluate(rows, rts, seed=3)["held_out"], evaluate(rows, rts, seed=4)["held_out"]
+    assert again == held_out and other["per_fold"] != held_out["per_fold"]
+
+
 def test_delta_log_likelihood_finds_surprisal_that_drives_reading_times():
     rows, rts = synthetic(0, from_surprisal=True)
     result = evaluate(rows, rts)
