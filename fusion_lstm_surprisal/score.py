@@ -51,6 +51,10 @@ from .word_boundary import word_start_ids
 logger = logging.getLogger("run_surprisal")
 
 
+# a surprisal column's unit → the factor that turns it into bits
+SURPRISAL_UNITS = {"bits": 1.0, "nats": 1 / math.log(2)}
+
+
 @dataclass
 class SurprisalArguments:
     input_file: str = field(metadata={"help": "Sentences (.txt, one a line) or words (.tsv with a word column)."})
@@ -60,6 +64,9 @@ class SurprisalArguments:
     surprisal_column: list[str] = field(default_factory=list, metadata={
         "help": "Columns of the input TSV that already hold each word's surprisal (from another tool or a hosted "
                 "model), fitted against --reading_times like a model's, with no model loaded; named by the column."})
+    surprisal_unit: str = field(default="bits", metadata={
+        "help": "The unit of the --surprisal_column values: bits (log base 2) or nats (natural log, as many tools "
+                "write them); nats are converted to bits, the unit of every result."})
     word_column: str = field(default="word", metadata={"help": "The TSV's word column."})
     sentence_column: str | None = field(default=None, metadata={"help": "The TSV's sentence id column (default: "
                                                                         "a sentence ends after a word ending in . ! "
@@ -118,6 +125,8 @@ class SurprisalArguments:
             raise ValueError("Nothing to score: pass --model_name_or_path and/or --surprisal_column.")
         if self.surprisal_column and not self.reading_times:
             raise ValueError("--surprisal_column is fitted against reading times: pass --reading_times.")
+        if self.surprisal_unit not in SURPRISAL_UNITS:
+            raise ValueError(f"--surprisal_unit {self.surprisal_unit!r}: use one of {', '.join(SURPRISAL_UNITS)}.")
         if self.entropy and not self.model_name_or_path:
             raise ValueError("--entropy is each word's entropy of a model's next-token distribution; a "
                              "--surprisal_column carries none: add --model_name_or_path, or drop --entropy.")
@@ -254,9 +263,9 @@ LIKELY_DOCUMENT_COLUMNS = ("item", "story", "story_id", "document", "document_id
                            "article")
 
 
-def surprisal_from_column(sentences, column: str, path: str) -> list[WordSurprisal]:
-    """Each word's surprisal from a column of the input TSV (bits, as another tool wrote them): a number ≥ 0 for every
-    word, else refused naming the row."""
+def surprisal_from_column(sentences, column: str, path: str, unit: str = "bits") -> list[WordSurprisal]:
+    """Each word's surprisal from a column of the input TSV (in `unit`, as another tool wrote them; returned in
+    bits): a number ≥ 0 for every word, else refused naming the row."""
     if not sentences or sentences[0].fields is None:
         raise ValueError(f"--surprisal_column {column}: {path} is not a TSV with columns.")
     if column not in sentences[0].fields[0]:
@@ -269,7 +278,7 @@ def surprisal_from_column(sentences, column: str, path: str) -> list[WordSurpris
             if value is None or value < 0:
                 raise ValueError(f"{path}:{number}: {column}={fields[column]!r} is not a surprisal (a finite number "
                                  "≥ 0, in bits).")
-            rows.append(WordSurprisal(sentence.id, index, word, value, 0))
+            rows.append(WordSurprisal(sentence.id, index, word, value * SURPRISAL_UNITS[unit], 0))
     return rows
 
 
@@ -318,7 +327,8 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     sentences = read_sentences_of_words(args.input_file, args.word_column, args.sentence_column,
                                         args.document_column)
-    given = {column: surprisal_from_column(sentences, column, args.input_file) for column in args.surprisal_column}
+    given = {column: surprisal_from_column(sentences, column, args.input_file, args.surprisal_unit)
+             for column in args.surprisal_column}
     reading_times = read_reading_times(args.reading_times, args.rt_column, args.word_column) if (
         args.reading_times) else None
     # the held-out ΔLL holds out whole stories where the input names them, else whole sentences

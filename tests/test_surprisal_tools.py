@@ -407,3 +407,19 @@ def test_an_error_the_user_causes_ends_in_one_line_not_a_traceback(tmp_path):
     shown = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path,
                            env={**os.environ, "FUSION_LSTM_TRACEBACK": "1"})
     assert shown.returncode == 1 and "Traceback" in shown.stderr  # for a bug report
+
+
+def test_a_surprisal_column_in_nats_is_converted_to_bits(tmp_path):
+    import math
+
+    from fusion_lstm_surprisal.score import SurprisalArguments, surprisal_from_column
+
+    tsv = tmp_path / "s.tsv"
+    tsv.write_text("item\tword\tnats\n1\tOne\t1.0\n1\tday.\t2.0\n")
+    sentences = read_sentences_of_words(str(tsv), document_column="item")
+    assert [r.surprisal for r in surprisal_from_column(sentences, "nats", str(tsv), "nats")] == pytest.approx(
+        [1 / math.log(2), 2 / math.log(2)])
+    assert [r.surprisal for r in surprisal_from_column(sentences, "nats", str(tsv))] == [1.0, 2.0]  # bits: as read
+    with pytest.raises(ValueError, match="--surprisal_unit 'log10': use one of bits, nats"):
+        SurprisalArguments(input_file=str(tsv), output_file=str(tmp_path / "o.tsv"), surprisal_column=["nats"],
+                           reading_times=str(tsv), surprisal_unit="log10")
