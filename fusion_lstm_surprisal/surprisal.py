@@ -88,9 +88,9 @@ class SurprisalScorer:
     encoder's (a BPE), `encoder_tokenizer` embeds each prefix from its text, as training did. A model with a limited
     number of positions reads a longer input in sliding windows `stride` tokens apart (default: half its positions).
     `bow_correction`: add the leading-space correction (word_boundary.py) to every word. `entropy`: also the entropy,
-    in bits, of the next-token distribution before each word's first token: the entropy of the next-word distribution
-    approximated by its first token's (exact for a word of one token; for a longer word it counts only the uncertainty
-    about how the word begins)."""
+    in bits, of the next-token distribution before each word's first token. It is not the next-word entropy: it is not
+    conditioned on a word boundary, and a word of several tokens has uncertainty beyond its first (docs/surprisal.md
+    says how far apart the two were measured)."""
 
     def __init__(self, model, tokenizer, encoder_tokenizer=None, batch_size: int = 16, device: str | None = None,
                  stride: int | None = None, bow_correction: bool = False, entropy: bool = False):
