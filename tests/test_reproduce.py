@@ -405,7 +405,10 @@ def test_every_shipped_experiment_has_a_known_kind_a_report_section_and_a_help_e
     for name in names:  # each on its line, with its one-line summary
         summary = load_spec(name)["summary"]
         assert summary and "\n" not in summary and len(summary) <= 110, name
-        assert any(line.split() == [name, *summary.split()] for line in help_text.splitlines()), name
+        # followed by the time of the repository's runs, where it holds some
+        assert any(line.split()[: len(summary.split()) + 1] == [name, *summary.split()]
+                   for line in help_text.splitlines()), name
+    assert "(measured: cpu " in help_text
 
 
 def test_report_refuses_to_replace_the_section_without_results(tmp_path):
