@@ -169,6 +169,8 @@ def plot_learning_curve(curve, path: Path, scale: str):
     for ax, ylabel, title in ((left, "validation perplexity (best evaluation)", f"learning curves ({scale} scale)"),
                               (right, f"perplexity change vs {BASELINE_FUSION} (%)", "the gain at convergence and early")):
         ax.set_xlabel("training sentences")
+        ax.set_xticks(curve.sizes, [f"{n:,}" for n in curve.sizes])  # the sizes run, not the log axis' own ticks
+        ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         if ax.get_legend_handles_labels()[0]:
