@@ -160,7 +160,8 @@ class TrainRuns:
             none = reference.get(besides_fusion(result))
             test = result.metrics.get("test_perplexity")
             zeroed = result.metrics.get("eval_without_fusion_perplexity")
-            rows.append((result.run, f"{ppl:.2f}", change(ppl, none.best_eval_perplexity) if none else "",
+            rows.append((result.run, f"{ppl:.2f}", change(ppl, none.best_eval_perplexity) if none and none is not result
+                         else "",
                          f"{test:.2f}" if test else "", f"{zeroed:.2f}" if zeroed else ""))
         kept = [i for i in range(len(rows[0])) if any(row[i] for row in rows[1:])]  # no column left empty
         return plain_table([tuple(row[i] for i in kept) for row in rows]) + seeds_verdict(results)
