@@ -10,8 +10,8 @@
 Experiments are JSON files in configuration/experiments/ (a name there, or a path); every run goes through
 run_clm.py. A run with a results JSON is skipped, and a killed run resumes from its last checkpoint, so rerunning a
 command continues a killed sweep; a run that another process is running (its lock, runs/<run>.lock) is skipped,
-naming that process, so two commands on one results folder share the work. `--smoke_test` runs every run for two steps on a few sentences, into
-`<results_dir>/smoke`, to check a configuration (e.g. the gpu scale) without its cost.
+naming that process, so two commands on one results folder share the work. `--smoke_test` runs every run for two
+steps on a few sentences, into `<results_dir>/smoke`, to check a configuration (e.g. the gpu scale) without its cost.
 """
 
 import logging

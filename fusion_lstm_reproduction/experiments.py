@@ -320,9 +320,14 @@ def experiment_names() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.json") if p.stem not in NOT_EXPERIMENTS)
 
 
+def experiment_kind(spec: dict) -> str:
+    """An experiment's kind (a key of RUN_KINDS) from its spec: train unless it says otherwise."""
+    return spec.get("kind", "train")
+
+
 def experiment_kinds() -> dict[str, str]:
-    """Each shipped experiment's kind (a key of RUN_KINDS)."""
-    return {name: load_spec(name).get("kind", "train") for name in experiment_names()}
+    """Each shipped experiment's kind."""
+    return {name: experiment_kind(load_spec(name)) for name in experiment_names()}
 
 
 def experiments_help(results_dir: Path = ROOT / "results") -> str:
@@ -366,7 +371,7 @@ def load_experiment(name: str, scale: str, results_dir: Path, precision: str | N
     machine); `encoder` (a folder) is the encoder of every new model instead of the packaged MiniLM."""
     spec = load_spec(name)
     name = experiment_file(name).stem
-    kind = spec.get("kind", "train")
+    kind = experiment_kind(spec)
     if kind not in RUN_KINDS:
         raise ValueError(f"Experiment {name} has kind {kind!r}; the kinds are: {', '.join(RUN_KINDS)}.")
     if scale not in spec.get("scales", {}):
@@ -619,6 +624,11 @@ def result_path(results_dir: Path, experiment: Experiment, run: Run) -> Path:
     return results_dir / experiment.scale / experiment.name / f"{run.id}.json"
 
 
+def is_finished(results_dir: Path, experiment: Experiment, run: Run) -> bool:
+    """Whether `run` has its results JSON and whatever else its kind needs (is_complete): nothing to run again."""
+    return result_path(results_dir, experiment, run).exists() and experiment.run_kind.is_complete(run)
+
+
 class RunLocked(RuntimeError):
     """Another process is running this run (its lock file says which)."""
 
@@ -658,9 +668,8 @@ def execute(experiment: Experiment, run: Run, results_dir: Path, overrides: dict
     folder never run, resume or clean up one run at once: the second gets RunLocked); `limits` (a train run's timeout
     and log) go to run_script."""
     with run_lock(lock_path(results_dir, experiment, run)):
-        path = result_path(results_dir, experiment, run)
-        if path.exists() and experiment.run_kind.is_complete(run):  # finished by another process meanwhile
-            return read_json_object(path, "results file", RESULT_FIELDS)
+        if is_finished(results_dir, experiment, run):  # by another process meanwhile
+            return read_json_object(result_path(results_dir, experiment, run), "results file", RESULT_FIELDS)
         started = time.time()
         outcome = experiment.run_kind.execute(run, overrides, **limits)
         return write_result(results_dir, experiment, run, record(experiment, run, seconds=time.time() - started,
@@ -714,10 +723,9 @@ def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: di
         experiment.runs = [run for run in experiment.runs if run.id in only]
     results = []
     for number, run in enumerate(experiment.runs, 1):
-        path = result_path(results_dir, experiment, run)
-        if path.exists() and experiment.run_kind.is_complete(run):
+        if is_finished(results_dir, experiment, run):
             progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: done before, skipped")
-            results.append(read_json_object(path, "results file", RESULT_FIELDS))
+            results.append(read_json_object(result_path(results_dir, experiment, run), "results file", RESULT_FIELDS))
             continue
         progress(f"[{number}/{len(experiment.runs)}] {experiment.name}/{run.id}: running ({run.values})")
         try:
@@ -735,4 +743,4 @@ def run_experiment(name: str, scale: str, results_dir: str | Path, overrides: di
 
 def summary(experiment: str, results: list[dict]) -> list[str]:
     """The terminal table of an experiment's results (run_experiment's), as its kind prints it."""
-    return RUN_KINDS[load_spec(experiment).get("kind", "train")].summary([Result.of(r) for r in results])
+    return RUN_KINDS[experiment_kind(load_spec(experiment))].summary([Result.of(r) for r in results])

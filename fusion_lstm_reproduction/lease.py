@@ -32,8 +32,8 @@ from fusion_lstm_data.files import read_json_object
 from modeling_fusion_lstm.prefix_encoder_fusion_lstm import EncoderWindow
 
 from .experiments import (
-    EXPERIMENTS_DIR, ROOT, SHARED_DATA, SMOKE_TEST, STOPPING, execute, load_experiment, load_spec, map_config,
-    result_path, run_script, shared_data_path, stop_running,
+    EXPERIMENTS_DIR, ROOT, SHARED_DATA, SMOKE_TEST, STOPPING, execute, experiment_kind, is_finished, load_experiment,
+    load_spec, map_config, run_script, shared_data_path, stop_running,
 )
 
 
@@ -80,7 +80,7 @@ def load_lease(path: str | Path = LEASE_FILE) -> Lease:
     spec = read_json_object(path, "lease configuration", fields=("experiments", "scale", "wheels"))
     lease = Lease(**spec)
     for name in lease.experiments:
-        if load_spec(name).get("kind", "train") != "train":
+        if experiment_kind(load_spec(name)) != "train":
             raise ValueError(f"{path}: {name} is not a train experiment; a lease runs trainings.")
     if lease.workers < 1 or lease.deadline_seconds < MIN_RUN_SECONDS + PACK_SECONDS:
         raise ValueError(f"{path}: workers must be at least 1 and deadline_seconds at least "
@@ -243,7 +243,7 @@ def run_lease(lease: Lease | None = None, carry: str | Path = CARRY, out: str | 
     logger.info("lease: %d runs of %s at %s scale on %s, %d at a time, %d s", len(runs), ", ".join(experiments),
                 lease.scale, summary["gpu"] or "CPU", workers, summary["deadline_seconds"])
 
-    todo = [(e, r) for e, r in runs if not (result_path(results_dir, e, r).exists() and e.run_kind.is_complete(r))]
+    todo = [(e, r) for e, r in runs if not is_finished(results_dir, e, r)]
     summary["runs"].update({f"{e.name}/{r.id}": {"status": "done before"} for e, r in runs if (e, r) not in todo})
     summary["runs"].update({key: {"status": "skipped: the lease's skip list"} for key in lease.skip
                             if only is None or key in only})
@@ -317,7 +317,7 @@ def lease_tasks(runs: list, results_dir: Path, overrides: dict | None, clock: Cl
 
 
 def part_arguments(arguments: dict, part) -> dict:
-    """The arguments of a run that fuses one part (a EncoderWindow) of a run's context alone: a part that never reads
+    """The arguments of a run that fuses one part (an EncoderWindow) of a run's context alone: a part that never reads
     the document is cached as a sentence-level run's (EmbeddingCache.attach)."""
     alone = {**arguments, "fusion_context": part.mode}
     if not part.reads_document:

@@ -53,13 +53,16 @@ def unpack(archive: str | Path, results_dir: str | Path = ROOT / "results", repl
     kinds = experiment_kinds()
     for member in members:
         check_member(member, scale, kinds, archive)
-    changed = [m for m in members if m.target.exists() and m.target.read_bytes() != m.data]
+    # each member against the file it would replace, read once: new, the same, or changed
+    status = ["new" if not m.target.exists() else "same" if m.target.read_bytes() == m.data else "changed"
+              for m in members]
+    changed = [m for m, s in zip(members, status) if s == "changed"]
     if changed and not replace:
         raise FileExistsError(
             f"{archive} would replace {len(changed)} committed file(s) with other content: "
             f"{', '.join(m.name for m in changed[:10])}{' …' if len(changed) > 10 else ''}. Nothing was written; "
             "check that this is a new lease of these runs, then unpack with --replace.")
-    write_all([m for m in members if not (m.target.exists() and m.target.read_bytes() == m.data)])
+    write_all([m for m, s in zip(members, status) if s != "same"])
     return [m.name for m in members if is_result(m.name)]
 
 

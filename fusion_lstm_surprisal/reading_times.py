@@ -286,8 +286,8 @@ def delta_log_likelihood(rt: np.ndarray, surprisal: np.ndarray, base: dict[str, 
     y = rt[keep]
     check_regression_words(len(y), full.shape[1] + (entropy is not None))
     names = design_names(base, spillover)
-    check_design(full if entropy is None else np.column_stack([full, entropy[keep]]),
-                 names if entropy is None else [*names, "entropy"])
+    with_entropy = None if entropy is None else np.column_stack([full, entropy[keep]])
+    check_design(full if entropy is None else with_entropy, names if entropy is None else [*names, "entropy"])
     base_fit = sm.OLS(y, baseline).fit()
     full_fit = sm.OLS(y, full).fit()
     lags = slice(baseline.shape[1], full.shape[1])  # the word's surprisal, then each spillover word's
@@ -305,7 +305,6 @@ def delta_log_likelihood(rt: np.ndarray, surprisal: np.ndarray, base: dict[str, 
     if groups is not None:
         result["held_out"] = held_out_delta(y, baseline, full, np.asarray(groups)[keep], seed)
     if entropy is not None:
-        with_entropy = np.column_stack([full, entropy[keep]])
         fit = sm.OLS(y, with_entropy).fit()
         result["entropy"] = {"delta_log_likelihood": (fit.llf - full_fit.llf) / len(y),
                              "coefficient_ms_per_bit": float(fit.params[-1]), "p_value": float(fit.pvalues[-1])}

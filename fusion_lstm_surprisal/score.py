@@ -277,7 +277,7 @@ def surprisal_from_column(sentences, column: str, path: str, unit: str = "bits")
             value = decimal_number(fields[column])
             if value is None or value < 0:
                 raise ValueError(f"{path}:{number}: {column}={fields[column]!r} is not a surprisal (a finite number "
-                                 "≥ 0, in bits).")
+                                 f"≥ 0, in {unit}).")
             rows.append(WordSurprisal(sentence.id, index, word, value * SURPRISAL_UNITS[unit], 0))
     return rows
 

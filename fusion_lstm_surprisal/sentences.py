@@ -79,10 +79,13 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
             raise ValueError(f"{path} has no column {column!r} (columns: {', '.join(columns)}); choose it with {flag}.")
     if not rows:
         raise ValueError(f"Input file {path} has a header but no rows.")
-    # each row's document: the values of the document columns, joined by "/" (None: no documents)
-    documents = [("/".join(row[c] or "" for c in document_columns) if any((row[c] or "").strip()
-                                                                         for c in document_columns) else "")
-                 if document_columns else None for row in rows]
+
+    def document_of(row: dict) -> str:
+        """The row's document: its document columns' values joined by "/" ("" where all are empty)."""
+        values = [row[c] or "" for c in document_columns]
+        return "/".join(values) if any(v.strip() for v in values) else ""
+
+    documents = [document_of(row) if document_columns else None for row in rows]
     sentences, words, fields, first_line, sentence_id, document = [], [], [], 2, None, None
     # the next row's word, where it is in the same document: whether a sentence ends is documents.ends_sentence's rule
     following = [rows[k + 1][word_column] if k + 1 < len(rows) and documents[k + 1] == documents[k] else None

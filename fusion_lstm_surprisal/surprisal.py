@@ -105,6 +105,7 @@ class SurprisalScorer:
         self.batch_size = batch_size
         self.reader = reader_for(self.model, tokenizer, encoder_tokenizer)
         self.window = self.reader.window(model.config)
+        self.reads_every_prefix = self.reader.reads_every_prefix(model.config)  # a row of n tokens costs n(n+1)/2
         self.stride = check_stride(self.window, stride)
         self.word_starts = word_start_ids(tokenizer) if bow_correction else None
         self.word_start_set = set(self.word_starts.tolist()) if bow_correction else set()
@@ -187,7 +188,7 @@ class SurprisalScorer:
         scores = [None] * len(pieces)
         work = [self.work(piece) for piece in pieces]
         self.announce_long_rows(pieces, work)
-        unit = "prefix token" if self.reader.reads_every_prefix(self.model.config) else "token"
+        unit = "prefix token" if self.reads_every_prefix else "token"
         with tqdm(total=sum(work), desc="Surprisal", unit=unit, unit_scale=True, disable=not progress) as bar:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
@@ -203,12 +204,12 @@ class SurprisalScorer:
         """What reading `piece` costs, in the progress bar's unit: its tokens, or for a model that reads every prefix
         the tokens of all its prefixes (n(n+1)/2)."""
         length = piece.stop - piece.start
-        return length * (length + 1) // 2 if self.reader.reads_every_prefix(self.model.config) else length
+        return length * (length + 1) // 2 if self.reads_every_prefix else length
 
     def announce_long_rows(self, pieces: list[Piece], work: list[int]):
         """A model that reads every prefix spends most of its time on the longest rows: said before scoring, with
         their share of the work (the progress bar counts the same work, so its time estimate holds)."""
-        if not self.reader.reads_every_prefix(self.model.config):
+        if not self.reads_every_prefix:
             return
         long = [i for i, piece in enumerate(pieces) if piece.stop - piece.start > LONG_ROW_TOKENS]
         if long:

@@ -495,11 +495,12 @@ def main(argv: list[str] | None = None):
     )
     if training_args.do_train and "train" not in raw:
         raise ValueError(f"--do_train: {data_args.dataset_name} has no train split.")
-    if data_args.eval_context_controls and "validation" in raw and len(set(raw["validation"]["document"])) < 2:
+    validation_documents = len(set(raw["validation"]["document"])) if (
+        data_args.eval_context_controls and "validation" in raw) else None
+    if validation_documents is not None and validation_documents < 2:
         raise ValueError(f"--eval_context_controls gives each sentence another document's context, but the validation "
-                         f"data ({data_args.validation_file or 'the validation split'}) holds "
-                         f"{len(set(raw['validation']['document']))} document: it needs at least two (a blank line "
-                         "between documents, or a `document` column).")
+                         f"data ({data_args.validation_file or 'the validation split'}) holds {validation_documents} "
+                         "document: it needs at least two (a blank line between documents, or a `document` column).")
 
     # Tokenizer and model
     encoder_path = model_args.encoder_name_or_path or modeling_fusion_lstm.default_encoder_path()

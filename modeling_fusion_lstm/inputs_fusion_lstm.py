@@ -18,16 +18,19 @@ def check_mask_values(mask: torch.Tensor, name: str):
 PASSED_THROUGH = ("num_items_in_batch", "ignore_index")
 
 
-def check_keywords(kwargs: dict, known, where: str):
-    """A keyword that no parameter of `where` takes (a misspelt `context_ids=`, `fusion_embed=`) is refused, with the
-    closest parameter names: it would otherwise be ignored without a word. `known`: the parameter names."""
+def check_keywords(kwargs: dict, function, where: str):
+    """A keyword that no parameter of `function` (called `where`) takes (a misspelt `context_ids=`, `fusion_embed=`)
+    is refused, with the closest parameter names: it would otherwise be ignored without a word. The signature is read
+    only then: every forward call passes through here."""
     refuse_context_length(kwargs)
     unknown = [name for name in kwargs if name not in PASSED_THROUGH]
     if unknown:
         import difflib
+        import inspect
 
+        known = list(inspect.signature(function).parameters)
         close = list(dict.fromkeys(match for name in unknown  # the closest first
-                                   for match in difflib.get_close_matches(name, list(known), n=2, cutoff=0.6)))
+                                   for match in difflib.get_close_matches(name, known, n=2, cutoff=0.6)))
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise TypeError(f"{where}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}{hint}")
 
@@ -80,10 +83,10 @@ def sequence_so_far(model, input_ids, attention_mask, inputs_embeds, state, cont
     """Checks the inputs and joins the state's history (ids and mask) to the new tokens; adds the document's
     previous sentences, checked."""
     inputs = join_history(model, input_ids, attention_mask, inputs_embeds, state)
-    check_state_context(model, state, context_input_ids, context_attention_mask)
     if context_input_ids is None:
         if context_attention_mask is not None:
             raise ValueError("context_attention_mask was given without context_input_ids: pass both.")
+        check_state_context(model, state, None, None)
         return inputs
     if not model.config.context_sentences:
         raise ValueError("context_input_ids were given to a model trained without the document's previous sentences "
@@ -103,22 +106,22 @@ def sequence_so_far(model, input_ids, attention_mask, inputs_embeds, state, cont
         raise ValueError(f"context_attention_mask has shape {tuple(context_attention_mask.shape)}; it must match "
                          f"context_input_ids' {tuple(context_input_ids.shape)}.")
     check_mask_values(context_attention_mask, "context_attention_mask")
-    return inputs._replace(context_input_ids=context_input_ids,
-                           context_attention_mask=context_attention_mask.to(torch.long),
+    context_attention_mask = context_attention_mask.to(torch.long)
+    check_state_context(model, state, context_input_ids, context_attention_mask)
+    return inputs._replace(context_input_ids=context_input_ids, context_attention_mask=context_attention_mask,
                            context_as_tokens=model.config.context_as_tokens)
 
 
 def check_state_context(model, state, context_input_ids, context_attention_mask):
     """A state continues the sequence it was made for: with the document context it was made with, the same at every
-    step (a model that reads none keeps none in its state)."""
+    step (a model that reads none keeps none in its state). The context is the checked one (its mask given or all
+    ones, as long), or None for none."""
     if state is None or not model.config.context_sentences:
         return
     kept, given = state.context_input_ids, context_input_ids
-    mask = context_attention_mask if given is None or context_attention_mask is not None else torch.ones_like(given)
-    same = (kept is None and given is None) or (
-        kept is not None and given is not None and kept.shape == given.shape
-        and torch.equal(kept, given.to(kept.device)) and torch.equal(state.context_attention_mask,
-                                                                     mask.to(kept.device).long()))
+    same = (kept is None) == (given is None) and (kept is None or (
+        kept.shape == given.shape and torch.equal(kept, given.to(kept.device))
+        and torch.equal(state.context_attention_mask, context_attention_mask.to(kept.device))))
     if not same:
         raise ValueError("This state was made with "
                          f"{'no document context' if kept is None else 'another document context'} than the "

@@ -1,7 +1,6 @@
 """PyTorch FusionLSTM: an LSTM language model with a pretrained sentence encoder's prefix embeddings fused in
 (Zouhar, Mosbach, Klakow 2022, "Fusing Sentence Embeddings Into LSTM-based Autoregressive Language Models")."""
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -432,7 +431,7 @@ class FusionLSTMModel(FusionLSTMPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
         # 1. Token embeddings of the new tokens, and the whole sequence so far (the state's history joined in)
-        check_keywords(kwargs, inspect.signature(self.forward).parameters, "FusionLSTMModel.forward")
+        check_keywords(kwargs, self.forward, "FusionLSTMModel.forward")
         inputs = sequence_so_far(self, input_ids, attention_mask, inputs_embeds, state, context_input_ids,
                                        context_attention_mask)
         # 2. e_j of every new position: given, or from the prefix encoder
@@ -581,7 +580,7 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         token_type_ids: accepted and ignored, so that a BERT tokenizer's output can be passed as is.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        check_keywords(kwargs, inspect.signature(self.forward).parameters, "FusionLSTMForCausalLM.forward")
+        check_keywords(kwargs, self.forward, "FusionLSTMForCausalLM.forward")
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
