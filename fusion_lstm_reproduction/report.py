@@ -169,7 +169,10 @@ def reading_times_section(ctx: SectionContext) -> list[str]:
     plot_reading_times(ctx.results, figure, ctx.scale)
     m = ctx.results[0].metrics
     excluded = m["excluded_from_regression"]
-    first_words = excluded.get("first_words_of_sentence", excluded.get("first_word_of_sentence"))  # before spillover
+    # the first words of each sentence: its first, and those whose spillover words would lie before it (older results
+    # counted both as first_words_of_sentence, the oldest as first_word_of_sentence)
+    first_words = excluded.get("first_words_of_sentence", excluded.get("first_word_of_sentence", 0)) + excluded.get(
+        "missing_predictors", 0)
     prose = ctx.prose(words=f"{m['words']:,}", paper=ctx.spec["report"]["paper_finding"], first_words=first_words,
                       punctuated=excluded["with_punctuation"], regression_words=f"{m['regression_words']:,}")
     return [*prose, *reading_times_lines(ctx.results), "", *scoring_speed(ctx.results),

@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from fusion_lstm_data.documents import single_sentence_documents
 from fusion_lstm_data.files import check_local_folder
 
 from .reading_times import (
-    BASELINES, DEFAULT_SPILLOVER, check_regression, check_same_words, compare_held_out, decimal_number, evaluate, plot,
+    PROTOCOLS, check_regression, check_same_words, compare_held_out, decimal_number, evaluate, plot, read_frequencies,
     read_reading_times,
 )
 from .readers import reader_class
@@ -86,16 +86,36 @@ class SurprisalArguments:
     bow_correction: bool = field(default=False, metadata={
         "help": "Add the leading-space correction (Pimentel & Meister 2024): the probability that the next token "
                 "begins a new word. For tokenizers with a space marker (byte-level BPE, SentencePiece)."})
-    baseline: str = field(default="simple", metadata={
+    protocol: str = field(default="default", metadata={
+        "help": "How reading times are regressed on surprisal, by name: default (this tool's: --baseline simple "
+                "--spillover 2 --spillover_scope sentence --exclusions strict --folds groups) or "
+                "pimentel_meister_2024 (as their released code: --baseline interactions --spillover 3 "
+                "--spillover_scope document --exclusions missing --folds words; add --frequency_column with their "
+                "frequencies to match their numbers). Each flag below overrides the protocol's value."})
+    baseline: str | None = field(default=None, metadata={
         "help": "The baseline regression: simple (length, log frequency, position, and length and frequency of the "
                 "spillover words) or interactions (Wilcox et al. 2020, Pimentel & Meister 2024: length, frequency and "
                 "length × frequency of the word and of each spillover word, no position)."})
+    spillover: int | None = field(default=None, metadata={
+        "help": "How many previous words' surprisal, length and frequency enter the ΔLL regressions (2: self-paced "
+                "reading)."})
+    spillover_scope: str | None = field(default=None, metadata={
+        "help": "Where the previous words may lie: sentence (a word's previous words are in its sentence) or "
+                "document (across sentences within the story, as --document_column names it)."})
+    exclusions: str | None = field(default=None, metadata={
+        "help": "Which words leave the regressions: strict (words lacking a predictor, each sentence's first word, "
+                "words with punctuation) or missing (only words lacking a predictor). Counted in the JSON."})
+    folds: str | None = field(default=None, metadata={
+        "help": "The held-out ΔLL's 10 folds: groups (whole stories, or sentences without --document_column) or "
+                "words (dealt at random: a story's words on both sides of a fold, which reads higher)."})
+    frequency_column: str | None = field(default=None, metadata={
+        "help": "A column of --reading_times with each word's log frequency from the study (any log scale; empty or "
+                "NA: the word leaves the regressions), instead of wordfreq's Zipf frequency."})
+    permutations: int = field(default=999, metadata={
+        "help": "Draws of the permutation test (surprisal shuffled within each story or sentence); 0 skips it."})
     entropy: bool = field(default=False, metadata={
         "help": "Also each word's entropy (bits) of the model's next-token distribution before its first token, in "
                 "the TSV and, with --reading_times, as a further predictor: its ΔLL beside surprisal's."})
-    spillover: int = field(default=DEFAULT_SPILLOVER, metadata={
-        "help": "How many previous words' surprisal, length and frequency enter the ΔLL regressions (2: self-paced "
-                "reading)."})
     model_names: list[str] | None = field(default=None, metadata={
         "help": "A name for each model, in the output files' names and the JSON (default: its folder's name)."})
     reading_times: str | None = field(default=None, metadata={"help": "A TSV of reading times, one row per input "
@@ -117,10 +137,15 @@ class SurprisalArguments:
                 raise ValueError(f"--context_sentences must be a number ≥ 0 or 'all', got "
                                  f"{self.context_sentences!r}.")
             self.context_sentences = int(self.context_sentences)
-        if self.spillover < 0:
-            raise ValueError(f"--spillover must be 0 or more, got {self.spillover}.")
-        if self.baseline not in BASELINES:
-            raise ValueError(f"--baseline {self.baseline!r}: use one of {', '.join(BASELINES)}.")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"--protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}.")
+        overrides = {name: getattr(self, name) for name in ("baseline", "spillover", "spillover_scope", "exclusions",
+                                                            "folds") if getattr(self, name) is not None}
+        self.regression = replace(PROTOCOLS[self.protocol], **overrides)  # every field checked
+        if self.permutations < 0:
+            raise ValueError(f"--permutations must be 0 or more, got {self.permutations}.")
+        if self.frequency_column and not self.reading_times:
+            raise ValueError("--frequency_column is a column of --reading_times: pass --reading_times.")
         if not self.model_name_or_path and not self.surprisal_column:
             raise ValueError("Nothing to score: pass --model_name_or_path and/or --surprisal_column.")
         if self.surprisal_column and not self.reading_times:
@@ -333,6 +358,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         args.reading_times) else None
     # the held-out ΔLL holds out whole stories where the input names them, else whole sentences
     groups = [s.document if args.document_column else s.id for s in sentences for _ in s.words]
+    documents = [s.document for s in sentences for _ in s.words]  # where the previous words may reach back
+    frequency = read_frequencies(args.reading_times, args.frequency_column) if args.frequency_column else None
     if reading_times is not None and not args.document_column:
         logger.warning("the held-out ΔLL holds out sentences (no --document_column): sentences of one story are not "
                        "independent, so its interval and p-value are too narrow; name the stories with "
@@ -340,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if reading_times is not None:  # before any model is scored
         check_same_words([w for s in sentences for w in s.words], reading_times, args.reading_times)
         check_regression([w for s in sentences for w in s.words], [i for s in sentences for i in range(len(s.words))],
-                         groups, args.spillover, args.baseline, args.entropy)
+                         groups, args.regression, documents, frequency, args.entropy)
     preflight(args)
     results, surprisals = {}, {}
     scored = [(name, partial(score_model, args, path, name, sentences))
@@ -350,20 +377,17 @@ def main(argv: list[str] | None = None) -> dict | None:
     for name, score in scored:  # one model in memory at a time
         rows, info = score()
         if reading_times is not None:
-            results[name] = {**info, **evaluate(rows, reading_times, args.reading_times, args.spillover, groups,
-                                                args.baseline, args.seed)}
+            results[name] = {**info, **evaluate(rows, reading_times, args.reading_times, args.regression, groups,
+                                                documents, frequency, args.seed, args.permutations)}
             surprisals[name] = np.array([r.surprisal for r in rows])
-            held_out = results[name]["held_out"]
-            logger.info("%s: Pearson r %.3f, Spearman rho %.3f, ΔLL held out %.5f nats per word (95 %% interval "
-                        "%.5f to %.5f, sign-flip p %.4f over %d groups; in-sample %.5f; %d words in the regression)",
-                        name, results[name]["pearson_r"], results[name]["spearman_rho"],
-                        held_out["delta_log_likelihood"], *held_out["interval_95"], held_out["p_value"],
-                        held_out["groups"], results[name]["delta_log_likelihood"], results[name]["regression_words"])
+            log_result(name, results[name])
     if reading_times is None:
         return None
     output = Path(args.output_file)
-    summary = {"input_file": args.input_file, "reading_times": args.reading_times, "spillover": args.spillover,
-               "baseline": args.baseline, "seed": args.seed,
+    summary = {"input_file": args.input_file, "reading_times": args.reading_times,
+               "spillover": args.regression.spillover, "baseline": args.regression.baseline,
+               "protocol": {"name": args.protocol, **args.regression.as_dict()},
+               "frequency": args.frequency_column or "wordfreq", "seed": args.seed,
                "held_out_groups": "document" if args.document_column else "sentence", "models": results,
                **versus_first(results, args.seed)}
     # a statistic that is not a number (e.g. r of a model whose surprisal never varies) is null: the file stays JSON
@@ -371,6 +395,18 @@ def main(argv: list[str] | None = None) -> dict | None:
                                                                     allow_nan=False))
     plot(results, surprisals, np.array([rt for _, rt in reading_times]), output.with_suffix(".reading_times.png"))
     return summary
+
+
+def log_result(name: str, result: dict):
+    """One model's correlations, held-out ΔLL with its interval and tests, in-sample ΔLL with its own."""
+    held_out, ratio = result["held_out"], result["likelihood_ratio_test"]
+    permutation = result.get("permutation_test")
+    logger.info("%s: Pearson r %.3f, Spearman rho %.3f; ΔLL held out %.5f nats per word (95 %% interval %.5f to %.5f, "
+                "sign-flip p %.4g over %d groups, %d folds of %s); in-sample %.5f (likelihood-ratio p %.3g%s); %d words "
+                "in the regression", name, result["pearson_r"], result["spearman_rho"], held_out["delta_log_likelihood"],
+                *held_out["interval_95"], held_out["p_value"], held_out["groups"], held_out["folds"],
+                held_out["fold_scheme"], result["delta_log_likelihood"], ratio["p_value"],
+                f", permutation p {permutation['p_value']:.3g}" if permutation else "", result["regression_words"])
 
 
 def versus_first(results: dict[str, dict], seed: int = 0) -> dict:

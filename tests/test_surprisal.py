@@ -14,8 +14,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from fusion_lstm_surprisal.reading_times import (
-    compare_held_out, delta_log_likelihood, draw_delta_bars, evaluate, included, predictors, read_reading_times,
-    reading_times_figure, wrapped,
+    Protocol, RegressionWords, compare_held_out, delta_log_likelihood, draw_delta_bars, evaluate, predictors,
+    read_reading_times, reading_times_figure, wrapped,
 )
 from fusion_lstm_surprisal.sentences import Sentence, WordSurprisal, align, read_sentences_of_words
 from fusion_lstm_surprisal.surprisal import SurprisalScorer, write_tsv
@@ -289,7 +289,7 @@ def test_the_sign_flip_test_is_calibrated_over_stories():
 
     def p_value(values, times) -> float:
         scored = [WordSurprisal("1", i, w, float(x), 1) for w, i, x in zip(words, indices, values)]
-        return evaluate(scored, times, groups=stories)["held_out"]["p_value"]
+        return evaluate(scored, times, groups=stories, permutations=0)["held_out"]["p_value"]
 
     useless = [p_value(rng.permutation(surprisal), rts) for _ in range(20)]
     assert sum(p > 0.05 for p in useless) >= 18, useless
@@ -311,7 +311,7 @@ def test_the_paired_comparison_finds_the_model_whose_surprisal_drives_reading_ti
 
     def held_out(values, times=rts) -> dict:
         scored = [WordSurprisal("1", i, w, float(x), 1) for w, i, x in zip(words, indices, values)]
-        return evaluate(scored, times, groups=stories)["held_out"]
+        return evaluate(scored, times, groups=stories, permutations=0)["held_out"]
 
     good, noisy = held_out(true), held_out(true + rng.normal(0, 8, len(words)))
     better = compare_held_out(good, noisy)
@@ -331,17 +331,17 @@ def test_every_surprisal_coefficient_both_baselines_and_entropy_beside_surprisal
     rows, rts = synthetic(0, from_surprisal=True)  # rt = ... + 5 · surprisal
     previous = np.concatenate([[0.0], [r.surprisal for r in rows][:-1]])
     lagged = [(w, t + 3 * p) for (w, t), p in zip(rts, previous)]  # and + 3 · the previous word's
-    result = evaluate(rows, lagged, spillover=2)
+    result = evaluate(rows, lagged, protocol=Protocol(spillover=2))
     word, one_back, two_back = result["surprisal_coefficients_ms_per_bit"]
     assert 4 < word < 6 and 2 < one_back < 4 and abs(two_back) < 1 and len(result["surprisal_p_values"]) == 3
     words, indices = [r.word for r in rows], [r.word_index for r in rows]
-    simple, interactions = (predictors(words, indices, 2, b) for b in ("simple", "interactions"))
+    simple, interactions = (predictors(words, indices, Protocol(b)) for b in ("simple", "interactions"))
     assert "position" in simple and "position" not in interactions
     assert {"length_x_frequency", "length_x_frequency_1_back", "length_x_frequency_2_back"} <= set(interactions)
     np.testing.assert_allclose(interactions["length_x_frequency"], simple["length"] * simple["frequency"])
-    assert evaluate(rows, lagged, baseline="interactions")["baseline"] == "interactions"
-    with pytest.raises(ValueError, match="baseline 'fancy': use one of simple, interactions"):
-        predictors(words, indices, 2, "fancy")
+    assert evaluate(rows, lagged, protocol=Protocol("interactions"))["baseline"] == "interactions"
+    with pytest.raises(ValueError, match="--baseline 'fancy': use one of simple, interactions"):
+        Protocol("fancy")
     # entropy: what it adds beside surprisal, held out with its own sign-flip test
     rng = np.random.default_rng(1)
     entropy = rng.gamma(3.0, 1.5, len(rows))
@@ -378,24 +378,33 @@ def test_spillover_enters_the_regression_and_needs_enough_words():
     rows, rts = synthetic(0, from_surprisal=True)
     previous = np.concatenate([[0.0], [r.surprisal for r in rows][:-1]])
     lagged = [(w, t + 5 * p) for (w, t), p in zip(rts, previous)]  # the previous word's surprisal slows reading too
-    none, one = (evaluate(rows, lagged, spillover=k)["held_out"]["delta_log_likelihood"] for k in (0, 1))
+    none, one = (evaluate(rows, lagged, protocol=Protocol(spillover=k))["held_out"]["delta_log_likelihood"] for k in (0, 1))
     assert one > none + 0.02
-    assert evaluate(rows, lagged, spillover=3)["regression_words"] < evaluate(rows, lagged, spillover=1)[
+    assert evaluate(rows, lagged, protocol=Protocol(spillover=3))["regression_words"] < evaluate(rows, lagged, protocol=Protocol(spillover=1))[
         "regression_words"]
     with pytest.raises(ValueError, match="too few to fit"):
-        evaluate(rows[:15], rts[:15], spillover=2)
+        evaluate(rows[:15], rts[:15], protocol=Protocol(spillover=2))
 
 
 def test_regression_excludes_sentence_initial_and_punctuated_words():
-    keep = included(["The", "cat's", "well-known", "mat.", "Then", "(x)"], [0, 1, 2, 3, 0, 1], spillover=1)
-    assert keep.tolist() == [False, True, True, False, False, False]
-    keep = included(["The", "cat's", "well-known", "mat.", "Then", "(x)"], [0, 1, 2, 3, 0, 1])  # spillover 2
-    assert keep.tolist() == [False, False, True, False, False, False]
+    words, indices = ["The", "cat's", "well-known", "mat.", "Then", "(x)"], [0, 1, 2, 3, 0, 1]
+
+    def kept(protocol: Protocol) -> list[bool]:
+        return RegressionWords.of(words, indices, protocol).keep.tolist()
+
+    assert kept(Protocol(spillover=1)) == [False, True, True, False, False, False]
+    assert kept(Protocol()) == [False, False, True, False, False, False]  # spillover 2
+    assert kept(Protocol(spillover=0)) == [False, True, True, False, False, False]  # the first word all the same
     rows, rts = synthetic(0, from_surprisal=True)
-    result = evaluate(rows, rts)
-    excluded = result["excluded_from_regression"]
-    assert result["regression_words"] == result["words"] - excluded["first_words_of_sentence"] - excluded[
-        "with_punctuation"]
+    counts = {}
+    for spillover in (0, 2):
+        result = evaluate(rows, rts, protocol=Protocol(spillover=spillover), permutations=0)
+        counts[spillover] = excluded = result["excluded_from_regression"]
+        assert result["regression_words"] == result["words"] - sum(excluded.values())
+    # each word is counted under its first reason: with spillover 2 a sentence's first word lacks its predictors
+    assert counts[0]["missing_predictors"] == 0 and counts[0]["first_words_of_sentence"] > 0
+    assert counts[2]["missing_predictors"] > counts[0]["first_words_of_sentence"] and counts[2][
+        "first_words_of_sentence"] == 0
 
 
 def test_reading_times_must_list_the_same_words(tmp_path):
@@ -405,8 +414,7 @@ def test_reading_times_must_list_the_same_words(tmp_path):
     with pytest.raises(ValueError, match="rt.tsv:2: the word is"):
         evaluate([WordSurprisal("s", 0, "other", 1.0, 1), *rows[1:]], rts, "rt.tsv")
     delta = delta_log_likelihood(np.array([r for _, r in rts]), np.array([r.surprisal for r in rows]),
-                                 predictors([w for w, _ in rts], [r.word_index for r in rows]),
-                                 included([w for w, _ in rts], [r.word_index for r in rows]))
+                                 RegressionWords.of([w for w, _ in rts], [r.word_index for r in rows], Protocol()))
     assert delta["regression_words"] > 2000
 
 
