@@ -17,6 +17,7 @@ steps on a few sentences, into `<results_dir>/smoke`, to check a configuration (
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from fusion_lstm_reproduction.experiments import (
 )
 from fusion_lstm_reproduction.report import write_reports
 from fusion_lstm_reproduction.speed import SpeedPages
-from fusion_lstm_training.precision import PRECISIONS, choose_precision
+from fusion_lstm_training.precision import PRECISIONS, choose_precision, cpu_description, cpu_text
 
 
 ROOT = Path(__file__).resolve().parent
@@ -126,12 +127,14 @@ def main(argv: list[str] | None = None):
     if args.runs:  # before the precision is measured (minutes where bf16 is slow)
         check_run_ids(load_experiment(args.experiment, args.scale, results_dir, data_dir=args.data_dir,
                                       encoder=args.encoder_name_or_path), args.runs)
+    started = time.perf_counter()
     precision = choose_precision(args.precision)
     results = run_experiment(args.experiment, args.scale, results_dir, overrides, progress=logger.info,
                              precision=precision, data_dir=args.data_dir, encoder=args.encoder_name_or_path,
                              only=args.runs)
-    logger.info("%s (%s scale): %d runs have results in %s", args.experiment, args.scale, len(results),
-                results_dir / args.scale)
+    logger.info("%s (%s scale): %d runs have results in %s; this command took %.0f s on %s, %s", args.experiment,
+                args.scale, len(results), results_dir / args.scale, time.perf_counter() - started,
+                cpu_text(cpu_description()), precision)
     print("\n".join(summary(args.experiment, results)))
 
 

@@ -49,7 +49,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from fusion_lstm_data.files import read_json_object, read_sentences, text_lines
 from fusion_lstm_surprisal.reading_times import held_out_text
 from fusion_lstm_training.bpe import build_bpe_tokenizer
-from fusion_lstm_training.precision import precision_arguments
+from fusion_lstm_training.precision import cpu_description, precision_arguments
 from modeling_fusion_lstm import BASELINE_FUSION
 
 from .records import RESULT_FIELDS, Result
@@ -694,7 +694,7 @@ def record(experiment: Experiment, run: Run, metrics: dict, arguments: dict, sec
 
 def machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "gpu": gpu_name()}
+            "cpus": os.cpu_count(), "cpu": cpu_description(), "gpu": gpu_name()}
 
 
 def gpu_name() -> str | None:

@@ -8,7 +8,7 @@ from fusion_lstm_surprisal.reading_times import compare_held_out, held_out_text
 from modeling_fusion_lstm import BASELINE_FUSION, FUSIONS
 
 from .records import Result
-from .results import by_fusion, is_plain, seed_groups
+from .results import by_fusion, device_text, is_plain, seed_groups
 from .tables import markdown_table
 
 
@@ -109,8 +109,7 @@ def scoring_speed(results: list[Result]) -> list[str]:
                        lambda r: r.metrics["words_per_second"])
     if not speeds:
         return []
-    machine = results[0].machine
-    where = machine["gpu"] if machine.get("gpu") else f"{machine.get('cpus', '?')}-core CPU"
+    where = device_text(results[0].machine)
     words = results[0].metrics["words"]
     cells = ", ".join(f"`{f}` {statistics.mean(speeds[f]):,.0f} words/s" for f in FUSIONS if f in speeds)
     return [f"Scoring surprisal (`run_surprisal.py`, the reading_times experiment) on Natural Stories ({words:,} "

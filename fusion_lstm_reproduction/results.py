@@ -6,6 +6,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from fusion_lstm_training.precision import cpu_text
 from modeling_fusion_lstm import BASELINE_FUSION, PAPER_FUSION
 
 from .experiments import SCALES, experiment_kinds, steps_per_epoch
@@ -66,10 +67,19 @@ def epochs_text(results: list[Result]) -> str:
             f"{window}{ran}")
 
 
+def device_text(machine: dict) -> str:
+    """What a result ran on, from its `machine` record: the GPU, or the CPU with its vector flags and any cap on the
+    instruction sets (results recorded before the CPU's description: its core count and processor)."""
+    if machine.get("gpu"):
+        return machine["gpu"]
+    if machine.get("cpu"):
+        return cpu_text(machine["cpu"])
+    return f"{machine.get('cpus', '?')}-core CPU ({machine.get('processor', '?')})"
+
+
 def budget(results: list[Result]) -> str:
     args = results[0].arguments
-    machine = results[0].machine
-    device = machine.get("gpu") or f"{machine['cpus']}-core CPU ({machine['processor']})"
+    device = device_text(results[0].machine)
     order = BATCH_ORDER.get(args.get("train_sampling_strategy"))
     return (f"{results[0].metrics.get('train_samples', '?')} training sentences, {epochs_text(results)}, "
             f"batch {args.get('per_device_train_batch_size')}{f' ({order})' if order else ''}, "

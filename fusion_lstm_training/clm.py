@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None):
         trainer.save_metrics("test", metrics)
 
     if model_args.generation_prompt and training_args.do_train and trainer.is_world_process_zero():
-        show_generation(training_args.output_dir, model_args.generation_prompt)
+        show_generation(training_args.output_dir, model_args.generation_prompt, encoder_path)
 
     if push_to_hub and trainer.is_world_process_zero():
         publish(trainer.model, model_args, data_args, training_args, encoder_path)
@@ -671,12 +671,16 @@ SHOWN_GENERATION = {"max_new_tokens": 20, "do_sample": True, "top_p": 0.9, "repe
 SHOWN_GENERATION_SEED = 0
 
 
-def show_generation(output_dir: str, prompt: str):
-    """Reload the saved folder as a user would and continue a prompt (SHOWN_GENERATION)."""
+def show_generation(output_dir: str, prompt: str, encoder_path: str):
+    """Reload the saved folder as a user would and continue a prompt (SHOWN_GENERATION); a model with a vocabulary of
+    its own (a trained BPE) embeds each prefix from its text, with the encoder's tokenizer."""
     model = AutoModelForCausalLM.from_pretrained(output_dir, trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(output_dir, trust_remote_code=True)
+    reads_text = model.config.uses_encoder and not model.config.encoder_reads_lm_ids
+    prefixes = {"tokenizer": tokenizer, "encoder_tokenizer": AutoTokenizer.from_pretrained(encoder_path)} if (
+        reads_text) else {}
     torch.manual_seed(SHOWN_GENERATION_SEED)
-    generated = model.generate(**tokenizer([prompt], return_tensors="pt"), **SHOWN_GENERATION)
+    generated = model.generate(**tokenizer([prompt], return_tensors="pt"), **SHOWN_GENERATION, **prefixes)
     text = tokenizer.decode(generated[0], skip_special_tokens=True)
     how = ", ".join(f"{k} {v}" for k, v in SHOWN_GENERATION.items() if k != "max_new_tokens")
     print(f"reloaded {output_dir} with AutoModelForCausalLM; generated ({how}, seed {SHOWN_GENERATION_SEED}): {text}")

@@ -3,6 +3,8 @@ and slower on others (docs/reproducing.md gives the measurements). `choose_preci
 guessing from CPU flags."""
 
 import logging
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -65,18 +67,57 @@ def precision_arguments(precision: str) -> dict:
 
 # CPU flags of native bfloat16 arithmetic (Linux /proc/cpuinfo names)
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# the vector flags a speed depends on, recorded beside every measurement
+VECTOR_FLAGS = ("avx2", "avx512f", *NATIVE_BF16_FLAGS)
+# environment variables that cap the instruction sets the math libraries use (an AVX2 machine emulated on a newer one)
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+
+
+def read_cpuinfo(cpuinfo: str | None = None) -> str | None:
+    """/proc/cpuinfo's text (or the text given); None where there is none (not Linux)."""
+    if cpuinfo is not None:
+        return cpuinfo
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    return {flag for line in (read_cpuinfo(cpuinfo) or "").splitlines() if line.startswith("flags")
+            for flag in line.split(":", 1)[1].split()}
+
+
+def isa_limits() -> dict[str, str]:
+    """The instruction-set caps set in the environment (ISA_LIMITS), by variable."""
+    return {name: os.environ[name] for name in ISA_LIMITS if os.environ.get(name)}
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
     """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), from /proc/cpuinfo's flags (or the text
-    given); None where they cannot be read (not Linux)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    given), and oneDNN is not capped below them (ONEDNN_MAX_CPU_ISA=AVX2); None where the flags cannot be read."""
+    flags = cpu_flags(cpuinfo)
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if capped and "BF16" not in capped and "AMX" not in capped and "ALL" != capped:
+        return False
     return any(flag in flags for flag in NATIVE_BF16_FLAGS) if flags else None
+
+
+def cpu_description(cpuinfo: str | None = None) -> dict:
+    """What a measured time ran on: the CPU's model name, its vector flags (VECTOR_FLAGS) and the instruction-set caps
+    of the environment (an emulated AVX2 machine says so)."""
+    text = read_cpuinfo(cpuinfo) or ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
+    flags = cpu_flags(text)
+    return {"model": model or platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "vector_flags": [flag for flag in VECTOR_FLAGS if flag in flags], "isa_limits": isa_limits()}
+
+
+def cpu_text(cpu: dict) -> str:
+    """A cpu_description in one line: model, cores, flags, caps."""
+    caps = ", ".join(f"{k}={v}" for k, v in cpu.get("isa_limits", {}).items())
+    return (f"{cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['vector_flags']) or 'no AVX2'}"
+            f"{'; capped: ' + caps if caps else ''})")
 
 
 def check_cpu_bf16(cpuinfo: str | None = None):

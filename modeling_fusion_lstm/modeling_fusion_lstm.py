@@ -15,7 +15,9 @@ from transformers.utils import ModelOutput
 
 from .configuration_fusion_lstm import FUSIONS, FusionLSTMConfig, FusionStage
 from .inputs_fusion_lstm import SequenceSoFar, check_keywords, refuse_context_length, sequence_so_far
-from .prefix_encoder_fusion_lstm import FusionLSTMPrefixEncoder, EncoderWindow, PrefixRows, compact_rows, join_context
+from .prefix_encoder_fusion_lstm import (
+    EncoderWindow, FusionLSTMPrefixEncoder, PrefixRows, TextPrefixes, compact_rows, join_context,
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -606,7 +608,9 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
         )
         return output if return_dict else output.to_tuple()
 
-    def generate(self, *args, **kwargs):
+    def generate(self, *args, encoder_tokenizer=None, **kwargs):
+        """transformers' generate(). A model whose vocabulary its encoder cannot read (a trained BPE) embeds each new
+        prefix from its text: pass `tokenizer` (the model's) and `encoder_tokenizer` (the encoder's)."""
         refuse_context_length(kwargs)
         if self.config.uses_fusion and self.prefix_encoder is None:
             raise ValueError(
@@ -614,7 +618,21 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
                 "to compute them: build it with FusionLSTMForCausalLM.from_encoder_pretrained(encoder_path), or decode "
                 "step by step, calling the model with `fusion_embeds` for each new position and `state`."
             )
+        if self.prefix_encoder is not None and not self.config.encoder_reads_lm_ids:
+            kwargs["text_prefixes"] = TextPrefixes(self.prefix_encoder, kwargs.get("tokenizer"), encoder_tokenizer)
+        elif encoder_tokenizer is not None:
+            raise ValueError("encoder_tokenizer is for a model whose vocabulary is not its encoder's; this model's "
+                             "encoder reads its token ids: drop encoder_tokenizer.")
         return super().generate(*args, **kwargs)
+
+    def prepare_inputs_for_generation(self, input_ids, text_prefixes: TextPrefixes | None = None, tokenizer=None,
+                                      **kwargs):
+        # generate() hands its `tokenizer` (for stop strings) down with the model's inputs; forward takes no tokenizer
+        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        if text_prefixes is not None:  # e_j of the new positions, from their text
+            inputs["fusion_embeds"] = text_prefixes(input_ids, kwargs.get("attention_mask"),
+                                                    inputs["input_ids"].shape[1])
+        return inputs
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
         # non-standard cache name, carried like RWKV's

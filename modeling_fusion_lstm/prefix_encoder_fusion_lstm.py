@@ -219,6 +219,40 @@ def token_id_problem(config: FusionLSTMConfig) -> str | None:
     return None
 
 
+class TextPrefixes:
+    """e_j of the new positions during generation, for a model whose vocabulary its encoder cannot read (a trained
+    BPE): each prefix decoded to text by the LM's `tokenizer` and embedded from that text by the encoder's own
+    `encoder_tokenizer`, as training embedded it (tokens 0..j; BOS the empty text; a character whose bytes are not all
+    generated yet stays out). For the prefix window only: the other windows read text that generation has not made
+    yet, or the document's previous sentences."""
+
+    def __init__(self, prefix_encoder: "FusionLSTMPrefixEncoder", tokenizer, encoder_tokenizer):
+        config = prefix_encoder.config
+        if prefix_encoder.context.mode != "prefix" or config.context_sentences:
+            raise ValueError(f"generate() embeds each new prefix from its text only for fusion_context='prefix' without "
+                             f"context sentences; this model has fusion_context={config.fusion_context!r} and "
+                             f"context_sentences={config.context_sentences}: decode step by step with `fusion_embeds`.")
+        if tokenizer is None or encoder_tokenizer is None:
+            raise ValueError(f"This model's vocabulary ({config.vocab_size} tokens) is not its encoder's, so generate() "
+                             "embeds each new prefix from its text: pass tokenizer=<the model's tokenizer> and "
+                             "encoder_tokenizer=AutoTokenizer.from_pretrained(<the encoder's folder>) to generate().")
+        encoder_text_ends(encoder_tokenizer)  # checked before the first step
+        self.prefix_encoder, self.tokenizer, self.encoder_tokenizer = prefix_encoder, tokenizer, encoder_tokenizer
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, num_new: int) -> torch.Tensor:
+        """(batch, num_new, width): e_j of the last `num_new` positions of each row of `input_ids` (the whole sequence
+        so far, padded as `attention_mask` says; a padded position gets the empty text, and is never read)."""
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        texts = []
+        for row, real in zip(input_ids.tolist(), mask.tolist()):
+            for position in range(len(row) - num_new, len(row)):
+                tokens = [t for t, m in zip(row[: position + 1], real[: position + 1]) if m]
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True) if real[position] else ""
+                texts.append(text.rstrip("\ufffd").strip())  # a byte token's character is not complete yet
+        vectors = self.prefix_encoder.embed_texts(texts, self.encoder_tokenizer)
+        return vectors.view(input_ids.shape[0], num_new, -1)
+
+
 class FusionLSTMPrefixEncoder(nn.Module):
     """Runs the pretrained masked-LM encoder on prefixes and pools each into one vector e_j.
 
@@ -381,5 +415,5 @@ class FusionLSTMPrefixEncoder(nn.Module):
         return pooled
 
 
-__all__ = ["CONTEXT_WINDOWS", "FusionLSTMPrefixEncoder", "EncoderWindow", "PrefixRows", "compact_rows",
-           "encoder_text_ends", "join_context"]
+__all__ = ["CONTEXT_WINDOWS", "FusionLSTMPrefixEncoder", "EncoderWindow", "PrefixRows", "TextPrefixes",
+           "compact_rows", "encoder_text_ends", "join_context"]

@@ -113,3 +113,90 @@ def test_pipeline_prompts_start_with_bos_as_in_training(tmp_path, make_model, to
     expected_ids = generate(model, tokenizer([PROMPTS[0]], return_tensors="pt"), max_new_tokens=6)
     prompt_len = len(tokenizer(PROMPTS[0])["input_ids"])
     assert got == tokenizer.decode(expected_ids[0, prompt_len:], skip_special_tokens=True)
+
+
+@pytest.fixture(scope="module")
+def bpe_model(encoder_path):
+    """A tiny concat model with a trained byte-level BPE of its own, around the real MiniLM: its encoder cannot read
+    the LM's ids, so every e_j comes from the text of its prefix."""
+    from transformers import AutoTokenizer
+
+    from fusion_lstm_training.bpe import build_bpe_tokenizer
+    from helpers import TINY
+    from modeling_fusion_lstm import FusionLSTMForCausalLM
+
+    bpe = build_bpe_tokenizer(SENTENCES * 20 + PROMPTS * 5, vocab_size=300)
+    torch.manual_seed(0)
+    model = FusionLSTMForCausalLM.from_encoder_pretrained(
+        fusion="concat", vocab_size=len(bpe), bos_token_id=bpe.bos_token_id, eos_token_id=bpe.eos_token_id,
+        pad_token_id=bpe.pad_token_id, **TINY).eval()
+    return model, bpe, AutoTokenizer.from_pretrained(encoder_path)
+
+
+def test_a_model_with_its_own_bpe_generates_embedding_each_prefix_from_its_text_as_training_did(bpe_model):
+    """generate() with tokenizer and encoder_tokenizer: the e_j of a sentence's prefixes are what training stored for
+    it (PrefixEmbedder's text path, a character split into byte tokens included); cached greedy decoding equals
+    uncached and full forward passes fed those e_j; a left-padded batch generates what each prompt does alone."""
+    from datasets import Dataset
+
+    from fusion_lstm_data.embedder import PrefixEmbedder
+    from fusion_lstm_training.data import tokenize_sentences
+    from modeling_fusion_lstm.prefix_encoder_fusion_lstm import TextPrefixes
+
+    model, bpe, encoder_tokenizer = bpe_model
+    text_prefixes = TextPrefixes(model.prefix_encoder, bpe, encoder_tokenizer)
+    sentence = "The caf\u00e9 cat sat."
+    data = tokenize_sentences(Dataset.from_dict({"text": [sentence]}), bpe, 64, "train", keep_offsets=True)
+    stored = PrefixEmbedder(model.prefix_encoder, bpe, encoder_tokenizer)(
+        {"text": [data[0]["text"]], "offsets": [data[0]["offsets"]]})["fusion_embeds"][0]
+    ids = torch.tensor([data[0]["input_ids"]])
+    with torch.no_grad():
+        computed = text_prefixes(ids, None, ids.shape[1])[0]
+    torch.testing.assert_close(computed, torch.from_numpy(stored).float(), atol=2e-3, rtol=0)  # stored in float16
+    assert "\u00c3" in bpe.convert_ids_to_tokens(ids[0].tolist())  # é's first byte: a token of its own
+
+    kwargs = {"tokenizer": bpe, "encoder_tokenizer": encoder_tokenizer}
+    inputs = bpe([PROMPTS[1]], return_tensors="pt")
+    cached = generate(model, inputs, **kwargs)
+    assert torch.equal(cached, generate(model, inputs, use_cache=False, **kwargs))
+    full = inputs["input_ids"]
+    with torch.no_grad():
+        for _ in range(8):
+            logits = model(input_ids=full, fusion_embeds=text_prefixes(full, None, full.shape[1]), use_cache=False).logits
+            full = torch.cat([full, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(cached, full)
+    bpe.padding_side = "left"
+    batch = bpe(PROMPTS, return_tensors="pt", padding=True)
+    together = generate(model, batch, **kwargs)
+    for row, prompt in zip(together, PROMPTS):
+        alone = generate(model, bpe([prompt], return_tensors="pt"), **kwargs)[0]
+        assert torch.equal(row[-8:], alone[-8:])
+
+
+def test_generation_that_needs_the_text_of_each_prefix_says_what_to_pass(bpe_model, make_model, tokenizer):
+    model, bpe, encoder_tokenizer = bpe_model
+    inputs = bpe([PROMPTS[0]], return_tensors="pt")
+    with pytest.raises(ValueError, match="pass tokenizer=<the model's tokenizer> and encoder_tokenizer="):
+        generate(model, inputs)
+    with pytest.raises(ValueError, match="pass tokenizer=.* and encoder_tokenizer="):
+        generate(model, inputs, tokenizer=bpe)
+    with pytest.raises(ValueError, match="this model's encoder reads its token ids: drop encoder_tokenizer"):
+        generate(make_model("concat"), tokenizer([PROMPTS[0]], return_tensors="pt"), encoder_tokenizer=tokenizer)
+
+
+def test_the_run_shows_a_sampled_continuation_of_a_saved_model_with_its_own_bpe(bpe_model, encoder_path, tmp_path,
+                                                                               capsys):
+    """run_clm's --generation_prompt: the saved folder reloaded with AutoModelForCausalLM continues the prompt, the
+    encoder's tokenizer found for a model whose prefixes are embedded from text; the same seed, the same text."""
+    from fusion_lstm_training.clm import show_generation
+
+    model, bpe, _ = bpe_model
+    model.save_pretrained(tmp_path / "model")
+    bpe.save_pretrained(tmp_path / "model")
+    shown = []
+    for _ in range(2):
+        show_generation(str(tmp_path / "model"), "The cat", encoder_path)
+        shown.append(capsys.readouterr().out)
+    assert shown[0] == shown[1] and "generated (do_sample True" in shown[0]
+    continuation = shown[0].split("seed 0): ", 1)[1].strip()
+    assert continuation.startswith("The cat") and len(continuation) > len("The cat")

@@ -481,6 +481,29 @@ def test_bf16_on_a_cpu_without_native_bfloat16_is_refused_naming_the_fix():
     check_cpu_bf16(amx)
 
 
+def test_a_measurement_records_the_cpu_its_flags_and_any_cap_on_them(monkeypatch):
+    """What a time ran on: the model name, the vector flags, and an instruction-set cap in the environment (an AVX2
+    machine emulated on a newer one), which also makes bfloat16 not native."""
+    from fusion_lstm_reproduction.results import device_text
+    from fusion_lstm_training.precision import cpu_description, cpu_has_native_bf16, cpu_text
+
+    amx = "model name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"
+    for name in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    cpu = cpu_description(amx)
+    assert cpu["model"] == "Intel Xeon" and cpu["vector_flags"] == ["avx2", "avx512f", "amx_bf16"]
+    assert cpu["isa_limits"] == {} and cpu_has_native_bf16(amx) is True
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = cpu_description(amx)
+    assert capped["isa_limits"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"} and cpu_has_native_bf16(amx) is False
+    assert "capped: ONEDNN_MAX_CPU_ISA=AVX2" in cpu_text(capped)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert cpu_has_native_bf16(amx) is True
+    assert device_text({"cpus": 2, "processor": "x86_64", "gpu": None, "cpu": capped}).startswith("Intel Xeon (")
+    assert device_text({"cpus": 2, "processor": "x86_64", "gpu": None}) == "2-core CPU (x86_64)"  # older results
+    assert device_text({"cpus": 2, "gpu": "NVIDIA H200", "cpu": capped}) == "NVIDIA H200"
+
+
 def test_auto_precision_on_a_cpu_without_native_bfloat16_is_fp32_without_measuring(monkeypatch, caplog):
     """Emulated bfloat16 is so slow that measuring it took minutes before the first line of a run."""
     import torch
