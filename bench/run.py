@@ -37,7 +37,7 @@ from fusion_lstm_data.batches import FusionDataCollator  # noqa: E402
 from fusion_lstm_data.files import read_sentences  # noqa: E402
 from fusion_lstm_reproduction.speed import PRECOMPUTE_BEFORE, section_table  # noqa: E402
 from fusion_lstm_training.bpe import build_bpe_tokenizer  # noqa: E402
-from fusion_lstm_training.precision import PRECISIONS, choose_precision  # noqa: E402
+from fusion_lstm_training.precision import PRECISIONS, choose_precision, cpu_description, cpu_text  # noqa: E402
 from modeling_fusion_lstm import FusionLSTMConfig, FusionLSTMForCausalLM  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "wikipedia"
@@ -512,7 +512,7 @@ def main():
     torch.manual_seed(0)
     started = time.perf_counter()
     precisions = ("fp32", "bf16") if args.precision == "both" else (choose_precision(args.precision),)
-    print(f"precision {args.precision}: measuring {', '.join(precisions)}")
+    print(f"precision {args.precision}: measuring {', '.join(precisions)} on {cpu_text(cpu_description())}")
     sections = {"train": lambda quick: bench_train(quick, precisions),
                 "embed": lambda quick: bench_embed(quick, precisions),
                 "precompute": lambda quick: bench_precompute(quick, precisions), "generate": bench_generate,
@@ -524,12 +524,13 @@ def main():
     seconds = time.perf_counter() - started
     results["meta"] = {"quick": args.quick, "seconds": seconds, "precisions": precisions, "date": time.strftime("%Y-%m-%d"),
                        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
-                       "device": "cpu"}
+                       "device": "cpu", "cpu": cpu_description()}
+    for name in args.sections:  # every section says what it ran on: the CPU, its vector flags, any cap on them
+        results[name] = {**results[name], "meta": results["meta"]}
     if output.exists() and set(args.sections) != set(sections):
         # a partial rerun replaces its sections and keeps the others, each with the meta of its own run
         previous = json.loads(output.read_text())
-        for name in args.sections:
-            previous[name] = {**results[name], "meta": results["meta"]}
+        previous.update({name: results[name] for name in args.sections})
         results = previous
     output.write_text(json.dumps(results, indent=2, default=str, allow_nan=False))  # valid JSON: no NaN
     print(f"\n{seconds:.0f} s; wrote {output}")
