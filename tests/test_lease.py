@@ -294,8 +294,10 @@ def test_a_lease_without_its_carry_says_how_to_build_it(tmp_path):
         run_lease(carry=tmp_path / "none", smoke_test=True, results_dir=tmp_path)
 
 
-def test_a_lease_stopped_by_sigterm_packs_what_finished(carry, tmp_path):
-    """`timeout` and a machine going back send SIGTERM: the running runs end and the finished ones come back."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_lease_stopped_by_sigterm_packs_what_finished(carry, tmp_path, stop):
+    """`timeout` and a machine going back send SIGTERM, a person Ctrl-C (SIGINT): the running runs end (their
+    processes in sessions of their own, which the terminal's SIGINT does not reach) and the finished ones come back."""
     command = [sys.executable, str(ROOT / "gpu_lease.py"), "run", "--smoke_test", "--carry", str(carry), "--workers",
                "1", "--results_dir", str(tmp_path / "results"), "--out", str(tmp_path / "out"), "--only",
                "fusion_table/none_seed0", "fusion_table/none_seed1"]
@@ -303,7 +305,7 @@ def test_a_lease_stopped_by_sigterm_packs_what_finished(carry, tmp_path):
     with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env) as process:
         for line in process.stderr:  # the first run has finished and the second started: then the signal
             if "lease: fusion_table/none_seed1: started" in line:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(stop)
                 break
         process.stderr.read()
     summary = json.loads((tmp_path / "out" / "lease.json").read_text())
