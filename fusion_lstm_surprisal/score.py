@@ -39,8 +39,8 @@ from fusion_lstm_data.documents import single_sentence_documents
 from fusion_lstm_data.files import check_local_folder
 
 from .reading_times import (
-    PROTOCOLS, check_regression, check_same_words, compare_held_out, decimal_number, evaluate, plot, read_frequencies,
-    read_reading_times,
+    MIXED_MODELS, PROTOCOLS, check_regression, check_same_words, compare_held_out, decimal_number, evaluate, plot,
+    read_frequencies, read_reader_table, read_reading_times,
 )
 from .readers import reader_class
 from .sentences import WordSurprisal, read_sentences_of_words
@@ -120,7 +120,22 @@ class SurprisalArguments:
         "help": "A name for each model, in the output files' names and the JSON (default: its folder's name)."})
     reading_times: str | None = field(default=None, metadata={"help": "A TSV of reading times, one row per input "
                                                                       "word (e.g. Natural Stories)."})
-    rt_column: str = field(default="meanItemRT", metadata={"help": "The reading-time column."})
+    rt_column: list[str] = field(default_factory=lambda: ["meanItemRT"], metadata={
+        "help": "The reading-time column, or several measures (first_fixation gaze_duration total_time): each is "
+                "fitted; the first is the JSON's top level and the figure's, the others under `measures`."})
+    reader_column: str | None = field(default=None, metadata={
+        "help": "--reading_times is a long per-reader table (eye tracking, or self-paced reading per reader): one row "
+                "per reader and word, this column naming the reader, each word named by --document_column and "
+                "--position_column as in the input; 0 is a skipped word and empty/NA an unrecorded one (both leave "
+                "that measure's fits, the word stays in the model's context). The averaged fit uses each word's "
+                "mean over its readers."})
+    position_column: str | None = field(default=None, metadata={
+        "help": "With --reader_column: the column, in the input TSV and the per-reader table, with each word's "
+                "position in its document (Natural Stories: zone; Provo: Word_Number)."})
+    mixed_model: str | None = field(default=None, metadata={
+        "help": "With --reader_column, also the per-reader fit: a mixed model (statsmodels MixedLM, maximum "
+                "likelihood) with random intercepts by reader, or by reader and word (reader+item, crossed: slow "
+                "past ~10,000 readings)."})
     encoder_name_or_path: str | None = field(default=None, metadata={
         "help": "For a fusion model with a BPE: the encoder's tokenizer (default: the packaged MiniLM)."})
     batch_size: int = field(default=16, metadata={"help": "Sentences per forward pass."})
@@ -146,6 +161,19 @@ class SurprisalArguments:
             raise ValueError(f"--permutations must be 0 or more, got {self.permutations}.")
         if self.frequency_column and not self.reading_times:
             raise ValueError("--frequency_column is a column of --reading_times: pass --reading_times.")
+        if self.reader_column and not (self.reading_times and self.position_column):
+            raise ValueError("--reader_column reads --reading_times as a per-reader table whose rows name their word "
+                             "by --position_column (and --document_column): pass both.")
+        if self.reader_column and self.frequency_column:
+            raise ValueError("--frequency_column is one value per word; a per-reader table (--reader_column) has one "
+                             "row per reading: drop --frequency_column (wordfreq's frequencies are used).")
+        if self.mixed_model and not self.reader_column:
+            raise ValueError("--mixed_model fits each reader's readings: pass the per-reader table with "
+                             "--reader_column.")
+        if self.mixed_model and self.mixed_model not in MIXED_MODELS:
+            raise ValueError(f"--mixed_model {self.mixed_model!r}: use one of {', '.join(MIXED_MODELS)}.")
+        if len(set(self.rt_column)) != len(self.rt_column) or not self.rt_column:
+            raise ValueError(f"--rt_column needs one or more distinct columns, got {self.rt_column}.")
         if not self.model_name_or_path and not self.surprisal_column:
             raise ValueError("Nothing to score: pass --model_name_or_path and/or --surprisal_column.")
         if self.surprisal_column and not self.reading_times:
@@ -354,8 +382,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                                         args.document_column)
     given = {column: surprisal_from_column(sentences, column, args.input_file, args.surprisal_unit)
              for column in args.surprisal_column}
-    reading_times = read_reading_times(args.reading_times, args.rt_column, args.word_column) if (
-        args.reading_times) else None
+    measures = read_measures(args, sentences) if args.reading_times else {}
+    reading_times, readers = next(iter(measures.values())) if measures else (None, None)
     # the held-out ΔLL holds out whole stories where the input names them, else whole sentences
     groups = [s.document if args.document_column else s.id for s in sentences for _ in s.words]
     documents = [s.document for s in sentences for _ in s.words]  # where the previous words may reach back
@@ -377,10 +405,15 @@ def main(argv: list[str] | None = None) -> dict | None:
     for name, score in scored:  # one model in memory at a time
         rows, info = score()
         if reading_times is not None:
-            results[name] = {**info, **evaluate(rows, reading_times, args.reading_times, args.regression, groups,
-                                                documents, frequency, args.seed, args.permutations)}
+            fitted = {measure: evaluate(rows, times, args.reading_times, args.regression, groups, documents,
+                                        frequency, args.seed, args.permutations, table, measure, args.mixed_model)
+                      for measure, (times, table) in measures.items()}
+            first, *others = args.rt_column
+            results[name] = {**info, "measure": first, **fitted[first],
+                             **({"measures": {m: fitted[m] for m in others}} if others else {})}
             surprisals[name] = np.array([r.surprisal for r in rows])
-            log_result(name, results[name])
+            for measure, result in fitted.items():
+                log_result(f"{name} ({measure})" if len(fitted) > 1 else name, result)
     if reading_times is None:
         return None
     output = Path(args.output_file)
@@ -397,6 +430,31 @@ def main(argv: list[str] | None = None) -> dict | None:
     return summary
 
 
+def read_measures(args: SurprisalArguments, sentences) -> dict[str, tuple[list, object]]:
+    """Each measure's reading times, one per scored word (NaN where no reader read it), and the per-reader table they
+    average (None for a table of one row per word)."""
+    if not args.reader_column:
+        return {m: (read_reading_times(args.reading_times, m, args.word_column), None) for m in args.rt_column}
+    words, index = {}, 0
+    for sentence in sentences:
+        for word, fields in zip(sentence.words, sentence.fields or [{}] * len(sentence.words)):
+            if args.position_column not in fields:
+                raise ValueError(f"--position_column {args.position_column!r}: the input {args.input_file} has no such "
+                                 "column (a per-reader table names each word by its position in the input).")
+            key = (sentence.document if args.document_column else None, fields[args.position_column].strip())
+            if key in words:
+                raise ValueError(f"{sentence.source}: two input words have {args.position_column} {key[1]!r}"
+                                 f"{' in document ' + repr(key[0]) if key[0] else ''}: a per-reader table could not "
+                                 "tell them apart.")
+            words[key] = (index, word)
+            index += 1
+    table = read_reader_table(args.reading_times, args.reader_column, args.position_column,
+                              args.document_column.split(",") if args.document_column else [], args.word_column,
+                              args.rt_column, words)
+    scored = [w for s in sentences for w in s.words]
+    return {m: (list(zip(scored, table.averaged(m, len(scored)))), table) for m in args.rt_column}
+
+
 def log_result(name: str, result: dict):
     """One model's correlations, held-out ΔLL with its interval and tests, in-sample ΔLL with its own."""
     held_out, ratio = result["held_out"], result["likelihood_ratio_test"]
@@ -407,6 +465,13 @@ def log_result(name: str, result: dict):
                 *held_out["interval_95"], held_out["p_value"], held_out["groups"], held_out["folds"],
                 held_out["fold_scheme"], result["delta_log_likelihood"], ratio["p_value"],
                 f", permutation p {permutation['p_value']:.3g}" if permutation else "", result["regression_words"])
+    if "mixed_model" in result:
+        mixed = result["mixed_model"]
+        logger.info("%s: per reader (random intercepts: %s; %d readings of %d readers): ΔLL %.5f nats per reading, "
+                    "surprisal %.2f ms/bit (SE %.2f), likelihood-ratio p %.3g%s", name, mixed["random_intercepts"],
+                    mixed["rows"], mixed["readers"], mixed["delta_log_likelihood"],
+                    mixed["surprisal_coefficients_ms_per_bit"][0], mixed["surprisal_standard_errors"][0],
+                    mixed["likelihood_ratio_test"]["p_value"], "" if mixed["converged"] else " (did not converge)")
 
 
 def versus_first(results: dict[str, dict], seed: int = 0) -> dict:

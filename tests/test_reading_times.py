@@ -203,3 +203,101 @@ def test_bad_frequencies_and_protocols_are_refused_naming_them(tmp_path):
                       "--frequency_column", "freq")
     with pytest.raises(ValueError, match="--permutations must be 0 or more"):
         run_surprisal(*flags, "--reading_times", table, "--permutations", "-1")
+
+
+def per_reader_fixture(tmp_path, stories, readers=6, words_per_text=200, skip_short=True):
+    """An eye-tracking layout (Provo-like): the texts' words (the first `words_per_text` of each of Natural Stories'
+    first two stories, with a surprisal column), and a long table of one row per reader and word with two measures
+    built from that surprisal (+ 4 and 9 ms/bit), each reader's own offset and noise; with `skip_short`, readers skip
+    words of up to 3 letters half the time (0 in both measures), one word is skipped by everyone and some total
+    times are not recorded (NA)."""
+    words, _, documents = stories
+    rng = np.random.default_rng(5)
+    picked = [k for story in ("1", "2") for k in [i for i, d in enumerate(documents) if d == story][:words_per_text]]
+    surprisal = rng.gamma(2.0, 4.0, len(picked))
+    text = tmp_path / "texts.tsv"
+    text.write_text("Text_ID\tWord_Number\tWord\tmine\n" + "".join(
+        f"{documents[k]}\t{n % words_per_text + 1}\t{words[k]}\t{s:.4f}\n" for n, (k, s) in enumerate(zip(picked, surprisal))),
+        encoding="utf-8")
+    offsets = rng.normal(0, 40, readers)
+    lines = ["Participant_ID\tText_ID\tWord_Number\tWord\tFIRST_FIXATION\tTOTAL_TIME"]
+    truth = {"skipped": 0, "not_recorded": 0}
+    skips = np.zeros(len(picked), dtype=int)
+    for reader in range(readers):
+        for n, (k, s) in enumerate(zip(picked, surprisal)):
+            first = 200 + offsets[reader] + 4 * s + rng.normal(0, 25)
+            total = 260 + offsets[reader] + 9 * s + rng.normal(0, 40)
+            skipped = skip_short and (n == 7 or (len(words[k]) <= 3 and rng.random() < 0.5))
+            first, total = (0.0, 0.0) if skipped else (first, total)
+            truth["skipped"] += skipped
+            skips[n] += skipped
+            unrecorded = not skipped and rng.random() < 0.03
+            truth["not_recorded"] += unrecorded
+            lines.append(f"p{reader}\t{documents[k]}\t{n % words_per_text + 1}\t{words[k]}\t{first:.1f}\t"
+                         f"{'NA' if unrecorded else f'{total:.1f}'}")
+    table = tmp_path / "readers.tsv"
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    truth["skipped_by_all"] = int(np.sum(skips == readers))
+    return text, table, truth
+
+
+def test_a_per_reader_eye_tracking_table_with_several_measures_skips_and_a_mixed_model(tmp_path, stories):
+    """--reader_column: a long table of one row per reader and word, two measures: each is fitted averaged over its
+    readers (a skipped 0 or an NA leaves that measure, counted; a word everyone skipped leaves the regression, and
+    stays in the context) and per reader by a mixed model, whose surprisal coefficient is the one the readings were
+    built with."""
+    text, table, truth = per_reader_fixture(tmp_path, stories)
+    summary = run_surprisal("--surprisal_column", "mine", "--input_file", text, "--reading_times", table,
+                            "--document_column", "Text_ID", "--reader_column", "Participant_ID", "--position_column",
+                            "Word_Number", "--word_column", "Word", "--rt_column", "FIRST_FIXATION", "TOTAL_TIME",
+                            "--mixed_model", "reader", "--permutations", "0", "--output_file", tmp_path / "out" / "x.tsv")
+    first = summary["models"]["mine"]
+    total = first["measures"]["TOTAL_TIME"]
+    assert first["measure"] == "FIRST_FIXATION" and set(first["measures"]) == {"TOTAL_TIME"}
+    assert first["readings"] == {"rows": 6 * 400, "skipped": truth["skipped"], "not_recorded": 0,
+                                 "read": 6 * 400 - truth["skipped"]}
+    assert total["readings"]["not_recorded"] == truth["not_recorded"]
+    everyone = truth["skipped_by_all"]  # word 7, and short words every reader happened to skip
+    assert everyone >= 1 and first["excluded_from_regression"]["no_reading_time"] == everyone
+    assert first["words_with_reading_times"] == 400 - everyone and first["words"] == 400
+    for result, slope in ((first, 4), (total, 9)):
+        # two texts: the held-out sign flip can say no less than 1/4, the in-sample test can
+        assert result["held_out"]["delta_log_likelihood"] > 0.05 and result["likelihood_ratio_test"]["p_value"] < 1e-6
+        mixed = result["mixed_model"]
+        assert mixed["random_intercepts"] == "reader" and mixed["readers"] == 6
+        assert mixed["surprisal_coefficients_ms_per_bit"][0] == pytest.approx(slope, abs=1.0)
+        assert mixed["likelihood_ratio_test"]["p_value"] < 1e-10 and mixed["delta_log_likelihood"] > 0
+        assert mixed["rows"] < result["readings"]["read"]  # the protocol's exclusions leave the mixed fit too
+
+
+def test_a_self_paced_per_reader_table_and_the_crossed_mixed_model(tmp_path, stories):
+    """The self-paced layout (one RT a reader and word, no skips): crossed random intercepts of readers and words
+    give the slope too; a row naming no input word, or another word, is refused naming its line."""
+    text, table, _ = per_reader_fixture(tmp_path, stories, readers=4, words_per_text=60, skip_short=False)
+    flags = ["--surprisal_column", "mine", "--input_file", text, "--document_column", "Text_ID", "--reader_column",
+             "Participant_ID", "--position_column", "Word_Number", "--word_column", "Word", "--permutations", "0"]
+    summary = run_surprisal(*flags, "--reading_times", table, "--rt_column", "FIRST_FIXATION", "--mixed_model",
+                            "reader+item", "--output_file", tmp_path / "out" / "x.tsv")
+    mixed = summary["models"]["mine"]["mixed_model"]
+    assert mixed["random_intercepts"] == "reader+item" and mixed["items"] <= 120
+    assert mixed["surprisal_coefficients_ms_per_bit"][0] == pytest.approx(4, abs=1.5)
+    lines = table.read_text(encoding="utf-8").splitlines()
+    fields = lines[1].split("\t")  # Participant_ID, Text_ID, Word_Number, Word, FIRST_FIXATION, TOTAL_TIME
+
+    def changed(column: int, value: str) -> str:
+        return "\t".join(value if k == column else field for k, field in enumerate(fields))
+
+    for bad, message in ((changed(2, "999"), r"broken.tsv:2: document '1', Word_Number '999' is no word of the input"),
+                         (changed(3, "Zebra"), r"broken.tsv:2: the word is 'Zebra'"),
+                         (changed(4, "-5"), r"FIRST_FIXATION='-5' is not a reading")):
+        broken = tmp_path / "broken.tsv"
+        broken.write_text("\n".join([lines[0], bad, *lines[2:]]) + "\n", encoding="utf-8")
+        with pytest.raises(ValueError, match=message):
+            run_surprisal(*flags, "--reading_times", broken, "--rt_column", "FIRST_FIXATION", "--output_file",
+                          tmp_path / "bad" / "x.tsv")
+    with pytest.raises(ValueError, match="--mixed_model fits each reader's readings: pass the per-reader table"):
+        run_surprisal("--surprisal_column", "mine", "--input_file", text, "--reading_times", table, "--mixed_model",
+                      "reader", "--output_file", tmp_path / "o.tsv")
+    with pytest.raises(ValueError, match="--reader_column reads --reading_times as a per-reader table"):
+        run_surprisal("--surprisal_column", "mine", "--input_file", text, "--reading_times", table,
+                      "--reader_column", "Participant_ID", "--output_file", tmp_path / "o.tsv")
