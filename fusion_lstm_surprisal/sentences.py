@@ -3,6 +3,7 @@ the word that each token of a sentence belongs to."""
 
 import csv
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,3 +153,43 @@ def align(sentence: Sentence, offsets: list[tuple[int, int]]) -> list[int]:
         raise ValueError(f"{sentence.source}: the tokenizer produced no token for the word(s) "
                          f"{[sentence.words[i] for i in missing]} of {sentence.text!r}.")
     return owners
+
+
+# a CoNLL-X token aligned to Natural Stories' words: TokenId=<story>.<zone>[.<part of the word>]
+TOKEN_ID = re.compile(r"TokenId=(\d+)\.(\d+)")
+
+
+def conllx_sentence_ids(path: str) -> dict[tuple[str, str], str]:
+    """The sentence of each word in a parse aligned to a corpus' words (the Natural Stories authors'
+    parses/ud/stories-aligned.conllx: a blank line between sentences, each token's TokenId=<story>.<zone>), as
+    {(story, zone): sentence id}; a word split into several tokens belongs to the sentence of its first."""
+    sentences, number, new = {}, 0, True
+    for line in read_text_file(path, "Parse file").splitlines():
+        if not line.strip():
+            new = True
+            continue
+        match = TOKEN_ID.search(line)
+        if not match:
+            continue
+        number += new
+        new = False
+        sentences.setdefault((match.group(1), match.group(2)), str(number))
+    if not sentences:
+        raise ValueError(f"{path} has no token with TokenId=<story>.<zone>: not a parse aligned to the corpus' words.")
+    return sentences
+
+
+def with_sentence_column(tsv: str, sentence_ids: dict[tuple[str, str], str], out: str,
+                         document_column: str = "item", position_column: str = "zone", column: str = "sentence_id"):
+    """`tsv` with a column `column` holding each row's sentence from `sentence_ids` ({(document, position): id}),
+    written to `out`, for --sentence_column; a row the ids do not name is refused, naming its line."""
+    rows = list(csv.DictReader(text_lines(read_text_file(tsv, "Input file")), delimiter="\t", quoting=csv.QUOTE_NONE))
+    with open(out, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n")
+        writer.writerow([*rows[0], column])
+        for number, row in enumerate(rows, 2):
+            key = (row[document_column].strip(), row[position_column].strip())
+            if key not in sentence_ids:
+                raise ValueError(f"{tsv}:{number}: {document_column} {key[0]!r}, {position_column} {key[1]!r} is in "
+                                 "no sentence of the parse.")
+            writer.writerow([*row.values(), sentence_ids[key]])

@@ -715,3 +715,30 @@ def test_a_sampled_sign_flip_p_value_counts_the_observed_signs_and_is_never_zero
     gains = np.full(40, 0.01)  # every group gains: no random flip reaches the observed total
     assert sign_flip_p_value(gains, np.random.default_rng(0)) == pytest.approx(1 / (SIGN_FLIP_DRAWS + 1))
     assert sign_flip_p_value(np.full(10, 0.01), np.random.default_rng(0)) == 1 / 1024  # all 2^10 flips, exact
+
+
+def test_the_corpus_authors_sentences_from_their_aligned_parse(tmp_path):
+    """A parse aligned to the corpus' words (TokenId=<story>.<zone>, a blank line between sentences) gives each row
+    its sentence, a word split into two tokens (zone 2: "that,") the sentence of its first; the TSV with that column
+    reads as the parse's sentences with --sentence_column, where the split rule would have cut after "ended!'"."""
+    from fusion_lstm_surprisal.sentences import conllx_sentence_ids, with_sentence_column
+
+    parse = tmp_path / "aligned.conllx"
+    parse.write_text("1\tYes\t_\tTokenId=1.1\n2\tthat\t_\tTokenId=1.2.1\n3\t,\t_\tTokenId=1.2.2\n"
+                     "4\t'all\t_\tTokenId=1.3\n5\tended!'\t_\tTokenId=1.4\n6\tHe\t_\tTokenId=1.5\n7\tleft.\t_\tTokenId=1.6\n"
+                     "\n1\tThen\t_\tTokenId=2.1\n2\tquiet.\t_\tTokenId=2.2\n", encoding="utf-8")
+    table = tmp_path / "words.tsv"
+    table.write_text("item\tzone\tword\n1\t1\tYes\n1\t2\tthat,\n1\t3\t'all\n1\t4\tended!'\n1\t5\tHe\n1\t6\tleft.\n"
+                     "2\t1\tThen\n2\t2\tquiet.\n", encoding="utf-8")
+    ids = conllx_sentence_ids(str(parse))
+    assert ids[("1", "2")] == ids[("1", "5")] == "1" and ids[("2", "1")] == "2"
+    with_sentence_column(str(table), ids, str(tmp_path / "with.tsv"))
+    theirs = read_sentences_of_words(str(tmp_path / "with.tsv"), sentence_column="sentence_id", document_column="item")
+    ours = read_sentences_of_words(str(table), document_column="item")
+    assert [len(s.words) for s in theirs] == [6, 2] and [len(s.words) for s in ours] == [4, 2, 2]
+    (tmp_path / "short.conllx").write_text("1\tYes\t_\tTokenId=1.1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"words.tsv:3: item '1', zone '2' is in no sentence of the parse"):
+        with_sentence_column(str(table), conllx_sentence_ids(str(tmp_path / "short.conllx")), str(tmp_path / "x.tsv"))
+    (tmp_path / "plain.conllx").write_text("1\tYes\t_\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no token with TokenId"):
+        conllx_sentence_ids(str(tmp_path / "plain.conllx"))
