@@ -114,8 +114,10 @@ class SurprisalArguments:
     permutations: int = field(default=999, metadata={
         "help": "Draws of the permutation test (surprisal shuffled within each story or sentence); 0 skips it."})
     entropy: bool = field(default=False, metadata={
-        "help": "Also each word's entropy (bits) of the model's next-token distribution before its first token, in "
-                "the TSV and, with --reading_times, as a further predictor: its ΔLL beside surprisal's."})
+        "help": "Also each word's entropy (bits) of its first token's distribution given that a new word begins "
+                "there (the next-token distribution renormalized over word-initial tokens; a sentence's first word: "
+                "not conditioned), in the TSV and, with --reading_times, as a further predictor: its ΔLL beside "
+                "surprisal's."})
     model_names: list[str] | None = field(default=None, metadata={
         "help": "A name for each model, in the output files' names and the JSON (default: its folder's name)."})
     reading_times: str | None = field(default=None, metadata={"help": "A TSV of reading times, one row per input "

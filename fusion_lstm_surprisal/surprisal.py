@@ -20,7 +20,7 @@ from fusion_lstm_data.documents import previous_sentences
 
 from .readers import Encoded, reader_for
 from .sentences import Sentence, WordSurprisal
-from .word_boundary import word_start_ids
+from .word_boundary import word_begin_ids, word_start_ids
 
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,10 @@ class TokenScores:
     bits: torch.Tensor
     after: torch.Tensor | None = None
     before: float | None = None
-    entropy: torch.Tensor | None = None  # bits: of the next-token distribution each scored token was drawn from
+    # bits, of the distribution each scored token was drawn from: conditioned on a new word beginning (renormalized
+    # over word_begin_ids), and not conditioned (a sentence's first word: whatever token begins it)
+    entropy: torch.Tensor | None = None
+    entropy_unconditioned: torch.Tensor | None = None
 
 
 class SurprisalScorer:
@@ -88,9 +91,9 @@ class SurprisalScorer:
     encoder's (a BPE), `encoder_tokenizer` embeds each prefix from its text, as training did. A model with a limited
     number of positions reads a longer input in sliding windows `stride` tokens apart (default: half its positions).
     `bow_correction`: add the leading-space correction (word_boundary.py) to every word. `entropy`: also the entropy,
-    in bits, of the next-token distribution before each word's first token. It is not the next-word entropy: it is not
-    conditioned on a word boundary, and a word of several tokens has uncertainty beyond its first (docs/surprisal.md
-    says how far apart the two were measured)."""
+    in bits, of the distribution of the token that begins each word, given that a new word begins there (the
+    next-token distribution renormalized over word_begin_ids; a sentence's first word: not conditioned). It is still
+    not the next-word entropy: a word of several tokens has uncertainty beyond its first (docs/surprisal.md)."""
 
     def __init__(self, model, tokenizer, encoder_tokenizer=None, batch_size: int = 16, device: str | None = None,
                  stride: int | None = None, bow_correction: bool = False, entropy: bool = False):
@@ -110,6 +113,7 @@ class SurprisalScorer:
         self.word_starts = word_start_ids(tokenizer) if bow_correction else None
         self.word_start_set = set(self.word_starts.tolist()) if bow_correction else set()
         self.entropy = entropy
+        self.word_begins = word_begin_ids(tokenizer) if entropy else None
         self.cut_context_tokens = 0  # of the last score(): tokens read with fewer tokens before them than given
 
     @property
@@ -150,8 +154,14 @@ class SurprisalScorer:
         if self.word_starts is not None:
             starts = self.word_starts.to(logprobs.device)
             boundary = (-logprobs.index_select(-1, starts).logsumexp(-1) / math.log(2)).cpu()
-        # the entropy of the distribution at each position, which the next token is drawn from
-        entropy = (-(logprobs.exp() * logprobs).sum(-1) / math.log(2)).cpu() if self.entropy else None
+        # the entropy of the distribution at each position, which the next token is drawn from: as it is, and given
+        # that the next token begins a new word (the others' probability moved onto the word-initial tokens)
+        entropy = conditioned = None
+        if self.entropy:
+            entropy = (-(logprobs.exp() * logprobs).sum(-1) / math.log(2)).cpu()
+            begin = logprobs.index_select(-1, self.word_begins.to(logprobs.device))
+            begin = begin - begin.logsumexp(-1, keepdim=True)
+            conditioned = (-(begin.exp() * begin).sum(-1) / math.log(2)).cpu()
         scores = []
         for row, piece in enumerate(pieces):
             first, stop = piece.first - piece.start, piece.stop - piece.start  # in the row
@@ -159,7 +169,8 @@ class SurprisalScorer:
             if boundary is not None:
                 score.after, score.before = boundary[row, first:stop], float(boundary[row, first - 1])
             if entropy is not None:
-                score.entropy = entropy[row, first - 1 : stop - 1]
+                score.entropy = conditioned[row, first - 1 : stop - 1]
+                score.entropy_unconditioned = entropy[row, first - 1 : stop - 1]
             scores.append(score)
         return scores
 
@@ -239,10 +250,11 @@ class SurprisalScorer:
                 before = (after[last[w - 1]] if w else parts[0].before) if begins else 0.0
                 corrections[w] = after[last[w]] - before
         entropy = [None] * len(sentence.words)
-        if self.entropy:  # before each word's first token
+        if self.entropy:  # before each word's first token: given that a word begins there (the first: as it is)
             token_entropy = torch.cat([part.entropy for part in parts]).tolist()
             for token, owner in reversed(list(enumerate(item.owners))):
                 entropy[owner] = token_entropy[token]
+            entropy[0] = float(torch.cat([part.entropy_unconditioned for part in parts])[0])
         return [WordSurprisal(sentence.id, j, word, totals[j] + corrections[j], counts[j],
                               corrections[j] if self.word_starts is not None else None, entropy[j])
                 for j, word in enumerate(sentence.words)]

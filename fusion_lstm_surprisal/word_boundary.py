@@ -50,3 +50,13 @@ def word_start_ids(tokenizer) -> torch.Tensor:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return torch.tensor(sorted(ids))
+
+
+def word_begin_ids(tokenizer) -> torch.Tensor:
+    """Ids of the tokens that a next word begins with, which the next-word entropy conditions on: those with the space
+    marker (byte-level BPE, SentencePiece), or for a vocabulary without one (WordPiece) every token that does not
+    continue a word ("##"), punctuation included; never a special token or EOS (the sentence going on is given)."""
+    marker = space_marker(tokenizer)
+    special = set(tokenizer.all_special_ids)
+    begins = (lambda token: token.startswith(marker)) if marker else (lambda token: not token.startswith("##"))
+    return torch.tensor(sorted(i for token, i in tokenizer.get_vocab().items() if begins(token) and i not in special))

@@ -355,7 +355,7 @@ def test_every_surprisal_coefficient_both_baselines_and_entropy_beside_surprisal
     assert "entropy" not in evaluate(rows, rts)
 
 
-def test_the_scorers_entropy_is_that_of_the_distribution_before_each_words_first_token(tokenizer):
+def test_the_scorers_entropy_is_that_of_a_words_first_token_given_that_a_word_begins(tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
@@ -367,9 +367,16 @@ def test_the_scorers_entropy_is_that_of_the_distribution_before_each_words_first
     with torch.no_grad():
         logprobs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), -1)
     entropies = (-(logprobs.exp() * logprobs).sum(-1) / math.log(2)).tolist()
+    # given that a new word begins: WordPiece's tokens that do not continue a word ("##"), no special token
+    begins = [i for token, i in tokenizer.get_vocab().items()
+              if not token.startswith("##") and i not in tokenizer.all_special_ids]
+    given = logprobs[:, begins] - logprobs[:, begins].logsumexp(-1, keepdim=True)
+    conditioned = (-(given.exp() * given).sum(-1) / math.log(2)).tolist()
     first = 1  # the first word's first token is token 1: its distribution is the one at BOS
-    for row in rows:
-        assert row.entropy == pytest.approx(entropies[first - 1], rel=1e-4)
+    for index, row in enumerate(rows):
+        expected = entropies[0] if index == 0 else conditioned[first - 1]  # the sentence's first word: as it is
+        assert row.entropy == pytest.approx(expected, rel=1e-4)
+        assert index == 0 or conditioned[first - 1] != pytest.approx(entropies[first - 1], rel=1e-3)
         first += row.tokens
     assert SurprisalScorer(model, tokenizer).score([sentence], progress=False)[0].entropy is None
 

@@ -121,7 +121,7 @@ def test_the_correction_adds_the_probability_that_the_next_token_begins_a_word(b
 
 def test_the_space_marker_of_a_small_byte_level_bpe_is_found(bpe):
     """At 262 tokens this project's BPE keeps "Ġ" apart from the word after it ("a b" → a, Ġ, b): still a marker."""
-    from fusion_lstm_surprisal.word_boundary import space_marker, word_start_ids
+    from fusion_lstm_surprisal.word_boundary import space_marker, word_begin_ids, word_start_ids
 
     lines = [s for s in (DATA / "train.txt").read_text().splitlines() if s.strip()][:300]
     small = build_bpe_tokenizer(lines, 262)
@@ -131,6 +131,10 @@ def test_the_space_marker_of_a_small_byte_level_bpe_is_found(bpe):
     rows = SurprisalScorer(tiny_gpt2(small, 64), small, bow_correction=True).score(
         [Sentence("1", "It saw some grapes.".split(), "x:1")], progress=False)
     assert len(rows) == 4 and all(r.bow_correction is not None for r in rows)
+    # what the next-word entropy conditions on: the word-initial tokens, without EOS or any special token
+    begins = set(word_begin_ids(bpe).tolist())
+    assert begins == {i for t, i in bpe.get_vocab().items() if t.startswith("Ġ")} - set(bpe.all_special_ids)
+    assert bpe.eos_token_id not in begins and begins < set(word_start_ids(bpe).tolist())
 
 
 def test_the_correction_is_refused_for_wordpiece(tokenizer):
