@@ -267,6 +267,8 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, Data
         argv += ["--use_cpu", "true"]
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     check_arguments(model_args, data_args, training_args)
+    if training_args.device.type == "cpu":  # pinned memory only serves copies to an accelerator (torch warns)
+        training_args.dataloader_pin_memory = False
     if launched != training_args.world_size:
         raise RuntimeError(
             f"{launched} processes were launched but the Trainer sees world size {training_args.world_size}: they "
