@@ -654,7 +654,10 @@ def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], sourc
     data = RegressionWords.of(words, indices, protocol, documents, frequency, rt)
     read = np.isfinite(rt)  # a word no reader read (all skipped it) has no reading time
     groups = [row.sentence for row in surprisal_rows] if groups is None else groups
-    entropy = [getattr(row, "entropy", None) for row in surprisal_rows]
+    # the entropy predictor: the sampled next-word estimate where it was drawn, else the first token's
+    sampled = [getattr(row, "entropy_sampled", None) for row in surprisal_rows]
+    entropy = sampled if all(e is not None for e in sampled) else [getattr(row, "entropy", None) for row in
+                                                                   surprisal_rows]
     entropy = np.array(entropy, dtype=float) if all(e is not None for e in entropy) else None
     regression = delta_log_likelihood(rt, surprisal, data, protocol, groups, entropy, seed, permutations)
     if readers is not None:

@@ -96,6 +96,11 @@ class SurprisalArguments:
         "help": "The baseline regression: simple (length, log frequency, position, and length and frequency of the "
                 "spillover words) or interactions (Wilcox et al. 2020, Pimentel & Meister 2024: length, frequency and "
                 "length × frequency of the word and of each spillover word, no position)."})
+    entropy_samples: int = field(default=0, metadata={
+        "help": "Also a sampled estimate of each word's next-word entropy (bits; TSV column entropy_sampled, and the "
+                "entropy predictor instead of the first token's): the mean of -log2 p(w) over this many words drawn "
+                "from the model at the word's position, token by token until another word begins (seeded by "
+                "--seed). Costs about samples × 2 forward passes a word; 0: off."})
     spillover: int | None = field(default=None, metadata={
         "help": "How many previous words' surprisal, length and frequency enter the ΔLL regressions (2: self-paced "
                 "reading)."})
@@ -182,6 +187,10 @@ class SurprisalArguments:
             raise ValueError("--surprisal_column is fitted against reading times: pass --reading_times.")
         if self.surprisal_unit not in SURPRISAL_UNITS:
             raise ValueError(f"--surprisal_unit {self.surprisal_unit!r}: use one of {', '.join(SURPRISAL_UNITS)}.")
+        if self.entropy_samples < 0:
+            raise ValueError(f"--entropy_samples must be 0 or more, got {self.entropy_samples}.")
+        if self.entropy_samples and not self.model_name_or_path:
+            raise ValueError("--entropy_samples draws words from a model: add --model_name_or_path.")
         if self.entropy and not self.model_name_or_path:
             raise ValueError("--entropy is each word's entropy of a model's next-token distribution; a "
                              "--surprisal_column carries none: add --model_name_or_path, or drop --entropy.")
@@ -356,7 +365,7 @@ def score_model(args: SurprisalArguments, path: str, name: str, sentences) -> tu
     """One model's word rows, written to its TSV, and how it was scored (speed, windows)."""
     model, tokenizer, encoder_tokenizer = load_model(path, args.trust_remote_code, args.encoder_name_or_path)
     scorer = SurprisalScorer(model, tokenizer, encoder_tokenizer, args.batch_size, args.device, args.stride,
-                             args.bow_correction, args.entropy)
+                             args.bow_correction, args.entropy, args.entropy_samples, args.seed)
     warn_without_documents(args, scorer.trained_context if args.context_sentences is None else args.context_sentences,
                            sentences)
     started = time.perf_counter()
@@ -397,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if reading_times is not None:  # before any model is scored
         check_same_words([w for s in sentences for w in s.words], reading_times, args.reading_times)
         check_regression([w for s in sentences for w in s.words], [i for s in sentences for i in range(len(s.words))],
-                         groups, args.regression, documents, frequency, args.entropy)
+                         groups, args.regression, documents, frequency, args.entropy or bool(args.entropy_samples))
     preflight(args)
     results, surprisals = {}, {}
     scored = [(name, partial(score_model, args, path, name, sentences))

@@ -45,7 +45,8 @@ class WordSurprisal:
     surprisal: float  # bits
     tokens: int
     bow_correction: float | None = None  # bits added by the leading-space correction (in surprisal), when it is on
-    entropy: float | None = None  # bits: of the next-token distribution before the word's first token, when asked
+    entropy: float | None = None  # bits: of the word's first token given that a word begins there, when asked
+    entropy_sampled: float | None = None  # bits: the next-word entropy estimated from sampled words, when asked
 
 
 def read_sentences_of_words(path: str, word_column: str = "word", sentence_column: str | None = None,

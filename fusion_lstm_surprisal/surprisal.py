@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 MAX_UNWINDOWED_TOKENS = 4096
 # a row longer than this, for a model that reads every prefix, is announced with its share of the work
 LONG_ROW_TOKENS = 256
+# a word drawn for the sampled entropy is cut after this many tokens (its probability so far kept)
+SAMPLED_WORD_TOKENS = 8
 
 
 def check_stride(window: int | None, stride: int | None) -> int | None:
@@ -96,7 +98,8 @@ class SurprisalScorer:
     not the next-word entropy: a word of several tokens has uncertainty beyond its first (docs/surprisal.md)."""
 
     def __init__(self, model, tokenizer, encoder_tokenizer=None, batch_size: int = 16, device: str | None = None,
-                 stride: int | None = None, bow_correction: bool = False, entropy: bool = False):
+                 stride: int | None = None, bow_correction: bool = False, entropy: bool = False,
+                 entropy_samples: int = 0, entropy_seed: int = 0):
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(f"The tokenizer of this model ({type(tokenizer).__name__}) is not a fast tokenizer, so "
                              "it has no character offsets to map tokens to words; load it with use_fast=True.")
@@ -112,8 +115,16 @@ class SurprisalScorer:
         self.stride = check_stride(self.window, stride)
         self.word_starts = word_start_ids(tokenizer) if bow_correction else None
         self.word_start_set = set(self.word_starts.tolist()) if bow_correction else set()
-        self.entropy = entropy
-        self.word_begins = word_begin_ids(tokenizer) if entropy else None
+        self.entropy = entropy or bool(entropy_samples)
+        self.word_begins = word_begin_ids(tokenizer) if self.entropy else None
+        self.entropy_samples, self.entropy_seed = entropy_samples, entropy_seed
+        if entropy_samples:
+            if self.reader.needs_encoder_tokenizer(model.config) or self.reader.trained_context(model.config):
+                raise ValueError("--entropy_samples draws words token by token from a model that reads its token ids "
+                                 "alone; this model embeds text with its encoder's tokenizer or reads previous "
+                                 "sentences: drop --entropy_samples.")
+            eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+            self.word_ends = torch.tensor(sorted({*self.word_begins.tolist(), *eos}))
         self.cut_context_tokens = 0  # of the last score(): tokens read with fewer tokens before them than given
 
     @property
@@ -209,7 +220,52 @@ class SurprisalScorer:
         per_sentence = [[] for _ in encoded]
         for piece, score in zip(pieces, scores):  # pieces are in sentence order, and in order within a sentence
             per_sentence[piece.item].append(score)
-        return [row for item, parts in zip(encoded, per_sentence) for row in self.words(item, parts)]
+        rows = [row for item, parts in zip(encoded, per_sentence) for row in self.words(item, parts)]
+        if self.entropy_samples:
+            estimates = [value for index, item in enumerate(tqdm(encoded, desc="Sampled entropy", unit="sentence",
+                                                                 disable=not progress))
+                         for value in self.sampled_entropy(item, index)]
+            for row, value in zip(rows, estimates):
+                row.entropy_sampled = value
+        return rows
+
+    @torch.inference_mode()
+    def sampled_entropy(self, item: "Encoded", index: int) -> list[float]:
+        """Each word's next-word entropy (bits), estimated at its position as the mean of -log2 p(w) over
+        `entropy_samples` words w drawn from the model there: the first token given that a word begins (a sentence's
+        first word: any token), then token by token until the model begins another word or ends the sentence, whose
+        probability (B, as the leading-space correction's) ends the word's; at most SAMPLED_WORD_TOKENS tokens a word.
+        Seeded by `entropy_seed` and the sentence's `index`, so a rerun draws the same words. A model with a window
+        reads the most recent tokens that leave room for the word."""
+        generator = torch.Generator().manual_seed(self.entropy_seed * 1_000_003 + index)
+        begins, ends = self.word_begins.to(self.device), self.word_ends.to(self.device)
+        first_tokens = [item.first_scored + item.owners.index(j) for j in range(len(item.sentence.words))]
+        estimates = []
+        for j, position in enumerate(first_tokens):
+            keep = position if self.window is None else min(position, self.window - SAMPLED_WORD_TOKENS - 1)
+            rows = torch.tensor(item.ids[position - keep : position], device=self.device).repeat(
+                self.entropy_samples, 1)
+            logprobs = torch.log_softmax(self.model(input_ids=rows).logits[:, -1].float(), -1)
+            if j:  # given that a word begins here
+                allowed = logprobs.index_select(-1, begins)
+                logprobs = torch.full_like(logprobs, -math.inf).index_copy(-1, begins, allowed - allowed.logsumexp(
+                    -1, keepdim=True))
+            token = torch.multinomial(logprobs.exp().cpu(), 1, generator=generator).to(self.device)
+            total = logprobs.gather(-1, token).squeeze(-1)
+            open_ = torch.ones(self.entropy_samples, dtype=torch.bool, device=self.device)
+            for _ in range(SAMPLED_WORD_TOKENS):
+                rows = torch.cat([rows, token], dim=1)
+                logprobs = torch.log_softmax(self.model(input_ids=rows).logits[:, -1].float(), -1)
+                ending = logprobs.index_select(-1, ends).logsumexp(-1)  # the word ends: another begins, or EOS
+                token = torch.multinomial(logprobs.exp().cpu(), 1, generator=generator).to(self.device)
+                continues = ~torch.isin(token.squeeze(-1), ends)
+                total = total + torch.where(open_, torch.where(continues, logprobs.gather(-1, token).squeeze(-1),
+                                                                ending), torch.zeros_like(total))
+                open_ = open_ & continues
+                if not open_.any():
+                    break
+            estimates.append(float(-total.mean() / math.log(2)))
+        return estimates
 
     def work(self, piece: Piece) -> int:
         """What reading `piece` costs, in the progress bar's unit: its tokens, or for a model that reads every prefix
@@ -296,16 +352,18 @@ def write_tsv(rows: list[WordSurprisal], path: str | Path, sentences: list[Sente
     has is written as model_<name> (the input's columns keep their names)."""
     corrected = any(row.bow_correction is not None for row in rows)
     with_entropy = any(row.entropy is not None for row in rows)
+    sampled = any(row.entropy_sampled is not None for row in rows)
     inputs = [f for s in sentences for f in s.fields] if sentences and sentences[0].fields is not None else None
     columns = list(inputs[0]) if inputs else []
     scored = ["sentence", "word_index", *([] if inputs else ["word"]), "surprisal", "tokens",
-              *(["bow_correction"] if corrected else []), *(["entropy"] if with_entropy else [])]
+              *(["bow_correction"] if corrected else []), *(["entropy"] if with_entropy else []),
+              *(["entropy_sampled"] if sampled else [])]
     with open(path, "w", encoding="utf-8", newline="") as handle:
         # words and a TSV's fields hold no tab or newline, so none needs quoting or escaping: each is written as given
         writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n")
         writer.writerow([*columns, *output_names(columns, scored)])
         for k, row in enumerate(rows):
             extra = ([f"{row.bow_correction:.6f}"] if corrected else []) + (
-                [f"{row.entropy:.6f}"] if with_entropy else [])
+                [f"{row.entropy:.6f}"] if with_entropy else []) + ([f"{row.entropy_sampled:.6f}"] if sampled else [])
             writer.writerow([*(inputs[k][c] for c in columns), row.sentence, row.word_index,
                              *([] if inputs else [row.word]), f"{row.surprisal:.6f}", row.tokens, *extra])
