@@ -431,7 +431,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     summary = {"input_file": args.input_file, "reading_times": args.reading_times,
                "spillover": args.regression.spillover, "baseline": args.regression.baseline,
                "protocol": {"name": args.protocol, **args.regression.as_dict()},
-               "frequency": args.frequency_column or "wordfreq", "seed": args.seed,
+               "frequency": args.frequency_column or "wordfreq", "seed": args.seed, "measures": args.rt_column,
+               **({"readers": {"column": args.reader_column, "position_column": args.position_column,
+                               "mixed_model": args.mixed_model}} if args.reader_column else {}),
                "held_out_groups": "document" if args.document_column else "sentence", "models": results,
                **versus_first(results, args.seed)}
     # a statistic that is not a number (e.g. r of a model whose surprisal never varies) is null: the file stays JSON
