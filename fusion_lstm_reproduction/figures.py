@@ -3,7 +3,7 @@ them) into a PNG. report.py's sections call them."""
 
 from pathlib import Path
 
-from fusion_lstm_surprisal.reading_times import (
+from fusion_lstm_surprisal.reading_figures import (
     draw_delta_bars, pyplot, reading_times_figure, save_reading_times_figure,
 )
 from modeling_fusion_lstm import BASELINE_FUSION, PAPER_FUSION

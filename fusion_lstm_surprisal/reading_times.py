@@ -28,7 +28,6 @@ import math
 import re
 from dataclasses import asdict, dataclass
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
@@ -506,123 +505,6 @@ def permutation_test(y: np.ndarray, baseline: np.ndarray, surprisal: np.ndarray,
             "within": "groups of the held-out ΔLL", "seed": seed}
 
 
-# ------------------------------------------------------------------------------------------ per-reader tables
-
-
-@dataclass
-class ReaderTable:
-    """A long table of reading measures, one row per reader and word (eye tracking: first fixation, gaze duration,
-    go-past, total reading time; self-paced reading per reader): each row's reader, the input word it reads (its index
-    among the scored words) and each measure's value (NaN: not recorded; 0: the reader skipped the word). A skipped
-    or unrecorded row leaves that measure's fits; its word stays in the model's context."""
-
-    path: str
-    readers: np.ndarray
-    word_index: np.ndarray
-    measures: dict[str, np.ndarray]
-
-    def read(self, measure: str) -> np.ndarray:
-        """The rows that carry a reading of `measure`: recorded and not skipped."""
-        values = self.measures[measure]
-        return np.isfinite(values) & (values > 0)
-
-    def averaged(self, measure: str, words: int) -> np.ndarray:
-        """Each scored word's mean `measure` over the readers that read it (NaN where none did): what the averaged
-        regression fits."""
-        read = self.read(measure)
-        sums = np.bincount(self.word_index[read], self.measures[measure][read], minlength=words)
-        counts = np.bincount(self.word_index[read], minlength=words)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-    def counts(self, measure: str) -> dict[str, int]:
-        values = self.measures[measure]
-        return {"rows": int(len(values)), "skipped": int(np.sum(values == 0)),
-                "not_recorded": int(np.sum(~np.isfinite(values))), "read": int(self.read(measure).sum())}
-
-
-def read_reader_table(path: str, reader_column: str, position_column: str, document_columns: list[str],
-                      word_column: str, measures: list[str], words: dict[tuple, tuple[int, str]]) -> ReaderTable:
-    """A long per-reader TSV: one row per reader and word, the word named by its document (`document_columns`'
-    values joined by "/", as the input's) and its `position_column` value, which must name a scored word of `words`
-    ({(document, position): (index, word)}) with the same word. Measures: a number ≥ 0 (0: skipped), or empty/NA
-    (not recorded)."""
-    columns = {reader_column: "--reader_column", position_column: "--position_column", word_column: "--word_column",
-               **{c: "--document_column" for c in document_columns}, **{m: "--rt_column" for m in measures}}
-    rows = reading_time_rows(path, columns)
-    readers, indices, values = [], [], {m: [] for m in measures}
-    for number, row in enumerate(rows, 2):
-        key = ("/".join(row[c] or "" for c in document_columns) if document_columns else None,
-               (row[position_column] or "").strip())
-        if key not in words:
-            where = f"document {key[0]!r}, " if document_columns else ""
-            raise ValueError(f"{path}:{number}: {where}{position_column} {key[1]!r} is no word of the input (each row "
-                             f"names a scored word by {'its document and ' if document_columns else ''}position).")
-        index, word = words[key]
-        if (row[word_column] or "").strip() != word:
-            raise ValueError(f"{path}:{number}: the word is {row[word_column]!r} but the input's word at that position "
-                             f"is {word!r}.")
-        readers.append(row[reader_column])
-        indices.append(index)
-        for measure in measures:
-            text = (row[measure] or "").strip()
-            value = math.nan if text in MISSING_VALUES else decimal_number(text)
-            if value is None or value < 0 or value > MAX_READING_TIME:
-                raise ValueError(f"{path}:{number}: {measure}={row[measure]!r} is not a reading measure (a number ≥ "
-                                 "0, 0 for a skipped word, empty or NA where none was recorded).")
-            values[measure].append(value)
-    return ReaderTable(path, np.array(readers, dtype=object), np.array(indices),
-                       {m: np.array(v, dtype=float) for m, v in values.items()})
-
-
-# the per-reader fits (--mixed_model): random intercepts of the readers, or of the readers and the words (crossed)
-MIXED_MODELS = ("reader", "reader+item")
-
-
-def mixed_model_fit(table: ReaderTable, measure: str, surprisal: np.ndarray, data: RegressionWords,
-                    protocol: Protocol, random: str = "reader") -> dict:
-    """The per-reader regression of `measure`: one row per reading (not skipped, its word kept by the protocol), the
-    same fixed predictors as the averaged fit, and random intercepts by reader (`reader`) or by reader and word
-    (`reader+item`, crossed: statsmodels fits it with variance components, which grows slow past ~10,000 rows),
-    both fitted by maximum likelihood. ΔLL per reading and the likelihood-ratio test of surprisal's columns; its
-    coefficients with their standard errors."""
-    import statsmodels.api as sm
-    from scipy import stats
-
-    if random not in MIXED_MODELS:
-        raise ValueError(f"--mixed_model {random!r}: use one of {', '.join(MIXED_MODELS)}.")
-    every = np.ones(len(surprisal), dtype=bool)  # the design of every word, then each reading's word's row of it
-    baseline, full = design(surprisal, data.base, every, protocol.spillover, data.starts)
-    rows = table.read(measure) & data.keep[table.word_index]
-    words, y = table.word_index[rows], table.measures[measure][rows]
-    readers = np.unique(table.readers[rows], return_inverse=True)[1]
-    items = np.unique(words, return_inverse=True)[1]
-    check_regression_words(len(y), full.shape[1] + 2)
-    if random == "reader":
-        groups, components = readers, None
-    else:  # crossed: one group, the readers and the words as variance components
-        groups = np.ones(len(y))
-        components = {"reader": {1.0: np.eye(readers.max() + 1)[readers]}, "item": {1.0: np.eye(items.max() + 1)[items]}}
-
-    def fit(x):
-        import warnings
-
-        with warnings.catch_warnings():  # statsmodels' convergence chatter: the fit's own flag is reported
-            warnings.simplefilter("ignore")
-            return sm.MixedLM(y, x[words], groups=groups, exog_vc=components).fit(reml=False)
-
-    base_fit, full_fit = fit(baseline), fit(full)
-    lags = slice(baseline.shape[1], full.shape[1])
-    ratio = 2 * (full_fit.llf - base_fit.llf)
-    return {"random_intercepts": random, "rows": int(len(y)), "readers": int(readers.max() + 1),
-            "items": int(items.max() + 1), "delta_log_likelihood": float((full_fit.llf - base_fit.llf) / len(y)),
-            "surprisal_coefficients_ms_per_bit": [float(v) for v in full_fit.fe_params[lags]],
-            "surprisal_standard_errors": [float(v) for v in full_fit.bse_fe[lags]],
-            "likelihood_ratio_test": {"statistic": float(ratio), "degrees_of_freedom": protocol.spillover + 1,
-                                      "p_value": float(stats.chi2.sf(ratio, protocol.spillover + 1))},
-            "converged": bool(full_fit.converged and base_fit.converged)}
-
-
 def check_same_words(words: list[str], reading_times: list[tuple[str, float]], source: str = "reading times"):
     """The scored words must be the reading-time rows' words, in order (checked before scoring, and again after)."""
     if len(words) != len(reading_times):
@@ -636,7 +518,7 @@ def check_same_words(words: list[str], reading_times: list[tuple[str, float]], s
 def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], source: str = "reading times",
              protocol: Protocol = Protocol(), groups: list[str] | None = None, documents: list | None = None,
              frequency: np.ndarray | None = None, seed: int = 0, permutations: int = PERMUTATIONS,
-             readers: "ReaderTable | None" = None, measure: str | None = None, mixed_model: str | None = None) -> dict:
+             readers=None, measure: str | None = None, mixed_model: str | None = None) -> dict:
     """r, rho and ΔLL of one model's word surprisals (rows from SurprisalScorer.score, in the order of the
     reading-time rows) against the reading times, regressed as `protocol` says; the held-out ΔLL's groups: `groups`
     (one label per word, e.g. its story; default: its sentence); `documents` (one label per word): where the previous
@@ -663,6 +545,8 @@ def evaluate(surprisal_rows: list, reading_times: list[tuple[str, float]], sourc
     if readers is not None:
         regression["readings"] = readers.counts(measure)
         if mixed_model:
+            from .per_reader import mixed_model_fit  # the per-reader module builds on this one
+
             regression["mixed_model"] = mixed_model_fit(readers, measure, surprisal, data, protocol, mixed_model)
     slope, intercept = np.polyfit(surprisal[read], rt[read], 1)
     return {
@@ -689,63 +573,6 @@ def binned(surprisal: np.ndarray, rt: np.ndarray, bins: int = 20) -> list[dict]:
             for part in np.array_split(order, bins) if len(part)]
 
 
-def plot(results: dict[str, dict], surprisals: dict[str, np.ndarray], rt: np.ndarray, path: Path):
-    """Surprisal vs reading time with a fitted line per model, and a bar chart of ΔLL per model."""
-    plt, fig, scatter, bars = reading_times_figure(len(results))
-    read = np.isfinite(rt)  # words some reader read
-    rt = rt[read]
-    for name, values in surprisals.items():
-        values = values[read]
-        points = scatter.scatter(values, rt, s=3, alpha=0.25, label=f"{name} (r = {results[name]['pearson_r']:.3f})")
-        slope, intercept = np.polyfit(values, rt, 1)
-        xs = np.linspace(values.min(), values.max(), 50)
-        scatter.plot(xs, intercept + slope * xs, color=points.get_facecolor()[0][:3], linewidth=2)
-    scatter.set_xlabel("word surprisal (bits)")
-    scatter.set_ylabel("mean reading time (ms)")
-    draw_delta_bars(bars, list(results), list(results.values()))
-    bars.set_title("gain over the baseline regression")
-    save_reading_times_figure(plt, fig, scatter, path, markerscale=4)
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def reading_times_figure(models: int):
-    """pyplot and the two panels of a reading-time figure (surprisal against reading time; ΔLL per model), the figure
-    as tall as its `models` bar rows need, its layout constrained so that long model names stay inside it."""
-    plt = pyplot()
-    fig, (scatter, bars) = plt.subplots(1, 2, figsize=(12, max(4.0, 0.3 * models + 2)), layout="constrained")
-    return plt, fig, scatter, bars
-
-
-def save_reading_times_figure(plt, fig, scatter, path: Path, **legend):
-    """The scatter's legend below it (one entry per model, as many as the bars, long names wrapped as the bars'),
-    then the figure saved to `path`."""
-    handles, labels = scatter.get_legend_handles_labels()
-    scatter.legend(handles, [wrapped(label) for label in labels], fontsize="x-small", ncol=2, loc="upper center",
-                   bbox_to_anchor=(0.5, -0.15), **legend)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def wrapped(name: str, width: int = 40) -> str:
-    """A model's name in lines of about `width` characters, broken after a "/", "_", "-" or "+" (a name as long as
-    a results path would otherwise push its panel out of the figure); a part longer than `width` stays whole."""
-    lines = [""]
-    for part in re.findall(r"[^/_+-]+[/_+-]*|[/_+-]+", name):
-        if lines[-1] and len(lines[-1]) + len(part) > width:
-            lines.append("")
-        lines[-1] += part
-    return "\n".join(lines)
-
-
 def held_out_text(metrics: dict, scale: float = 1.0, digits: int = 5) -> str:
     """The held-out ΔLL and its 95 % interval, times `scale` (— for results made before it was measured)."""
     held_out = metrics.get("held_out")
@@ -754,27 +581,3 @@ def held_out_text(metrics: dict, scale: float = 1.0, digits: int = 5) -> str:
     value, (low, high) = held_out["delta_log_likelihood"], held_out["interval_95"]
     p_value = f", p = {held_out['p_value']:.3g}" if held_out.get("p_value") is not None else ""
     return f"{value * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]{p_value}"
-
-
-def draw_delta_bars(axes, names: list[str], metrics: list[dict]):
-    """A horizontal bar of ΔLL per model in 10⁻³ nats per word, the first model on top (its name stays readable however
-    many there are): held out with its 95 % interval and the test's p beside it, or in-sample for results made before
-    the held-out ΔLL was measured."""
-    rows = np.arange(len(names))
-    held_out = [m.get("held_out") for m in metrics]
-    if all(held_out):
-        values = np.array([h["delta_log_likelihood"] for h in held_out]) * 1000
-        errors = np.abs(np.array([h["interval_95"] for h in held_out]).T * 1000 - values)
-        axes.barh(rows, values, xerr=errors, capsize=3)
-        axes.set_xlabel("held-out ΔLL (10⁻³ nats per word), 95 % interval")
-        for row, h, right in zip(rows, held_out, values + errors[1]):  # the sign-flip test of "surprisal adds"
-            if h.get("p_value") is not None:
-                axes.annotate(f"p={h['p_value']:.2g}", (right, row), ha="left", va="center", fontsize=8,
-                              xytext=(3, 0), textcoords="offset points")
-        axes.margins(x=0.15)
-    else:
-        axes.barh(rows, [m["delta_log_likelihood"] * 1000 for m in metrics])
-        axes.set_xlabel("in-sample ΔLL (10⁻³ nats per word)")
-    axes.set_yticks(rows, [wrapped(name) for name in names])
-    axes.invert_yaxis()
-    axes.axvline(0, color="gray", linewidth=0.8)

@@ -38,9 +38,11 @@ from fusion_lstm_data.cli import argument_parser
 from fusion_lstm_data.documents import single_sentence_documents
 from fusion_lstm_data.files import check_local_folder
 
+from .per_reader import MIXED_MODELS, read_reader_table
+from .reading_figures import plot
 from .reading_times import (
-    MIXED_MODELS, PROTOCOLS, check_regression, check_same_words, compare_held_out, decimal_number, evaluate, plot,
-    read_frequencies, read_reader_table, read_reading_times,
+    PROTOCOLS, check_regression, check_same_words, compare_held_out, decimal_number, evaluate, read_frequencies,
+    read_reading_times,
 )
 from .readers import reader_class
 from .sentences import WordSurprisal, read_sentences_of_words

@@ -13,9 +13,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from fusion_lstm_surprisal.reading_figures import draw_delta_bars, reading_times_figure, wrapped
 from fusion_lstm_surprisal.reading_times import (
-    Protocol, RegressionWords, compare_held_out, delta_log_likelihood, draw_delta_bars, evaluate, predictors,
-    read_reading_times, reading_times_figure, wrapped,
+    Protocol, RegressionWords, compare_held_out, delta_log_likelihood, evaluate, predictors, read_reading_times,
 )
 from fusion_lstm_surprisal.sentences import Sentence, WordSurprisal, align, read_sentences_of_words
 from fusion_lstm_surprisal.surprisal import SurprisalScorer, write_tsv
