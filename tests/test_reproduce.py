@@ -469,8 +469,10 @@ def test_the_probe_experiments(tmp_path):
     assert similarity[0].arguments["tokenizer_name"].endswith("tokenizer-bpe8192")
 
 
-def test_bf16_on_a_cpu_without_native_bfloat16_is_refused_naming_the_fix():
+def test_bf16_on_a_cpu_without_native_bfloat16_is_refused_naming_the_fix(monkeypatch):
     from fusion_lstm_training.precision import check_cpu_bf16, cpu_has_native_bf16
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # a cap in the environment would make any CPU not native
 
     avx2 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
     amx = "flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"
