@@ -3,15 +3,14 @@ duration, go-past, total reading time; self-paced reading per reader), each read
 skips and unrecorded readings kept apart; and the per-reader regression, a mixed model with random intercepts by
 reader (and by word), beside reading_times' averaged one."""
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .reading_times import (
-    MAX_READING_TIME, MISSING_VALUES, Protocol, RegressionWords, check_regression_words, decimal_number, design,
-    reading_time_rows,
+    MAX_READING_TIME, Protocol, RegressionWords, check_regression_words, decimal_or_missing, design, reading_time_rows,
 )
+from .sentences import document_of_row
 
 
 @dataclass
@@ -57,7 +56,7 @@ def read_reader_table(path: str, reader_column: str, position_column: str, docum
     rows = reading_time_rows(path, columns)
     readers, indices, values = [], [], {m: [] for m in measures}
     for number, row in enumerate(rows, 2):
-        key = ("/".join(row[c] or "" for c in document_columns) if document_columns else None,
+        key = (document_of_row(row, document_columns) if document_columns else None,
                (row[position_column] or "").strip())
         if key not in words:
             where = f"document {key[0]!r}, " if document_columns else ""
@@ -70,8 +69,7 @@ def read_reader_table(path: str, reader_column: str, position_column: str, docum
         readers.append(row[reader_column])
         indices.append(index)
         for measure in measures:
-            text = (row[measure] or "").strip()
-            value = math.nan if text in MISSING_VALUES else decimal_number(text)
+            value = decimal_or_missing(row[measure])
             if value is None or value < 0 or value > MAX_READING_TIME:
                 raise ValueError(f"{path}:{number}: {measure}={row[measure]!r} is not a reading measure (a number ≥ "
                                  "0, 0 for a skipped word, empty or NA where none was recorded).")

@@ -92,8 +92,7 @@ def read_frequencies(path: str, column: str) -> np.ndarray:
     the regressions as lacking a predictor. A value that is neither is refused naming the row."""
     values = []
     for number, row in enumerate(reading_time_rows(path, {column: "--frequency_column"}), 2):
-        text = (row[column] or "").strip()
-        value = math.nan if text in MISSING_VALUES else decimal_number(text)
+        value = decimal_or_missing(row[column])
         if value is None:
             raise ValueError(f"{path}:{number}: {column}={row[column]!r} is not a frequency (a decimal number, or "
                              f"empty or NA where the study has none).")
@@ -106,6 +105,12 @@ def read_frequencies(path: str, column: str) -> np.ndarray:
 
 # a number as a data file writes one: digits, one decimal point, an exponent (not Python's 1_000, nan, inf, ２)
 DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def decimal_or_missing(text: str | None) -> float | None:
+    """`text` as a number, NaN where it marks a missing value (MISSING_VALUES), None where it is neither."""
+    text = (text or "").strip()
+    return math.nan if text in MISSING_VALUES else decimal_number(text)
 
 
 def decimal_number(text: str | None) -> float | None:

@@ -81,13 +81,7 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
             raise ValueError(f"{path} has no column {column!r} (columns: {', '.join(columns)}); choose it with {flag}.")
     if not rows:
         raise ValueError(f"Input file {path} has a header but no rows.")
-
-    def document_of(row: dict) -> str:
-        """The row's document: its document columns' values joined by "/" ("" where all are empty)."""
-        values = [row[c] or "" for c in document_columns]
-        return "/".join(values) if any(v.strip() for v in values) else ""
-
-    documents = [document_of(row) if document_columns else None for row in rows]
+    documents = [document_of_row(row, document_columns) if document_columns else None for row in rows]
     sentences, words, fields, first_line, sentence_id, document = [], [], [], 2, None, None
     # the next row's word, where it is in the same document: whether a sentence ends is documents.ends_sentence's rule
     following = [rows[k + 1][word_column] if k + 1 < len(rows) and documents[k + 1] == documents[k] else None
@@ -132,6 +126,12 @@ def read_sentences_of_words(path: str, word_column: str = "word", sentence_colum
     logger.info("%s: %d sentences in %d documents", path, len(sentences),
                 len({s.document for s in sentences}) if document_column else 1)
     return sentences
+
+
+def document_of_row(row: dict, columns: list[str]) -> str:
+    """A TSV row's document: its document columns' values joined by "/" ("" where all are empty)."""
+    values = [row[c] or "" for c in columns]
+    return "/".join(values) if any(v.strip() for v in values) else ""
 
 
 def align(sentence: Sentence, offsets: list[tuple[int, int]]) -> list[int]:

@@ -32,6 +32,13 @@ LONG_ROW_TOKENS = 256
 SAMPLED_WORD_TOKENS = 8
 
 
+def given_word_begins(logprobs: torch.Tensor, begins: torch.Tensor) -> torch.Tensor:
+    """log p(token | a new word begins) over the word-initial tokens `begins` (ids; word_boundary.word_begin_ids):
+    the next-token log-probabilities of those tokens, renormalized over them. Shape (..., len(begins))."""
+    allowed = logprobs.index_select(-1, begins)
+    return allowed - allowed.logsumexp(-1, keepdim=True)
+
+
 def check_stride(window: int | None, stride: int | None) -> int | None:
     """The stride of a model of `window` positions: as given, or half the window (None: it reads any length)."""
     if window is None:
@@ -170,8 +177,7 @@ class SurprisalScorer:
         entropy = conditioned = None
         if self.entropy:
             entropy = (-(logprobs.exp() * logprobs).sum(-1) / math.log(2)).cpu()
-            begin = logprobs.index_select(-1, self.word_begins.to(logprobs.device))
-            begin = begin - begin.logsumexp(-1, keepdim=True)
+            begin = given_word_begins(logprobs, self.word_begins.to(logprobs.device))
             conditioned = (-(begin.exp() * begin).sum(-1) / math.log(2)).cpu()
         scores = []
         for row, piece in enumerate(pieces):
@@ -247,9 +253,8 @@ class SurprisalScorer:
                 self.entropy_samples, 1)
             logprobs = torch.log_softmax(self.model(input_ids=rows).logits[:, -1].float(), -1)
             if j:  # given that a word begins here
-                allowed = logprobs.index_select(-1, begins)
-                logprobs = torch.full_like(logprobs, -math.inf).index_copy(-1, begins, allowed - allowed.logsumexp(
-                    -1, keepdim=True))
+                logprobs = torch.full_like(logprobs, -math.inf).index_copy(-1, begins,
+                                                                           given_word_begins(logprobs, begins))
             token = torch.multinomial(logprobs.exp().cpu(), 1, generator=generator).to(self.device)
             total = logprobs.gather(-1, token).squeeze(-1)
             open_ = torch.ones(self.entropy_samples, dtype=torch.bool, device=self.device)
@@ -310,7 +315,7 @@ class SurprisalScorer:
             token_entropy = torch.cat([part.entropy for part in parts]).tolist()
             for token, owner in reversed(list(enumerate(item.owners))):
                 entropy[owner] = token_entropy[token]
-            entropy[0] = float(torch.cat([part.entropy_unconditioned for part in parts])[0])
+            entropy[0] = float(parts[0].entropy_unconditioned[0])
         return [WordSurprisal(sentence.id, j, word, totals[j] + corrections[j], counts[j],
                               corrections[j] if self.word_starts is not None else None, entropy[j])
                 for j, word in enumerate(sentence.words)]

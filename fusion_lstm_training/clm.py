@@ -678,9 +678,8 @@ def show_generation(output_dir: str, prompt: str, encoder_path: str):
     its own (a trained BPE) embeds each prefix from its text, with the encoder's tokenizer."""
     model = AutoModelForCausalLM.from_pretrained(output_dir, trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(output_dir, trust_remote_code=True)
-    reads_text = model.config.uses_encoder and not model.config.encoder_reads_lm_ids
     prefixes = {"tokenizer": tokenizer, "encoder_tokenizer": AutoTokenizer.from_pretrained(encoder_path)} if (
-        reads_text) else {}
+        model.config.encoder_reads_text) else {}
     torch.manual_seed(SHOWN_GENERATION_SEED)
     generated = model.generate(**tokenizer([prompt], return_tensors="pt"), **SHOWN_GENERATION, **prefixes)
     text = tokenizer.decode(generated[0], skip_special_tokens=True)

@@ -83,5 +83,5 @@ def build_model_card(model, repo_id: str, output_dir, training_arguments: dict, 
         training_description=training_description or "Trained with run_clm.py.",
         training_arguments=sorted(training_arguments.items()),
         eval_rows=rows,
-        vocab_differs=config.encoder is not None and not config.encoder_reads_lm_ids,
+        vocab_differs=config.encoder_reads_text,
     )

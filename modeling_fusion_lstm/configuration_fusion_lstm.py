@@ -328,6 +328,12 @@ class FusionLSTMConfig(PreTrainedConfig):
         return getattr(self.encoder, "vocab_size", self.vocab_size) == self.vocab_size
 
     @property
+    def encoder_reads_text(self) -> bool:
+        """Whether the model holds an encoder that cannot read its token ids, so e_j of each prefix is embedded from
+        the prefix's text with the encoder's own tokenizer (training, generation, the model card say so)."""
+        return self.uses_encoder and not self.encoder_reads_lm_ids
+
+    @property
     def fused_size(self) -> int:
         """Width of the fused vector that the dense layer reads."""
         extra = self.fusion_embedding_size if self.fusion_spec.concatenates else 0

@@ -618,7 +618,7 @@ class FusionLSTMForCausalLM(FusionLSTMPreTrainedModel, GenerationMixin):
                 "to compute them: build it with FusionLSTMForCausalLM.from_encoder_pretrained(encoder_path), or decode "
                 "step by step, calling the model with `fusion_embeds` for each new position and `state`."
             )
-        if self.prefix_encoder is not None and not self.config.encoder_reads_lm_ids:
+        if self.config.encoder_reads_text:
             kwargs["text_prefixes"] = TextPrefixes(self.prefix_encoder, kwargs.get("tokenizer"), encoder_tokenizer)
         elif encoder_tokenizer is not None:
             raise ValueError("encoder_tokenizer is for a model whose vocabulary is not its encoder's; this model's "
